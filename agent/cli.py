@@ -1,0 +1,169 @@
+"""The ``log-shuttle`` command.
+
+    log-shuttle --input-file '/var/log/*.log' [--output-stdout] [--format text]
+    log-shuttle --config /etc/log-shuttle/config.toml
+    log-shuttle check-config FILE
+
+Flags override LOG_SHUTTLE_* environment variables, which override the file (see agent.config).
+Exit codes: 0 after a clean stop, 1 when the drain deadline had to kill, 2 for a configuration
+or usage error, 3 when a component could not start.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from setproctitle import getproctitle, setproctitle
+
+from agent.config import Config, load_config
+from common.errors import ConfigError
+from common.logs import setup_logging
+
+EXIT_CONFIG = 2
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="log-shuttle: tail log files and ship them in batches (stdout by default).",
+)
+
+
+class Format(str, enum.Enum):
+    ndjson = "ndjson"
+    text = "text"
+
+
+class Level(str, enum.Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+def _version() -> str:
+    try:
+        return version("log-shuttle")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"log-shuttle {_version()}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def run(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", envvar="LOG_SHUTTLE_CONFIG", dir_okay=False,
+        help="TOML configuration file."),
+    input_file: Optional[list[str]] = typer.Option(
+        None, "--input-file", "-f", metavar="PATH",
+        help="A file or glob to tail (quote globs); repeat for more. Replaces the file inputs "
+             "of the configuration."),
+    from_beginning: bool = typer.Option(
+        False, "--from-beginning",
+        help="Read files present at start from their beginning, not their end."),
+    max_line_bytes: Optional[int] = typer.Option(
+        None, "--max-line-bytes", metavar="N", help="Split longer lines into pieces of N bytes."),
+    output_stdout: bool = typer.Option(
+        False, "--output-stdout", help="Print the lines on stdout (the default output)."),
+    fmt: Optional[Format] = typer.Option(
+        None, "--format", help="stdout format: ndjson (default) or text."),
+    log_level: Optional[Level] = typer.Option(
+        None, "--log-level", help="The agent's own messages, on stderr."),
+    drain_timeout: Optional[float] = typer.Option(
+        None, "--drain-timeout", metavar="SECONDS",
+        help="How long a stop may drain before it kills (default 10)."),
+    _version_flag: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Run the agent (when no command is given)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    overrides = cli_overrides(
+        input_file=input_file, from_beginning=from_beginning, max_line_bytes=max_line_bytes,
+        output_stdout=output_stdout, fmt=fmt.value if fmt else None,
+        log_level=log_level.value if log_level else None, drain_timeout=drain_timeout)
+    try:
+        cfg = load_config(str(config) if config else None, overrides=overrides)
+    except ConfigError as exc:
+        typer.echo(f"log-shuttle: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    raise typer.Exit(start(cfg))
+
+
+def cli_overrides(
+    *,
+    input_file: list[str] | None = None,
+    from_beginning: bool = False,
+    max_line_bytes: int | None = None,
+    output_stdout: bool = False,
+    fmt: str | None = None,
+    log_level: str | None = None,
+    drain_timeout: float | None = None,
+) -> list[tuple[list[str], Any]]:
+    """The configuration keys the flags set, as (key path, value)."""
+    out: list[tuple[list[str], Any]] = []
+    if input_file:
+        out.append((["inputs", "file"], [{"paths": list(input_file)}]))
+    if from_beginning:
+        out.append((["inputs", "file", "*", "from_beginning"], True))
+    if max_line_bytes is not None:
+        out.append((["inputs", "file", "*", "max_line_bytes"], max_line_bytes))
+    if output_stdout or fmt:
+        out.append((["outputs"], {"stdout": {"format": fmt} if fmt else {}}))
+    if log_level:
+        out.append((["agent", "log_level"], log_level))
+    if drain_timeout is not None:
+        out.append((["agent", "drain_timeout"], drain_timeout))
+    return out
+
+
+def start(cfg: Config) -> int:
+    """Run the supervisor with this configuration; return the exit code."""
+    from agent.plan import plan
+    from agent.supervisor import Supervisor
+
+    setproctitle("log-shuttle: supervisor")
+    log = setup_logging("supervisor", cfg.agent.log_level)
+    specs, queues = plan(cfg)
+    log.info("log-shuttle %s: %s", _version(), ", ".join(s.role for s in specs))
+    sup = Supervisor(
+        specs, queues, host=cfg.host_name(), log_level=cfg.agent.log_level,
+        drain_timeout=cfg.agent.drain_timeout, backoff=cfg.agent.restart_backoff,
+        backoff_max=cfg.agent.restart_backoff_max, log=log)
+    return sup.run()
+
+
+@app.command("check-config")
+def check_config(file: Path = typer.Argument(..., dir_okay=False, help="TOML file to check.")) -> None:
+    """Check a configuration file (with the LOG_SHUTTLE_* variables applied) without running."""
+    try:
+        cfg = load_config(str(file))
+    except ConfigError as exc:
+        typer.echo(f"log-shuttle: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    inputs = [f"file {f.name!r} ({', '.join(f.paths)})" for f in cfg.inputs.file]
+    outputs = [f"stdout ({cfg.outputs.stdout.format})"] if cfg.outputs.stdout else []
+    typer.echo(f"{file}: ok\n  inputs: {'; '.join(inputs)}\n  outputs: {'; '.join(outputs)}")
+
+
+def main() -> None:
+    getproctitle()  # before anything touches the environment (setproctitle's advice)
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

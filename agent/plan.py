@@ -1,0 +1,59 @@
+"""From a Config to the processes and queues the supervisor runs.
+
+    input file ----q----\\                  /----q---- output stdout
+    input file ----q-----> pipeline ------<
+    (input ebpf) --q----/                  \\----q---- output tcp / grpc
+
+Every arrow is its own single-producer single-consumer shared-memory queue. The registries below
+map a component kind to the function that builds it: one explicit table per kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import inputs.file
+import outputs.stdout
+import pipeline
+from agent.config import Config
+from agent.supervisor import ChildSpec
+from common.component import Context, Runner
+from common.shmqueue import ShmQueue
+
+INPUTS: dict[str, Callable[[Context], Runner]] = {"file": inputs.file.build}
+OUTPUTS: dict[str, Callable[[Context], Runner]] = {"stdout": outputs.stdout.build}
+
+
+def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue]]:
+    """Create the queues (in this process, which must be the supervisor) and describe the
+    children that use them."""
+    queues: list[ShmQueue] = []
+    specs: list[ChildSpec] = []
+
+    def queue(name: str, capacity: int) -> ShmQueue:
+        q = ShmQueue.create(name=f"log-shuttle.{name}", capacity=capacity)
+        queues.append(q)
+        return q
+
+    try:
+        to_pipeline = []
+        for cfg in config.inputs.file:
+            q = queue(f"input-{cfg.name}", config.queue.input_bytes)
+            to_pipeline.append(q)
+            role = "input file" if cfg.name == "file" else f"input file {cfg.name}"
+            specs.append(ChildSpec(role=role, kind="input", build=INPUTS["file"], config=cfg,
+                                   produces=[q]))
+        from_pipeline = []
+        if config.outputs.stdout is not None:
+            q = queue("output-stdout", config.queue.output_bytes)
+            from_pipeline.append(q)
+            specs.append(ChildSpec(role="output stdout", kind="output", build=OUTPUTS["stdout"],
+                                   config=config.outputs.stdout, consumes=[q], keep_stdout=True))
+        specs.append(ChildSpec(role="pipeline", kind="pipeline", build=pipeline.build,
+                               config=config.pipeline, consumes=to_pipeline,
+                               produces=from_pipeline))
+    except BaseException:
+        for q in queues:
+            q.destroy()
+        raise
+    return specs, queues

@@ -1,0 +1,349 @@
+"""The supervisor: starts one process per component, watches them, restarts the ones that crash,
+and drains them on stop. Modelled on gunicorn's arbiter:
+
+- signal handlers only record the signal; the main loop handles it (``handle_<name>``);
+- a table ``pid -> Child``, reaped with ``waitpid(-1, WNOHANG)``;
+- a child that exits with EXIT_BOOT failed at start: the agent stops instead of restarting it;
+- a crashed child is restarted with exponential backoff (reset once it has run for a while);
+- stop = SIGTERM to the inputs, wait while the data drains to a deadline, then SIGKILL.
+
+Draining follows the data, and only the supervisor closes queues: the inputs (SIGTERM) stop
+reading, send what they hold and exit; as each child ends during a stop, the supervisor closes the
+queues it produced into; the pipeline sees every input queue closed and empty, flushes and exits;
+the outputs write what is left and exit. The pipeline and outputs ignore SIGTERM, so a signal to
+the whole process group (systemd's default, ``timeout``) cannot cut the drain short, and a dead
+child never holds it up.
+
+The supervisor owns the queues: it creates them before the first fork and destroys them last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, NoReturn
+
+from common.component import BootError, Context, Runner, SinkClosed, Stop
+from common.logs import setup_logging
+from common.shmqueue import ShmQueue
+from common.wake import Wakeup
+
+EXIT_OK = 0
+EXIT_CRASH = 1
+EXIT_BOOT = 3
+"""A child could not start (configuration, privileges, environment): stop the agent."""
+EXIT_SINK_CLOSED = 4
+"""An output's destination is gone for good (stdout closed): stop the agent quietly."""
+
+STABLE_AFTER = 10.0
+"""A child that ran this many seconds before it crashed restarts with the initial backoff."""
+
+
+@dataclass
+class ChildSpec:
+    """One component process."""
+
+    role: str
+    """Shown in ``ps`` as ``log-shuttle: <role>`` and in every log line of the child."""
+    kind: Literal["input", "pipeline", "output"]
+    build: Callable[[Context], Runner]
+    config: Any
+    consumes: list[ShmQueue] = field(default_factory=list)
+    produces: list[ShmQueue] = field(default_factory=list)
+    keep_stdout: bool = False
+    """Only the stdout output keeps the agent's stdout; every other child writes fd 1 to stderr."""
+
+
+@dataclass
+class Child:
+    spec: ChildSpec
+    pid: int | None = None
+    started: float = 0.0
+    backoff: float = 0.0
+    due: float | None = 0.0
+    """Monotonic time at which to (re)start it; None while it runs or once it is done."""
+    restarts: int = 0
+
+
+class Supervisor:
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGCHLD", "SIGHUP")
+
+    def __init__(
+        self,
+        specs: list[ChildSpec],
+        queues: list[ShmQueue],
+        *,
+        host: str,
+        log_level: str = "info",
+        drain_timeout: float = 10.0,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        log: logging.Logger,
+    ) -> None:
+        self.children = [Child(spec=s, backoff=backoff) for s in specs]
+        self.queues = queues
+        self.host = host
+        self.log_level = log_level
+        self.drain_timeout = drain_timeout
+        self.backoff_initial = backoff
+        self.backoff_max = backoff_max
+        self.log = log
+        self.pids: dict[int, Child] = {}
+        self.signals: list[int] = []
+        self.wakeup = Wakeup()
+        self.stopping = False
+        self.deadline = 0.0
+        self.exit_code = EXIT_OK
+        self.stdout_fd = -1
+        self.supervisor_pid = 0
+
+    # --- main loop ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; return the agent's exit code."""
+        self.supervisor_pid = os.getpid()
+        self.stdout_fd = os.dup(1)
+        os.dup2(2, 1)  # nothing the supervisor does can reach the data on stdout
+        self._install_signals()
+        try:
+            # Consumers first, so that the first batches find someone to read them.
+            for kind in ("output", "pipeline", "input"):
+                for child in self.children:
+                    if child.spec.kind == kind:
+                        self.spawn(child)
+            while not self._done():
+                self._sleep()
+                while self.signals:
+                    sig = self.signals.pop(0)
+                    getattr(self, f"handle_{signal.Signals(sig).name[3:].lower()}")()
+                self.reap()
+                self._start_due()
+                if self.stopping and time.monotonic() >= self.deadline:
+                    self._kill_remaining("the drain deadline passed")
+        finally:
+            self._kill_remaining("the supervisor is exiting")
+            for q in self.queues:
+                q.destroy()
+            self.wakeup.close()
+            os.close(self.stdout_fd)
+        return self.exit_code
+
+    def _done(self) -> bool:
+        return self.stopping and not self.pids
+
+    def _sleep(self) -> None:
+        now = time.monotonic()
+        timeout = 1.0
+        for child in self.children:
+            if child.due is not None and child.pid is None:
+                timeout = min(timeout, max(0.0, child.due - now))
+        if self.stopping:
+            timeout = min(timeout, max(0.0, self.deadline - now))
+        try:
+            select.select([self.wakeup.fileno()], [], [], timeout)
+        except InterruptedError:
+            pass
+        self.wakeup.clear()
+
+    # --- signals --------------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        for name in self.SIGNALS:
+            signal.signal(getattr(signal, name), self._on_signal)
+        signal.set_wakeup_fd(self.wakeup.write_fd(), warn_on_full_buffer=False)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.signals.append(signum)  # nothing else happens in a handler
+
+    def handle_int(self) -> None:
+        if self.stopping:
+            self._kill_remaining("a second interrupt")
+            return
+        self.log.info("interrupted: draining (up to %.0fs; interrupt again to stop now)",
+                      self.drain_timeout)
+        self.stop()
+
+    def handle_term(self) -> None:
+        if not self.stopping:
+            self.log.info("SIGTERM: draining (up to %.0fs)", self.drain_timeout)
+            self.stop()
+
+    def handle_hup(self) -> None:
+        self.log.info("SIGHUP ignored: restart the agent to load a new configuration")
+
+    def handle_chld(self) -> None:
+        pass  # reap() runs after every wake-up
+
+    # --- children -------------------------------------------------------------------------------
+
+    def spawn(self, child: Child) -> None:
+        spec = child.spec
+        if child.restarts:
+            for q in spec.produces:
+                q.reopen()
+        pid = os.fork()
+        if pid == 0:
+            self._child_main(spec)
+        child.pid = pid
+        child.started = time.monotonic()
+        child.due = None
+        self.pids[pid] = child
+        self.log.debug("started %s (pid %d)", spec.role, pid)
+
+    def _child_main(self, spec: ChildSpec) -> NoReturn:
+        code = EXIT_CRASH
+        try:
+            _die_with_parent(self.supervisor_pid)
+            signal.set_wakeup_fd(-1)
+            for name in self.SIGNALS:
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
+            # Ctrl-C reaches the whole process group; only the supervisor acts on it.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            self.wakeup.close()
+            os.dup2(self.stdout_fd if spec.keep_stdout else 2, 1)
+            os.close(self.stdout_fd)
+            from setproctitle import setproctitle
+
+            setproctitle(f"log-shuttle: {spec.role}")
+            log = setup_logging(spec.role, self.log_level)
+            stop = Stop()
+            if spec.kind == "input":
+                stop.install(signal.SIGTERM)
+            else:
+                # The pipeline and outputs stop when their queues close and drain, never on a
+                # signal: a SIGTERM to the whole group (systemd, timeout) must not cut the drain.
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                ctx = Context(
+                    name=spec.role, config=spec.config, host=self.host, stop=stop,
+                    consumers=[q.consumer() for q in spec.consumes],
+                    producers=[q.producer() for q in spec.produces], log=log)
+                runner = spec.build(ctx)
+            except BootError as exc:
+                log.error("cannot start: %s", exc)
+                code = EXIT_BOOT
+            else:
+                runner.run()
+                code = EXIT_OK
+        except SinkClosed:
+            code = EXIT_SINK_CLOSED
+        except BaseException:
+            logging.getLogger("log_shuttle").exception("%s crashed", spec.role)
+            code = EXIT_CRASH
+        finally:
+            try:
+                logging.shutdown()
+            finally:
+                os._exit(code)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.pids.pop(pid, None)
+            if child is None:
+                continue
+            child.pid = None
+            self._exited(child, pid, status)
+
+    def _exited(self, child: Child, pid: int, status: int) -> None:
+        role = child.spec.role
+        code = os.waitstatus_to_exitcode(status)
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+        if self.stopping:
+            self.log.debug("%s (pid %d) %s", role, pid, how)
+            self._close_downstream(child)
+            return
+        if code == EXIT_BOOT:
+            self.log.error("stopping: %s could not start (its message is above)", role)
+            self.exit_code = EXIT_BOOT
+            self._close_downstream(child)
+            self.stop()
+            return
+        if code == EXIT_SINK_CLOSED:
+            self.log.debug("%s: its destination closed; stopping", role)
+            self._close_downstream(child)
+            self.stop()
+            return
+        ran = time.monotonic() - child.started
+        if ran >= STABLE_AFTER:
+            child.backoff = self.backoff_initial
+        delay = child.backoff
+        child.backoff = min(child.backoff * 2, self.backoff_max)
+        child.restarts += 1
+        child.due = time.monotonic() + delay
+        self.log.warning("%s (pid %d) %s; restarting in %.1fs", role, pid, how, delay)
+
+    def _start_due(self) -> None:
+        if self.stopping:
+            return
+        now = time.monotonic()
+        for child in self.children:
+            if child.pid is None and child.due is not None and child.due <= now:
+                self.spawn(child)
+
+    def _close_downstream(self, child: Child) -> None:
+        for q in child.spec.produces:
+            q.producer().close()
+
+    # --- stopping -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin the drain: the inputs stop, the rest follows as the queues close."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.deadline = time.monotonic() + self.drain_timeout
+        for child in self.children:
+            if child.pid is None:
+                child.due = None
+                self._close_downstream(child)  # a child waiting to restart will not drain
+            elif child.spec.kind == "input":
+                self._signal(child, signal.SIGTERM)
+
+    def _signal(self, child: Child, sig: int) -> None:
+        if child.pid is not None:
+            try:
+                os.kill(child.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _kill_remaining(self, why: str) -> None:
+        if not self.pids:
+            return
+        self.log.warning("killing %s: %s", ", ".join(c.spec.role for c in self.pids.values()), why)
+        for child in list(self.pids.values()):
+            self._signal(child, signal.SIGKILL)
+        for pid in list(self.pids):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            self.pids.pop(pid, None)
+        if self.exit_code == EXIT_OK and why == "the drain deadline passed":
+            self.exit_code = EXIT_CRASH
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this child when the supervisor dies, however it dies: an agent
+    without its supervisor would run on unwatched (and the file input resumes from its
+    checkpoints when the agent is started again)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(EXIT_CRASH)

@@ -1,0 +1,70 @@
+"""What every component (input, pipeline, output) gets from the process that runs it.
+
+A component module exposes ``build(ctx: Context) -> Runner``; ``build`` checks its configuration
+and acquires what it needs (raising :class:`BootError` when it cannot, which stops the agent),
+and ``Runner.run()`` does the work until the upstream queues close or ``ctx.stop`` is set.
+Components never reach for globals: everything they need comes in through the context.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from common.errors import LogShuttleError
+from common.wake import Wakeup
+
+
+class BootError(LogShuttleError):
+    """A component cannot start with its configuration or environment. Restarting would not help,
+    so the supervisor stops the whole agent with this message."""
+
+
+class SinkClosed(LogShuttleError):
+    """The destination went away for good (e.g. stdout closed by ``| head``): stop quietly."""
+
+
+class Stop:
+    """Set when the process is asked to stop (SIGTERM). ``fileno`` is readable once set, so
+    that loops blocked in select/poll wake at once."""
+
+    def __init__(self) -> None:
+        self._wakeup = Wakeup()
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+        self._wakeup.set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def fileno(self) -> int:
+        return self._wakeup.fileno()
+
+    def install(self, *signums: int) -> None:
+        """Set on these signals. The handler only records; the loops act on it."""
+        for signum in signums:
+            signal.signal(signum, lambda _s, _f: self.set())
+
+
+class Runner(Protocol):
+    def run(self) -> None: ...
+
+
+@dataclass
+class Context:
+    """What a component is built with."""
+
+    name: str
+    """The component's role, e.g. ``input file`` or ``output stdout``."""
+    config: Any
+    host: str
+    stop: Stop
+    consumers: list[Any] = field(default_factory=list)
+    """Queues this component reads (common.shmqueue.Consumer)."""
+    producers: list[Any] = field(default_factory=list)
+    """Queues this component writes (common.shmqueue.Producer)."""
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("log_shuttle"))

@@ -1,0 +1,131 @@
+"""One followed file: its descriptor, identity, read position and the line in progress.
+
+Reading cuts the bytes at line ends into runs (one LogEvent per read, not one per line). The bytes
+after the last newline are held until their newline arrives. A line longer than the maximum is
+sent in pieces of at most ``max_line_bytes`` bytes, cut on a UTF-8 character boundary where the
+bytes are UTF-8, each flagged PIECE with its number; the last piece also carries LAST_PIECE.
+
+Invariant that keeps this per-read rather than per-line: a read is never longer than
+``max_line_bytes``, and the held bytes are always shorter. So only the line that continues the
+held bytes can be over-long; every other line lies inside one read and is short enough.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from common.events import LAST_PIECE, PIECE, UNTERMINATED, LogEvent
+
+
+@dataclass(eq=False)
+class TailedFile:
+    path: str
+    fd: int
+    dev: int
+    ino: int
+    offset: int
+    """File offset of the first byte not yet sent (the start of the line in progress)."""
+    pending: bytes = b""
+    """Bytes read from ``offset`` on that do not end a line yet."""
+    piece: int = 0
+    """The next piece number of an over-long line in progress (0: none in progress)."""
+    detached_at: float | None = None
+    """Monotonic time since when ``path`` no longer names this file (rotated or deleted)."""
+    idle_since: float = 0.0
+
+    @classmethod
+    def open(cls, path: str, *, at_end: bool) -> TailedFile:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        return cls(path=path, fd=fd, dev=st.st_dev, ino=st.st_ino,
+                   offset=st.st_size if at_end else 0)
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return (self.dev, self.ino)
+
+    @property
+    def read_pos(self) -> int:
+        return self.offset + len(self.pending)
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def reset(self) -> None:
+        """The file was truncated: start again from its beginning."""
+        self.offset = 0
+        self.pending = b""
+        self.piece = 0
+
+    def read(self, budget: int, *, max_line: int, now_ns: int) -> tuple[list[LogEvent], int]:
+        """Read up to ``budget`` bytes (never more than ``max_line``); return the events for the
+        complete lines and pieces, and the number of bytes read."""
+        data = os.pread(self.fd, min(budget, max_line), self.read_pos)
+        if not data:
+            return [], 0
+        return self.cut(data, max_line=max_line, now_ns=now_ns), len(data)
+
+    def cut(self, data: bytes, *, max_line: int, now_ns: int) -> list[LogEvent]:
+        buf = self.pending + data if self.pending else data
+        off = self.offset
+        events: list[LogEvent] = []
+        # The line in progress may be over-long: cut pieces until a newline is in reach.
+        while True:
+            nl = buf.find(b"\n", 0, max_line + 1)
+            if nl >= 0:
+                break
+            if len(buf) <= max_line:
+                self.pending, self.offset = buf, off
+                return events
+            cut = utf8_cut(buf, max_line)
+            events.append(self._event(off, buf[:cut], 1, now_ns, PIECE, self.piece))
+            self.piece += 1
+            off += cut
+            buf = buf[cut:]
+        if self.piece:
+            end = nl + 1
+            events.append(self._event(off, buf[:end], 1, now_ns, PIECE | LAST_PIECE, self.piece))
+            self.piece = 0
+            off += end
+            buf = buf[end:]
+        last = buf.rfind(b"\n")
+        if last >= 0:
+            run = buf[: last + 1]
+            events.append(self._event(off, run, run.count(b"\n"), now_ns, 0, 0))
+            off += last + 1
+            buf = buf[last + 1:]
+        self.pending, self.offset = buf, off
+        return events
+
+    def _event(self, off: int, data: bytes, lines: int, now_ns: int, flags: int,
+               piece: int) -> LogEvent:
+        return LogEvent(path=self.path, dev=self.dev, ino=self.ino, offset=off, data=data,
+                        lines=lines, read_ns=now_ns, flags=flags, piece=piece)
+
+    def flush(self, *, now_ns: int) -> LogEvent:
+        """The held bytes as a final record, for a file let go with no newline at its end."""
+        flags = UNTERMINATED | (PIECE | LAST_PIECE if self.piece else 0)
+        ev = self._event(self.offset, self.pending, 1, now_ns, flags, self.piece)
+        self.offset += len(self.pending)
+        self.pending = b""
+        self.piece = 0
+        return ev
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def utf8_cut(buf: bytes, limit: int) -> int:
+    """Where to cut ``buf`` at most ``limit`` bytes in, so as not to split a UTF-8 character:
+    back off over up to three continuation bytes; bytes that are not UTF-8 are cut at ``limit``."""
+    cut = limit
+    while cut > limit - 3 and cut > 1 and (buf[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if (buf[cut] & 0xC0) != 0x80 else limit

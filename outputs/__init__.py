@@ -1,0 +1,1 @@
+"""Outputs: one process per configured destination, each reading batches from its own queue."""

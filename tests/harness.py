@@ -1,0 +1,116 @@
+"""Running the real agent, through its real command line, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def agent_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "agent.cli", *args]
+
+
+def agent_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOG_SHUTTLE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def wait_for(check, *, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Agent:
+    """``log-shuttle`` in a subprocess, its stdout and stderr captured in files."""
+
+    def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.stdout_path = tmp / "agent.stdout"
+        self.stderr_path = tmp / "agent.stderr"
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(agent_command(*args), stdout=self._out, stderr=self._err,
+                                     stdin=subprocess.DEVNULL, env=env or agent_env(),
+                                     cwd=ROOT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stdout(self) -> bytes:
+        return self.stdout_path.read_bytes()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def records(self) -> list[dict]:
+        out = []
+        for line in self.stdout().splitlines():
+            out.append(json.loads(line))
+        return out
+
+    def wait_records(self, n: int, *, timeout: float = 20.0) -> list[dict]:
+        def enough():
+            data = self.stdout()
+            if data.count(b"\n") >= n:
+                return self.records()
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited {self.proc.returncode}: {self.stderr()}")
+            return None
+        return wait_for(enough, timeout=timeout, what=f"{n} records on stdout")
+
+    def children(self) -> dict[str, int]:
+        """Process title -> pid of the supervisor's children."""
+        return wait_for(self._children, what="the agent's children", timeout=20)
+
+    def _children(self) -> dict[str, int] | None:
+        titles = {}
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                pids = [int(p) for p in f.read().split()]
+        except OSError:
+            return None
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    titles[f.read().split(b"\0")[0].decode()] = pid
+            except OSError:
+                continue
+        return titles if any(t.startswith("log-shuttle: ") for t in titles) else None
+
+    def stop(self, sig: int = signal.SIGTERM, *, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._out.close()
+        self._err.close()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.stop()
+        self.close()

@@ -1,0 +1,53 @@
+"""Rendering events into one record per line: offsets, flags, formats."""
+
+from __future__ import annotations
+
+import json
+
+from common.events import LAST_PIECE, PIECE, UNTERMINATED, LogEvent
+from outputs.records import Renderer, log_records, rfc3339_ns
+
+
+def ev(data: bytes, *, offset=100, lines=None, flags=0, piece=0) -> LogEvent:
+    return LogEvent(path="/var/log/a.log", dev=1, ino=2, offset=offset, data=data,
+                    lines=data.count(b"\n") if lines is None else lines,
+                    read_ns=1_700_000_000_123_456_789, flags=flags, piece=piece)
+
+
+def test_rfc3339_with_nanoseconds():
+    assert rfc3339_ns(1_700_000_000_123_456_789) == "2023-11-14T22:13:20.123456789Z"
+    assert rfc3339_ns(5) == "1970-01-01T00:00:00.000000005Z"
+
+
+def test_ascii_run_offsets():
+    recs = log_records(ev(b"a\n\nccc\n"), "h")
+    assert [(r.offset, r.line) for r in recs] == [(100, "a"), (102, ""), (103, "ccc")]
+
+
+def test_utf8_and_invalid_bytes_keep_byte_offsets():
+    recs = log_records(ev("é\n".encode() + b"bad\xff\xfe\n" + b"z\n"), "h")
+    assert [(r.offset, r.line, r.invalid_utf8) for r in recs] == [
+        (100, "é", False), (103, "bad\ufffd\ufffd", True), (109, "z", False)]
+
+
+def test_piece_and_unterminated_flags():
+    (r,) = log_records(ev(b"abc", flags=PIECE, piece=0, lines=1), "h")
+    assert (r.line, r.piece, r.last_piece) == ("abc", 0, False)
+    (r,) = log_records(ev(b"de\n", flags=PIECE | LAST_PIECE, piece=1, lines=1), "h")
+    assert (r.line, r.piece, r.last_piece) == ("de", 1, True)
+    (r,) = log_records(ev(b"end", flags=UNTERMINATED, lines=1), "h")
+    assert (r.line, r.unterminated, r.piece) == ("end", True, None)
+
+
+def test_ndjson_has_the_documented_keys_and_omits_unset_flags():
+    out = Renderer(fmt="ndjson", host="web-1").render([ev(b"hello \"x\"\n")])
+    assert out.endswith(b"\n") and out.count(b"\n") == 1
+    assert json.loads(out) == {"time": "2023-11-14T22:13:20.123456789Z", "host": "web-1",
+                               "path": "/var/log/a.log", "offset": 100, "line": 'hello "x"'}
+
+
+def test_text_format():
+    out = Renderer(fmt="text", host="web-1").render([ev(b"hi\n"), ev(b"p", flags=PIECE, lines=1)])
+    assert out.decode().splitlines() == [
+        "2023-11-14T22:13:20.123456789Z web-1 /var/log/a.log:100 hi",
+        "2023-11-14T22:13:20.123456789Z web-1 /var/log/a.log:100 [piece 0] p"]
