@@ -24,7 +24,10 @@ replacement is started only after its predecessor has been reaped. ``Producer`` 
 
 from __future__ import annotations
 
+import mmap
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 import msgspec
 
@@ -101,7 +104,26 @@ _MIN_CAPACITY = 64
 _MAX_CAPACITY = 1 << 32  # the record length is a u32
 
 
-def _backend() -> tuple[type[_shm_linux.Segment], type[_shm_linux.Signal]]:
+class _Segment(Protocol):
+    """Shared memory inherited across fork: ``mm`` is the mapping (zero-filled when made)."""
+
+    mm: mmap.mmap
+
+    def close(self) -> None: ...
+
+
+class _Signal(Protocol):
+    """A wake-up between processes: level-triggered, waitable with a timeout."""
+
+    def fileno(self) -> int: ...
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def wait(self, timeout: float | None) -> None: ...
+    def close(self) -> None: ...
+
+
+def _backend() -> tuple[Callable[..., _Segment], Callable[[], _Signal]]:
+    """The OS-specific classes: the one place where another platform's backend would be chosen."""
     if not _shm_linux.available():
         raise QueueError(
             "shared-memory queues need os.memfd_create and os.eventfd (Linux, Python 3.10+); "
@@ -110,16 +132,10 @@ def _backend() -> tuple[type[_shm_linux.Segment], type[_shm_linux.Signal]]:
     return _shm_linux.Segment, _shm_linux.Signal
 
 
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and timeout < 0:
-        raise ValueError("timeout must be None or a non-negative number of seconds")
-
-
 class ShmQueue:
     """The shared part of a queue: the segment and the two signals, inherited across fork."""
 
-    def __init__(self, *, name: str, capacity: int, segment: _shm_linux.Segment,
-                 data: _shm_linux.Signal, space: _shm_linux.Signal) -> None:
+    def __init__(self, *, name: str, capacity: int, segment: _Segment, data: _Signal, space: _Signal) -> None:
         # Private: use ShmQueue.create().
         self.name = name
         self.capacity = capacity
@@ -135,14 +151,15 @@ class ShmQueue:
         """Make a new, empty queue of ``capacity`` bytes (rounded up to 8). Supervisor only,
         before forking the processes that will use it."""
         if not isinstance(capacity, int) or not _MIN_CAPACITY <= capacity <= _MAX_CAPACITY:
-            raise ValueError(f"capacity must be an int from {_MIN_CAPACITY} to {_MAX_CAPACITY} bytes, got {capacity!r}")
+            raise ValueError(f"capacity must be an int from {_MIN_CAPACITY} to {_MAX_CAPACITY} bytes, "
+                             f"got {capacity!r}")
         capacity = (capacity + 7) & ~7
         segment_cls, signal_cls = _backend()
         try:
             segment = segment_cls(name=f"shmqueue:{name}", size=_HEADER_SIZE + capacity)
         except OSError as exc:
             raise QueueError(f"cannot create the shared memory of queue {name!r}: {exc}") from exc
-        signals: list[_shm_linux.Signal] = []
+        signals: list[_Signal] = []
         try:
             signals.append(signal_cls())
             signals.append(signal_cls())
@@ -232,6 +249,8 @@ class Producer:
     def put(self, data: bytes | bytearray | memoryview, *, timeout: float | None = None) -> None:
         """Append one message, blocking while there is no room (at most ``timeout`` seconds,
         None: no limit). Raises Full on timeout, Closed after close(), MessageTooLarge."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be None or a non-negative number of seconds")
         words = self._words
         if words[_W_CLOSED]:
             raise Closed(f"queue {self._queue.name!r} is closed")
@@ -262,8 +281,10 @@ class Producer:
             self._mm[base:base + n - first] = view[first:]
             view.release()
         tail += need
-        words[_W_TAIL] = tail  # publish: the record is visible from this store on, not before
+        # Local first: should an exception (a signal handler's) come between the two lines, the
+        # record is published with the next one instead of being overwritten by it.
         self._tail = tail
+        words[_W_TAIL] = tail  # publish: the record is visible from this store on, not before
         words[_W_MSGS_PUT] += 1
         words[_W_BYTES_PUT] += n
         self._notify()
@@ -286,7 +307,6 @@ class Producer:
         return self._cap - (self._tail - self._words[_W_HEAD])
 
     def _wait_for_space(self, need: int, timeout: float | None) -> None:
-        _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         words, space, cap, tail = self._words, self._space, self._cap, self._tail
         while True:
@@ -325,7 +345,11 @@ class Consumer:
         """The next message, waiting at most ``timeout`` seconds (None: no limit). Raises Empty
         on timeout, Closed when the queue is closed and drained. With ``commit`` (the default)
         its bytes, and those of every message read before it, go back to the producer at once;
-        with ``commit=False`` they stay in the ring until :meth:`commit`."""
+        with ``commit=False`` they stay in the ring until :meth:`commit` (commit before holding
+        a ring's worth: the producer cannot reuse uncommitted bytes, so a get that waits for
+        more would wait for itself)."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be None or a non-negative number of seconds")
         words = self._words
         pos = self._read
         tail = words[_W_TAIL]
@@ -364,8 +388,8 @@ class Consumer:
         pos = self._read
         if pos != self._head:
             words = self._words
+            self._head = pos  # local first: rewind() must never go back past the shared head
             words[_W_HEAD] = pos  # the messages were copied out before this store
-            self._head = pos
             words[_W_MSGS_COMMITTED] += self._msgs
             words[_W_BYTES_COMMITTED] += self._bytes
             self._msgs = self._bytes = 0
@@ -386,7 +410,6 @@ class Consumer:
         return self._words[_W_TAIL] - self._read
 
     def _wait_for_data(self, timeout: float | None) -> int:
-        _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         words, data, pos = self._words, self._data, self._read
         while True:

@@ -8,37 +8,28 @@ import os
 import select
 
 from common.component import BootError, Context, SinkClosed
-from common.events import BatchCodec
-from common.shmqueue import Closed, Empty
+from common.events import Batch
+from outputs.base import Verdict
 from outputs.records import Renderer
+from outputs.runner import OutputRunner
 
 
-def build(ctx: Context) -> StdoutOutput:
+def build(ctx: Context) -> OutputRunner:
     if len(ctx.consumers) != 1:
         raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
-    return StdoutOutput(ctx)
+    return OutputRunner(ctx, StdoutSink(fmt=ctx.config.format, host=ctx.host))
 
 
-class StdoutOutput:
-    def __init__(self, ctx: Context, *, fd: int = 1) -> None:
-        self.ctx = ctx
+class StdoutSink:
+    name = "stdout"
+
+    def __init__(self, *, fmt: str, host: str, fd: int = 1) -> None:
         self.fd = fd
-        self.consumer = ctx.consumers[0]
-        self.codec = BatchCodec()
-        self.renderer = Renderer(fmt=ctx.config.format, host=ctx.host)
+        self.renderer = Renderer(fmt=fmt, host=host)
 
-    def run(self) -> None:
-        stop = self.ctx.stop
-        while not stop.is_set():
-            try:
-                message = self.consumer.get_nowait(commit=False)
-            except Empty:
-                select.select([self.consumer, stop], [], [])
-                continue
-            except Closed:
-                return
-            self.write(self.renderer.render(self.codec.decode(message).events))
-            self.consumer.commit()
+    def send(self, batch: Batch) -> Verdict:
+        self.write(self.renderer.render(batch.events))
+        return Verdict.OK
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -53,3 +44,6 @@ class StdoutOutput:
                     raise SinkClosed("stdout was closed") from exc
                 raise
             view = view[n:]
+
+    def close(self) -> None:
+        pass

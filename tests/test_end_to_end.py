@@ -243,3 +243,67 @@ def test_nothing_is_printed_for_nothing(tmp_path, content):
         time.sleep(0.5)
         assert agent.stop() == 0
     assert agent.stdout() == b""
+
+
+def test_drain_deadline_kills_a_stuck_output(tmp_path):
+    p = tmp_path / "a.log"
+    p.write_bytes(b"".join(b"line %d padded to be long enough to fill pipes\n" % i
+                           for i in range(200_000)))
+    # stdout is a pipe nobody reads: the output blocks, the drain cannot finish.
+    proc = subprocess.Popen(agent_command("--input-file", str(p), "--from-beginning",
+                                          "--drain-timeout", "1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=agent_env())
+    try:
+        proc.stdout.read(1)  # it has started writing
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        took = time.monotonic() - t0
+        err = proc.stderr.read().decode()
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    assert code == 1, err
+    assert "the drain deadline passed" in err and "output stdout" in err
+    assert took >= 0.9
+
+
+def test_polling_mode_and_several_input_flags(tmp_path):
+    a, b = tmp_path / "a.log", tmp_path / "sub" / "b.txt"
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[[inputs.file]]\npaths = ["{a}", "{tmp_path}/sub/*.txt"]\nwatch = "poll"\n'
+                   "poll_interval = 0.05\nglob_interval = 0.2\n")
+    with Agent(tmp_path, "--config", str(cfg)) as agent:
+        a.touch()
+        base = sync(agent, a)
+        b.parent.mkdir()
+        b.write_text("in a directory that did not exist at start\n")
+        append(a, b"polled\n")
+        recs = agent.wait_records(base + 2)
+        assert agent.stop() == 0
+    assert lines_of(recs, a) == ["polled"]
+    assert lines_of(recs, b) == ["in a directory that did not exist at start"]
+    x, y = tmp_path / "x.log", tmp_path / "y.log"
+    x.write_text("x1\n")
+    y.write_text("y1\n")
+    with Agent(tmp_path, "-f", str(x), "--input-file", str(y), "--from-beginning") as agent:
+        recs = agent.wait_records(2)
+        assert agent.stop() == 0
+    assert sorted(r["line"] for r in recs) == ["x1", "y1"]
+
+
+def test_rotation_by_rename_reads_the_old_file_to_its_end(tmp_path):
+    p = tmp_path / "app.log"
+    p.touch()
+    with Agent(tmp_path, "--input-file", str(p)) as agent:
+        base = sync(agent, p)
+        append(p, b"before rotation\n")
+        with open(p, "ab") as old:
+            p.rename(tmp_path / "app.log.1")
+            p.write_bytes(b"new file\n")
+            old.write(b"late write to the old file\n")  # the writer has not reopened yet
+        recs = agent.wait_records(base + 3)
+        assert agent.stop() == 0
+    lines = [r["line"] for r in recs if not r["line"].startswith("sync")]
+    assert sorted(lines) == ["before rotation", "late write to the old file", "new file"]

@@ -462,6 +462,8 @@ def test_timeouts_raise_full_and_empty(make_queue) -> None:
     assert 0.3 <= time.monotonic() - start < 5
     with pytest.raises(ValueError):
         consumer.get(timeout=-1)
+    with pytest.raises(ValueError):
+        producer.put(b"", timeout=-1)
 
 
 def test_close_then_drain_then_closed(make_queue, children) -> None:
@@ -563,7 +565,7 @@ def test_select_on_consumer_fileno_wakes_on_put_and_does_not_spin(make_queue, ch
             consumer.get_nowait()
         start = time.monotonic()
         assert sel.select(timeout=0.2) == []  # drained by the Empty: the loop sleeps
-        assert time.monotonic() - start >= 0.2
+        assert time.monotonic() - start >= 0.19
     finally:
         sel.close()
 
@@ -729,14 +731,14 @@ def test_blocked_producer_freed_by_a_new_consumer(make_queue, children, rng) -> 
             producer_pid = children.spawn(
                 lambda: _produce(queue, bodies, incarnation=round_, count=count, seed=round_, close=True)
             )
-            limit = rng.randint(0, 4)
+            limit = rng.randint(0, 3)  # a consumer holding 4 uncommitted would wait for itself
             consumer_pid = children.spawn(
                 lambda: _consume_and_report(queue, reports.write_fd, seed=round_, limit=limit)
             )
             got: list[tuple[bytes, int]] = []
             deadline = time.monotonic() + GENEROUS
             while sum(kind == b"D" for kind, _ in got) < limit or queue.stats().used_bytes < 3 * need:
-                assert time.monotonic() < deadline, "the queue never filled up"
+                assert time.monotonic() < deadline, f"the queue never filled up: {queue.stats()} {got} {limit}"
                 got += reports.read(timeout=0.005)
             time.sleep(rng.uniform(0.0, 0.01))  # the producer is blocked in put()
             assert queue.stats().messages_put < count
