@@ -247,8 +247,13 @@ def check_semantics(config: Config) -> list[str]:
                             f"inputs.file[{i}] (needs at least {need})")
     batch = config.pipeline.batch
     # A batch is closed after the input message that filled it: it may hold one more message.
+    # The pipeline commits input messages only once their batch is out, so an input queue must
+    # hold a whole batch's worth of uncommitted messages, twice over, or the input waits on it.
     message = max([0, *(f.max_line_bytes + f.send_bytes for f in config.inputs.file)])
     need = 2 * (batch.max_bytes + message)
+    if config.inputs.file and config.queue.input_bytes < need:
+        problems.append(f"queue.input_bytes: {config.queue.input_bytes} is too small for batches "
+                        f"of pipeline.batch.max_bytes = {batch.max_bytes} (needs at least {need})")
     if config.queue.output_bytes < need:
         problems.append(f"queue.output_bytes: {config.queue.output_bytes} is too small for a batch "
                         f"(needs at least {need})")

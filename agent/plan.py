@@ -18,16 +18,18 @@ import pipeline
 from agent.config import Config
 from agent.supervisor import ChildSpec
 from common.component import Context, Runner
+from common.progress import ProgressBoard
 from common.shmqueue import ShmQueue
 
 INPUTS: dict[str, Callable[[Context], Runner]] = {"file": inputs.file.build}
 OUTPUTS: dict[str, Callable[[Context], Runner]] = {"stdout": outputs.stdout.build}
 
 
-def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue]]:
-    """Create the queues (in this process, which must be the supervisor) and describe the
-    children that use them."""
-    queues: list[ShmQueue] = []
+def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard]]:
+    """Create the queues and the acknowledgement board (in this process, which must be the
+    supervisor) and describe the children that use them. Input i is the pipeline's i-th queue
+    and the board's input i; output o is the board's output o."""
+    queues: list[ShmQueue | ProgressBoard] = []
     specs: list[ChildSpec] = []
 
     def queue(name: str, capacity: int) -> ShmQueue:
@@ -52,6 +54,14 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue]]:
         specs.append(ChildSpec(role="pipeline", kind="pipeline", build=pipeline.build,
                                config=config.pipeline, consumes=to_pipeline,
                                produces=from_pipeline))
+        inputs = [s for s in specs if s.kind == "input"]
+        outputs = [s for s in specs if s.kind == "output"]
+        board = ProgressBoard.create(inputs=len(inputs), outputs=len(outputs))
+        queues.append(board)
+        for i, s in enumerate(inputs):
+            s.progress = lambda i=i: board.input(i)
+        for o, s in enumerate(outputs):
+            s.progress = lambda o=o: board.output(o)
     except BaseException:
         for q in queues:
             q.destroy()

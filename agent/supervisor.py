@@ -58,6 +58,8 @@ class ChildSpec:
     produces: list[ShmQueue] = field(default_factory=list)
     keep_stdout: bool = False
     """Only the stdout output keeps the agent's stdout; every other child writes fd 1 to stderr."""
+    progress: Callable[[], Any] | None = None
+    """Called in the child: its view of the acknowledgement board."""
 
 
 @dataclass
@@ -77,7 +79,7 @@ class Supervisor:
     def __init__(
         self,
         specs: list[ChildSpec],
-        queues: list[ShmQueue],
+        owned: list[Any],
         *,
         host: str,
         log_level: str = "info",
@@ -87,7 +89,8 @@ class Supervisor:
         log: logging.Logger,
     ) -> None:
         self.children = [Child(spec=s, backoff=backoff) for s in specs]
-        self.queues = queues
+        self.owned = owned
+        """Shared memory this process made (queues, the board): destroyed when it exits."""
         self.host = host
         self.log_level = log_level
         self.drain_timeout = drain_timeout
@@ -128,8 +131,8 @@ class Supervisor:
                     self._kill_remaining("the drain deadline passed")
         finally:
             self._kill_remaining("the supervisor is exiting")
-            for q in self.queues:
-                q.destroy()
+            for thing in self.owned:
+                thing.destroy()
             self.wakeup.close()
             os.close(self.stdout_fd)
         return self.exit_code
@@ -224,7 +227,8 @@ class Supervisor:
                 ctx = Context(
                     name=spec.role, config=spec.config, host=self.host, stop=stop,
                     consumers=[q.consumer() for q in spec.consumes],
-                    producers=[q.producer() for q in spec.produces], log=log)
+                    producers=[q.producer() for q in spec.produces], log=log,
+                    progress=spec.progress() if spec.progress else None)
                 runner = spec.build(ctx)
             except BootError as exc:
                 log.error("cannot start: %s", exc)

@@ -68,3 +68,5 @@ class Context:
     producers: list[Any] = field(default_factory=list)
     """Queues this component writes (common.shmqueue.Producer)."""
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("log_shuttle"))
+    progress: Any = None
+    """This component's view of the acknowledgement board (common.progress), if it has one."""

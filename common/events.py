@@ -48,8 +48,103 @@ class LogEvent(msgspec.Struct, tag="log", array_like=True, frozen=True):
     """With PIECE: 0 for the first piece of a long line, 1 for the next, and so on."""
 
 
-# One tagged union of every event kind; the eBPF, process and ETW kinds join it as they land.
-Event = Union[LogEvent]
+class ProcessEvent(msgspec.Struct, tag="process", array_like=True, frozen=True):
+    """A process started (exec), was forked (fork), ended (exit), or was found running when the
+    agent started (rundown). Fields a source cannot know stay at their defaults."""
+
+    kind: str
+    """"exec", "fork", "exit" or "rundown"."""
+    time_ns: int
+    """Wall-clock time of the event, nanoseconds since the Unix epoch."""
+    pid: int
+    ppid: int = 0
+    tid: int = 0
+    uid: int = -1
+    comm: str = ""
+    filename: str = ""
+    """The executable (exec: the path given to execve; rundown: /proc/PID/exe)."""
+    argv: list[str] = []
+    """Bounded: the first arguments, each cut to a bounded length."""
+    exit_code: int | None = None
+    """exit: the status the process gave exit_group(), or -signal when a signal ended it."""
+    start_ns: int = 0
+    """When the process started, nanoseconds since boot (CLOCK_BOOTTIME): with pid, its key."""
+    source: str = ""
+    """"ebpf", "proc" (a /proc poll or the rundown) or "etw"."""
+
+
+class ConnEvent(msgspec.Struct, tag="conn", array_like=True, frozen=True):
+    """A TCP connection opened (connect / accept) or closed by a process."""
+
+    kind: str
+    """"connect", "accept" or "close"."""
+    time_ns: int
+    pid: int
+    tid: int = 0
+    comm: str = ""
+    family: int = 4
+    """4 or 6."""
+    saddr: str = ""
+    sport: int = 0
+    daddr: str = ""
+    dport: int = 0
+    duration_ns: int = 0
+    """close: how long the connection was open, when its opening was seen."""
+    fd: int = -1
+
+
+class HttpEvent(msgspec.Struct, tag="http", array_like=True, frozen=True):
+    """One HTTP/1.x request and its response, seen at the syscall layer by a server or a client."""
+
+    time_ns: int
+    """When the request was first seen."""
+    pid: int
+    tid: int
+    comm: str
+    fd: int
+    direction: str
+    """"server" (the process read the request) or "client" (it wrote the request)."""
+    method: str
+    path: str
+    status: int = 0
+    duration_ns: int = 0
+    """From the first byte of the request to the first byte of the response."""
+    peer_addr: str = ""
+    peer_port: int = 0
+    version: str = "HTTP/1.1"
+
+
+class LossEvent(msgspec.Struct, tag="loss", array_like=True, frozen=True):
+    """Events that were dropped rather than block something that must not wait (the kernel)."""
+
+    time_ns: int
+    source: str
+    """The component that lost them, e.g. "input ebpf"."""
+    what: str
+    """Where: e.g. "ring buffer" (the kernel found it full) or "queue full"."""
+    count: int
+
+
+class EtwEvent(msgspec.Struct, tag="etw", array_like=True, frozen=True):
+    """An event of any ETW provider, decoded through TDH (Windows)."""
+
+    time_ns: int
+    provider: str
+    """The provider's GUID, lower case, in braces."""
+    event_id: int
+    version: int = 0
+    opcode: int = 0
+    level: int = 0
+    keywords: int = 0
+    pid: int = 0
+    tid: int = 0
+    provider_name: str = ""
+    task: str = ""
+    fields: dict[str, str | int | float | bool | None] = {}
+
+
+# One tagged union of every event kind.
+Event = Union[LogEvent, ProcessEvent, ConnEvent, HttpEvent, LossEvent, EtwEvent]
 
 
 class Batch(msgspec.Struct, array_like=True):
@@ -57,7 +152,11 @@ class Batch(msgspec.Struct, array_like=True):
 
     events: list[Event]
     source: str = ""
-    """Name of the component that produced the batch (for telemetry and acknowledgements)."""
+    """Name of the component that produced the batch (for telemetry)."""
+    seq: int = 0
+    """From an input: the message's number, for acknowledgements (common.progress); 0: none."""
+    acks: list[tuple[int, int]] = []
+    """From the pipeline: (input index, highest seq of that input handed on up to this batch)."""
 
 
 class BatchCodec:

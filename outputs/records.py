@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from itertools import accumulate
+from typing import Any
 
 import msgspec
 
@@ -77,11 +78,21 @@ def log_records(ev: LogEvent, host: str) -> list[LineRecord]:
     return out
 
 
-def records(events: list[Event], host: str) -> list[LineRecord]:
-    out: list[LineRecord] = []
+def event_record(ev: Event, host: str) -> dict[str, Any]:
+    """Any other event as one record: its time, the host, ``type`` (its tag) and its fields."""
+    fields = msgspec.structs.asdict(ev)
+    ns = fields.pop("time_ns")
+    return {"time": rfc3339_ns(ns), "host": host, "type": type(ev).__struct_config__.tag,
+            **fields}
+
+
+def records(events: list[Event], host: str) -> list[LineRecord | dict[str, Any]]:
+    out: list[LineRecord | dict[str, Any]] = []
     for ev in events:
         if isinstance(ev, LogEvent):
             out += log_records(ev, host)
+        else:
+            out.append(event_record(ev, host))
     return out
 
 
@@ -100,7 +111,10 @@ class Renderer:
         return "".join(map(_text_line, recs)).encode("utf-8", "replace")
 
 
-def _text_line(r: LineRecord) -> str:
+def _text_line(r: LineRecord | dict[str, Any]) -> str:
+    if isinstance(r, dict):
+        rest = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("time", "host", "type"))
+        return f"{r['time']} {r['host']} [{r['type']}] {rest}\n"
     mark = ""
     if r.piece is not None:
         mark = f"[piece {r.piece}{', last' if r.last_piece else ''}] "

@@ -1,7 +1,8 @@
 """The loop every output process runs around its Sink.
 
 It reads a batch from its queue without committing it, hands it to the sink, and on OK (or DROP)
-commits it, so a killed output loses nothing: its successor reads the batch again. On RETRY it
+acknowledges it to the inputs (common.progress) and commits it, so a killed output loses
+nothing: its successor reads the batch again. On RETRY it
 waits with exponential backoff and jitter and tries the same batch again, for as long as it
 takes: meanwhile its queue fills, the pipeline blocks, and the inputs stop reading, so memory
 stays bounded and nothing is dropped. The drain deadline bounds a stop that waits on a receiver.
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from common.component import Context
-from common.events import BatchCodec
+from common.events import Batch, BatchCodec
 from common.shmqueue import Closed, Empty
 from outputs.base import Sink, Verdict
 
@@ -63,14 +64,16 @@ class OutputRunner:
                     continue
                 except Closed:
                     return
-                self.deliver(message)
+                batch = self.codec.decode(message)
+                self.deliver(batch)
+                if self.ctx.progress is not None:
+                    self.ctx.progress.delivered(batch.acks)
                 self.consumer.commit()
         finally:
             self.sink.close()
             self.ctx.log.debug("stopped: %s", self.stats)
 
-    def deliver(self, message: bytes) -> None:
-        batch = self.codec.decode(message)
+    def deliver(self, batch: Batch) -> None:
         delays = None
         failing_since = None
         while True:

@@ -40,10 +40,13 @@ class Pipeline:
                                max_delay=batch.max_delay)
         self.codec = BatchCodec()
         self.batches_sent = 0
+        self.handed_on: dict[int, int] = {}
+        """Input index -> the highest message seq read from it (stamped on every batch)."""
 
     def run(self) -> None:
         ctx = self.ctx
         selector = selectors.DefaultSelector()
+        index = {id(c): i for i, c in enumerate(ctx.consumers)}
         open_inputs = list(ctx.consumers)
         for c in open_inputs:
             selector.register(c, selectors.EVENT_READ)
@@ -62,7 +65,10 @@ class Pipeline:
                             selector.unregister(c)
                             break
                         took = True
-                        self.batcher.add(self.codec.decode(message).events, time.monotonic())
+                        batch = self.codec.decode(message)
+                        if batch.seq:
+                            self.handed_on[index[id(c)]] = batch.seq
+                        self.batcher.add(batch.events, time.monotonic())
                         if self.batcher.full():
                             self.flush()
                 if self.batcher.due(time.monotonic()):
@@ -76,7 +82,8 @@ class Pipeline:
 
     def flush(self) -> None:
         if self.batcher:
-            message = self.codec.encode(Batch(events=self.batcher.take(), source="pipeline"))
+            message = self.codec.encode(Batch(events=self.batcher.take(), source="pipeline",
+                                              acks=sorted(self.handed_on.items())))
             for p in self.ctx.producers:
                 while True:
                     try:

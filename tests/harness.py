@@ -90,7 +90,10 @@ class Agent:
                     titles[f.read().split(b"\0")[0].decode()] = pid
             except OSError:
                 continue
-        return titles if any(t.startswith("log-shuttle: ") for t in titles) else None
+        # A child that has just been forked still has the supervisor's title: not ready yet.
+        named = titles and all(t.startswith("log-shuttle: ") and t != "log-shuttle: supervisor"
+                               for t in titles)
+        return titles if named else None
 
     def stop(self, sig: int = signal.SIGTERM, *, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:

@@ -776,7 +776,7 @@ def test_consumer_can_wait_for_several_queues(make_queue, children) -> None:
     sel = selectors.DefaultSelector()
     got: list[bytes] = []
     try:
-        for i, consumer in enumerate(consumers):
+        for consumer in consumers:
             sel.register(consumer.fileno(), selectors.EVENT_READ, consumer)
         open_ = len(consumers)
         deadline = time.monotonic() + GENEROUS

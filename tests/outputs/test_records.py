@@ -51,3 +51,16 @@ def test_text_format():
     assert out.decode().splitlines() == [
         "2023-11-14T22:13:20.123456789Z web-1 /var/log/a.log:100 hi",
         "2023-11-14T22:13:20.123456789Z web-1 /var/log/a.log:100 [piece 0] p"]
+
+
+def test_other_events_render_with_their_type_and_fields():
+    from common.events import HttpEvent
+
+    h = HttpEvent(time_ns=5, pid=10, tid=11, comm="nginx", fd=3, direction="server",
+                  method="GET", path="/x", status=404, duration_ns=1500)
+    out = Renderer(fmt="ndjson", host="h").render([h])
+    rec = json.loads(out)
+    assert rec["type"] == "http" and rec["time"] == "1970-01-01T00:00:00.000000005Z"
+    assert (rec["method"], rec["path"], rec["status"], rec["pid"]) == ("GET", "/x", 404, 10)
+    text = Renderer(fmt="text", host="h").render([h]).decode()
+    assert text.startswith("1970-01-01T00:00:00.000000005Z h [http] pid=10") and "status=404" in text
