@@ -83,6 +83,10 @@ def run(
     drain_timeout: Optional[float] = typer.Option(
         None, "--drain-timeout", metavar="SECONDS",
         help="How long a stop may drain before it kills (default 10)."),
+    state_dir: Optional[str] = typer.Option(
+        None, "--state-dir", metavar="DIR",
+        help="Where checkpoints are kept (default /var/lib/log-shuttle for root, else "
+             "~/.local/state/log-shuttle)."),
     _version_flag: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version."),
 ) -> None:
@@ -92,7 +96,8 @@ def run(
     overrides = cli_overrides(
         input_file=input_file, from_beginning=from_beginning, max_line_bytes=max_line_bytes,
         output_stdout=output_stdout, fmt=fmt.value if fmt else None,
-        log_level=log_level.value if log_level else None, drain_timeout=drain_timeout)
+        log_level=log_level.value if log_level else None, drain_timeout=drain_timeout,
+        state_dir=state_dir)
     try:
         cfg = load_config(str(config) if config else None, overrides=overrides)
     except ConfigError as exc:
@@ -110,6 +115,7 @@ def cli_overrides(
     fmt: str | None = None,
     log_level: str | None = None,
     drain_timeout: float | None = None,
+    state_dir: str | None = None,
 ) -> list[tuple[list[str], Any]]:
     """The configuration keys the flags set, as (key path, value)."""
     out: list[tuple[list[str], Any]] = []
@@ -125,6 +131,8 @@ def cli_overrides(
         out.append((["agent", "log_level"], log_level))
     if drain_timeout is not None:
         out.append((["agent", "drain_timeout"], drain_timeout))
+    if state_dir is not None:
+        out.append((["agent", "state_dir"], state_dir))
     return out
 
 

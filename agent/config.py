@@ -52,6 +52,9 @@ class AgentConfig(_Section):
     restart_backoff: PositiveFloat = 0.5
     """First delay before restarting a crashed child; doubles per crash, up to restart_backoff_max."""
     restart_backoff_max: PositiveFloat = 30.0
+    state_dir: str = ""
+    """Where checkpoints are kept; empty means /var/lib/log-shuttle for root, else
+    $XDG_STATE_HOME/log-shuttle (~/.local/state/log-shuttle)."""
 
 
 class QueueConfig(_Section):
@@ -59,6 +62,13 @@ class QueueConfig(_Section):
     """Capacity of each input -> pipeline queue, in bytes."""
     output_bytes: Annotated[int, Meta(ge=1 * MiB)] = 16 * MiB
     """Capacity of each pipeline -> output queue, in bytes."""
+
+
+class MultilineConfig(_Section):
+    start: str
+    """A regular expression that matches the first line of a record (e.g. a timestamp)."""
+    timeout: PositiveFloat = 1.0
+    """A record is sent when no line has come for this many seconds."""
 
 
 class FileInputConfig(_Section):
@@ -79,6 +89,23 @@ class FileInputConfig(_Section):
     """Seconds between re-evaluations of the globs, in addition to directory notifications."""
     send_bytes: Annotated[int, Meta(ge=4 * KiB)] = 1 * MiB
     """A message to the pipeline is sent once it holds this much (and at the end of every round)."""
+    exclude: list[str] = []
+    """Globs of files to leave out (``*.gz``: a name; ``/x/*/y``: a whole path)."""
+    format: Literal["raw", "cri", "docker"] = "raw"
+    """raw lines, or container logs: CRI (Kubernetes) or Docker json-file."""
+    multiline: MultilineConfig | None = None
+    """Join continuation lines to the line that starts a record."""
+    checkpoint_interval: PositiveFloat = 1.0
+    """Seconds between checkpoint writes (when something was acknowledged)."""
+    rotate_wait: Annotated[float, Meta(ge=0)] = 5.0
+    """Seconds a rotated or deleted file stays open at its end for late writes."""
+    close_idle_after: PositiveFloat = 300.0
+    """A file with no new bytes for this long is closed, and opened again when it changes."""
+    ignore_older: Annotated[float, Meta(ge=0)] = 0.0
+    """Leave alone files not modified for this many seconds (0: follow all); only what is
+    added to them later is read."""
+    state_dir: str = ""
+    """Where this input's checkpoints go; empty means the agent's state_dir."""
 
 
 class InputsConfig(_Section):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
+
 import inputs.file
 import outputs.stdout
 import pipeline
@@ -20,6 +22,7 @@ from agent.supervisor import ChildSpec
 from common.component import Context, Runner
 from common.progress import ProgressBoard
 from common.shmqueue import ShmQueue
+from inputs.file.checkpoint import default_state_dir
 
 INPUTS: dict[str, Callable[[Context], Runner]] = {"file": inputs.file.build}
 OUTPUTS: dict[str, Callable[[Context], Runner]] = {"stdout": outputs.stdout.build}
@@ -39,7 +42,9 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
 
     try:
         to_pipeline = []
+        state_dir = config.agent.state_dir or default_state_dir()
         for cfg in config.inputs.file:
+            cfg = msgspec.structs.replace(cfg, state_dir=cfg.state_dir or state_dir)
             q = queue(f"input-{cfg.name}", config.queue.input_bytes)
             to_pipeline.append(q)
             role = "input file" if cfg.name == "file" else f"input file {cfg.name}"

@@ -24,6 +24,11 @@ LAST_PIECE = 2
 UNTERMINATED = 4
 """``data`` is one record that no newline ended: the file was let go (rotated or deleted) with
 these bytes at its end."""
+RECORD = 8
+"""``data`` is exactly one record's text, already without its line end, decoded from the file's
+bytes ``offset`` .. ``end`` (a container log format, or multiline joining)."""
+FORMAT_ERROR = 16
+"""With RECORD: the line did not parse in the input's format; ``data`` is the raw line."""
 
 
 class LogEvent(msgspec.Struct, tag="log", array_like=True, frozen=True):
@@ -46,6 +51,16 @@ class LogEvent(msgspec.Struct, tag="log", array_like=True, frozen=True):
     flags: int = 0
     piece: int = 0
     """With PIECE: 0 for the first piece of a long line, 1 for the next, and so on."""
+    end: int = 0
+    """File offset just past the raw bytes this event covers; 0 means ``offset + len(data)``."""
+    time_ns: int = 0
+    """With RECORD: the record's own time (a container log's), ns since the epoch; 0 if none."""
+    stream: str = ""
+    """With RECORD: the record's stream (stdout / stderr) in a container log format."""
+
+    @property
+    def end_offset(self) -> int:
+        return self.end or self.offset + len(self.data)
 
 
 class ProcessEvent(msgspec.Struct, tag="process", array_like=True, frozen=True):

@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 
-from common.events import LAST_PIECE, PIECE, UNTERMINATED, Event, LogEvent
+from common.events import (FORMAT_ERROR, LAST_PIECE, PIECE, RECORD, UNTERMINATED, Event,
+                           LogEvent)
 
 
 class LineRecord(msgspec.Struct, omit_defaults=True):
@@ -33,6 +34,12 @@ class LineRecord(msgspec.Struct, omit_defaults=True):
     invalid_utf8: bool = False
     unterminated: bool = False
     """The file was let go with this line unfinished (no newline)."""
+    log_time: str | None = None
+    """A container log record's own time (RFC 3339)."""
+    stream: str | None = None
+    """A container log record's stream."""
+    format_error: bool = False
+    """The line did not parse in the input's format and is shipped raw."""
 
 
 def rfc3339_ns(ns: int) -> str:
@@ -50,12 +57,14 @@ def _decode(raw: bytes) -> tuple[str, bool]:
 def log_records(ev: LogEvent, host: str) -> list[LineRecord]:
     t = rfc3339_ns(ev.read_ns)
     if ev.flags:
-        raw = ev.data[:-1] if ev.data.endswith(b"\n") else ev.data
+        raw = ev.data[:-1] if ev.data.endswith(b"\n") and not ev.flags & RECORD else ev.data
         line, bad = _decode(raw)
         piece = ev.piece if ev.flags & PIECE else None
         last = bool(ev.flags & LAST_PIECE) if ev.flags & PIECE else None
         return [LineRecord(t, host, ev.path, ev.offset, line, piece, last, bad,
-                           bool(ev.flags & UNTERMINATED))]
+                           bool(ev.flags & UNTERMINATED),
+                           rfc3339_ns(ev.time_ns) if ev.time_ns else None,
+                           ev.stream or None, bool(ev.flags & FORMAT_ERROR))]
     path = ev.path
     try:
         text = ev.data.decode("utf-8")

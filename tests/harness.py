@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,8 +19,11 @@ def agent_command(*args: str) -> list[str]:
 
 
 def agent_env(**extra: str) -> dict[str, str]:
+    """The environment for the agent under test: no LOG_SHUTTLE_* from outside, and a state
+    directory of the test's own (set by the caller, or a fresh temporary one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOG_SHUTTLE_")}
     env["PYTHONPATH"] = str(ROOT)
+    env["LOG_SHUTTLE_AGENT__STATE_DIR"] = tempfile.mkdtemp(prefix="log-shuttle-state-")
     env.update(extra)
     return env
 
@@ -43,8 +47,11 @@ class Agent:
         self.stderr_path = tmp / "agent.stderr"
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
+        self.state_dir = tmp / "state"
+        env = env or agent_env()
+        env["LOG_SHUTTLE_AGENT__STATE_DIR"] = str(self.state_dir)
         self.proc = subprocess.Popen(agent_command(*args), stdout=self._out, stderr=self._err,
-                                     stdin=subprocess.DEVNULL, env=env or agent_env(),
+                                     stdin=subprocess.DEVNULL, env=env,
                                      cwd=ROOT, start_new_session=True)
 
     @property

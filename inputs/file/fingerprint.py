@@ -49,12 +49,3 @@ class Fingerprint(msgspec.Struct, frozen=True, array_like=True):
         if self.length >= FINGERPRINT_BYTES or size <= self.length:
             return self
         return Fingerprint.of_fd(fd)
-
-    def covers(self, other: Fingerprint) -> bool:
-        """Whether two fingerprints can be of the same bytes: the shorter one's bytes are a
-        prefix of the longer's only if they are equal where both are defined; with unequal
-        lengths this can only be decided against the file, so it is True when either is empty
-        and the lengths differ, and exact when they are equal."""
-        if self.length == other.length:
-            return self.digest == other.digest
-        return self.length == 0 or other.length == 0

@@ -10,10 +10,17 @@ import stat
 
 
 class Globber:
-    """Absolute path patterns; ``**`` matches any number of directories."""
+    """Absolute path patterns; ``**`` matches any number of directories. ``exclude`` patterns
+    leave matching files out: a pattern with a ``/`` is matched against the whole path, one
+    without against the file's name (``*.gz``)."""
 
-    def __init__(self, patterns: list[str]) -> None:
+    def __init__(self, patterns: list[str], *, exclude: list[str] = ()) -> None:
         self.patterns = [os.path.abspath(os.path.expanduser(p)) for p in patterns]
+        self.exclude = list(exclude)
+
+    def excluded(self, path: str) -> bool:
+        name = os.path.basename(path)
+        return any(fnmatch.fnmatchcase(path if "/" in p else name, p) for p in self.exclude)
 
     def resolve(self) -> dict[str, os.stat_result]:
         """The regular files that match now, with their stat. Unreadable directories and files
@@ -22,7 +29,7 @@ class Globber:
         for pattern in self.patterns:
             paths = glob.glob(pattern, recursive=True) if glob.has_magic(pattern) else [pattern]
             for path in paths:
-                if path in found:
+                if path in found or (self.exclude and self.excluded(path)):
                     continue
                 try:
                     st = os.stat(path)
@@ -34,7 +41,8 @@ class Globber:
 
     def matches(self, path: str) -> bool:
         """Whether a path may match a pattern (to filter notifications; errs on matching)."""
-        return any(fnmatch.fnmatchcase(path, p) for p in self.patterns)
+        return any(fnmatch.fnmatchcase(path, p) for p in self.patterns) and not (
+            self.exclude and self.excluded(path))
 
     def watch_dirs(self) -> dict[str, bool]:
         """Existing directories to watch -> whether to watch them recursively: the directory of a

@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass
 
 from common.events import LAST_PIECE, PIECE, UNTERMINATED, LogEvent
+from inputs.file.fingerprint import Fingerprint
+from inputs.file.formats import Rec, RecordChain
 
 
 @dataclass(eq=False)
@@ -30,20 +32,48 @@ class TailedFile:
     """Bytes read from ``offset`` on that do not end a line yet."""
     piece: int = 0
     """The next piece number of an over-long line in progress (0: none in progress)."""
+    fingerprint: Fingerprint = Fingerprint(0, "")
+    chain: RecordChain | None = None
+    """Format decoding and multiline joining, when the input has either (else: runs of lines)."""
     detached_at: float | None = None
     """Monotonic time since when ``path`` no longer names this file (rotated or deleted)."""
-    idle_since: float = 0.0
+    last_data_at: float = 0.0
+    """Monotonic time the file last had new bytes (for closing idle files)."""
+    acked: int = 0
+    """Offset up to which every output has acknowledged this file's lines (its checkpoint)."""
 
     @classmethod
-    def open(cls, path: str, *, at_end: bool) -> TailedFile:
+    def open(cls, path: str, *, offset: int | None = None, at_end: bool = False,
+             chain: RecordChain | None = None, now: float = 0.0) -> TailedFile:
+        """Open ``path`` at ``offset`` (or its end / its start). A file that has become shorter
+        than ``offset`` is read from its start."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             st = os.fstat(fd)
+            fp = Fingerprint.of_fd(fd)
         except OSError:
             os.close(fd)
             raise
-        return cls(path=path, fd=fd, dev=st.st_dev, ino=st.st_ino,
-                   offset=st.st_size if at_end else 0)
+        if offset is None:
+            offset = st.st_size if at_end else 0
+        elif offset > st.st_size:
+            offset = 0
+        return cls(path=path, fd=fd, dev=st.st_dev, ino=st.st_ino, offset=offset,
+                   fingerprint=fp, chain=chain, last_data_at=now, acked=offset)
+
+    def reopen(self) -> bool:
+        """Open an idle-closed file again; False if ``path`` no longer holds the same file."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != self.identity or not self.fingerprint.matches_fd(fd):
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    @property
+    def is_open(self) -> bool:
+        return self.fd >= 0
 
     @property
     def identity(self) -> tuple[int, int]:
@@ -57,18 +87,43 @@ class TailedFile:
         return os.fstat(self.fd).st_size
 
     def reset(self) -> None:
-        """The file was truncated: start again from its beginning."""
+        """The file was truncated or rewritten: start again from its beginning."""
         self.offset = 0
         self.pending = b""
         self.piece = 0
+        self.acked = 0
+        self.fingerprint = Fingerprint.of_fd(self.fd)
+        if self.chain is not None:
+            list(self.chain.flush())  # what it held belonged to the old content
 
-    def read(self, budget: int, *, max_line: int, now_ns: int) -> tuple[list[LogEvent], int]:
+    def held_from(self) -> int:
+        """The first offset not yet sent: held partial bytes, or a record held by the chain."""
+        held = self.chain.held_from() if self.chain is not None else None
+        return self.offset if held is None else min(held, self.offset)
+
+    def read(self, budget: int, *, max_line: int, now_ns: int,
+             now: float = 0.0) -> tuple[list[LogEvent], int]:
         """Read up to ``budget`` bytes (never more than ``max_line``); return the events for the
-        complete lines and pieces, and the number of bytes read."""
+        complete lines and pieces (records, with a chain), and the number of bytes read."""
         data = os.pread(self.fd, min(budget, max_line), self.read_pos)
         if not data:
             return [], 0
-        return self.cut(data, max_line=max_line, now_ns=now_ns), len(data)
+        self.last_data_at = now
+        events = self.cut(data, max_line=max_line, now_ns=now_ns)
+        if self.chain is not None:
+            events = [self._record(r, now_ns) for ev in events for r in self.chain.feed(ev, now)]
+        return events, len(data)
+
+    def due(self, *, now: float, now_ns: int) -> list[LogEvent]:
+        """Records the chain sends because their time is up (multiline timeout)."""
+        if self.chain is None:
+            return []
+        return [self._record(r, now_ns) for r in self.chain.due(now)]
+
+    def _record(self, r: Rec, now_ns: int) -> LogEvent:
+        return LogEvent(path=self.path, dev=self.dev, ino=self.ino, offset=r.offset, data=r.data,
+                        lines=1, read_ns=now_ns, flags=r.flags, end=r.end, time_ns=r.time_ns,
+                        stream=r.stream)
 
     def cut(self, data: bytes, *, max_line: int, now_ns: int) -> list[LogEvent]:
         buf = self.pending + data if self.pending else data
@@ -107,14 +162,19 @@ class TailedFile:
         return LogEvent(path=self.path, dev=self.dev, ino=self.ino, offset=off, data=data,
                         lines=lines, read_ns=now_ns, flags=flags, piece=piece)
 
-    def flush(self, *, now_ns: int) -> LogEvent:
-        """The held bytes as a final record, for a file let go with no newline at its end."""
-        flags = UNTERMINATED | (PIECE | LAST_PIECE if self.piece else 0)
-        ev = self._event(self.offset, self.pending, 1, now_ns, flags, self.piece)
-        self.offset += len(self.pending)
-        self.pending = b""
-        self.piece = 0
-        return ev
+    def flush(self, *, now_ns: int) -> list[LogEvent]:
+        """Everything held, for a file that is let go: records the chain holds, and the bytes
+        after the last newline as a final record flagged UNTERMINATED."""
+        events = []
+        if self.chain is not None:
+            events = [self._record(r, now_ns) for r in self.chain.flush()]
+        if self.pending:
+            flags = UNTERMINATED | (PIECE | LAST_PIECE if self.piece else 0)
+            events.append(self._event(self.offset, self.pending, 1, now_ns, flags, self.piece))
+            self.offset += len(self.pending)
+            self.pending = b""
+            self.piece = 0
+        return events
 
     def close(self) -> None:
         if self.fd >= 0:

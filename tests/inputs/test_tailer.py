@@ -99,7 +99,7 @@ def test_truncation_reset_and_flush_of_unterminated(tmp_path):
     p.write_bytes(b"one\ntail")
     f = follow(p)
     drain(f)
-    ev = f.flush(now_ns=5)
+    (ev,) = f.flush(now_ns=5)
     assert (ev.data, ev.offset, ev.flags, ev.lines) == (b"tail", 4, UNTERMINATED, 1)
     assert f.read_pos == 8
     p.write_bytes(b"x\n")
