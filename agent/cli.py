@@ -39,6 +39,12 @@ class Format(str, enum.Enum):
     text = "text"
 
 
+class TcpFraming(str, enum.Enum):
+    ndjson = "ndjson"
+    syslog_octet = "syslog-octet"
+    syslog_newline = "syslog-newline"
+
+
 class Level(str, enum.Enum):
     debug = "debug"
     info = "info"
@@ -78,6 +84,27 @@ def run(
         False, "--output-stdout", help="Print the lines on stdout (the default output)."),
     fmt: Optional[Format] = typer.Option(
         None, "--format", help="stdout format: ndjson (default) or text."),
+    output_tcp: Optional[list[str]] = typer.Option(
+        None, "--output-tcp", metavar="HOST:PORT", help="Ship to a TCP receiver; repeat for more."),
+    tcp_framing: Optional[TcpFraming] = typer.Option(
+        None, "--tcp-framing", help="TCP: ndjson (default), syslog-octet (RFC 5424 + RFC 6587 "
+                                    "octet counting) or syslog-newline."),
+    output_grpc: Optional[list[str]] = typer.Option(
+        None, "--output-grpc", metavar="HOST:PORT",
+        help="Ship to an OTLP/gRPC receiver (TLS unless --insecure); repeat for more."),
+    insecure: bool = typer.Option(False, "--insecure", help="gRPC in plaintext, without TLS."),
+    tls_ca: Optional[str] = typer.Option(
+        None, "--tls-ca", metavar="FILE", help="CA certificates to verify the receiver with."),
+    tls_cert: Optional[str] = typer.Option(
+        None, "--tls-cert", metavar="FILE", help="Client certificate (mutual TLS)."),
+    tls_key: Optional[str] = typer.Option(None, "--tls-key", metavar="FILE",
+                                          help="Key of --tls-cert."),
+    tls_server_name: Optional[str] = typer.Option(
+        None, "--tls-server-name", metavar="NAME",
+        help="Name the receiver's certificate must carry (default: the host)."),
+    auth_token_file: Optional[str] = typer.Option(
+        None, "--auth-token-file", metavar="FILE",
+        help="Bearer token for the receiver (or LOG_SHUTTLE_AUTH_TOKEN); sent only over TLS."),
     log_level: Optional[Level] = typer.Option(
         None, "--log-level", help="The agent's own messages, on stderr."),
     drain_timeout: Optional[float] = typer.Option(
@@ -87,6 +114,13 @@ def run(
         None, "--state-dir", metavar="DIR",
         help="Where checkpoints are kept (default /var/lib/log-shuttle for root, else "
              "~/.local/state/log-shuttle)."),
+    ebpf_http_tracing: bool = typer.Option(
+        False, "--ebpf-http-tracing",
+        help="Watch the host with eBPF (needs root): processes, TCP connections and HTTP/1.x "
+             "requests (the probes process, tcp and http)."),
+    ebpf_print_program: bool = typer.Option(
+        False, "--ebpf-print-program",
+        help="Print the BPF programs of the eBPF input as BCC compiles them, and exit."),
     _version_flag: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version."),
 ) -> None:
@@ -98,12 +132,35 @@ def run(
         output_stdout=output_stdout, fmt=fmt.value if fmt else None,
         log_level=log_level.value if log_level else None, drain_timeout=drain_timeout,
         state_dir=state_dir)
+    overrides += network_output_overrides(
+        output_tcp=output_tcp, tcp_framing=tcp_framing.value if tcp_framing else None,
+        output_grpc=output_grpc, insecure=insecure, output_stdout=output_stdout,
+        fmt=fmt.value if fmt else None,
+        tls={k: v for k, v in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key),
+                               ("tls_server_name", tls_server_name),
+                               ("auth_token_file", auth_token_file)) if v})
+    if ebpf_http_tracing:
+        overrides.append((["inputs", "ebpf", "probes"], ["process", "tcp", "http"]))
+    if ebpf_print_program:
+        from agent import doctor
+
+        raise typer.Exit(doctor.print_program(str(config) if config else None, overrides))
     try:
         cfg = load_config(str(config) if config else None, overrides=overrides)
     except ConfigError as exc:
         typer.echo(f"log-shuttle: {exc}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
+    if cfg.inputs.ebpf is not None:
+        from agent import doctor
+
+        if not cfg.inputs.ebpf.optional:
+            problems = doctor.preflight()
+            if problems:  # at once, before any process starts
+                typer.echo("log-shuttle: cannot trace with eBPF:\n" +
+                           "\n".join(f"  - {p}" for p in problems), err=True)
+                raise typer.Exit(doctor.EXIT_BOOT)
     raise typer.Exit(start(cfg))
+
 
 
 def cli_overrides(
@@ -136,6 +193,35 @@ def cli_overrides(
     return out
 
 
+def network_output_overrides(
+    *,
+    output_tcp: list[str] | None = None,
+    tcp_framing: str | None = None,
+    output_grpc: list[str] | None = None,
+    insecure: bool = False,
+    output_stdout: bool = False,
+    fmt: str | None = None,
+    tls: dict[str, str] | None = None,
+) -> list[tuple[list[str], Any]]:
+    """The outputs the network flags set (with stdout when it is asked for too): an output flag
+    replaces the outputs of the configuration. The TLS and token options apply to each."""
+    if not output_tcp and not output_grpc:
+        return []
+    tls = tls or {}
+    outputs: dict[str, Any] = {}
+    if output_stdout or fmt:
+        outputs["stdout"] = {"format": fmt} if fmt else {}
+    if output_tcp:
+        outputs["tcp"] = [{"address": a, **({"framing": tcp_framing} if tcp_framing else {}),
+                           **tls, **({"name": f"tcp{i}"} if i else {})}
+                          for i, a in enumerate(output_tcp)]
+    if output_grpc:
+        outputs["grpc"] = [{"address": a, **({"insecure": True} if insecure else {}), **tls,
+                            **({"name": f"grpc{i}"} if i else {})}
+                           for i, a in enumerate(output_grpc)]
+    return [(["outputs"], outputs)]
+
+
 def start(cfg: Config) -> int:
     """Run the supervisor with this configuration; return the exit code."""
     from agent.plan import plan
@@ -152,6 +238,15 @@ def start(cfg: Config) -> int:
     return sup.run()
 
 
+@app.command("doctor")
+def doctor_command() -> None:
+    """Check what the eBPF input needs here (kernel, BTF, tracefs, BCC, headers, privileges)
+    and which probes load; exit 1 when something needed fails."""
+    from agent import doctor
+
+    raise typer.Exit(doctor.run())
+
+
 @app.command("check-config")
 def check_config(file: Path = typer.Argument(..., dir_okay=False, help="TOML file to check.")) -> None:
     """Check a configuration file (with the LOG_SHUTTLE_* variables applied) without running."""
@@ -162,7 +257,49 @@ def check_config(file: Path = typer.Argument(..., dir_okay=False, help="TOML fil
         raise typer.Exit(EXIT_CONFIG) from None
     inputs = [f"file {f.name!r} ({', '.join(f.paths)})" for f in cfg.inputs.file]
     outputs = [f"stdout ({cfg.outputs.stdout.format})"] if cfg.outputs.stdout else []
+    outputs += [f"tcp {o.address} ({o.framing})" for o in cfg.outputs.tcp]
+    outputs += [f"grpc {o.address}" for o in cfg.outputs.grpc]
     typer.echo(f"{file}: ok\n  inputs: {'; '.join(inputs)}\n  outputs: {'; '.join(outputs)}")
+
+
+@app.command("server")
+def server(
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", envvar="LOG_SHUTTLE_CONFIG", dir_okay=False,
+        help="TOML configuration file (its [server] table)."),
+    grpc_listen: Optional[list[str]] = typer.Option(
+        None, "--grpc-listen", metavar="ADDR", help="OTLP/gRPC (and health) on HOST:PORT."),
+    tcp_listen: Optional[list[str]] = typer.Option(
+        None, "--tcp-listen", metavar="ADDR",
+        help="TCP on HOST:PORT: NDJSON or syslog (octet-counted or newline)."),
+    output_dir: Optional[str] = typer.Option(
+        None, "--output-dir", metavar="DIR", help="Write size-rotated NDJSON files here."),
+    output_stdout: bool = typer.Option(False, "--output-stdout", help="Write NDJSON on stdout."),
+    insecure: bool = typer.Option(False, "--insecure", help="Plaintext listeners."),
+    tls_cert: Optional[str] = typer.Option(None, "--tls-cert", metavar="FILE"),
+    tls_key: Optional[str] = typer.Option(None, "--tls-key", metavar="FILE"),
+    tls_ca: Optional[str] = typer.Option(
+        None, "--tls-ca", metavar="FILE", help="Require client certificates signed by these CAs."),
+    auth_token_file: Optional[str] = typer.Option(
+        None, "--auth-token-file", metavar="FILE",
+        help="Bearer token clients must present (or LOG_SHUTTLE_AUTH_TOKEN)."),
+    log_level: Optional[Level] = typer.Option(None, "--log-level"),
+) -> None:
+    """Receive logs (OTLP/gRPC, TCP NDJSON or syslog) and write them as NDJSON."""
+    values = {"grpc_listen": grpc_listen, "tcp_listen": tcp_listen, "output_dir": output_dir,
+              "output_stdout": output_stdout or None, "insecure": insecure or None,
+              "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca,
+              "auth_token_file": auth_token_file,
+              "log_level": log_level.value if log_level else None}
+    overrides = [(["server", k], v) for k, v in values.items() if v]
+    try:
+        cfg = load_config(str(config) if config else None, overrides=overrides, command="server")
+    except ConfigError as exc:
+        typer.echo(f"log-shuttle: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    from agent.server import serve
+
+    raise typer.Exit(serve(cfg.server))
 
 
 def main() -> None:

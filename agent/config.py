@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import os
 import socket
+import sys
 import tomllib
 import types
 import typing
@@ -108,8 +109,69 @@ class FileInputConfig(_Section):
     """Where this input's checkpoints go; empty means the agent's state_dir."""
 
 
+class EtwProviderConfig(_Section):
+    provider: str
+    """A provider's GUID (``{...}``) or its registered name (e.g. Microsoft-Windows-DNS-Client)."""
+    level: Annotated[int, Meta(ge=0, le=255)] = 4
+    """1 critical .. 5 verbose; 4 (informational) by default."""
+    keywords: Annotated[int, Meta(ge=0)] = 0
+    """MatchAnyKeyword; 0 leaves the choice to the provider (usually every event)."""
+    all_keywords: Annotated[int, Meta(ge=0)] = 0
+    """MatchAllKeyword."""
+    event_ids: list[Annotated[int, Meta(ge=0, le=65535)]] = []
+    """Only these event ids (an EVENT_FILTER_TYPE_EVENT_ID filter, at most 64; Windows 8.1+)."""
+    pids: list[Annotated[int, Meta(ge=0)]] = []
+    """Only events of these processes (an EVENT_FILTER_TYPE_PID filter, at most 8)."""
+
+
+class EtwInputConfig(_Section):
+    """The ETW input (Windows only; see docs/etw.md)."""
+
+    session: str = "log-shuttle"
+    """Name of the real-time ETW session (a stale one of this name is stopped at start)."""
+    process_events: bool = True
+    """Process start / stop (Microsoft-Windows-Kernel-Process) as process events."""
+    rundown: bool = True
+    """At start, an event for every process already running."""
+    providers: list[EtwProviderConfig] = []
+    buffer_kb: Annotated[int, Meta(ge=4, le=16384)] = 64
+    """Size of each of the session's buffers."""
+    send_interval: PositiveFloat = 0.2
+    """At most this many seconds between a message to the pipeline and the next (when events came)."""
+    send_events: Annotated[int, Meta(ge=1, le=100_000)] = 1000
+    """At most this many events in one message to the pipeline."""
+    loss_interval: PositiveFloat = 5.0
+    """Seconds between queries of the session's lost-event counters."""
+    max_pending: Annotated[int, Meta(ge=100)] = 100_000
+    """Events held between the ETW callback and the pipeline's queue; beyond, they are dropped
+    and counted (ETW's delivery thread never waits)."""
+
+
+class EbpfInputConfig(_Section):
+    """The eBPF input (Linux, root; see docs/ebpf.md)."""
+
+    probes: list[Literal["process", "tcp", "http"]] = msgspec.field(
+        default_factory=lambda: ["process", "tcp", "http"])
+    """process: exec, fork, exit; tcp: connect, accept, close; http: HTTP/1.x requests."""
+    optional: bool = False
+    """When the input cannot start (not root, no BCC), warn and keep the other inputs instead of
+    stopping the agent."""
+    http_payload_bytes: Annotated[int, Meta(ge=64, le=4096)] = 256
+    """At most this much of a read or write that starts like HTTP is copied to user space."""
+    ring_buffer_bytes: Annotated[int, Meta(ge=64 * KiB, le=1024 * MiB)] = 8 * MiB
+    """Size of each probe's BPF ring buffer (a power of two); when full, events are counted lost."""
+    send_interval: PositiveFloat = 0.1
+    """At most this many seconds between a message to the pipeline and the next (when events came)."""
+    send_events: Annotated[int, Meta(ge=1, le=100_000)] = 1000
+    """At most this many events in one message to the pipeline."""
+
+
 class InputsConfig(_Section):
     file: list[FileInputConfig] = []
+    ebpf: EbpfInputConfig | None = None
+    """Linux only, as root."""
+    etw: EtwInputConfig | None = None
+    """Windows only."""
 
 
 class BatchConfig(_Section):
@@ -129,8 +191,92 @@ class StdoutOutputConfig(_Section):
     format: Literal["ndjson", "text"] = "ndjson"
 
 
+class _TlsClientOptions(_Section):
+    tls_ca: str = ""
+    """CA certificates (PEM) to verify the receiver with; empty: the system's."""
+    tls_cert: str = ""
+    """This agent's certificate (PEM), for receivers that require one (mutual TLS)."""
+    tls_key: str = ""
+    tls_server_name: str = ""
+    """The name the receiver's certificate must carry; empty: the host of ``address``."""
+    auth_token_file: str = ""
+    """A file holding a bearer token (or set LOG_SHUTTLE_AUTH_TOKEN); sent only over TLS."""
+    backoff_max: PositiveFloat = 30.0
+    """Retries of a failed batch back off exponentially (with jitter) up to this many seconds."""
+
+
+class TcpOutputConfig(_TlsClientOptions, kw_only=True):
+    address: str
+    """HOST:PORT of the receiver."""
+    name: str = "tcp"
+    framing: Literal["ndjson", "syslog-octet", "syslog-newline"] = "ndjson"
+    tls: bool | None = None
+    """TLS on or off; unset: on when any tls_* option is given."""
+    facility: str = "user"
+    """syslog facility (kern, user, daemon, local0 ... local7)."""
+    app_name: str = ""
+    """syslog APP-NAME; empty: the log file's name without extension."""
+    connect_timeout: PositiveFloat = 5.0
+    write_timeout: PositiveFloat = 10.0
+
+
+class GrpcOutputConfig(_TlsClientOptions, kw_only=True):
+    address: str
+    """HOST:PORT of an OTLP/gRPC receiver."""
+    name: str = "grpc"
+    insecure: bool = False
+    """Plaintext (no TLS)."""
+    headers: dict[str, str] = {}
+    """Extra request metadata."""
+    compression: Literal["gzip", "none"] = "gzip"
+    timeout: PositiveFloat = 10.0
+    """Deadline of each Export call, in seconds."""
+    concurrency: Annotated[int, Meta(ge=1, le=64)] = 4
+    """Export calls in flight at once (a batch is split into several)."""
+    max_records: Annotated[int, Meta(ge=1)] = 500
+    """Log records per Export call."""
+    service_name: str = ""
+    """service.name of the resource; empty: none."""
+
+
 class OutputsConfig(_Section):
     stdout: StdoutOutputConfig | None = None
+    tcp: list[TcpOutputConfig] = []
+    grpc: list[GrpcOutputConfig] = []
+
+
+class ServerConfig(_Section):
+    """``log-shuttle server``: the receiving end."""
+
+    grpc_listen: list[str] = []
+    """Addresses (HOST:PORT) for OTLP/gRPC and the gRPC health service."""
+    tcp_listen: list[str] = []
+    """Addresses for TCP: NDJSON, or syslog octet-counted or newline-framed (told per frame)."""
+    output_dir: str = "/var/lib/log-shuttle/received"
+    """Where the size-rotated NDJSON files go."""
+    output_stdout: bool = False
+    """NDJSON on stdout instead of files."""
+    insecure: bool = False
+    """Plaintext listeners (without it, tls_cert and tls_key are required)."""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    """With it, clients must present a certificate signed by these CAs (mutual TLS)."""
+    auth_token_file: str = ""
+    """A file with the bearer token clients must present (or LOG_SHUTTLE_AUTH_TOKEN)."""
+    max_message_bytes: Annotated[int, Meta(ge=1024)] = 4 * MiB
+    """Largest gRPC message or TCP frame accepted."""
+    max_connections: Annotated[int, Meta(ge=1)] = 1024
+    """TCP connections at once, per listener (more are closed at once, counted)."""
+    idle_timeout: PositiveFloat = 300.0
+    """A connection silent this long is closed."""
+    file_bytes: Annotated[int, Meta(ge=4 * KiB)] = 100 * MiB
+    """A file is rotated once it is this large."""
+    max_files: Annotated[int, Meta(ge=1)] = 10
+    """Rotated files kept (the oldest are deleted)."""
+    drain_timeout: Annotated[float, Meta(ge=0)] = 5.0
+    """SIGTERM: how long in-flight calls and connections may take to finish."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class Config(_Section):
@@ -139,6 +285,7 @@ class Config(_Section):
     inputs: InputsConfig = msgspec.field(default_factory=InputsConfig)
     pipeline: PipelineConfig = msgspec.field(default_factory=PipelineConfig)
     outputs: OutputsConfig = msgspec.field(default_factory=OutputsConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
 
     def host_name(self) -> str:
         return self.agent.host or socket.gethostname()
@@ -177,7 +324,8 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, list[str], Any]
 
 
 # Variables of the LOG_SHUTTLE_ family that are not configuration keys.
-_NOT_CONFIG_VARS = frozenset({"LOG_SHUTTLE_CONFIG", "LOG_SHUTTLE_SETUP_TEST"})
+_NOT_CONFIG_VARS = frozenset({"LOG_SHUTTLE_CONFIG", "LOG_SHUTTLE_SETUP_TEST",
+                              "LOG_SHUTTLE_AUTH_TOKEN"})
 
 
 def _parse_env_value(text: str) -> Any:
@@ -225,6 +373,7 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     overrides: list[tuple[list[str], Any]] = (),
+    command: Literal["agent", "server"] = "agent",
 ) -> Config:
     """Build the configuration: file, then environment, then ``overrides`` (from the CLI).
 
@@ -247,9 +396,10 @@ def load_config(
         problems.append(f"{problem} (from {src})" if src else problem)
     if not problems:
         config = msgspec.convert(data, Config)
-        problems += check_semantics(config)
+        problems += check_semantics(config) if command == "agent" else check_server(config)
         if not problems:
-            if config.outputs.stdout is None:
+            outs = config.outputs
+            if outs.stdout is None and not outs.tcp and not outs.grpc:
                 config.outputs.stdout = StdoutOutputConfig()  # stdout is the default output
             return config
     raise ConfigError(problems, source=path)
@@ -258,8 +408,11 @@ def load_config(
 def check_semantics(config: Config) -> list[str]:
     """Problems that no single key shows."""
     problems = []
-    if not config.inputs.file:
+    if not config.inputs.file and config.inputs.etw is None and config.inputs.ebpf is None:
         problems.append("inputs: nothing to read: give --input-file PATH or an [[inputs.file]] table")
+    if config.inputs.etw is not None and sys.platform != "win32":
+        problems.append(f"inputs.etw: the ETW input is Windows-only (this is {sys.platform})")
+    problems += _check_ebpf(config.inputs.ebpf)
     names: set[str] = set()
     for i, f in enumerate(config.inputs.file):
         if not f.paths:
@@ -284,6 +437,41 @@ def check_semantics(config: Config) -> list[str]:
     if config.queue.output_bytes < need:
         problems.append(f"queue.output_bytes: {config.queue.output_bytes} is too small for a batch "
                         f"(needs at least {need})")
+    for kind in ("tcp", "grpc"):
+        seen: set[str] = set()
+        for i, o in enumerate(getattr(config.outputs, kind)):
+            if o.name in seen:
+                problems.append(f"outputs.{kind}[{i}].name: {o.name!r} is used twice; "
+                                f"names must differ")
+            seen.add(o.name)
+    return problems
+
+
+def check_server(config: Config) -> list[str]:
+    """Problems of the server's table that no single key shows."""
+    s = config.server
+    problems = []
+    if not s.grpc_listen and not s.tcp_listen:
+        problems.append("server: nothing to listen on: give --grpc-listen or --tcp-listen")
+    if not s.insecure and not (s.tls_cert and s.tls_key):
+        problems.append("server: give tls_cert and tls_key (--tls-cert, --tls-key), or insecure "
+                        "= true (--insecure) for plaintext")
+    if s.insecure and (s.tls_cert or s.tls_key or s.tls_ca):
+        problems.append("server: insecure (plaintext) and TLS options were both given")
+    return problems
+
+
+def _check_ebpf(cfg: EbpfInputConfig | None) -> list[str]:
+    if cfg is None:
+        return []
+    problems = []
+    if not cfg.probes:
+        problems.append("inputs.ebpf.probes: give at least one of process, tcp, http")
+    if len(set(cfg.probes)) != len(cfg.probes):
+        problems.append("inputs.ebpf.probes: a probe is named twice")
+    n = cfg.ring_buffer_bytes
+    if n & (n - 1):
+        problems.append(f"inputs.ebpf.ring_buffer_bytes: {n} is not a power of two")
     return problems
 
 

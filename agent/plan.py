@@ -14,8 +14,11 @@ from collections.abc import Callable
 
 import msgspec
 
+import inputs.ebpf
+import inputs.etw
 import inputs.file
 import outputs.stdout
+import outputs.tcp
 import pipeline
 from agent.config import Config
 from agent.supervisor import ChildSpec
@@ -24,8 +27,20 @@ from common.progress import ProgressBoard
 from common.shmqueue import ShmQueue
 from inputs.file.checkpoint import default_state_dir
 
-INPUTS: dict[str, Callable[[Context], Runner]] = {"file": inputs.file.build}
-OUTPUTS: dict[str, Callable[[Context], Runner]] = {"stdout": outputs.stdout.build}
+INPUTS: dict[str, Callable[[Context], Runner]] = {
+    "file": inputs.file.build, "ebpf": inputs.ebpf.build, "etw": inputs.etw.build}
+
+
+def _grpc_output(ctx: Context) -> Runner:
+    """Imported in the output's own process only: gRPC and protobuf stay out of the
+    supervisor (no gRPC state exists before a fork) and out of agents that do not use them."""
+    import outputs.grpc
+
+    return outputs.grpc.build(ctx)
+
+
+OUTPUTS: dict[str, Callable[[Context], Runner]] = {
+    "stdout": outputs.stdout.build, "tcp": outputs.tcp.build, "grpc": _grpc_output}
 
 
 def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard]]:
@@ -50,12 +65,29 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
             role = "input file" if cfg.name == "file" else f"input file {cfg.name}"
             specs.append(ChildSpec(role=role, kind="input", build=INPUTS["file"], config=cfg,
                                    produces=[q]))
+        if config.inputs.ebpf is not None:
+            q = queue("input-ebpf", config.queue.input_bytes)
+            to_pipeline.append(q)
+            specs.append(ChildSpec(role="input ebpf", kind="input", build=INPUTS["ebpf"],
+                                   config=config.inputs.ebpf, produces=[q]))
+        if config.inputs.etw is not None:  # Windows only (the configuration checks it)
+            q = queue("input-etw", config.queue.input_bytes)
+            to_pipeline.append(q)
+            specs.append(ChildSpec(role="input etw", kind="input", build=INPUTS["etw"],
+                                   config=config.inputs.etw, produces=[q]))
         from_pipeline = []
         if config.outputs.stdout is not None:
             q = queue("output-stdout", config.queue.output_bytes)
             from_pipeline.append(q)
             specs.append(ChildSpec(role="output stdout", kind="output", build=OUTPUTS["stdout"],
                                    config=config.outputs.stdout, consumes=[q], keep_stdout=True))
+        for kind in ("tcp", "grpc"):
+            for cfg in getattr(config.outputs, kind):
+                role = f"output {kind}" if cfg.name == kind else f"output {kind} {cfg.name}"
+                q = queue(f"output-{kind}-{cfg.name}", config.queue.output_bytes)
+                from_pipeline.append(q)
+                specs.append(ChildSpec(role=role, kind="output", build=OUTPUTS[kind], config=cfg,
+                                       consumes=[q]))
         specs.append(ChildSpec(role="pipeline", kind="pipeline", build=pipeline.build,
                                config=config.pipeline, consumes=to_pipeline,
                                produces=from_pipeline))

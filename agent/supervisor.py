@@ -29,10 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
+from agent.platforms import current as current_platform
 from common.component import BootError, Context, Runner, SinkClosed, Stop
 from common.logs import setup_logging
 from common.shmqueue import ShmQueue
-from common.wake import Wakeup
 
 EXIT_OK = 0
 EXIT_CRASH = 1
@@ -99,7 +99,8 @@ class Supervisor:
         self.log = log
         self.pids: dict[int, Child] = {}
         self.signals: list[int] = []
-        self.wakeup = Wakeup()
+        self.platform = current_platform()  # fork/signals/waitpid, or their Windows counterparts
+        self.wakeup = self.platform.wakeup()
         self.stopping = False
         self.deadline = 0.0
         self.exit_code = EXIT_OK
@@ -157,9 +158,7 @@ class Supervisor:
     # --- signals --------------------------------------------------------------------------------
 
     def _install_signals(self) -> None:
-        for name in self.SIGNALS:
-            signal.signal(getattr(signal, name), self._on_signal)
-        signal.set_wakeup_fd(self.wakeup.write_fd(), warn_on_full_buffer=False)
+        self.platform.install_signals(self.SIGNALS, self._on_signal, self.wakeup)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signals.append(signum)  # nothing else happens in a handler
@@ -190,9 +189,8 @@ class Supervisor:
         if child.restarts:
             for q in spec.produces:
                 q.reopen()
-        pid = os.fork()
-        if pid == 0:
-            self._child_main(spec)
+        pid = self.platform.spawn(lambda: self._child_main(spec), spec, host=self.host,
+                                  log_level=self.log_level, stdout_fd=self.stdout_fd)
         child.pid = pid
         child.started = time.monotonic()
         child.due = None
@@ -238,6 +236,9 @@ class Supervisor:
                 code = EXIT_OK
         except SinkClosed:
             code = EXIT_SINK_CLOSED
+        except BootError as exc:  # found once running (e.g. inotify refused): no restart loop
+            logging.getLogger("log_shuttle").error("cannot start: %s", exc)
+            code = EXIT_BOOT
         except BaseException:
             logging.getLogger("log_shuttle").exception("%s crashed", spec.role)
             code = EXIT_CRASH
@@ -248,22 +249,15 @@ class Supervisor:
                 os._exit(code)
 
     def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, code in self.platform.reap():
             child = self.pids.pop(pid, None)
             if child is None:
                 continue
             child.pid = None
-            self._exited(child, pid, status)
+            self._exited(child, pid, code)
 
-    def _exited(self, child: Child, pid: int, status: int) -> None:
+    def _exited(self, child: Child, pid: int, code: int) -> None:
         role = child.spec.role
-        code = os.waitstatus_to_exitcode(status)
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
         if self.stopping:
             self.log.debug("%s (pid %d) %s", role, pid, how)
@@ -314,26 +308,21 @@ class Supervisor:
                 child.due = None
                 self._close_downstream(child)  # a child waiting to restart will not drain
             elif child.spec.kind == "input":
-                self._signal(child, signal.SIGTERM)
+                self._signal(child, "terminate")
 
-    def _signal(self, child: Child, sig: int) -> None:
+    def _signal(self, child: Child, how: Literal["terminate", "kill"]) -> None:
+        """SIGTERM / SIGKILL on POSIX; a stop event / TerminateProcess on Windows."""
         if child.pid is not None:
-            try:
-                os.kill(child.pid, sig)
-            except ProcessLookupError:
-                pass
+            getattr(self.platform, how)(child.pid)
 
     def _kill_remaining(self, why: str) -> None:
         if not self.pids:
             return
         self.log.warning("killing %s: %s", ", ".join(c.spec.role for c in self.pids.values()), why)
         for child in list(self.pids.values()):
-            self._signal(child, signal.SIGKILL)
+            self._signal(child, "kill")
         for pid in list(self.pids):
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+            self.platform.wait(pid)
             self.pids.pop(pid, None)
         if self.exit_code == EXIT_OK and why == "the drain deadline passed":
             self.exit_code = EXIT_CRASH

@@ -30,7 +30,8 @@ struct iovec_user {
     u64 len;
 };
 
-BPF_TABLE("lru_hash", u64, struct io_args, reading, 16384);  /* pid_tgid -> read in progress */
+/* A plain hash (cheaper than an LRU one on this hot path): every entry is deleted at the exit. */
+BPF_HASH(reading, u64, struct io_args, 16384);                /* pid_tgid -> read in progress */
 BPF_TABLE("lru_hash", u64, u8, http_fds, 65536);             /* pid << 32 | fd -> carried HTTP */
 
 static __always_inline int looks_http(const char *p)

@@ -83,7 +83,9 @@ class ProcessEvent(msgspec.Struct, tag="process", array_like=True, frozen=True):
     exit_code: int | None = None
     """exit: the status the process gave exit_group(), or -signal when a signal ended it."""
     start_ns: int = 0
-    """When the process started, nanoseconds since boot (CLOCK_BOOTTIME): with pid, its key."""
+    """When the process started; with pid, its key (pids are reused). Linux: nanoseconds since
+    boot (CLOCK_BOOTTIME, as /proc/PID/stat's starttime); Windows (ETW): the creation time in
+    nanoseconds since the Unix epoch. Either way the same value in every event of a process."""
     source: str = ""
     """"ebpf", "proc" (a /proc poll or the rundown) or "etw"."""
 

@@ -74,15 +74,17 @@ class _Decoder:
 
     def _newline_frame(self) -> bytes | None:
         buf = self._buf
-        end = buf.find(b"\n", 0, self.max_frame + 1)
+        end = buf.find(b"\n", 0, self.max_frame + 2)  # room for a \r before the \n
         if end < 0:
-            if len(buf) > self.max_frame:
+            if len(buf) > self.max_frame + 1:
                 raise FramingError(f"no newline within {self.max_frame} bytes")
             return None
         frame = bytes(buf[:end])
-        del buf[:end + 1]
         if frame.endswith(b"\r"):
             frame = frame[:-1]
+        if len(frame) > self.max_frame:
+            raise FramingError(f"no newline within {self.max_frame} bytes")
+        del buf[:end + 1]
         return frame
 
     def _octet_frame(self) -> bytes | None:

@@ -123,13 +123,17 @@ class _Signal(Protocol):
 
 
 def _backend() -> tuple[Callable[..., _Segment], Callable[[], _Signal]]:
-    """The OS-specific classes: the one place where another platform's backend would be chosen."""
-    if not _shm_linux.available():
-        raise QueueError(
-            "shared-memory queues need os.memfd_create and os.eventfd (Linux, Python 3.10+); "
-            "this platform has no backend yet"
-        )
-    return _shm_linux.Segment, _shm_linux.Signal
+    """The OS-specific classes: the one place where the platform's backend is chosen."""
+    if _shm_linux.available():
+        return _shm_linux.Segment, _shm_linux.Signal
+    from common import _shm_windows  # imports anywhere; its classes work on Windows only
+
+    if _shm_windows.available():
+        return _shm_windows.Segment, _shm_windows.Signal
+    raise QueueError(
+        "shared-memory queues need os.memfd_create and os.eventfd (Linux, Python 3.10+) or "
+        "Windows; this platform has no backend"
+    )
 
 
 class ShmQueue:

@@ -22,13 +22,17 @@ def _children() -> set[int]:
 
 
 def _agents() -> set[int]:
-    """Processes titled log-shuttle: anywhere (an orphan is not our child any more)."""
+    """Processes titled log-shuttle: in this test run's sessions (an orphan is not our child any
+    more, but it keeps its session)."""
+    from tests.harness import SESSIONS
+
+    mine = SESSIONS | {os.getsid(0)}
     pids = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if f.read().startswith(b"log-shuttle:"):
+                    if f.read().startswith(b"log-shuttle:") and os.getsid(int(entry)) in mine:
                         pids.add(int(entry))
             except OSError:
                 pass

@@ -13,6 +13,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+SESSIONS: set[int] = set()
+"""Sessions of agents this test run started in sessions of their own (the leak check looks for
+log-shuttle processes in these and in its own session only, not in other people's)."""
+
 
 def agent_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "agent.cli", *args]
@@ -42,17 +46,19 @@ def wait_for(check, *, timeout: float = 20.0, interval: float = 0.05, what: str 
 class Agent:
     """``log-shuttle`` in a subprocess, its stdout and stderr captured in files."""
 
-    def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None,
+                 state_dir: Path | None = None) -> None:
         self.stdout_path = tmp / "agent.stdout"
         self.stderr_path = tmp / "agent.stderr"
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
-        self.state_dir = tmp / "state"
+        self.state_dir = state_dir or tmp / "state"
         env = env or agent_env()
         env["LOG_SHUTTLE_AGENT__STATE_DIR"] = str(self.state_dir)
         self.proc = subprocess.Popen(agent_command(*args), stdout=self._out, stderr=self._err,
                                      stdin=subprocess.DEVNULL, env=env,
                                      cwd=ROOT, start_new_session=True)
+        SESSIONS.add(self.proc.pid)
 
     @property
     def pid(self) -> int:
@@ -124,3 +130,26 @@ class Agent:
         if self.proc.poll() is None:
             self.stop()
         self.close()
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def sync(agent: Agent, path: Path) -> int:
+    """Append marker lines until one comes out: from then on the agent follows ``path``.
+    Returns the number of records seen by then."""
+    for i in range(200):
+        append(path, f"sync {i}\n".encode())
+        try:
+            recs = agent.wait_records(1, timeout=0.3)
+        except AssertionError:
+            continue
+        if any(r["line"].startswith("sync ") for r in recs):
+            return len(recs)
+    raise AssertionError("the agent never picked the file up")
+
+
+def lines_of(recs: list[dict], path: Path) -> list[str]:
+    return [r["line"] for r in recs if r["path"] == str(path) and not r["line"].startswith("sync ")]

@@ -12,30 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Agent, agent_command, agent_env, wait_for
-
-
-def append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
-
-
-def sync(agent: Agent, path: Path) -> int:
-    """Append marker lines until one comes out: from then on the agent follows ``path``.
-    Returns the number of records seen by then."""
-    for i in range(200):
-        append(path, f"sync {i}\n".encode())
-        try:
-            recs = agent.wait_records(1, timeout=0.3)
-        except AssertionError:
-            continue
-        if any(r["line"].startswith("sync ") for r in recs):
-            return len(recs)
-    raise AssertionError("the agent never picked the file up")
-
-
-def lines_of(recs: list[dict], path: Path) -> list[str]:
-    return [r["line"] for r in recs if r["path"] == str(path) and not r["line"].startswith("sync ")]
+from tests.harness import Agent, agent_command, agent_env, append, lines_of, sync, wait_for
 
 
 def test_lines_arrive_exactly_once_and_in_order(tmp_path):

@@ -32,8 +32,8 @@ from inputs.etw.tdh import SchemaCache, parse_providers
 
 
 def build(ctx: Context, *, api: EtwApi | None = None) -> EtwInput:
-    """Check the configuration, load the Windows API (BootError off Windows) and resolve the
-    providers' names. ``api`` replaces the Windows calls (tests)."""
+    """Check the configuration, load the Windows API (BootError off Windows), resolve the
+    providers' names and start the session. ``api`` replaces the Windows calls (tests)."""
     cfg = ctx.config
     if len(ctx.producers) != 1:
         raise BootError(f"{ctx.name}: expected one output queue, got {len(ctx.producers)}")
@@ -45,7 +45,9 @@ def build(ctx: Context, *, api: EtwApi | None = None) -> EtwInput:
     providers = provider_specs(cfg, api=api)
     if not providers:
         raise BootError(f"{ctx.name}: nothing to trace: enable process_events or give a provider")
-    return EtwInput(ctx, api=api, providers=providers)
+    etw = EtwInput(ctx, api=api, providers=providers)
+    etw.start()  # here, not in run(): a session that cannot start is a boot error, not a crash
+    return etw
 
 
 def provider_specs(cfg: Any, *, api: EtwApi) -> list[ProviderSpec]:
@@ -118,13 +120,16 @@ class EtwInput:
         self.losses = LossTracker(ctx.name)
         self.dropped_total = 0
 
-    def run(self) -> None:
+    def start(self) -> None:
+        """Start the session (its consumer thread runs from here on); BootError if it cannot."""
         try:
             self.session.start()
         except EtwError as exc:
             raise BootError(f"{self.ctx.name}: {exc}") from exc
         self.log.info("ETW session %r started: %s", self.cfg.session,
                       ", ".join(p.guid for p in self.session.providers))
+
+    def run(self) -> None:
         try:
             next_query = time.monotonic() + self.cfg.loss_interval
             while not self.ctx.stop.is_set():

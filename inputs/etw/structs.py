@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import uuid
-from ctypes import Structure, Union, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64, c_void_p
+from ctypes import Structure, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64, c_void_p
 
 # --- constants (evntrace.h, evntcons.h, evntprov.h, tdh.h, winerror.h) --------------------------
 

@@ -36,7 +36,7 @@ from collections import deque
 from dataclasses import dataclass, fields
 
 from common.component import BootError, Context
-from common.events import Batch, BatchCodec, LogEvent
+from common.events import FORMAT_ERROR, PIECE, Batch, BatchCodec, LogEvent
 from common.shmqueue import Full
 from inputs.file.checkpoint import Checkpointer, Entry, StateError
 from inputs.file.fingerprint import Fingerprint
@@ -247,8 +247,20 @@ class FileInput:
 
     def read(self, f: TailedFile, now: float, now_ns: int) -> int:
         try:
-            if f.size() < f.read_pos:
+            size = f.size()
+            if size == f.read_pos:
+                return 0
+            if f.unclassified:
+                # Its first bytes came: a new file, or a copy (copytruncate) being written when
+                # it was found empty? Look at it again as a file just found.
+                f.unclassified = False
+                if self.copy_or_truncated(f, now):
+                    return 0
+            if size < f.read_pos:
                 self.truncation(f, now, "it is shorter than the position read")
+            elif f.fingerprint.length and not f.fingerprint.matches_fd(f.fd):
+                # Truncated and written past the position read: not a continuation.
+                self.truncation(f, now, "its first bytes changed")
             events, n = f.read(self.cfg.read_bytes, max_line=self.cfg.max_line_bytes,
                                now_ns=now_ns, now=now)
         except OSError as exc:
@@ -263,9 +275,9 @@ class FileInput:
     def queue(self, events: list[LogEvent]) -> None:
         for ev in events:
             self.stats.lines_read += ev.lines
-            if ev.flags & 1:
+            if ev.flags & PIECE:
                 self.stats.long_line_pieces += 1
-            if ev.flags & 16:
+            if ev.flags & FORMAT_ERROR:
                 self.stats.format_errors += 1
             self.out.append(ev)
             self.out_bytes += len(ev.data)
@@ -315,10 +327,6 @@ class FileInput:
                 if f is not None and offset > f.acked:
                     f.acked = offset
                     self.checkpoint_dirty = True
-                done = self.released.get(key)
-                if done is not None and offset >= done[1]:
-                    del self.released[key]
-                    self.checkpoint_dirty = True
 
     def index(self) -> dict[tuple[int, int], TailedFile]:
         """Every file the input knows, by identity (followed ones win over let-go ones)."""
@@ -364,6 +372,12 @@ class FileInput:
             else:
                 self.detach(f, now, deleted=st is None)
         self.truncated = [t for t in self.truncated if now - t.at < self.cfg.rotate_wait]
+        for key, (f, end) in list(self.released.items()):
+            # A let-go file is remembered (and checkpointed) while a matching name holds it, so
+            # that a rotated file renamed again (app.log.1 -> app.log.2) is not read again.
+            if key not in where and f.acked >= end:
+                del self.released[key]
+                self.checkpoint_dirty = True
         detached = {f.identity: f for f in self.detached}
         for path, st in found.items():
             if path in self.files:
@@ -413,7 +427,7 @@ class FileInput:
                 if t.fingerprint.length >= MIN_COPY_BYTES and t.fingerprint.matches_fd(fd):
                     # The copy of a file that was truncated: read what the original had not sent.
                     self.stats.files_copied += 1
-                    f = self.follow(path, offset=t.offset, now=now)
+                    f = self.follow(path, offset=t.offset, copy=True, now=now)
                     if f is not None:
                         self.detach(f, now, deleted=False, quiet=True)
                     return
@@ -430,7 +444,27 @@ class FileInput:
         finally:
             os.close(fd)
         at_end = initial and self.first_start and not self.cfg.from_beginning
-        self.follow(path, offset=None, at_end=at_end, now=now)
+        f = self.follow(path, offset=None, at_end=at_end, now=now)
+        if f is not None and f.fingerprint.length == 0 and not initial:
+            f.unclassified = True  # empty: a copy in the making cannot be told yet (see read)
+
+    def copy_or_truncated(self, f: TailedFile, now: float) -> bool:
+        """Whether a file found empty turned out to be a copy; if so it is handled as one."""
+        matches = [t for t in self.truncated if t.fingerprint.length >= MIN_COPY_BYTES
+                   and t.fingerprint.matches_fd(f.fd)]
+        originals = [g for g in self.files.values() if g is not f and g.is_open
+                     and g.fingerprint.length >= MIN_COPY_BYTES and g.fingerprint.matches_fd(f.fd)]
+        if not matches and not originals:
+            return False
+        del self.files[f.path]
+        f.close()
+        self.stats.files_opened -= 1
+        try:
+            st = os.stat(f.path)
+        except OSError:
+            return True
+        self.discover(f.path, st, now, initial=False)
+        return True
 
     def check_content(self, f: TailedFile, size: int, now: float) -> None:
         """Catch a truncation that rewrote past the position read (the size alone misses it),
@@ -451,7 +485,7 @@ class FileInput:
             if copy.of is f and copy.path:
                 del self.copies[identity]
                 self.stats.files_copied += 1
-                c = self.follow(copy.path, offset=f.held_from(), now=now)
+                c = self.follow(copy.path, offset=f.held_from(), copy=True, now=now)
                 if c is not None:
                     self.detach(c, now, deleted=False, quiet=True)
         f.reset()
@@ -504,9 +538,10 @@ class FileInput:
             self.follow(f.path, offset=None, now=now)
 
     def follow(self, path: str, *, offset: int | None, at_end: bool = False,
-               now: float) -> TailedFile | None:
+               copy: bool = False, now: float) -> TailedFile | None:
         try:
-            f = TailedFile.open(path, offset=offset, at_end=at_end, chain=self.chain(), now=now)
+            f = TailedFile.open(path, offset=offset, at_end=at_end, chain=self.chain(), now=now,
+                                shorter="end" if copy else "restart")
         except OSError as exc:
             self.open_failed(path, exc)
             return None

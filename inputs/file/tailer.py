@@ -41,12 +41,16 @@ class TailedFile:
     """Monotonic time the file last had new bytes (for closing idle files)."""
     acked: int = 0
     """Offset up to which every output has acknowledged this file's lines (its checkpoint)."""
+    unclassified: bool = False
+    """Found empty after start: whether it is a new file or a copy shows with its first bytes."""
 
     @classmethod
     def open(cls, path: str, *, offset: int | None = None, at_end: bool = False,
-             chain: RecordChain | None = None, now: float = 0.0) -> TailedFile:
-        """Open ``path`` at ``offset`` (or its end / its start). A file that has become shorter
-        than ``offset`` is read from its start."""
+             shorter: str = "restart", chain: RecordChain | None = None,
+             now: float = 0.0) -> TailedFile:
+        """Open ``path`` at ``offset`` (or its end / its start). A file shorter than ``offset``
+        was truncated and is read from its start (``shorter="restart"``), or, for a copy that
+        holds nothing past ``offset``, from its end (``shorter="end"``)."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             st = os.fstat(fd)
@@ -57,7 +61,7 @@ class TailedFile:
         if offset is None:
             offset = st.st_size if at_end else 0
         elif offset > st.st_size:
-            offset = 0
+            offset = 0 if shorter == "restart" else st.st_size
         return cls(path=path, fd=fd, dev=st.st_dev, ino=st.st_ino, offset=offset,
                    fingerprint=fp, chain=chain, last_data_at=now, acked=offset)
 

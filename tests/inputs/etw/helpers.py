@@ -103,6 +103,7 @@ def make_record(provider: str, event_id: int, version: int, payload: bytes, *, o
         buf = (ctypes.c_uint8 * len(payload)).from_buffer_copy(payload)
         rec.UserData = ctypes.addressof(buf)
         rec.UserDataLength = len(payload)
+        rec.keep_payload_alive = buf  # a pointer to the record alone must keep its payload
     return SyntheticRecord(record=rec, payload=buf)
 
 

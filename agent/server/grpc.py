@@ -1,0 +1,104 @@
+"""The server's gRPC receiver: OTLP LogsService/Export and the standard grpc.health.v1 service,
+on grpc.aio (the same asyncio loop as the TCP receiver).
+
+An Export is answered only after its records were written (common.otlp maps them to NDJSON
+records): a success tells the client that the server has them. A token, when configured, must
+come as ``authorization: Bearer <token>`` on every Export (the health service is open, as load
+balancers probe it without credentials); a wrong or missing one is UNAUTHENTICATED. Limits: the
+largest message (``max_message_bytes``, RESOURCE_EXHAUSTED beyond), idle connections closed
+after ``idle_timeout``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+
+from common.otlp import records_of
+
+SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, *, write: Callable[[list[dict[str, Any]]], None], counts: Counter) -> None:
+        self.write = write
+        self.counts = counts
+
+    async def Export(self, request, context):  # noqa: N802 - the proto's name
+        records = records_of(request)
+        self.write(records)
+        self.counts["grpc_exports"] += 1
+        self.counts["grpc_records"] += len(records)
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """Every call but the health service's must carry ``authorization: Bearer <token>``."""
+
+    def __init__(self, *, token: str, counts: Counter, log: logging.Logger) -> None:
+        self.expected = f"Bearer {token}".encode()
+        self.counts = counts
+        self.log = log
+
+        async def deny(_request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "missing or wrong bearer token (authorization metadata)")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    async def intercept_service(self, continuation, details):
+        if details.method.startswith(_HEALTH_PREFIX):
+            return await continuation(details)
+        given = next((v for k, v in details.invocation_metadata or () if k == "authorization"), "")
+        if isinstance(given, str):
+            given = given.encode()
+        if hmac.compare_digest(given, self.expected):
+            return await continuation(details)
+        self.counts["grpc_error_auth"] += 1
+        self.log.warning("grpc: refused a call to %s: missing or wrong token", details.method)
+        return self._deny
+
+
+class GrpcReceiver:
+    def __init__(self, *, addresses: list[str], credentials: grpc.ServerCredentials | None,
+                 token: str, max_message_bytes: int, idle_timeout: float,
+                 write: Callable[[list[dict[str, Any]]], None], counts: Counter,
+                 log: logging.Logger) -> None:
+        interceptors = [TokenInterceptor(token=token, counts=counts, log=log)] if token else []
+        self.server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[("grpc.max_receive_message_length", max_message_bytes),
+                     ("grpc.max_connection_idle_ms", int(idle_timeout * 1000)),
+                     ("grpc.so_reuseport", 0)])
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
+            LogsServicer(write=write, counts=counts), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.ports: list[int] = []
+        for address in addresses:
+            if credentials is None:
+                port = self.server.add_insecure_port(address)
+            else:
+                port = self.server.add_secure_port(address, credentials)
+            if not port:
+                raise OSError(f"cannot listen on {address}")
+            self.ports.append(port)
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in ("", SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def drain(self, timeout: float) -> None:
+        """Say NOT_SERVING, refuse new calls, let calls in flight finish (up to ``timeout``)."""
+        for name in ("", SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(timeout)

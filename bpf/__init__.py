@@ -1,0 +1,10 @@
+"""The BPF C programs of the eBPF input: one file per probe (process.c, tcp.c, http.c) and the
+header they share for the event layouts (events.h). No Python here besides where they are."""
+
+from pathlib import Path
+
+DIR = Path(__file__).resolve().parent
+"""The directory holding the C files (given to BCC as an include path)."""
+
+PROBES = ("process", "tcp", "http")
+"""The probes, each a file ``<name>.c`` in DIR."""

@@ -1,0 +1,174 @@
+"""Loading the BPF programs with BCC, and reading what they produce.
+
+Each probe is its own C file in bpf/ and its own BPF object, loaded with
+``BPF(src_file=<probe>.c, cflags=[...])``: the cflags carry the options (ring buffer size,
+HTTP payload size, the agent's own pid). BCC attaches every ``TRACEPOINT_PROBE`` as it loads.
+Each object has its own ring buffer and loss counter; ``Programs`` waits on all the ring
+buffers at once (epoll on their map descriptors) and hands back the raw bytes.
+
+``bcc`` is imported here only, lazily, so that every module imports on machines without it;
+its exceptions become ``LoadError`` at this boundary.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import bpf
+from common.errors import LogShuttleError
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+QUIET_CFLAGS = ["-Wno-ignored-attributes", "-Wno-unused-function",
+                "-Wno-visibility", "-Wno-macro-redefined"]
+"""The kernel headers BCC compiles against warn about things that do not concern the probes."""
+
+
+class LoadError(LogShuttleError):
+    """A probe could not be compiled, loaded or attached (the message says which and why)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProgramOptions:
+    http_payload_bytes: int = 256
+    ring_buffer_bytes: int = 8 * 1024 * 1024
+    self_pid: int = 0
+    """Reads and writes of this process are never traced (the agent's own input)."""
+
+
+def cflags(options: ProgramOptions) -> list[str]:
+    """The compiler flags a probe is built with."""
+    pages = max(1, options.ring_buffer_bytes // PAGE_SIZE)
+    return [f"-I{bpf.DIR}", f"-DRINGBUF_PAGES={pages}",
+            f"-DHTTP_PAYLOAD={options.http_payload_bytes}", f"-DSELF_PID={options.self_pid}",
+            *QUIET_CFLAGS]
+
+
+def source_file(probe: str) -> str:
+    if probe not in bpf.PROBES:
+        raise LoadError(f"unknown probe {probe!r} (probes: {', '.join(bpf.PROBES)})")
+    return str(bpf.DIR / f"{probe}.c")
+
+
+class _StderrTo:
+    """Send fd 2 to a temporary file while BCC's compiler writes to it (C++ code, so
+    sys.stderr cannot catch it). ``text`` holds what was written."""
+
+    def __enter__(self) -> _StderrTo:
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        self.text = ""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode("utf-8", "replace")
+        self._file.close()
+
+
+def _compiler_errors(text: str) -> str:
+    """The lines of the compiler's or verifier's output that say what went wrong."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return "; ".join((errors or lines[-2:])[:3]) or "no message"
+
+
+def load_probe(probe: str, options: ProgramOptions, *, debug: int = 0) -> tuple[Any, str]:
+    """Compile, load and attach one probe; return the BPF object and what the compiler said."""
+    try:
+        from bcc import BPF
+    except Exception as exc:
+        raise LoadError(f"cannot import bcc: {exc}") from exc
+    with _StderrTo() as err:
+        try:
+            obj = BPF(src_file=source_file(probe).encode(), cflags=cflags(options), debug=debug)
+        except Exception as exc:
+            failure: Exception | None = exc
+        else:
+            failure = None
+    if failure is not None:
+        detail = f"{failure}: {_compiler_errors(err.text)}"
+        raise LoadError(f"probe {probe}: {detail}") from failure
+    return obj, err.text
+
+
+def program_text(probe: str, options: ProgramOptions) -> str:
+    """The final program of a probe as BCC compiles it: after BCC's rewriting (tracepoint
+    argument structs, map calls) and with the cflags applied (BCC's DEBUG_PREPROCESSOR)."""
+    from bcc import DEBUG_PREPROCESSOR  # noqa: F401 (checked by load_probe's import first)
+
+    obj, text = load_probe(probe, options, debug=DEBUG_PREPROCESSOR)
+    obj.cleanup()
+    return text
+
+
+class Programs:
+    """The loaded probes: their ring buffers, waited on together, and their loss counters."""
+
+    def __init__(self, probes: Sequence[str], options: ProgramOptions) -> None:
+        self.objects: dict[str, Any] = {}
+        self._batch: list[bytes] = []
+        self._lost_seen: dict[str, int] = {}
+        self._epoll = select.epoll()
+        try:
+            # The tcp probe is consumed last in each round: an HTTP event is then never handled
+            # before the connect/accept that gave its descriptor its peer.
+            for probe in sorted(probes, key=lambda p: p == "tcp"):
+                obj, _ = load_probe(probe, options)
+                self.objects[probe] = obj
+                ring = obj[b"events"]
+                ring.open_ring_buffer(self._on_event)
+                self._epoll.register(ring.map_fd, select.EPOLLIN)
+                self._lost_seen[probe] = 0
+        except BaseException:
+            self.close()
+            raise
+
+    def _on_event(self, _ctx: Any, data: int, size: int) -> int:
+        self._batch.append(ctypes.string_at(data, size))
+        return 0
+
+    def wait(self, timeout: float, *extra_fds: int) -> None:
+        """Sleep until a ring buffer has data, one of ``extra_fds`` is readable, or timeout."""
+        for fd in extra_fds:
+            try:
+                self._epoll.register(fd, select.EPOLLIN)
+            except FileExistsError:
+                pass
+        try:
+            self._epoll.poll(timeout)
+        except InterruptedError:
+            pass
+
+    def consume(self) -> list[bytes]:
+        """Everything the ring buffers hold now (raw events), probe by probe, tcp last."""
+        for obj in self.objects.values():
+            obj.ring_buffer_consume()
+        out, self._batch = self._batch, []
+        return out
+
+    def lost(self) -> dict[str, int]:
+        """Per probe, events its ring buffer had no room for since the last call."""
+        out = {}
+        for probe, obj in self.objects.items():
+            total = sum(int(v) for v in obj[b"lost"][ctypes.c_int(0)])
+            out[probe] = total - self._lost_seen[probe]
+            self._lost_seen[probe] = total
+        return out
+
+    def close(self) -> None:
+        for obj in self.objects.values():
+            try:
+                obj.cleanup()
+            except Exception:  # detaching is best effort: the kernel detaches at exit anyway
+                pass
+        self.objects.clear()
+        self._epoll.close()

@@ -1,0 +1,126 @@
+"""The eBPF input's loop: wait on the ring buffers, decode, translate, send in batches.
+
+It must never make the kernel wait, so it never blocks on its queue: a batch that finds the
+queue full is dropped and counted, and the count goes out as a LossEvent ("queue full") in the
+next batch that fits. Events the kernel could not put in a ring buffer (it was full) are counted
+by the programs and go out as LossEvents ("ring buffer <probe>") too.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+
+from common.component import Context
+from common.events import Batch, BatchCodec, Event, LossEvent
+from common.shmqueue import Full, MessageTooLarge
+from inputs.ebpf.layouts import DecodeError, decode
+from inputs.ebpf.loader import Programs
+from inputs.ebpf.translate import Translator
+
+LOSS_CHECK_INTERVAL = 1.0
+
+
+@dataclass
+class EbpfInputStats:
+    """Counters of the eBPF input, one per occurrence."""
+
+    raw_events: int = 0
+    events_sent: int = 0
+    batches_sent: int = 0
+    lost_ring_buffer: int = 0
+    lost_queue_full: int = 0
+    undecodable: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class EbpfInput:
+    def __init__(self, ctx: Context, programs: Programs) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.config
+        self.log = ctx.log
+        self.programs = programs
+        self.producer = ctx.producers[0]
+        self.codec = BatchCodec()
+        self.translator = Translator()
+        self.stats = EbpfInputStats()
+        self.out: list[Event] = []
+        self.first_at = 0.0
+        self.unreported_queue_loss = 0
+        self.next_loss_check = time.monotonic() + LOSS_CHECK_INTERVAL
+
+    def run(self) -> None:
+        try:
+            self.log.info("tracing with probes: %s", ", ".join(self.programs.objects))
+            while not self.ctx.stop.is_set():
+                timeout = self.cfg.send_interval
+                if self.out:
+                    timeout = max(0.0, self.first_at + self.cfg.send_interval - time.monotonic())
+                self.programs.wait(timeout, self.ctx.stop.fileno())
+                self.round()
+            self.round()
+            self.check_loss()
+            self.send()
+            self.log.debug("stopped: %s", self.stats.as_dict())
+        finally:
+            self.programs.close()
+
+    def round(self) -> None:
+        """Take what the ring buffers hold, in time order; send when a batch is due."""
+        raws = []
+        for data in self.programs.consume():
+            try:
+                raws.append(decode(data))
+            except DecodeError as exc:
+                self.stats.undecodable += 1
+                self.log.debug("undecodable event: %s", exc)
+        self.stats.raw_events += len(raws)
+        if raws:
+            raws.sort(key=lambda r: r.h.ts_ns)
+            self.translator.resync_clock()
+            events = self.translator.feed(raws)
+            if events and not self.out:
+                self.first_at = time.monotonic()
+            for ev in events:
+                self.out.append(ev)
+                if len(self.out) >= self.cfg.send_events:
+                    self.send()
+        now = time.monotonic()
+        if now >= self.next_loss_check:
+            self.next_loss_check = now + LOSS_CHECK_INTERVAL
+            self.check_loss()
+        if self.out and now - self.first_at >= self.cfg.send_interval:
+            self.send()
+
+    def check_loss(self) -> None:
+        for probe, n in self.programs.lost().items():
+            if n:
+                self.stats.lost_ring_buffer += n
+                self.log.warning("the %s probe's ring buffer was full: %d events lost", probe, n)
+                self.out.append(LossEvent(time_ns=time.time_ns(), source=self.ctx.name,
+                                          what=f"ring buffer {probe}", count=n))
+                if len(self.out) == 1:
+                    self.first_at = time.monotonic()
+
+    def send(self) -> None:
+        """Hand the batch on, or drop it if the queue is full: never wait."""
+        if not self.out:
+            return
+        events = self.out
+        self.out = []
+        if self.unreported_queue_loss:
+            events.insert(0, LossEvent(time_ns=time.time_ns(), source=self.ctx.name,
+                                       what="queue full", count=self.unreported_queue_loss))
+        message = self.codec.encode(Batch(events=events, source=self.ctx.name))
+        try:
+            self.producer.put_nowait(message)
+        except (Full, MessageTooLarge):
+            dropped = len(events) - (1 if self.unreported_queue_loss else 0)
+            self.unreported_queue_loss += dropped
+            self.stats.lost_queue_full += dropped
+            return
+        self.unreported_queue_loss = 0
+        self.stats.batches_sent += 1
+        self.stats.events_sent += len(events)

@@ -1,0 +1,134 @@
+"""From the programs' raw events to the agent's Events (common.events), keeping the little state
+that takes: the argv of an exec in progress, the peer of each (pid, fd) connection, and the HTTP
+requests waiting for their responses (inputs.ebpf.http).
+
+Raw events carry CLOCK_BOOTTIME; Events carry wall-clock time, converted with an offset that
+``Translator.resync_clock`` measures (once per round of the input's loop).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from common.events import ConnEvent, Event, HttpEvent, ProcessEvent
+from inputs.ebpf.http import HttpTracker
+from inputs.ebpf.layouts import (
+    EV_ACCEPT, EV_CLOSE, EV_CONNECT, Conn, Exec, ExecArgs, Exit, FdClose, Fork, HttpData, Raw,
+)
+
+MAX_EXECS_IN_PROGRESS = 4096
+MAX_PEERS = 65536
+CONN_KINDS = {EV_CONNECT: "connect", EV_ACCEPT: "accept", EV_CLOSE: "close"}
+
+
+def boot_offset_ns() -> int:
+    """Wall-clock time minus CLOCK_BOOTTIME, now."""
+    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def read_ppid(pid: int) -> int:
+    """The parent of a running process from /proc (for processes whose fork was not seen)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@dataclass
+class TranslateStats:
+    processes: int = 0
+    connections: int = 0
+    http: int = 0
+
+
+class Translator:
+    def __init__(self, *, http: HttpTracker | None = None) -> None:
+        self.http = http or HttpTracker()
+        self.execs: OrderedDict[int, ExecArgs] = OrderedDict()
+        """tid -> the argv of its execve() in progress."""
+        self.peers: OrderedDict[tuple[int, int], tuple[str, int, int]] = OrderedDict()
+        """(pid, fd) -> (peer address, peer port, local port), from connect and accept."""
+        self.offset_ns = boot_offset_ns()
+        self.stats = TranslateStats()
+
+    def resync_clock(self) -> None:
+        self.offset_ns = boot_offset_ns()
+
+    def feed(self, raws: list[Raw]) -> list[Event]:
+        """Events for these raw events, which must be in time order."""
+        out: list[Event] = []
+        for raw in raws:
+            ev = self.one(raw)
+            if ev is not None:
+                out.append(ev)
+        return out
+
+    def one(self, raw: Raw) -> Event | None:
+        if isinstance(raw, HttpData):
+            return self._http(raw)
+        if isinstance(raw, FdClose):
+            self.http.closed(raw.h.pid, raw.fd)
+            self.peers.pop((raw.h.pid, raw.fd), None)
+            return None
+        if isinstance(raw, Conn):
+            return self._conn(raw)
+        if isinstance(raw, ExecArgs):
+            self.execs[raw.h.tid] = raw
+            self.execs.move_to_end(raw.h.tid)
+            if len(self.execs) > MAX_EXECS_IN_PROGRESS:
+                self.execs.popitem(last=False)
+            return None
+        self.stats.processes += 1
+        h = raw.h
+        if isinstance(raw, Exec):
+            args = self.execs.pop(raw.old_pid, None)
+            return ProcessEvent(
+                kind="exec", time_ns=h.ts_ns + self.offset_ns, pid=h.pid,
+                ppid=raw.ppid or read_ppid(h.pid), tid=h.tid, uid=h.uid, comm=h.comm,
+                filename=raw.filename, argv=args.argv if args else [], start_ns=h.ts_ns,
+                source="ebpf")
+        if isinstance(raw, Fork):
+            return ProcessEvent(
+                kind="fork", time_ns=h.ts_ns + self.offset_ns, pid=raw.child_pid, ppid=h.pid,
+                tid=raw.child_pid, uid=h.uid, comm=h.comm, start_ns=h.ts_ns, source="ebpf")
+        if isinstance(raw, Exit):
+            return ProcessEvent(
+                kind="exit", time_ns=h.ts_ns + self.offset_ns, pid=h.pid, ppid=raw.ppid,
+                tid=h.tid, uid=h.uid, comm=h.comm, exit_code=raw.code, source="ebpf")
+        self.stats.processes -= 1
+        return None
+
+    def _conn(self, raw: Conn) -> ConnEvent:
+        h = raw.h
+        kind = CONN_KINDS[h.type]
+        key = (h.pid, raw.fd)
+        if kind != "close" and raw.fd >= 0:
+            self.peers[key] = (raw.daddr, raw.dport, raw.sport)
+            self.peers.move_to_end(key)
+            if len(self.peers) > MAX_PEERS:
+                self.peers.popitem(last=False)
+        elif kind == "close" and self.peers.get(key) == (raw.daddr, raw.dport, raw.sport):
+            del self.peers[key]  # only if the descriptor was not reused for another connection
+        self.stats.connections += 1
+        return ConnEvent(
+            kind=kind, time_ns=h.ts_ns + self.offset_ns, pid=h.pid, tid=h.tid, comm=h.comm,
+            family=raw.family, saddr=raw.saddr, sport=raw.sport, daddr=raw.daddr,
+            dport=raw.dport, duration_ns=raw.duration_ns, fd=raw.fd)
+
+    def _http(self, raw: HttpData) -> HttpEvent | None:
+        ex = self.http.data(raw)
+        if ex is None:
+            return None
+        req = ex.request
+        peer = self.peers.get((ex.pid, ex.fd))
+        self.stats.http += 1
+        return HttpEvent(
+            time_ns=req.ts_ns + self.offset_ns, pid=ex.pid, tid=req.tid, comm=req.comm,
+            fd=ex.fd, direction=req.direction, method=req.line.method, path=req.line.path,
+            status=ex.status, duration_ns=max(0, ex.response_ts_ns - req.ts_ns),
+            peer_addr=peer[0] if peer else "", peer_port=peer[1] if peer else 0,
+            version=req.line.version)

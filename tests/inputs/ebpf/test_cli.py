@@ -1,0 +1,153 @@
+"""The eBPF input through the real command line: `log-shuttle --ebpf-http-tracing` printing
+NDJSON http records, its clear failure without root, the optional input that lets the other
+inputs run, `log-shuttle doctor` as root and as an unprivileged user, and the flag that prints
+the BPF programs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT, Agent, agent_command, agent_env, wait_for
+from tests.inputs.ebpf.conftest import needs, needs_ebpf
+from tests.inputs.ebpf.test_nginx import curl
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="runs commands as another user: "
+                                                          "needs root (CI runs tests as root)")
+
+
+def complete_records(data: bytes) -> list[dict]:
+    return [json.loads(line) for line in data.split(b"\n")[:-1]]
+
+
+def run(*args: str, user: list[str] = (), timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*user, *agent_command(*args)], capture_output=True, text=True,
+                          env=agent_env(), cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@needs_ebpf
+@needs("nginx", "curl")
+def test_http_tracing_through_the_cli_prints_http_records(nginx, tmp_path):
+    with Agent(tmp_path, "--ebpf-http-tracing") as agent:
+        wait_for(lambda: "tracing with probes" in agent.stderr() or agent.proc.poll() is not None,
+                 timeout=90, what="the eBPF input to start")
+        assert agent.proc.poll() is None, agent.stderr()
+        assert "log-shuttle: input ebpf" in agent.children()
+        paths = ["/ok?cli=1", "/moved?cli=2", "/missing?cli=3", "/boom?cli=4"]
+        curl_pid, rows = curl(*(nginx.url(p) for p in paths))
+
+        def http_records():
+            recs = [r for r in complete_records(agent.stdout())
+                    if r.get("type") == "http" and "?cli=" in r["path"]]
+            return recs if len(recs) >= 2 * len(paths) else None
+
+        recs = wait_for(http_records, timeout=60, what="http records on stdout")
+        assert agent.stop() == 0
+    servers = nginx.pids()
+    server = {r["path"]: r for r in recs if r["direction"] == "server" and r["pid"] in servers}
+    client = {r["path"]: r for r in recs if r["direction"] == "client" and r["pid"] == curl_pid}
+    want = {p: row["status"] for p, row in zip(paths, rows)}
+    assert {p: r["status"] for p, r in server.items()} == want == {p: r["status"] for p, r in client.items()}
+    assert want == {"/ok?cli=1": 200, "/moved?cli=2": 301, "/missing?cli=3": 404, "/boom?cli=4": 500}
+    for r in client.values():
+        assert (r["method"], r["comm"], r["peer_addr"], r["peer_port"]) == \
+            ("GET", "curl", "127.0.0.1", nginx.port)
+        assert r["duration_ns"] > 0 and r["time"].endswith("Z") and r["host"]
+    assert len(recs) == 2 * len(paths)  # each request once on each side
+
+
+@needs_root
+def test_without_root_http_tracing_fails_at_once_with_a_clear_message():
+    started = time.monotonic()
+    result = run("--ebpf-http-tracing", user=NOBODY, timeout=60)
+    assert result.returncode == 3
+    assert "cannot trace with eBPF" in result.stderr and "privileges" in result.stderr
+    assert "run as root" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert time.monotonic() - started < 30
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory the unprivileged user may use (pytest's tmp_path is root's own)."""
+    path = Path(tempfile.mkdtemp(prefix="log-shuttle-ebpf-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path)
+
+
+@needs_root
+def test_an_optional_ebpf_input_that_cannot_start_leaves_the_other_inputs_running(shared_dir):
+    log = shared_dir / "app.log"
+    log.write_text("")
+    log.chmod(0o666)
+    config = shared_dir / "agent.toml"
+    config.write_text(f'[[inputs.file]]\npaths = ["{log}"]\nfrom_beginning = true\n\n'
+                      f'[inputs.ebpf]\noptional = true\n')
+    out, err = shared_dir / "out", shared_dir / "err"
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen([*NOBODY, *agent_command("--config", str(config), "--state-dir",
+                                                        str(shared_dir / "state"))],
+                                stdout=o, stderr=e, env=agent_env(), cwd=ROOT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: "goes on without it" in err.read_text() or proc.poll() is not None,
+                 timeout=60, what="the optional eBPF input's warning")
+        with open(log, "a") as f:
+            f.write("still shipping\n")
+        recs = wait_for(lambda: [r for r in complete_records(out.read_bytes())
+                                 if r.get("line") == "still shipping"] or proc.poll() is not None,
+                        timeout=60, what="the file input's line")
+        assert proc.poll() is None, err.read_text()
+        assert recs[0]["path"] == str(log)
+        text = err.read_text()
+        assert "input ebpf" in text and "privileges" in text and "Traceback" not in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+@needs_ebpf
+def test_doctor_as_root_loads_every_probe():
+    result = run("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for check in ("kernel", "BTF", "tracefs", "bcc", "headers", "privileges",
+                  "probe process", "probe tcp", "probe http"):
+        assert any(ln.split()[:1] == ["ok"] and f" {check} " in f"{ln} " for ln in lines), check
+    assert "result: the eBPF input can run here" in result.stdout
+
+
+@needs_root
+def test_doctor_as_an_unprivileged_user_says_what_to_fix():
+    result = run("doctor", user=NOBODY)
+    assert result.returncode == 1
+    out = result.stdout
+    assert any(ln.split()[:2] == ["FAIL", "privileges"] for ln in out.splitlines()), out
+    assert "fix: run as root" in out
+    assert all(any(ln.split()[:3] == ["skip", "probe", p] for ln in out.splitlines())
+               for p in ("process", "tcp", "http")), out
+    assert "result: the eBPF input cannot run here (1 problem(s))" in out
+    assert "Traceback" not in result.stderr
+
+
+@needs_ebpf
+def test_print_program_shows_what_bcc_compiles():
+    result = run("--ebpf-print-program", "--ebpf-http-tracing")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for probe in ("process", "tcp", "http"):
+        assert f"===== probe {probe}: BPF(src_file='{ROOT / 'bpf' / probe}.c'" in out
+    # BCC's rewriting is visible: the tracepoint argument structs it generated, and the cflags.
+    assert "struct tracepoint__syscalls__sys_enter_read {" in out
+    assert "struct tracepoint__sock__inet_sock_set_state {" in out
+    assert "-DHTTP_PAYLOAD=256" in out

@@ -1,0 +1,93 @@
+"""Parsing request and status lines, and pairing requests with responses per (pid, fd): made-up
+reads and writes, no kernel."""
+
+from __future__ import annotations
+
+from inputs.ebpf.http import HttpTracker, RequestLine, StatusLine, parse
+from inputs.ebpf.layouts import EV_CONNECT, EV_HTTP, HTTP_OP_READ, HTTP_OP_WRITE, Conn, FdClose, Header, HttpData, EV_FD_CLOSE
+from inputs.ebpf.translate import Translator
+
+
+def data(op: int, payload: bytes, *, pid=10, fd=5, ts=0, tid=11) -> HttpData:
+    return HttpData(Header(EV_HTTP, pid, tid, 0, ts, "srv"), fd, op, len(payload), payload)
+
+
+REQ = b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"
+RESP = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_parse_lines():
+    assert parse(REQ) == RequestLine("GET", "/a?x=1", "HTTP/1.1")
+    assert parse(b"POST /p HTTP/1.0\r\n") == RequestLine("POST", "/p", "HTTP/1.0")
+    assert parse(RESP) == StatusLine("HTTP/1.1", 404)
+    assert parse(b"HTTP/1.1 2x0 What\r\n") is None
+    assert parse(b"GETX / HTTP/1.1\r\n") is None
+    # A request line cut by the payload size keeps what was copied.
+    assert parse(b"GET /very/long/pa") == RequestLine("GET", "/very/long/pa", "HTTP/1.1")
+
+
+def test_server_side_pairs_read_request_with_written_response():
+    t = HttpTracker()
+    assert t.data(data(HTTP_OP_READ, REQ, ts=1000)) is None
+    ex = t.data(data(HTTP_OP_WRITE, RESP, ts=5000))
+    assert ex.request.direction == "server" and ex.request.line.path == "/a?x=1"
+    assert ex.status == 404 and ex.response_ts_ns - ex.request.ts_ns == 4000
+
+
+def test_client_side_pairs_written_request_with_read_response():
+    t = HttpTracker()
+    t.data(data(HTTP_OP_WRITE, REQ, ts=1))
+    ex = t.data(data(HTTP_OP_READ, b"HTTP/1.1 200 OK\r\n", ts=9))
+    assert ex.request.direction == "client" and ex.status == 200
+
+
+def test_keep_alive_and_pipelining_answer_in_order():
+    t = HttpTracker()
+    out = []
+    for i in range(3):  # pipelined: three requests before any response
+        t.data(data(HTTP_OP_READ, f"GET /{i} HTTP/1.1\r\n".encode(), ts=i))
+    t.data(data(HTTP_OP_WRITE, b"HTTP/1.1 100 Continue\r\n\r\n", ts=10))  # interim: no answer
+    for status in (200, 301, 500):
+        out.append(t.data(data(HTTP_OP_WRITE, f"HTTP/1.1 {status} X\r\n".encode(), ts=20)))
+    assert [(e.request.line.path, e.status) for e in out] == [("/0", 200), ("/1", 301), ("/2", 500)]
+    assert t.data(data(HTTP_OP_WRITE, RESP)) is None  # nothing waits: an orphan
+    assert t.stats.orphan_responses == 1
+
+
+def test_connections_are_kept_apart():
+    t = HttpTracker()
+    t.data(data(HTTP_OP_READ, b"GET /one HTTP/1.1\r\n", fd=5))
+    t.data(data(HTTP_OP_READ, b"GET /two HTTP/1.1\r\n", fd=6))
+    t.data(data(HTTP_OP_READ, b"GET /three HTTP/1.1\r\n", pid=99, fd=5))
+    got = {(e.pid, e.fd): e.request.line.path for e in
+           [t.data(data(HTTP_OP_WRITE, RESP, fd=6)), t.data(data(HTTP_OP_WRITE, RESP, pid=99, fd=5)),
+            t.data(data(HTTP_OP_WRITE, RESP, fd=5))]}
+    assert got == {(10, 6): "/two", (99, 5): "/three", (10, 5): "/one"}
+
+
+def test_close_forgets_and_state_is_bounded():
+    t = HttpTracker(max_connections=2, max_pending=2)
+    t.data(data(HTTP_OP_READ, REQ, fd=1))
+    t.closed(10, 1)
+    assert t.data(data(HTTP_OP_WRITE, RESP, fd=1)) is None
+    for fd in (2, 3, 4):  # the least recently used connection goes
+        t.data(data(HTTP_OP_READ, REQ, fd=fd))
+    assert set(t.conns) == {(10, 3), (10, 4)}
+    for _ in range(3):
+        t.data(data(HTTP_OP_READ, REQ, fd=4))
+    assert len(t.conns[(10, 4)].pending) == 2
+    assert t.stats.unanswered_dropped == 1 + 1 + 2
+
+
+def test_translator_gives_the_peer_of_the_descriptor():
+    tr = Translator()
+    conn = Conn(Header(EV_CONNECT, 10, 10, 0, 1, "curl"), 5, 4, "127.0.0.1", 40000, "127.0.0.2", 8080, 0)
+    events = tr.feed([conn, data(HTTP_OP_WRITE, REQ, ts=2), data(HTTP_OP_READ, RESP, ts=7)])
+    http = events[-1]
+    assert (http.direction, http.method, http.status, http.duration_ns) == ("client", "GET", 404, 5)
+    assert (http.peer_addr, http.peer_port) == ("127.0.0.2", 8080)
+    assert http.time_ns - 2 == tr.offset_ns
+    # After the descriptor is closed, a new connection on it has no stale peer.
+    tr.feed([FdClose(Header(EV_FD_CLOSE, 10, 10, 0, 8, "curl"), 5)])
+    events = tr.feed([data(HTTP_OP_WRITE, REQ, ts=9), data(HTTP_OP_READ, RESP, ts=10)])
+    assert events[-1].peer_addr == "" and events[-1].peer_port == 0
