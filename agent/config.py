@@ -107,6 +107,8 @@ class FileInputConfig(_Section):
     added to them later is read."""
     state_dir: str = ""
     """Where this input's checkpoints go; empty means the agent's state_dir."""
+    writer_from_line: bool = False
+    """Take a line's writer from the pid it names, syslog style ``app[1234]:`` (a best guess)."""
 
 
 class EtwProviderConfig(_Section):
@@ -183,8 +185,21 @@ class BatchConfig(_Section):
     """...or this many seconds after its first event arrived."""
 
 
+class ProcessesConfig(_Section):
+    enabled: bool = True
+    """Keep a process table and enrich events with their process, log lines with their writer."""
+    poll_interval: PositiveFloat = 2.0
+    """Seconds between polls of /proc (new processes, exits, reused pids)."""
+    grace: Annotated[float, Meta(ge=0)] = 60.0
+    """Seconds an exited process stays in the table, for events that come late."""
+    max_processes: Annotated[int, Meta(ge=1024)] = 65536
+    writer_refresh: PositiveFloat = 10.0
+    """Seconds before the writers of a file are looked up again in /proc/*/fd."""
+
+
 class PipelineConfig(_Section):
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
+    processes: ProcessesConfig = msgspec.field(default_factory=ProcessesConfig)
 
 
 class StdoutOutputConfig(_Section):

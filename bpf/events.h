@@ -11,6 +11,7 @@
  *   RINGBUF_PAGES   pages of the shared ring buffer (a power of two)
  *   HTTP_PAYLOAD    bytes of an HTTP payload copied (a power of two, 64..4096)
  *   SELF_PID        the agent's own eBPF process, never traced
+ *   HTTP_CONNS      connections the http probe keeps a request of (an LRU map)
  */
 #ifndef LOG_SHUTTLE_EVENTS_H
 #define LOG_SHUTTLE_EVENTS_H
@@ -23,6 +24,9 @@
 #endif
 #ifndef SELF_PID
 #define SELF_PID 0
+#endif
+#ifndef HTTP_CONNS
+#define HTTP_CONNS 16384  /* connections whose HTTP state the http probe keeps (LRU) */
 #endif
 
 #define COMM_LEN 16
@@ -38,8 +42,9 @@ enum ev_type {
     EV_CONNECT = 5,       /* a connect() reached ESTABLISHED */
     EV_ACCEPT = 6,        /* accept()/accept4() returned a connection */
     EV_CLOSE = 7,         /* a connection seen opening reached TCP_CLOSE */
-    EV_HTTP = 8,          /* a read or write whose bytes start like HTTP/1.x */
+    EV_HTTP = 8,          /* a read or write whose bytes start like HTTP/1.x (pipelining) */
     EV_FD_CLOSE = 9,      /* close() of a descriptor that carried HTTP */
+    EV_HTTP_EXCHANGE = 10,/* a request and its final response, paired in the kernel */
 };
 
 /* 40 bytes */
@@ -107,6 +112,23 @@ struct http_ev {
     u32 len;              /* bytes the syscall moved */
     u32 copied;           /* bytes of it in data (at most HTTP_PAYLOAD) */
     char data[HTTP_PAYLOAD];
+};
+
+#define HTTP_STATUS_LEN 16
+
+/* One request and its response on a connection, paired by the http probe: the header is the
+ * request's (its thread, its time: the first bytes read by a server or written by a client). */
+struct http_exchange_ev {
+    struct ev_header h;
+    s32 fd;
+    u32 op;               /* of the request: HTTP_OP_READ (server side) or HTTP_OP_WRITE (client) */
+    u64 response_ts_ns;   /* the response's first bytes (CLOCK_BOOTTIME) */
+    u32 len;              /* bytes the request's read or write moved */
+    u32 copied;           /* bytes of the request in data (at most HTTP_PAYLOAD) */
+    u32 response_len;     /* bytes the response's write or read moved */
+    u32 pad;
+    char status[HTTP_STATUS_LEN]; /* the response's first bytes: "HTTP/1.1 200 OK\r\n" */
+    char data[HTTP_PAYLOAD];      /* the request's first bytes: its request line */
 };
 
 struct fd_close_ev {

@@ -5,9 +5,13 @@
  * sendto, writev, sendmsg (the bytes are there at entry), plus syscalls:sys_enter_close for
  * the descriptors that carried HTTP.
  *
- * At most HTTP_PAYLOAD bytes are copied, and only when the first 8 look like a request line
- * ("GET ", "POST ", ...) or a status line ("HTTP/1."). Parsing and pairing requests with
- * responses per (pid, fd) is user space's (inputs/ebpf/http.py). */
+ * Only the first 16 bytes (8 when shorter) are read of every read and write; at most
+ * HTTP_PAYLOAD bytes are copied, and only when they look like a request line ("GET ",
+ * "POST ", ...). The probe pairs a request with its final response per (pid, fd) and sends ONE
+ * event per exchange (EV_HTTP_EXCHANGE: the request's first bytes, the status line's first 16,
+ * both times). A connection that pipelines (a second request before the first's response) is
+ * handed to user space from then on: its reads and writes go out as EV_HTTP and
+ * inputs/ebpf/http.py pairs them, in order, any number at once. */
 #include "events.h"
 
 /* One more event the ring buffer had no room for (read by user space: LossEvents). */
@@ -32,7 +36,24 @@ struct iovec_user {
 
 /* A plain hash (cheaper than an LRU one on this hot path): every entry is deleted at the exit. */
 BPF_HASH(reading, u64, struct io_args, 16384);                /* pid_tgid -> read in progress */
-BPF_TABLE("lru_hash", u64, u8, http_fds, 65536);             /* pid << 32 | fd -> carried HTTP */
+
+/* What the probe knows of a connection that carried HTTP: the request waiting for its response
+ * (at most one: a second one before the first's response is pipelining, and the connection then
+ * goes to user space raw, which pairs any number in order). */
+struct conn_state {
+    u64 ts_ns;             /* the waiting request's first bytes; 0 when none waits */
+    u32 tid;
+    u32 uid;
+    u32 op;                /* the waiting request's: HTTP_OP_READ (server) or HTTP_OP_WRITE */
+    u32 len;
+    u32 copied;
+    u32 raw;               /* 1: every HTTP read and write of it is sent as is (EV_HTTP) */
+    char comm[COMM_LEN];
+    char data[HTTP_PAYLOAD];
+};
+
+BPF_TABLE("lru_hash", u64, struct conn_state, conns, HTTP_CONNS); /* pid << 32 | fd */
+BPF_PERCPU_ARRAY(conn_zero, struct conn_state, 1);  /* a zeroed entry (too big for the stack) */
 
 static __always_inline int looks_http(const char *p)
 {
@@ -57,19 +78,13 @@ static __always_inline int looks_http(const char *p)
     return 0;
 }
 
-static __always_inline int emit_http(u64 id, s32 fd, u32 op, u64 buf, u64 len)
+/* A read or write as is (a connection in raw mode): user space pairs it. */
+static __always_inline void emit_raw(s32 fd, u32 op, u64 buf, u64 len)
 {
-    char head[8] = {};
-    if (len < sizeof(head) || !buf)
-        return 0;
-    if (bpf_probe_read_user(head, sizeof(head), (void *)buf))
-        return 0;
-    if (!looks_http(head))
-        return 0;
     struct http_ev *e = events.ringbuf_reserve(sizeof(*e));
     if (!e) {
         count_lost();
-        return 0;
+        return;
     }
     fill_header(&e->h, EV_HTTP);
     e->fd = fd;
@@ -80,9 +95,125 @@ static __always_inline int emit_http(u64 id, s32 fd, u32 op, u64 buf, u64 len)
         n = 0;
     e->copied = n;
     events.ringbuf_submit(e, 0);
+}
+
+/* The waiting request of a connection, as the EV_HTTP it would have been. */
+static __always_inline void emit_raw_waiting(u64 key, s32 fd, struct conn_state *c)
+{
+    struct http_ev *e = events.ringbuf_reserve(sizeof(*e));
+    if (!e) {
+        count_lost();
+        return;
+    }
+    e->h.type = EV_HTTP;
+    e->h.pid = key >> 32;
+    e->h.tid = c->tid;
+    e->h.uid = c->uid;
+    e->h.ts_ns = c->ts_ns;
+    __builtin_memcpy(e->h.comm, c->comm, COMM_LEN);
+    e->fd = fd;
+    e->op = c->op;
+    e->len = c->len;
+    u32 n = c->copied > HTTP_PAYLOAD ? HTTP_PAYLOAD : c->copied;
+    if (bpf_probe_read_kernel(e->data, n, c->data))
+        n = 0;
+    e->copied = n;
+    events.ringbuf_submit(e, 0);
+}
+
+/* A read (at its exit) or a write (at its entry) of a process: when its first bytes look like a
+ * request, it waits in the connection's state; when they look like a final response and a
+ * request of the other side waits, the pair goes out as one EV_HTTP_EXCHANGE. */
+static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len)
+{
+    char head[HTTP_STATUS_LEN] = {};
+    if (len < 8 || !buf)
+        return 0;
+    if (len >= HTTP_STATUS_LEN) {
+        if (bpf_probe_read_user(head, HTTP_STATUS_LEN, (void *)buf))
+            return 0;
+    } else if (bpf_probe_read_user(head, 8, (void *)buf)) {
+        return 0;
+    }
+    if (!looks_http(head))
+        return 0;
+    int response = head[1] == 'T';   /* "HTTP/1." (HEAD has 'E') */
     u64 key = (id & 0xffffffff00000000ULL) | (u32)fd;
-    u8 one = 1;
-    http_fds.update(&key, &one);
+    struct conn_state *c = conns.lookup(&key);
+    if (response) {
+        if (!c)
+            return 0;                /* no request seen on it: nothing to answer */
+        if (c->raw) {
+            emit_raw(fd, op, buf, len);
+            return 0;
+        }
+        if (!c->ts_ns || c->op == op)
+            return 0;                /* nothing waits on this side: an orphan */
+        if (len >= 12 && head[9] == '1')
+            return 0;                /* 1xx (100 Continue): the final response is to come */
+        u64 now = bpf_ktime_get_boot_ns();
+        struct http_exchange_ev *e = events.ringbuf_reserve(sizeof(*e));
+        if (!e) {
+            c->ts_ns = 0;
+            count_lost();
+            return 0;
+        }
+        e->h.type = EV_HTTP_EXCHANGE;
+        e->h.pid = id >> 32;
+        e->h.tid = c->tid;
+        e->h.uid = c->uid;
+        e->h.ts_ns = c->ts_ns;
+        __builtin_memcpy(e->h.comm, c->comm, COMM_LEN);
+        e->fd = fd;
+        e->op = c->op;
+        e->response_ts_ns = now;
+        e->len = c->len;
+        e->response_len = len > 0xffffffff ? 0xffffffff : (u32)len;
+        e->pad = 0;
+        __builtin_memcpy(e->status, head, HTTP_STATUS_LEN);
+        u32 n = c->copied > HTTP_PAYLOAD ? HTTP_PAYLOAD : c->copied;
+        if (bpf_probe_read_kernel(e->data, n, c->data))
+            n = 0;
+        e->copied = n;
+        events.ringbuf_submit(e, 0);
+        c->ts_ns = 0;
+        return 0;
+    }
+    /* A request. */
+    if (!c) {
+        int zero = 0;
+        struct conn_state *z = conn_zero.lookup(&zero);
+        if (!z)
+            return 0;
+        conns.update(&key, z);
+        c = conns.lookup(&key);
+        if (!c)
+            return 0;
+    }
+    if (c->raw) {
+        emit_raw(fd, op, buf, len);
+        return 0;
+    }
+    if (c->ts_ns && c->op == op) {
+        /* Pipelining: a second request before the first's response. From now on user space
+         * pairs this connection's requests and responses, in order. */
+        c->raw = 1;
+        emit_raw_waiting(key, fd, c);
+        c->ts_ns = 0;
+        emit_raw(fd, op, buf, len);
+        return 0;
+    }
+    /* It waits (replacing one of the other side: the descriptor changed hands). */
+    c->ts_ns = bpf_ktime_get_boot_ns();
+    c->tid = (u32)id;
+    c->uid = (u32)bpf_get_current_uid_gid();
+    c->op = op;
+    c->len = len > 0xffffffff ? 0xffffffff : (u32)len;
+    bpf_get_current_comm(&c->comm, sizeof(c->comm));
+    u32 n = len > HTTP_PAYLOAD ? HTTP_PAYLOAD : (u32)len;
+    if (bpf_probe_read_user(c->data, n, (void *)buf))
+        n = 0;
+    c->copied = n;
     return 0;
 }
 
@@ -131,7 +262,7 @@ static __always_inline int read_exit(long ret)
     u64 len = ret;
     if (c.vec && first_iov(c.buf, &buf, &len))
         return 0;
-    return emit_http(id, c.fd, HTTP_OP_READ, buf, len);
+    return on_data(id, c.fd, HTTP_OP_READ, buf, len);
 }
 
 static __always_inline int write_enter(s32 fd, u64 buf, u64 len, u32 vec)
@@ -144,7 +275,7 @@ static __always_inline int write_enter(s32 fd, u64 buf, u64 len, u32 vec)
         if (first_iov(buf, &buf, &len))
             return 0;
     }
-    return emit_http(id, fd, HTTP_OP_WRITE, buf, len);
+    return on_data(id, fd, HTTP_OP_WRITE, buf, len);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return read_enter(args->fd, (u64)args->buf, 0); }
@@ -180,9 +311,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
     u64 id = bpf_get_current_pid_tgid();
     u64 key = (id & 0xffffffff00000000ULL) | (u32)args->fd;
-    if (!http_fds.lookup(&key))
+    if (!conns.lookup(&key))
         return 0;
-    http_fds.delete(&key);
+    conns.delete(&key);
     struct fd_close_ev *e = events.ringbuf_reserve(sizeof(*e));
     if (!e) {
         count_lost();

@@ -31,12 +31,53 @@ FORMAT_ERROR = 16
 """With RECORD: the line did not parse in the input's format; ``data`` is the raw line."""
 
 
+NAMES_PID = 32
+"""The input asks the pipeline to look for the writer's pid in each line (syslog ``app[1234]:``)."""
+ONE_RECORD = PIECE | UNTERMINATED | RECORD
+"""An event with any of these flags holds exactly one record; without, a run of lines."""
+
+
+class ProcessInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The process an event is about, from the pipeline's process table. ``how`` says how it was
+    found: "event" (the event's own pid: exact), "fd" (it has the log file open for writing:
+    exact for who could write, a guess for which line), "line" (the line names its pid, e.g.
+    syslog ``app[1234]:``: a best guess)."""
+
+    pid: int
+    ppid: int = 0
+    comm: str = ""
+    exe: str = ""
+    cmdline: list[str] = []
+    uid: int = -1
+    user: str = ""
+    start_ns: int = 0
+    container_id: str = ""
+    pod_uid: str = ""
+    unit: str = ""
+    """The systemd unit, for a process in no container."""
+    cgroup: str = ""
+    exited: bool = False
+    """It had exited when the event was enriched (within the table's grace period)."""
+    how: str = ""
+
+
+class ContainerRef(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The container a log file belongs to, from where the runtime keeps its logs."""
+
+    id: str = ""
+    runtime: str = ""
+    pod_uid: str = ""
+    pod: str = ""
+    namespace: str = ""
+    name: str = ""
+
+
 class LogEvent(msgspec.Struct, tag="log", array_like=True, frozen=True):
     """One or more consecutive lines read from one file.
 
     ``data`` is the file's bytes from ``offset`` on, each line ending with ``\\n`` (a piece of an
     over-long line ends with its newline only if it is the last piece). ``lines`` counts the
-    records in ``data``; an event with any flag set holds exactly one record. The bytes are the
+    records in ``data``; an event with a ONE_RECORD flag holds exactly one record. The bytes are the
     file's own: nothing is decoded, stripped or dropped on the way.
     """
 
@@ -57,6 +98,10 @@ class LogEvent(msgspec.Struct, tag="log", array_like=True, frozen=True):
     """With RECORD: the record's own time (a container log's), ns since the epoch; 0 if none."""
     stream: str = ""
     """With RECORD: the record's stream (stdout / stderr) in a container log format."""
+    writers: list[ProcessInfo] = []
+    """Set by the pipeline: the processes that wrote (or could have written) these lines."""
+    container: ContainerRef | None = None
+    """Set by the pipeline for a container runtime's log file."""
 
     @property
     def end_offset(self) -> int:
@@ -88,6 +133,8 @@ class ProcessEvent(msgspec.Struct, tag="process", array_like=True, frozen=True):
     nanoseconds since the Unix epoch. Either way the same value in every event of a process."""
     source: str = ""
     """"ebpf", "proc" (a /proc poll or the rundown) or "etw"."""
+    process: ProcessInfo | None = None
+    """Set by the pipeline: the process, from its process table."""
 
 
 class ConnEvent(msgspec.Struct, tag="conn", array_like=True, frozen=True):
@@ -108,6 +155,8 @@ class ConnEvent(msgspec.Struct, tag="conn", array_like=True, frozen=True):
     duration_ns: int = 0
     """close: how long the connection was open, when its opening was seen."""
     fd: int = -1
+    process: ProcessInfo | None = None
+    """Set by the pipeline: the process, from its process table."""
 
 
 class HttpEvent(msgspec.Struct, tag="http", array_like=True, frozen=True):
@@ -129,6 +178,8 @@ class HttpEvent(msgspec.Struct, tag="http", array_like=True, frozen=True):
     peer_addr: str = ""
     peer_port: int = 0
     version: str = "HTTP/1.1"
+    process: ProcessInfo | None = None
+    """Set by the pipeline: the process, from its process table."""
 
 
 class LossEvent(msgspec.Struct, tag="loss", array_like=True, frozen=True):

@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from common.events import (FORMAT_ERROR, LAST_PIECE, PIECE, RECORD, UNTERMINATED, Event,
-                           LogEvent)
+from common.events import (FORMAT_ERROR, LAST_PIECE, ONE_RECORD, PIECE, RECORD, UNTERMINATED,
+                           ContainerRef, Event, LogEvent, ProcessInfo)
 
 
 class LineRecord(msgspec.Struct, omit_defaults=True):
@@ -40,6 +40,12 @@ class LineRecord(msgspec.Struct, omit_defaults=True):
     """A container log record's stream."""
     format_error: bool = False
     """The line did not parse in the input's format and is shipped raw."""
+    process: ProcessInfo | None = None
+    """The line's writer, when one process is known for it (``how`` says how it was found)."""
+    writers: list[ProcessInfo] | None = None
+    """When several processes have the file open for writing: all of them."""
+    container: ContainerRef | None = None
+    """The container whose log the file is."""
 
 
 def rfc3339_ns(ns: int) -> str:
@@ -56,7 +62,11 @@ def _decode(raw: bytes) -> tuple[str, bool]:
 
 def log_records(ev: LogEvent, host: str) -> list[LineRecord]:
     t = rfc3339_ns(ev.read_ns)
-    if ev.flags:
+    writers = ev.writers
+    process = writers[0] if len(writers) == 1 else None
+    many = writers if len(writers) > 1 else None
+    container = ev.container
+    if ev.flags & ONE_RECORD:
         raw = ev.data[:-1] if ev.data.endswith(b"\n") and not ev.flags & RECORD else ev.data
         line, bad = _decode(raw)
         piece = ev.piece if ev.flags & PIECE else None
@@ -64,7 +74,8 @@ def log_records(ev: LogEvent, host: str) -> list[LineRecord]:
         return [LineRecord(t, host, ev.path, ev.offset, line, piece, last, bad,
                            bool(ev.flags & UNTERMINATED),
                            rfc3339_ns(ev.time_ns) if ev.time_ns else None,
-                           ev.stream or None, bool(ev.flags & FORMAT_ERROR))]
+                           ev.stream or None, bool(ev.flags & FORMAT_ERROR), process, many,
+                           container)]
     path = ev.path
     try:
         text = ev.data.decode("utf-8")
@@ -75,14 +86,18 @@ def log_records(ev: LogEvent, host: str) -> list[LineRecord]:
         lines = text.split("\n")
         lines.pop()
         offsets = accumulate((len(s) + 1 for s in lines), initial=ev.offset)
-        return [LineRecord(t, host, path, off, s) for off, s in zip(offsets, lines)]
+        if process is None and many is None and container is None:
+            return [LineRecord(t, host, path, off, s) for off, s in zip(offsets, lines)]
+        return [LineRecord(t, host, path, off, s, process=process, writers=many,
+                           container=container) for off, s in zip(offsets, lines)]
     raws = ev.data.split(b"\n")
     raws.pop()
     out = []
     off = ev.offset
     for raw in raws:
         line, bad = _decode(raw)
-        out.append(LineRecord(t, host, path, off, line, invalid_utf8=bad))
+        out.append(LineRecord(t, host, path, off, line, invalid_utf8=bad, process=process,
+                              writers=many, container=container))
         off += len(raw) + 1
     return out
 
@@ -91,6 +106,8 @@ def event_record(ev: Event, host: str) -> dict[str, Any]:
     """Any other event as one record: its time, the host, ``type`` (its tag) and its fields."""
     fields = msgspec.structs.asdict(ev)
     ns = fields.pop("time_ns")
+    if fields.get("process", 0) is None:
+        del fields["process"]
     return {"time": rfc3339_ns(ns), "host": host, "type": type(ev).__struct_config__.tag,
             **fields}
 

@@ -19,6 +19,9 @@ from common.component import BootError, Context
 from common.events import Batch, BatchCodec
 from common.shmqueue import Closed, Empty, Full
 from pipeline.batcher import Batcher
+from pipeline.enrich import Enricher
+from pipeline.proctable import ProcessTable
+from pipeline.writers import WriterCache
 
 MESSAGES_PER_TURN = 8
 """Messages taken from one input queue before the next gets its turn."""
@@ -29,12 +32,27 @@ def build(ctx: Context) -> Pipeline:
         raise BootError("pipeline: no input queue")
     if not ctx.producers:
         raise BootError("pipeline: no output queue")
-    return Pipeline(ctx)
+    enricher = None
+    cfg = ctx.config.processes
+    if cfg.enabled:
+        t0 = time.perf_counter()
+        table = ProcessTable(grace=cfg.grace, max_entries=cfg.max_processes)
+        try:
+            n = table.rundown()
+        except OSError as exc:
+            raise BootError(f"pipeline: cannot read /proc for the process table: {exc}") from exc
+        ctx.log.debug("process rundown: %d processes in %.1f ms", n,
+                      (time.perf_counter() - t0) * 1e3)
+        enricher = Enricher(table, WriterCache(refresh=cfg.writer_refresh))
+    return Pipeline(ctx, enricher)
 
 
 class Pipeline:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, enricher: Enricher | None = None) -> None:
         self.ctx = ctx
+        self.enricher = enricher
+        self.poll_interval = ctx.config.processes.poll_interval
+        self.next_poll = time.monotonic() + self.poll_interval
         batch = ctx.config.batch
         self.batcher = Batcher(max_events=batch.max_events, max_bytes=batch.max_bytes,
                                max_delay=batch.max_delay)
@@ -68,13 +86,24 @@ class Pipeline:
                         batch = self.codec.decode(message)
                         if batch.seq:
                             self.handed_on[index[id(c)]] = batch.seq
-                        self.batcher.add(batch.events, time.monotonic())
+                        events = batch.events
+                        if self.enricher is not None:
+                            events = self.enricher.enrich(events)
+                        self.batcher.add(events, time.monotonic())
                         if self.batcher.full():
                             self.flush()
-                if self.batcher.due(time.monotonic()):
+                now = time.monotonic()
+                if self.batcher.due(now):
                     self.flush()
+                if self.enricher is not None and now >= self.next_poll:
+                    self.enricher.table.poll(now)
+                    self.enricher.writers.forget_older_than(now - 600)
+                    self.next_poll = now + self.poll_interval
                 if not took and open_inputs:
-                    selector.select(self.batcher.time_left(time.monotonic()))
+                    wait = self.batcher.time_left(now)
+                    if self.enricher is not None:
+                        wait = min(wait if wait is not None else 1e9, self.next_poll - now)
+                    selector.select(max(0.0, wait) if wait is not None else None)
             self.flush()
             ctx.log.debug("inputs drained: sent %d batches", self.batches_sent)
         finally:

@@ -71,10 +71,9 @@ class Agent:
         return self.stderr_path.read_text(errors="replace")
 
     def records(self) -> list[dict]:
-        out = []
-        for line in self.stdout().splitlines():
-            out.append(json.loads(line))
-        return out
+        """The NDJSON records written so far (a line still being written is left out)."""
+        data = self.stdout()
+        return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
 
     def wait_records(self, n: int, *, timeout: float = 20.0) -> list[dict]:
         def enough():

@@ -24,6 +24,7 @@ EV_ACCEPT = 6
 EV_CLOSE = 7
 EV_HTTP = 8
 EV_FD_CLOSE = 9
+EV_HTTP_EXCHANGE = 10
 
 ARGV_MAX = 8
 ARG_LEN = 64
@@ -34,6 +35,7 @@ HTTP_OP_READ = 0
 HTTP_OP_WRITE = 1
 AF_INET = 2
 AF_INET6 = 10
+HTTP_STATUS_LEN = 16
 
 HEADER = struct.Struct("<IIIIQ16s")                   # struct ev_header (40 bytes)
 EXEC_ARGS = struct.Struct(f"<II{ARGV_MAX * ARG_LEN}s")  # after the header
@@ -43,6 +45,7 @@ EXIT = struct.Struct("<IIii")
 CONN = struct.Struct("<iHHHHI16s16sQ")
 HTTP = struct.Struct("<iIII")                          # then ``copied`` bytes of data
 FD_CLOSE = struct.Struct("<iI")
+HTTP_EXCHANGE = struct.Struct(f"<iIQIIII{HTTP_STATUS_LEN}s")  # then ``copied`` bytes of data
 
 SIZES = {
     "ev_header": HEADER.size,
@@ -53,6 +56,7 @@ SIZES = {
     "conn_ev": HEADER.size + CONN.size,
     "http_ev": HEADER.size + HTTP.size,  # plus HTTP_PAYLOAD
     "fd_close_ev": HEADER.size + FD_CLOSE.size,
+    "http_exchange_ev": HEADER.size + HTTP_EXCHANGE.size,  # plus HTTP_PAYLOAD
 }
 
 
@@ -122,7 +126,24 @@ class FdClose(NamedTuple):
     fd: int
 
 
-Raw = ExecArgs | Exec | Fork | Exit | Conn | HttpData | FdClose
+class HttpExchange(NamedTuple):
+    """A request and its final response, paired by the http probe."""
+
+    h: Header
+    """The request's: its thread, and the time of its first bytes."""
+    fd: int
+    op: int
+    """The request's: HTTP_OP_READ (the server side) or HTTP_OP_WRITE (the client side)."""
+    response_ts_ns: int
+    length: int
+    response_length: int
+    status_line: bytes
+    """The response's first bytes (at most HTTP_STATUS_LEN)."""
+    data: bytes
+    """The request's first bytes (at most the payload size the programs were built with)."""
+
+
+Raw = ExecArgs | Exec | Fork | Exit | Conn | HttpData | FdClose | HttpExchange
 
 
 def _cstr(b: bytes) -> str:
@@ -204,6 +225,15 @@ def decode_fd_close(h: Header, data: bytes) -> FdClose:
     return FdClose(h, fd)
 
 
+def decode_http_exchange(h: Header, data: bytes) -> HttpExchange:
+    _need(data, SIZES["http_exchange_ev"], "http_exchange_ev")
+    fd, op, resp_ts, length, copied, resp_len, _pad, status = HTTP_EXCHANGE.unpack_from(
+        data, HEADER.size)
+    start = SIZES["http_exchange_ev"]
+    return HttpExchange(h, fd, op, resp_ts, length, resp_len,
+                        status[:min(resp_len, HTTP_STATUS_LEN)], bytes(data[start:start + copied]))
+
+
 _DECODERS = {
     EV_EXEC_ARGS: decode_exec_args,
     EV_EXEC: decode_exec,
@@ -214,6 +244,7 @@ _DECODERS = {
     EV_CLOSE: decode_conn,
     EV_HTTP: decode_http,
     EV_FD_CLOSE: decode_fd_close,
+    EV_HTTP_EXCHANGE: decode_http_exchange,
 }
 
 

@@ -4,7 +4,9 @@ Each probe is its own C file in bpf/ and its own BPF object, loaded with
 ``BPF(src_file=<probe>.c, cflags=[...])``: the cflags carry the options (ring buffer size,
 HTTP payload size, the agent's own pid). BCC attaches every ``TRACEPOINT_PROBE`` as it loads.
 Each object has its own ring buffer and loss counter; ``Programs`` waits on all the ring
-buffers at once (epoll on their map descriptors) and hands back the raw bytes.
+buffers at once (epoll on their map descriptors) and hands back the raw bytes, read straight
+from the ring buffers' memory in one pass each (``RingReader``; BCC's one-callback-per-event
+``ring_buffer_consume`` only where that is not safe from Python).
 
 ``bcc`` is imported here only, lazily, so that every module imports on machines without it;
 its exceptions become ``LoadError`` at this boundary.
@@ -13,8 +15,11 @@ its exceptions become ``LoadError`` at this boundary.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
+import platform
 import select
+import struct
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,12 +46,21 @@ class ProgramOptions:
     """Reads and writes of this process are never traced (the agent's own input)."""
 
 
+HTTP_CONNS_BYTES = 16 * 1024 * 1024
+"""Memory for the http probe's connection states (each holds a request's first bytes)."""
+
+
+def http_conns(options: ProgramOptions) -> int:
+    """Connections the http probe keeps state of: 16 MiB of them, 4,096 to 65,536."""
+    return max(4096, min(65536, HTTP_CONNS_BYTES // (options.http_payload_bytes + 64)))
+
+
 def cflags(options: ProgramOptions) -> list[str]:
     """The compiler flags a probe is built with."""
     pages = max(1, options.ring_buffer_bytes // PAGE_SIZE)
     return [f"-I{bpf.DIR}", f"-DRINGBUF_PAGES={pages}",
             f"-DHTTP_PAYLOAD={options.http_payload_bytes}", f"-DSELF_PID={options.self_pid}",
-            *QUIET_CFLAGS]
+            f"-DHTTP_CONNS={http_conns(options)}", *QUIET_CFLAGS]
 
 
 def source_file(probe: str) -> str:
@@ -110,14 +124,78 @@ def program_text(probe: str, options: ProgramOptions) -> str:
     return text
 
 
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+RINGBUF_BUSY = 1 << 31
+RINGBUF_DISCARD = 1 << 30
+RINGBUF_HDR = 8
+DIRECT_READ = platform.machine() in ("x86_64", "AMD64", "i686", "i386")
+"""Reading a ring buffer's memory from Python needs the CPU to keep loads and stores in order
+(x86's TSO): Python has no acquire/release. Elsewhere BCC's callbacks read it."""
+
+
+class RingReader:
+    """One BPF ring buffer read straight from its memory (libbpf's layout): a consumer page (the
+    position we have read up to, ours to write), a producer page (the position the kernel has
+    written up to), then the data pages, mapped twice in a row so that a record that wraps
+    around is contiguous. Each record: a u32 length (bit 31: still being written; bit 30:
+    discarded), a u32 the kernel uses, the data, padded to 8 bytes. One pass takes every record
+    written so far, as bytes, and hands the space back at once: no callback per record."""
+
+    def __init__(self, map_fd: int, size: int) -> None:
+        self.size = size
+        self.mask = size - 1
+        self._cons = mmap.mmap(map_fd, PAGE_SIZE, mmap.MAP_SHARED,
+                               mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        try:
+            self._prod = mmap.mmap(map_fd, PAGE_SIZE + 2 * size, mmap.MAP_SHARED,
+                                   mmap.PROT_READ, offset=PAGE_SIZE)
+        except BaseException:
+            self._cons.close()
+            raise
+
+    def read(self, out: list[bytes]) -> int:
+        """Append every complete record to ``out``; the number appended."""
+        cons = _U64.unpack_from(self._cons, 0)[0]
+        prod = _U64.unpack_from(self._prod, 0)[0]
+        if cons == prod:
+            return 0
+        data = self._prod
+        mask = self.mask
+        base = PAGE_SIZE
+        u32 = _U32.unpack_from
+        append = out.append
+        n = 0
+        while cons < prod:
+            off = base + (cons & mask)
+            length = u32(data, off)[0]
+            if length & RINGBUF_BUSY:
+                break  # being written: the next pass takes it
+            size = length & ~(RINGBUF_BUSY | RINGBUF_DISCARD)
+            if not length & RINGBUF_DISCARD:
+                start = off + RINGBUF_HDR
+                append(data[start:start + size])
+                n += 1
+            cons += (size + RINGBUF_HDR + 7) & ~7
+        _U64.pack_into(self._cons, 0, cons)
+        return n
+
+    def close(self) -> None:
+        self._prod.close()
+        self._cons.close()
+
+
 class Programs:
     """The loaded probes: their ring buffers, waited on together, and their loss counters."""
 
-    def __init__(self, probes: Sequence[str], options: ProgramOptions) -> None:
+    def __init__(self, probes: Sequence[str], options: ProgramOptions, *,
+                 direct: bool = DIRECT_READ) -> None:
         self.objects: dict[str, Any] = {}
+        self.readers: list[RingReader] = []
         self._batch: list[bytes] = []
         self._lost_seen: dict[str, int] = {}
         self._epoll = select.epoll()
+        pages = max(1, options.ring_buffer_bytes // PAGE_SIZE)
         try:
             # The tcp probe is consumed last in each round: an HTTP event is then never handled
             # before the connect/accept that gave its descriptor its peer.
@@ -125,7 +203,10 @@ class Programs:
                 obj, _ = load_probe(probe, options)
                 self.objects[probe] = obj
                 ring = obj[b"events"]
-                ring.open_ring_buffer(self._on_event)
+                if direct:
+                    self.readers.append(RingReader(ring.map_fd, pages * PAGE_SIZE))
+                else:
+                    ring.open_ring_buffer(self._on_event)
                 self._epoll.register(ring.map_fd, select.EPOLLIN)
                 self._lost_seen[probe] = 0
         except BaseException:
@@ -150,6 +231,11 @@ class Programs:
 
     def consume(self) -> list[bytes]:
         """Everything the ring buffers hold now (raw events), probe by probe, tcp last."""
+        if self.readers:
+            out: list[bytes] = []
+            for reader in self.readers:
+                reader.read(out)
+            return out
         for obj in self.objects.values():
             obj.ring_buffer_consume()
         out, self._batch = self._batch, []
@@ -165,6 +251,9 @@ class Programs:
         return out
 
     def close(self) -> None:
+        for reader in self.readers:
+            reader.close()
+        self.readers.clear()
         for obj in self.objects.values():
             try:
                 obj.cleanup()

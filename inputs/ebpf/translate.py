@@ -13,9 +13,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from common.events import ConnEvent, Event, HttpEvent, ProcessEvent
-from inputs.ebpf.http import HttpTracker
+from inputs.ebpf.http import HttpTracker, RequestLine, StatusLine, parse
 from inputs.ebpf.layouts import (
-    EV_ACCEPT, EV_CLOSE, EV_CONNECT, Conn, Exec, ExecArgs, Exit, FdClose, Fork, HttpData, Raw,
+    EV_ACCEPT, EV_CLOSE, EV_CONNECT, HTTP_OP_READ, Conn, Exec, ExecArgs, Exit, FdClose, Fork,
+    HttpData, HttpExchange, Raw,
 )
 
 MAX_EXECS_IN_PROGRESS = 4096
@@ -68,6 +69,8 @@ class Translator:
         return out
 
     def one(self, raw: Raw) -> Event | None:
+        if type(raw) is HttpExchange:
+            return self._exchange(raw)
         if isinstance(raw, HttpData):
             return self._http(raw)
         if isinstance(raw, FdClose):
@@ -118,6 +121,26 @@ class Translator:
             kind=kind, time_ns=h.ts_ns + self.offset_ns, pid=h.pid, tid=h.tid, comm=h.comm,
             family=raw.family, saddr=raw.saddr, sport=raw.sport, daddr=raw.daddr,
             dport=raw.dport, duration_ns=raw.duration_ns, fd=raw.fd)
+
+    def _exchange(self, raw: HttpExchange) -> HttpEvent | None:
+        """A request and its response that the kernel paired."""
+        line = parse(raw.data)
+        if type(line) is not RequestLine:
+            self.http.stats.unparsed += 1
+            return None
+        status = parse(raw.status_line)
+        self.http.stats.requests += 1
+        self.http.stats.exchanges += 1
+        self.stats.http += 1
+        h = raw.h
+        peer = self.peers.get((h.pid, raw.fd))
+        return HttpEvent(
+            time_ns=h.ts_ns + self.offset_ns, pid=h.pid, tid=h.tid, comm=h.comm, fd=raw.fd,
+            direction="server" if raw.op == HTTP_OP_READ else "client", method=line.method,
+            path=line.path, status=status.status if type(status) is StatusLine else 0,
+            duration_ns=max(0, raw.response_ts_ns - h.ts_ns),
+            peer_addr=peer[0] if peer else "", peer_port=peer[1] if peer else 0,
+            version=line.version)
 
     def _http(self, raw: HttpData) -> HttpEvent | None:
         ex = self.http.data(raw)

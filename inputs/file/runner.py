@@ -36,7 +36,7 @@ from collections import deque
 from dataclasses import dataclass, fields
 
 from common.component import BootError, Context
-from common.events import FORMAT_ERROR, PIECE, Batch, BatchCodec, LogEvent
+from common.events import FORMAT_ERROR, NAMES_PID, PIECE, Batch, BatchCodec, LogEvent
 from common.shmqueue import Full
 from inputs.file.checkpoint import Checkpointer, Entry, StateError
 from inputs.file.fingerprint import Fingerprint
@@ -546,6 +546,8 @@ class FileInput:
             self.open_failed(path, exc)
             return None
         self.open_errors.pop(path, None)
+        if self.cfg.writer_from_line:
+            f.flags = NAMES_PID
         self.files[path] = f
         self.stats.files_opened += 1
         self.checkpoint_dirty = True

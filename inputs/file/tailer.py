@@ -41,6 +41,8 @@ class TailedFile:
     """Monotonic time the file last had new bytes (for closing idle files)."""
     acked: int = 0
     """Offset up to which every output has acknowledged this file's lines (its checkpoint)."""
+    flags: int = 0
+    """Flags every event of this file carries (NAMES_PID)."""
     unclassified: bool = False
     """Found empty after start: whether it is a new file or a copy shows with its first bytes."""
 
@@ -126,8 +128,8 @@ class TailedFile:
 
     def _record(self, r: Rec, now_ns: int) -> LogEvent:
         return LogEvent(path=self.path, dev=self.dev, ino=self.ino, offset=r.offset, data=r.data,
-                        lines=1, read_ns=now_ns, flags=r.flags, end=r.end, time_ns=r.time_ns,
-                        stream=r.stream)
+                        lines=1, read_ns=now_ns, flags=r.flags | self.flags, end=r.end,
+                        time_ns=r.time_ns, stream=r.stream)
 
     def cut(self, data: bytes, *, max_line: int, now_ns: int) -> list[LogEvent]:
         buf = self.pending + data if self.pending else data
@@ -164,7 +166,7 @@ class TailedFile:
     def _event(self, off: int, data: bytes, lines: int, now_ns: int, flags: int,
                piece: int) -> LogEvent:
         return LogEvent(path=self.path, dev=self.dev, ino=self.ino, offset=off, data=data,
-                        lines=lines, read_ns=now_ns, flags=flags, piece=piece)
+                        lines=lines, read_ns=now_ns, flags=flags | self.flags, piece=piece)
 
     def flush(self, *, now_ns: int) -> list[LogEvent]:
         """Everything held, for a file that is let go: records the chain holds, and the bytes

@@ -79,6 +79,18 @@ def test_http_data_is_cut_to_copied():
     assert (ev.fd, ev.op, ev.length, ev.data) == (5, L.HTTP_OP_READ, 999, payload)
 
 
+def test_http_exchange_request_cut_to_copied_and_status_to_response_length():
+    request = b"GET /x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n"
+    data = header(L.EV_HTTP_EXCHANGE, ts=1000) + struct.pack(
+        "<iIQIIII16s", 7, L.HTTP_OP_READ, 5000, 999, len(request), 12, 0,
+        b"HTTP/1.1 404 Not") + request.ljust(256, b"\xaa")
+    ev = L.decode(data)
+    assert isinstance(ev, L.HttpExchange)
+    assert (ev.h.ts_ns, ev.fd, ev.op, ev.response_ts_ns, ev.length, ev.response_length) == \
+        (1000, 7, L.HTTP_OP_READ, 5000, 999, 12)
+    assert ev.data == request and ev.status_line == b"HTTP/1.1 404"
+
+
 def test_fd_close():
     ev = L.decode(header(L.EV_FD_CLOSE) + struct.pack("<iI", 12, 0))
     assert isinstance(ev, L.FdClose) and ev.fd == 12
@@ -104,6 +116,8 @@ typedef int s32; typedef unsigned long long u64;
 #define S(s) printf(#s " %zu\n", sizeof(struct s))
 int main(void) {
     S(ev_header); S(exec_args_ev); S(exec_ev); S(fork_ev); S(exit_ev); S(conn_ev); S(fd_close_ev);
+    P(http_exchange_ev, fd); P(http_exchange_ev, response_ts_ns); P(http_exchange_ev, copied);
+    P(http_exchange_ev, response_len); P(http_exchange_ev, status); P(http_exchange_ev, data);
     P(ev_header, ts_ns); P(ev_header, comm);
     P(exec_args_ev, argc); P(exec_args_ev, argv); P(exec_ev, filename); P(exit_ev, signal);
     P(conn_ev, fd); P(conn_ev, family); P(conn_ev, saddr); P(conn_ev, daddr); P(conn_ev, duration_ns);
@@ -124,7 +138,7 @@ def test_decoder_offsets_match_the_c_header(tmp_path):
     got = {k: int(v) for k, v in got.items()}
     h = L.HEADER.size
     for name, size in L.SIZES.items():
-        if name != "http_ev":
+        if name not in ("http_ev", "http_exchange_ev"):
             assert got[name] == size, name
     assert got["ev_header.ts_ns"] == 16 and got["ev_header.comm"] == 24
     assert got["exec_args_ev.argc"] == h and got["exec_args_ev.argv"] == h + 8
@@ -135,3 +149,7 @@ def test_decoder_offsets_match_the_c_header(tmp_path):
         (h + 16, h + 32, h + 48)
     assert (got["http_ev.copied"], got["http_ev.data"]) == (h + 12, L.SIZES["http_ev"])
     assert got["fd_close_ev.fd"] == h
+    assert (got["http_exchange_ev.fd"], got["http_exchange_ev.response_ts_ns"]) == (h, h + 8)
+    assert (got["http_exchange_ev.copied"], got["http_exchange_ev.response_len"]) == (h + 20, h + 24)
+    assert (got["http_exchange_ev.status"], got["http_exchange_ev.data"]) == \
+        (h + 32, L.SIZES["http_exchange_ev"])

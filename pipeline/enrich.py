@@ -1,0 +1,110 @@
+"""Enrichment: every event with a pid gets its process; every run of log lines gets its writer.
+
+- Events with a pid (process, connection, HTTP): the process table's entry for that pid (the
+  event's own pid: exact). Process events update the table first.
+- Log lines: the processes that have the file open for writing (exact as to who could write;
+  when several do, all are listed, since which one wrote a given line is not known); for inputs
+  that ask for it (NAMES_PID), the pid a line names itself, syslog style ``app[1234]:`` (a best
+  guess: anything can print that), which splits a run into runs of one pid each; and, for a
+  container runtime's log file, its container from the path.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import msgspec
+
+from common.events import (NAMES_PID, ONE_RECORD, ConnEvent, ContainerRef, Event, HttpEvent, LogEvent,
+                           ProcessEvent)
+from pipeline.containers import from_log_path
+from pipeline.proctable import ProcessTable
+from pipeline.writers import WriterCache
+
+_replace = msgspec.structs.replace
+_SYSLOG_PID = re.compile(rb"^(?:\S+ +){0,6}?[\w./@-]+\[(\d{1,9})\]: ")
+
+
+class Enricher:
+    def __init__(self, table: ProcessTable, writers: WriterCache) -> None:
+        self.table = table
+        self.writers = writers
+        self.containers: dict[str, ContainerRef | None] = {}
+        self.enriched = 0
+
+    def enrich(self, events: list[Event], now: float | None = None) -> list[Event]:
+        now = time.monotonic() if now is None else now
+        keys = {(e.dev, e.ino) for e in events if isinstance(e, LogEvent)}
+        writers = self.writers.writers(keys, now) if keys else {}
+        out: list[Event] = []
+        for ev in events:
+            if isinstance(ev, LogEvent):
+                out += self._log(ev, writers.get((ev.dev, ev.ino), ()), now)
+            elif isinstance(ev, ProcessEvent):
+                proc = self.table.apply(ev, now)
+                out.append(_replace(ev, process=proc.info("event")) if proc else ev)
+            elif isinstance(ev, (ConnEvent, HttpEvent)):
+                proc = self.table.lookup(ev.pid, now=now)
+                out.append(_replace(ev, process=proc.info("event")) if proc else ev)
+            else:
+                out.append(ev)
+        self.enriched += len(out)
+        return out
+
+    def _log(self, ev: LogEvent, pids, now: float) -> list[LogEvent]:
+        container = self.container_of(ev.path)
+        if ev.flags & NAMES_PID:
+            return self._by_line(ev, container, now)
+        infos = []
+        for pid in pids:
+            proc = self.table.lookup(pid, now=now)
+            if proc is not None:
+                infos.append(proc.info("fd"))
+        if not infos and container is None:
+            return [ev]
+        return [_replace(ev, writers=infos, container=container)]
+
+    def _by_line(self, ev: LogEvent, container, now: float) -> list[LogEvent]:
+        """Split a run into runs of consecutive lines that name the same pid (or none)."""
+        if ev.flags & ONE_RECORD:  # one record (a piece, a multiline record): its first line
+            m = _SYSLOG_PID.match(ev.data)
+            return [_replace(ev, writers=self._named(int(m.group(1)) if m else None, now),
+                             container=container)]
+        out = []
+        lines = ev.data.split(b"\n")
+        lines.pop()  # a run ends with a newline
+        start = off = ev.offset
+        current: int | None = None
+        chunk: list[bytes] = []
+        for line in lines + [None]:
+            m = _SYSLOG_PID.match(line) if line is not None else None
+            pid = int(m.group(1)) if m else None
+            if chunk and (line is None or pid != current):
+                data = b"\n".join(chunk) + b"\n"
+                out.append(_replace(ev, offset=start, data=data, lines=len(chunk),
+                                    writers=self._named(current, now), container=container))
+                chunk, start = [], off
+            if line is None:
+                break
+            current = pid
+            chunk.append(line)
+            off += len(line) + 1
+        return out
+
+    def _named(self, pid: int | None, now: float) -> list:
+        if pid is None:
+            return []
+        proc = self.table.lookup(pid, now=now)
+        return [proc.info("line")] if proc is not None else []
+
+    def container_of(self, path: str) -> ContainerRef | None:
+        if path not in self.containers:
+            c = from_log_path(path)
+            self.containers[path] = None if c is None else ContainerRef(
+                id=c.id, runtime=c.runtime, pod_uid=c.pod_uid, pod=c.pod,
+                namespace=c.namespace, name=c.name)
+            if len(self.containers) > 100_000:
+                self.containers.clear()
+        return self.containers[path]
+
