@@ -151,10 +151,15 @@ class ProcessTable:
         for pid in self.pids():
             seen.add(pid)
             live = self._live(pid)
-            start = self._start_of(pid)
-            if start is None:
+            stat = self._stat_of(pid)
+            if stat is None:
                 continue
+            start, comm = stat
             if live is not None and abs(live.start_ns - start) <= START_SLACK:
+                if comm != live.comm:  # the same process ran exec: a new program
+                    fresh = self.read(pid)
+                    if fresh is not None:
+                        self._replace(live, fresh)
                 continue
             if live is not None:
                 self._exit(live, now)
@@ -170,13 +175,16 @@ class ProcessTable:
         self.expire(now)
         return new, exited
 
-    def _start_of(self, pid: int) -> int | None:
+    def _stat_of(self, pid: int) -> tuple[int, str] | None:
+        """(start time, comm) from /proc/PID/stat, the cheap check of a poll."""
         try:
             with open(f"{self.proc_root}/{pid}/stat", "rb") as f:
                 stat = f.read()
         except OSError:
             return None
-        return int(stat[stat.rfind(b")") + 2:].split()[19]) * TICK_NS
+        rpar = stat.rfind(b")")
+        return (int(stat[rpar + 2:].split()[19]) * TICK_NS,
+                stat[stat.find(b"(") + 1:rpar].decode(errors="replace"))
 
     def apply(self, ev: ProcessEvent, now: float) -> Proc | None:
         """Update the table from a process event (eBPF, ETW); return the process it is about."""
@@ -195,7 +203,7 @@ class ProcessTable:
                 live = None
             if live is None:
                 if fresh is None and ev.ppid:
-                    parent = self._live(ev.ppid)
+                    parent = self.lookup(ev.ppid, now=now)
                     if parent is not None:  # it inherits its parent's container and cgroup
                         proc.exe, proc.cmdline, proc.cgroup = parent.exe, parent.cmdline, parent.cgroup
                         proc.container_id, proc.pod_uid, proc.unit = (

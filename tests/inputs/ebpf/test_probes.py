@@ -114,3 +114,50 @@ def test_a_known_tcp_connection_connect_accept_close(live_input):
         assert e.pid == pid and e.duration_ns >= 50_000_000  # it stayed open through the sleep
     assert connect.time_ns <= accept.time_ns or abs(connect.time_ns - accept.time_ns) < 10**9
     assert time.time_ns() - connect.time_ns < 120 * 10**9  # wall-clock time, not boot time
+
+
+PIPELINED = r"""
+import json, os, socket
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+cli = socket.create_connection(srv.getsockname())
+conn, _ = srv.accept()
+def recv(s, n):
+    got = b""
+    while len(got) < n:
+        got += s.recv(n - len(got))
+    return got
+reqs = [b"GET /p1 HTTP/1.1\r\nHost: a\r\n\r\n", b"GET /p2 HTTP/1.1\r\nHost: a\r\n\r\n"]
+resps = [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"HTTP/1.1 404 Not Found\r\n\r\n"]
+# One request at a time, then two pipelined (each its own write and read), then one again.
+cli.sendall(b"GET /p0 HTTP/1.1\r\n\r\n"); recv(conn, 20)
+conn.sendall(b"HTTP/1.1 301 Moved\r\n\r\n"); recv(cli, 22)
+for r in reqs:
+    cli.sendall(r); recv(conn, len(r))
+for r in resps:
+    conn.sendall(r); recv(cli, len(r))
+cli.sendall(b"GET /p3 HTTP/1.1\r\n\r\n"); recv(conn, 20)
+conn.sendall(b"HTTP/1.1 500 Boom\r\n\r\n"); recv(cli, 21)
+print(json.dumps({"pid": os.getpid(), "client_fd": cli.fileno(), "server_fd": conn.fileno()}))
+"""
+
+
+def test_http_pairing_in_the_kernel_and_pipelining_handed_to_user_space(live_input):
+    from common.events import HttpEvent
+    li = live_input(probes=["tcp", "http"])
+    proc = subprocess.run([sys.executable, "-c", PIPELINED], capture_output=True, text=True,
+                          check=True)
+    known = json.loads(proc.stdout)
+
+    def mine(events):
+        got = [e for e in events if isinstance(e, HttpEvent) and e.pid == known["pid"]]
+        return got if len(got) >= 8 else None
+
+    got = li.wait_for(mine, what="8 http events of the script", timeout=30)
+    time.sleep(0.5)
+    got = mine(li.collect())
+    want = [("/p0", 301), ("/p1", 200), ("/p2", 404), ("/p3", 500)]
+    for direction, fd in (("server", known["server_fd"]), ("client", known["client_fd"])):
+        side = sorted((e for e in got if e.direction == direction), key=lambda e: e.time_ns)
+        assert [(e.path, e.status) for e in side] == want, direction
+        assert all(e.fd == fd and e.method == "GET" and e.duration_ns > 0 for e in side)
+        assert {e.peer_addr for e in side} == {"127.0.0.1"}

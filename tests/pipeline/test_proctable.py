@@ -1,0 +1,167 @@
+"""The process table against real processes: rundown, polls, events, and pid reuse."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from common.events import ProcessEvent
+from pipeline.proctable import ProcessTable
+
+
+def test_rundown_knows_this_process():
+    table = ProcessTable()
+    n = table.rundown()
+    assert n == len(table) > 10
+    me = table.lookup(os.getpid(), now=0)
+    assert me.comm == open(f"/proc/{os.getpid()}/comm").read().strip()
+    assert me.ppid == os.getppid()
+    assert me.exe == os.path.realpath(sys.executable)
+    assert me.cmdline[0] == sys.argv[0] or me.cmdline[0].endswith("python")
+    assert me.uid == os.getuid() and me.user == "root"
+    assert me.cgroup.startswith("/")
+    init = table.lookup(1, now=0)
+    assert init.ppid == 0
+
+
+def exec_done(p: subprocess.Popen, argv0: str) -> subprocess.Popen:
+    """Wait until the child runs its program (between fork and exec it is still a python)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+            if f.read().split(b"\0")[0] == argv0.encode():
+                return p
+        time.sleep(0.005)
+    raise AssertionError("the child never ran its program")
+
+
+def test_poll_sees_an_exec_without_events():
+    table = ProcessTable()
+    table.rundown()
+    child = subprocess.Popen(["sh", "-c", "sleep 0.3; exec sleep 30"])
+    try:
+        exec_done(child, "sh")
+        table.poll(now=1.0)
+        assert table.lookup(child.pid, now=1.0).comm == "sh"
+        time.sleep(0.6)
+        table.poll(now=2.0)
+        assert table.lookup(child.pid, now=2.0).cmdline == ("sleep", "30")
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_poll_sees_new_and_exited_processes():
+    table = ProcessTable(grace=30)
+    table.rundown()
+    child = exec_done(subprocess.Popen(["sleep", "30", "0.1"]), "sleep")
+    try:
+        new, _ = table.poll(now=1.0)
+        assert new >= 1
+        proc = table.lookup(child.pid, now=1.0, read=False)
+        assert proc is not None and proc.cmdline == ("sleep", "30", "0.1")
+        assert proc.exited_at is None
+    finally:
+        child.kill()
+        child.wait()
+    table.poll(now=2.0)
+    proc = table.lookup(child.pid, now=2.0, read=False)
+    assert proc.exited_at == 2.0 and proc.info("event").exited     # kept for late events
+    table.poll(now=40.0)                                            # past the grace period
+    assert table.lookup(child.pid, now=40.0, read=False) is None
+
+
+def test_unknown_pid_is_read_on_demand():
+    table = ProcessTable()
+    child = exec_done(subprocess.Popen(["sleep", "30", "0.2"]), "sleep")
+    try:
+        proc = table.lookup(child.pid, now=0)
+        assert proc.cmdline == ("sleep", "30", "0.2") and table.misses == 1
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _spawn_with_pid(pid: int, argv: list[str]) -> subprocess.Popen | None:
+    """Start a process that gets ``pid``, by setting ns_last_pid (as CRIU does). Other
+    processes may take the pid first on a busy host: then None."""
+    for _ in range(20):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        p = subprocess.Popen(argv)
+        if p.pid == pid:
+            return p
+        p.kill()
+        p.wait()
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting ns_last_pid needs root (CI runs as root)")
+def test_a_reused_pid_never_inherits_the_old_identity():
+    table = ProcessTable(grace=60)
+    old = exec_done(subprocess.Popen(["sleep", "30", "0.3"]), "sleep")
+    pid = old.pid
+    table.lookup(pid, now=0.0)
+    old_start = table.lookup(pid, now=0.0).start_ns
+    old.kill()
+    old.wait()
+    time.sleep(0.03)  # start times are in 10 ms ticks
+    new = _spawn_with_pid(pid, ["sleep", "30", "0.4"])
+    assert new is not None, "could not get the pid back"
+    try:
+        exec_done(new, "sleep")
+        table.poll(now=1.0)
+        now_proc = table.lookup(pid, now=1.0)
+        assert now_proc.cmdline == ("sleep", "30", "0.4")
+        assert now_proc.exited_at is None
+        # A late event of the old process (its start time) still resolves to the old one.
+        before = table.lookup(pid, now=1.0, start_ns=old_start)
+        assert before.cmdline == ("sleep", "30", "0.3") and before.exited_at == 1.0
+    finally:
+        new.kill()
+        new.wait()
+
+
+def test_process_events_update_the_table():
+    table = ProcessTable()
+    child = exec_done(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]),
+                      sys.executable)
+    try:
+        start = table.read(child.pid).start_ns
+        fork = ProcessEvent(kind="fork", time_ns=0, pid=child.pid, ppid=os.getpid(), comm="python3",
+                            start_ns=start, source="ebpf")
+        proc = table.apply(fork, now=0)
+        assert proc.pid == child.pid and proc.ppid == os.getpid()
+        exec_ = ProcessEvent(kind="exec", time_ns=0, pid=child.pid, comm="python3",
+                             filename=sys.executable, argv=["python3", "-c", "..."], source="ebpf")
+        proc = table.apply(exec_, now=0)
+        assert proc.cmdline[0].endswith("python3") or "python" in proc.cmdline[0]
+    finally:
+        child.kill()
+        child.wait()
+    exit_ = ProcessEvent(kind="exit", time_ns=0, pid=child.pid, exit_code=-9, source="ebpf")
+    proc = table.apply(exit_, now=5.0)
+    assert proc.exited_at == 5.0
+    # A fork event for a process already gone is kept from the event, with its parent's context.
+    gone = ProcessEvent(kind="fork", time_ns=0, pid=4_000_000, ppid=os.getpid(), comm="x",
+                        start_ns=123, source="ebpf")
+    proc = table.apply(gone, now=6.0)
+    assert proc.comm == "x" and proc.cgroup == table.lookup(os.getpid(), now=6).cgroup
+
+
+def test_the_table_is_bounded():
+    table = ProcessTable(grace=1000, max_entries=1024)
+    table.rundown()
+    base = len(table)
+    for pid in range(5_000_000, 5_002_000):
+        from pipeline.proctable import Proc
+
+        table._add(Proc(pid=pid, start_ns=pid))
+        table._exit(table.by_pid[pid][-1], now=float(pid))
+    table.expire(now=5_002_000.0)
+    assert len(table) <= max(1024, base)
+    assert table.lookup(os.getpid(), now=0, read=False) is not None  # live ones stay
