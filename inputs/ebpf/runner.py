@@ -14,7 +14,6 @@ from dataclasses import dataclass, fields
 from common.component import Context
 from common.events import Batch, BatchCodec, Event, LossEvent
 from common.shmqueue import Full, MessageTooLarge
-from inputs.ebpf.layouts import DecodeError, decode
 from inputs.ebpf.loader import Programs
 from inputs.ebpf.translate import Translator
 
@@ -76,18 +75,14 @@ class EbpfInput:
 
     def round(self) -> None:
         """Take what the ring buffers hold, in time order; send when a batch is due."""
-        raws = []
-        for data in self.programs.consume():
-            try:
-                raws.append(decode(data))
-            except DecodeError as exc:
-                self.stats.undecodable += 1
-                self.log.debug("undecodable event: %s", exc)
-        self.stats.raw_events += len(raws)
-        if raws:
-            raws.sort(key=lambda r: r.h.ts_ns)
+        records = self.programs.consume()
+        if records:
             self.translator.resync_clock()
-            events = self.translator.feed(raws)
+            events, n, errors = self.translator.feed_records(records)
+            self.stats.raw_events += n
+            if errors:
+                self.stats.undecodable += len(errors)
+                self.log.debug("%d undecodable events, e.g. %s", len(errors), errors[0])
             if events and not self.out:
                 self.first_at = time.monotonic()
             for ev in events:
