@@ -118,7 +118,7 @@ class Translator:
                 version = parse(line).version
         code = 0
         sl = status[:min(resp_len, HTTP_STATUS_LEN)]
-        if sl[8:9] == b" " and sl[9:12].isdigit() and sl[:7] == b"HTTP/1.":
+        if len(sl) >= 12 and sl[8:9] == b" " and sl[9:12].isdigit() and sl[:7] == b"HTTP/1.":
             code = int(sl[9:12])
         name = self._comms.get(comm)
         if name is None:

@@ -91,3 +91,35 @@ def test_translator_gives_the_peer_of_the_descriptor():
     tr.feed([FdClose(Header(EV_FD_CLOSE, 10, 10, 0, 8, "curl"), 5)])
     events = tr.feed([data(HTTP_OP_WRITE, REQ, ts=9), data(HTTP_OP_READ, RESP, ts=10)])
     assert events[-1].peer_addr == "" and events[-1].peer_port == 0
+
+
+def _exchange_bytes(path: bytes, status: bytes, *, pid=10, fd=5, ts=100, resp_ts=400, op=HTTP_OP_READ):
+    import struct
+    from inputs.ebpf.layouts import EV_HTTP_EXCHANGE
+    request = b"GET " + path + b" HTTP/1.0\r\nHost: h\r\n\r\n"
+    return (struct.pack("<IIIIQ16s", EV_HTTP_EXCHANGE, pid, pid + 1, 0, ts, b"nginx\0x") +
+            struct.pack("<iIQIIII16s", fd, op, resp_ts, len(request), len(request), len(status), 0,
+                        status) + request.ljust(256, b"\0"))
+
+
+def test_kernel_paired_exchanges_from_raw_bytes_in_time_order_with_peers():
+    import struct
+    from inputs.ebpf.layouts import EV_ACCEPT
+    tr = Translator()
+    accept = struct.pack("<IIIIQ16s", EV_ACCEPT, 10, 10, 0, 50, b"nginx") + struct.pack(
+        "<iHHHHI16s16sQ", 5, 2, 8080, 41000, 0, 0, bytes([127, 0, 0, 1]).ljust(16, b"\0"),
+        bytes([127, 0, 0, 9]).ljust(16, b"\0"), 0)
+    # The exchange comes first in the batch (another ring buffer) but its request is later.
+    records = [_exchange_bytes(b"/a?b=1", b"HTTP/1.1 301 Mov"),
+               _exchange_bytes(b"/c", b"HTTP/1.1 2", ts=500, resp_ts=450, op=HTTP_OP_WRITE),
+               accept, b"\x01\x00"]
+    events, n, errors = tr.feed_records(records)
+    assert n == 3 and len(errors) == 1
+    conn, a, c = events
+    assert conn.kind == "accept"
+    assert (a.direction, a.method, a.path, a.status, a.version, a.comm) == \
+        ("server", "GET", "/a?b=1", 301, "HTTP/1.0", "nginx")
+    assert (a.duration_ns, a.time_ns - tr.offset_ns, a.peer_addr, a.peer_port) == \
+        (300, 100, "127.0.0.9", 41000)
+    # A status line cut short has no status; a response seen before its request no duration.
+    assert (c.direction, c.path, c.status, c.duration_ns) == ("client", "/c", 0, 0)
