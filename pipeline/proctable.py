@@ -211,16 +211,22 @@ class ProcessTable:
                 self._add(proc)
                 return proc
             return live
-        # exec or rundown: same process (pid and start time), new program
-        proc = self.lookup(ev.pid, now=now)
+        # exec or rundown: the same process (pid and start time) runs a new program. /proc, when
+        # it has the process, is authoritative; else the live entry is that process (an exited
+        # one cannot exec: its pid came back as another process).
+        proc = self._live(ev.pid)
+        if proc is None and ev.pid not in self.by_pid:
+            proc = self.lookup(ev.pid, now=now)  # not seen at all: perhaps /proc has it
         fresh = self.read(ev.pid)
-        if fresh is not None and (proc is None or abs(proc.start_ns - fresh.start_ns) <= START_SLACK):
-            if proc is not None:
+        if fresh is not None:
+            if proc is not None and abs(proc.start_ns - fresh.start_ns) <= START_SLACK:
                 self._replace(proc, fresh)
             else:
+                if proc is not None:
+                    self._exit(proc, now)
                 self._add(fresh)
             return fresh
-        if proc is None:
+        if proc is None or proc.exited_at is not None:
             proc = Proc(pid=ev.pid, start_ns=ev.start_ns, ppid=ev.ppid)
             self._add(proc)
         proc.comm = ev.comm or proc.comm

@@ -214,3 +214,32 @@ def test_string_only_events_need_no_schema():
     handler(make_record(DNS, 0, 0, u16z("hello"), flags=0x40 | EVENT_HEADER_FLAG_STRING_ONLY).pointer())
     (event,), _ = pending.take()
     assert event.fields == {"message": "hello"}
+
+
+def test_etw_process_events_keep_the_process_table(queue, tmp_path):
+    """ProcessStart/Stop from the callback path feed the pipeline's process table as the eBPF
+    input's events do (no /proc here: an empty directory stands for Windows)."""
+    from pipeline.proctable import ProcessTable
+
+    records = [make_record(KP, 15, 1, start_payload(3, pid=10, ppid=4)),
+               make_record(KP, 1, 3, start_payload(3)),
+               make_record(KP, 2, 2, stop_payload(2))]
+    api = FakeWindowsApi(records=records, schemas={}, lost=(0, 0, 0))
+    cfg = EtwInputConfig(providers=[], loss_interval=3600.0)
+    _, events = run_input(api, queue, cfg, expect=3)
+    procs = [e for e in events if isinstance(e, ProcessEvent)]
+    table = ProcessTable(proc_root=str(tmp_path))
+    for i, ev in enumerate(procs):
+        table.apply(ev, now=float(i))
+    rundown = table.lookup(10, now=3.0, read=False)
+    assert rundown is not None and rundown.exited_at is None
+    started = table.lookup(4242, now=3.0, read=False, start_ns=CREATE_NS)
+    assert started.exited_at == 2.0                     # the stop marked it exited
+    assert started.exe.endswith(".exe") and started.start_ns == CREATE_NS
+    # The pid comes back with another creation time: another process, the old one kept apart.
+    reused = ProcessEvent(kind="exec", time_ns=0, pid=4242, comm="other.exe", filename="other.exe",
+                          start_ns=CREATE_NS + 10**9, source="etw")
+    fresh = table.apply(reused, now=4.0)
+    assert fresh is not started and fresh.exe == "other.exe" and fresh.exited_at is None
+    assert table.lookup(4242, now=4.0, read=False).exe == "other.exe"
+    assert table.lookup(4242, now=4.0, read=False, start_ns=CREATE_NS) is started
