@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-import msgspec
+from common.events import ContainerRef
 
 _ID = r"([0-9a-f]{64})"
 _RUNTIMES = [
@@ -41,15 +41,8 @@ _K8S_POD = re.compile(r"/var/log/pods/([^_/]+)_([^_/]+)_([0-9a-f-]{36})/([^/]+)/
 _DOCKER = re.compile(r"/containers/([0-9a-f]{64})/[0-9a-f]{64}-json\.log")
 
 
-class Container(msgspec.Struct, frozen=True, omit_defaults=True):
-    """What is known of a container; fields not known stay empty."""
-
-    id: str = ""
-    runtime: str = ""
-    pod_uid: str = ""
-    pod: str = ""
-    namespace: str = ""
-    name: str = ""
+# What is known of a container; fields not known stay empty (the events' own struct).
+Container = ContainerRef
 
 
 def from_cgroup(path: str) -> tuple[Container | None, str]:

@@ -100,11 +100,8 @@ class Enricher:
 
     def container_of(self, path: str) -> ContainerRef | None:
         if path not in self.containers:
-            c = from_log_path(path)
-            self.containers[path] = None if c is None else ContainerRef(
-                id=c.id, runtime=c.runtime, pod_uid=c.pod_uid, pod=c.pod,
-                namespace=c.namespace, name=c.name)
             if len(self.containers) > 100_000:
                 self.containers.clear()
+            self.containers[path] = from_log_path(path)
         return self.containers[path]
 
