@@ -225,8 +225,10 @@ def network_output_overrides(
 def start(cfg: Config) -> int:
     """Run the supervisor with this configuration; return the exit code."""
     from agent.plan import plan
+    from agent.platforms import current
     from agent.supervisor import Supervisor
 
+    current().hold_signals(Supervisor.SIGNALS)  # a stop during start-up is a stop, not a kill
     setproctitle("log-shuttle: supervisor")
     log = setup_logging("supervisor", cfg.agent.log_level)
     specs, queues = plan(cfg)

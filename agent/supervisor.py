@@ -201,6 +201,7 @@ class Supervisor:
         code = EXIT_CRASH
         try:
             _die_with_parent(self.supervisor_pid)
+            _keep_freed_memory()
             signal.set_wakeup_fd(-1)
             for name in self.SIGNALS:
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
@@ -221,6 +222,10 @@ class Supervisor:
                 # The pipeline and outputs stop when their queues close and drain, never on a
                 # signal: a SIGTERM to the whole group (systemd, timeout) must not cut the drain.
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if hasattr(signal, "pthread_sigmask"):
+                from agent.platforms.posix import release_signals
+
+                release_signals()
             try:
                 ctx = Context(
                     name=spec.role, config=spec.config, host=self.host, stop=stop,
@@ -326,6 +331,35 @@ class Supervisor:
             self.pids.pop(pid, None)
         if self.exit_code == EXIT_OK and why == "the drain deadline passed":
             self.exit_code = EXIT_CRASH
+
+
+MALLOC_MMAP_THRESHOLD = 16 * 1024 * 1024
+MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
+MALLOC_TOP_PAD = 4 * 1024 * 1024
+
+
+def _keep_freed_memory() -> None:
+    """Have glibc's malloc keep the memory of freed messages for the next ones.
+
+    Every child allocates and frees buffers of hundreds of KiB to a few MiB per message (reads,
+    encoded batches, rendered payloads). With glibc's defaults those come from fresh mmaps, or
+    from heap that is trimmed back to the kernel when freed, so every message page-faults its
+    buffers in again: measured, that was most of the file input's CPU (4.7 s of kernel time for
+    10M lines; 0.3 s with this) and half of what the agent spent per line. Larger thresholds
+    keep the freed pages mapped: the peak is the same, only the refaulting goes. No-op where
+    mallopt is missing (musl, other systems)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except AttributeError:
+        return
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
+    mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
+    mallopt(M_TOP_PAD, MALLOC_TOP_PAD)
 
 
 def _die_with_parent(parent: int) -> None:

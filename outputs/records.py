@@ -8,7 +8,8 @@ each line gets its own byte offset, and the batch is rendered as NDJSON or text 
 from __future__ import annotations
 
 import time
-from itertools import accumulate
+from itertools import accumulate, repeat
+from operator import add
 from typing import Any
 
 import msgspec
@@ -85,9 +86,10 @@ def log_records(ev: LogEvent, host: str) -> list[LineRecord]:
         # One character per byte: offsets follow from the lengths, all in C loops.
         lines = text.split("\n")
         lines.pop()
-        offsets = accumulate((len(s) + 1 for s in lines), initial=ev.offset)
+        # offset of line i = the run's offset + the lengths of the lines before it + i newlines
+        offsets = map(add, accumulate(map(len, lines), initial=ev.offset), range(len(lines)))
         if process is None and many is None and container is None:
-            return [LineRecord(t, host, path, off, s) for off, s in zip(offsets, lines)]
+            return list(map(LineRecord, repeat(t), repeat(host), repeat(path), offsets, lines))
         return [LineRecord(t, host, path, off, s, process=process, writers=many,
                            container=container) for off, s in zip(offsets, lines)]
     raws = ev.data.split(b"\n")

@@ -93,7 +93,10 @@ class Pipeline:
                         if self.batcher.full():
                             self.flush()
                 now = time.monotonic()
-                if self.batcher.due(now):
+                if self.batcher.due(now) or (not took and self.batcher):
+                    # Full batches while the inputs keep the queues busy; as soon as they have
+                    # nothing more to give, what is batched goes at once: waiting for max_delay
+                    # would only add latency (a 1000-line batch takes 100 ms at 10k lines/s).
                     self.flush()
                 if self.enricher is not None and now >= self.next_poll:
                     self.enricher.table.poll(now)

@@ -284,3 +284,17 @@ def test_rotation_by_rename_reads_the_old_file_to_its_end(tmp_path):
         assert agent.stop() == 0
     lines = [r["line"] for r in recs if not r["line"].startswith("sync")]
     assert sorted(lines) == ["before rotation", "late write to the old file", "new file"]
+
+
+def test_a_stop_during_start_up_is_a_clean_stop(tmp_path):
+    p = tmp_path / "a.log"
+    p.write_text("x\n")
+    for i in range(3):
+        with Agent(tmp_path / f"r{i}" if (tmp_path / f"r{i}").mkdir() is None else tmp_path,
+                   "--input-file", str(p)) as agent:
+            # As soon as the supervisor has its title (signals are held from then on), before
+            # its children exist or its handlers are installed.
+            wait_for(lambda: open(f"/proc/{agent.pid}/cmdline", "rb").read().startswith(
+                b"log-shuttle: supervisor"), interval=0.001, what="the supervisor's title")
+            assert agent.stop() == 0, agent.stderr()
+        assert "Traceback" not in agent.stderr()

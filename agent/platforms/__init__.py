@@ -37,11 +37,15 @@ class Platform(Protocol):
     def wakeup(self) -> Waker:
         """A new wake-up for the supervisor's loop."""
 
+    def hold_signals(self, names: Sequence[str]) -> None:
+        """Hold (block) these signals from the start of the agent until install_signals, so that
+        a stop asked for during start-up is handled as a stop, not by the default action."""
+
     def install_signals(self, names: Sequence[str], handler: Callable[[int, Any], None],
                         wakeup: Waker) -> None:
         """Route the stop / interrupt signals to ``handler`` (which only records them) and have
-        them wake ``wakeup``. Names this OS lacks are skipped or mapped (Windows: CTRL_BREAK
-        -> SIGTERM)."""
+        them wake ``wakeup``; signals held meanwhile are delivered then. Names this OS lacks are
+        skipped or mapped (Windows: CTRL_BREAK -> SIGTERM)."""
 
     def spawn(self, child_main: Callable[[], NoReturn], spec: Any, *, host: str, log_level: str,
               stdout_fd: int = -1) -> int:

@@ -148,6 +148,9 @@ class WindowsPlatform:
     def wakeup(self) -> SocketWaker:
         return SocketWaker()
 
+    def hold_signals(self, names: Sequence[str]) -> None:
+        pass  # Windows has no signal mask; a Ctrl-Break during start-up ends the process
+
     def install_signals(self, names: Sequence[str], handler: Callable[[int, Any], None],
                         wakeup: SocketWaker) -> None:
         signal.signal(signal.SIGINT, handler)

@@ -1,6 +1,10 @@
 """HTTP/1.x from the first bytes of reads and writes: parse request and status lines, and pair
 each request with its response per (pid, fd) connection.
 
+The http probe pairs most exchanges in the kernel (one request waiting per connection); what
+reaches ``HttpTracker`` are the reads and writes of connections that pipeline, which the probe
+hands to user space raw.
+
 A server reads a request and writes its response; a client writes a request and reads the
 response. A connection may carry many requests in turn (keep-alive) or several before their
 responses (pipelining): requests wait in order, and each final response (not 1xx) answers the

@@ -150,8 +150,8 @@ class FileInput:
         """Let-go files whose last lines are not acknowledged yet: identity -> (file, end)."""
         self.copies: dict[tuple[int, int], Copy] = {}
         self.truncated: list[Truncated] = []
-        self.ignored: dict[str, float] = {}
-        """Paths left alone by ignore_older -> the mtime they had."""
+        self.ignored: dict[str, tuple[float, int, int, int]] = {}
+        """Paths left alone by ignore_older -> (mtime, device, inode, size) they had then."""
         self.open_errors: dict[str, int] = {}
         self.out: list[LogEvent] = []
         self.out_bytes = 0
@@ -398,20 +398,22 @@ class FileInput:
                     self.follow(copy.path, offset=None, now=now)
 
     def discover(self, path: str, st: os.stat_result, now: float, *, initial: bool) -> None:
-        if self.cfg.ignore_older and time.time() - st.st_mtime > self.cfg.ignore_older:
-            if self.ignored.get(path) == st.st_mtime:
+        ignored = self.ignored.get(path)
+        if ignored is not None:
+            if ignored == (st.st_mtime, st.st_dev, st.st_ino, st.st_size):
                 return
-            if path not in self.ignored:
-                self.stats.files_ignored += 1
-                self.log.debug("%s: not modified for %.0fs (ignore_older)", path,
-                               time.time() - st.st_mtime)
-                self.ignored[path] = st.st_mtime
-                return
-            # Modified since it was ignored: only what was added from then on is new.
+            # Changed since it was left alone: what was added since is new (a file that is not
+            # the same one any more is new as a whole).
             del self.ignored[path]
-            self.follow(path, offset=None, at_end=True, now=now)
+            same = ignored[1:3] == (st.st_dev, st.st_ino) and st.st_size >= ignored[3]
+            self.follow(path, offset=ignored[3] if same else 0, now=now)
             return
-        self.ignored.pop(path, None)
+        if self.cfg.ignore_older and time.time() - st.st_mtime > self.cfg.ignore_older:
+            self.stats.files_ignored += 1
+            self.log.debug("%s: not modified for %.0fs (ignore_older)", path,
+                           time.time() - st.st_mtime)
+            self.ignored[path] = (st.st_mtime, st.st_dev, st.st_ino, st.st_size)
+            return
         identity = (st.st_dev, st.st_ino)
         entry = self.restored.get(identity)
         try:

@@ -88,6 +88,13 @@ def run_agent(tmp: Path, state: Path, *args: str) -> subprocess.Popen:
     return proc
 
 
+def started(proc: subprocess.Popen) -> None:
+    """Wait until the agent is up (its supervisor has its title and holds its signals): a
+    SIGTERM before that finds Python still starting, and ends it as any program."""
+    wait_for(lambda: open(f"/proc/{proc.pid}/cmdline", "rb").read().startswith(
+        b"log-shuttle: supervisor"), interval=0.005, what="the agent up")
+
+
 def test_kill_9_of_every_process_loses_no_line(tmp_path):
     """Rounds of: start the agent, let it run a random while, SIGKILL its whole process group.
     Every sequence number must come out at least once over all rounds; duplicates only from
@@ -113,6 +120,7 @@ def test_kill_9_of_every_process_loses_no_line(tmp_path):
     outs.append(out)
     proc = run_agent(out, state, "--config", str(cfg), "--from-beginning")
     try:
+        started(proc)
         wait_for(lambda: (total - 1) in seqs_in(out.read_bytes()), timeout=60,
                  what="the last line after the final restart")
     finally:
@@ -127,6 +135,89 @@ def test_kill_9_of_every_process_loses_no_line(tmp_path):
     # timer plus the time a kill takes to land, about 1 s at 6,000 lines/s, per kill.
     assert dups <= 8 * rate * 1.0, dups
     print(f"kill -9 x8: {total} lines, 0 lost, {dups} duplicates")
+
+
+@needs_logrotate
+def test_kill_9_during_a_logrotate_storm_loses_no_line(tmp_path):
+    """Rotation (create) every 0.4 s while the agent is SIGKILLed at random moments and started
+    again. The rotated names match the input's paths, so a file rotated while the agent was
+    down is found again by its identity and resumed at its checkpoint."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.touch()
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(f"{log} {{\n  rotate 1000\n  missingok\n  create\n}}\n")
+    state = tmp_path / "state"
+    cfg = config(tmp_path, [str(logs / "app.log*")], rotate_wait=1.0)
+    total, rate = 40_000, 5_000
+    writer = start_writer(log, total, rate)
+    rng = random.Random(11)
+    outs, i = [], 0
+    rotations = 0
+    try:
+        while writer.poll() is None or i < 3:
+            out = tmp_path / f"round{i}.ndjson"
+            outs.append(out)
+            proc = run_agent(out, state, "--config", str(cfg), "--from-beginning")
+            deadline = time.monotonic() + rng.uniform(0.5, 1.5)
+            while time.monotonic() < deadline:
+                time.sleep(0.4)
+                subprocess.run([LOGROTATE, "-f", "-s", str(tmp_path / "lr.state"), str(conf)],
+                               check=True, capture_output=True)
+                rotations += 1
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            i += 1
+    finally:
+        writer.wait(timeout=60)
+    out = tmp_path / "final.ndjson"
+    outs.append(out)
+    proc = run_agent(out, state, "--config", str(cfg), "--from-beginning")
+    try:
+        started(proc)
+        wait_for(lambda: set(range(total)) <= {s for o in outs for s in seqs_in(o.read_bytes())},
+                 timeout=60, what="every line after the final restart")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    counts = collections.Counter(s for o in outs for s in seqs_in(o.read_bytes()))
+    dups = sum(c - 1 for c in counts.values())
+    assert sorted(counts) == list(range(total))
+    assert dups <= i * rate * 1.0, dups
+    print(f"kill -9 x{i} during {rotations} rotations: {total} lines, 0 lost, {dups} duplicates")
+
+
+def test_idle_files_are_closed_and_opened_again_on_change(tmp_path):
+    log = tmp_path / "app.log"
+    log.touch()
+    cfg = config(tmp_path, [str(log)], close_idle_after=0.3)
+    with Agent(tmp_path, "--config", str(cfg), "--log-level", "debug") as agent:
+        base = sync(agent, log)
+        pid = agent.children()["log-shuttle: input file"]
+        wait_for(lambda: str(log) not in _open_files(pid), what="the idle file closed")
+        append(log, b"after a nap\n")
+        agent.wait_records(base + 1)
+        assert str(log) in _open_files(pid)
+        assert agent.stop() == 0
+    assert lines_of(agent.records(), log) == ["after a nap"]
+    assert re.search(r"'files_idle_closed': [1-9]", agent.stderr())
+
+
+def test_ignore_older_leaves_old_files_alone_until_they_change(tmp_path):
+    old, new = tmp_path / "old.log", tmp_path / "new.log"
+    old.write_text("ancient line\n")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    cfg = config(tmp_path, [str(tmp_path / "*.log")], ignore_older=3600)
+    with Agent(tmp_path, "--config", str(cfg), "--from-beginning") as agent:
+        agent.children()
+        new.write_text("fresh line\n")
+        agent.wait_records(1)
+        append(old, b"woken up\n")
+        agent.wait_records(2)
+        time.sleep(0.3)
+        assert agent.stop() == 0
+    assert sorted(r["line"] for r in agent.records()) == ["fresh line", "woken up"]
 
 
 ROTATE_MODES = {
