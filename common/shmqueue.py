@@ -25,8 +25,9 @@ replacement is started only after its predecessor has been reaped. ``Producer`` 
 from __future__ import annotations
 
 import mmap
+import select
 import time
-from collections.abc import Callable
+from collections.abc import Sequence, Callable
 from typing import Protocol
 
 import msgspec
@@ -134,6 +135,33 @@ def _backend() -> tuple[Callable[..., _Segment], Callable[[], _Signal]]:
         "shared-memory queues need os.memfd_create and os.eventfd (Linux, Python 3.10+) or "
         "Windows; this platform has no backend"
     )
+
+
+def wait_any(consumers: Sequence[Consumer], *, also: Sequence[object] = (),
+             timeout: float | None = None) -> None:
+    """Sleep until one of ``consumers`` may have a message, one of ``also`` (objects with a
+    ``fileno()`` that select takes: a stop flag) is readable, or ``timeout`` passes. The one
+    place where a process waits on several queues, so that each platform does it its way:
+    Linux selects on the eventfds; Windows waits on the queues' events, looking at ``also``
+    between slices (its select takes sockets only, and its stop flags are sockets)."""
+    _segment, signal_cls = _backend()
+    if signal_cls is _shm_linux.Signal:
+        select.select([*consumers, *also], [], [], timeout)
+        return
+    from common import _shm_windows
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        slice_ = 0.05 if also else timeout
+        if deadline is not None:
+            slice_ = max(0.0, min(slice_ if slice_ is not None else 1e9, deadline - time.monotonic()))
+        _shm_windows.wait_any([c._data for c in consumers], slice_)
+        if any(c.pending() for c in consumers):
+            return
+        if also and select.select(list(also), [], [], 0)[0]:
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            return
 
 
 class ShmQueue:

@@ -11,13 +11,12 @@ stays bounded and nothing is dropped. The drain deadline bounds a stop that wait
 from __future__ import annotations
 
 import random
-import select
 import time
 from dataclasses import dataclass
 
 from common.component import Context
 from common.events import Batch, BatchCodec
-from common.shmqueue import Closed, Empty
+from common.shmqueue import Closed, Empty, wait_any
 from outputs.base import Sink, Verdict
 
 
@@ -60,7 +59,7 @@ class OutputRunner:
                 try:
                     message = self.consumer.get_nowait(commit=False)
                 except Empty:
-                    select.select([self.consumer, stop], [], [])
+                    wait_any([self.consumer], also=[stop])
                     continue
                 except Closed:
                     return
