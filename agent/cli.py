@@ -258,6 +258,11 @@ def check_config(file: Path = typer.Argument(..., dir_okay=False, help="TOML fil
         typer.echo(f"log-shuttle: {exc}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
     inputs = [f"file {f.name!r} ({', '.join(f.paths)})" for f in cfg.inputs.file]
+    if cfg.inputs.ebpf is not None:
+        inputs.append(f"ebpf ({', '.join(cfg.inputs.ebpf.probes)}"
+                      f"{', optional' if cfg.inputs.ebpf.optional else ''})")
+    if cfg.inputs.etw is not None:
+        inputs.append(f"etw ({len(cfg.inputs.etw.providers)} provider(s))")
     outputs = [f"stdout ({cfg.outputs.stdout.format})"] if cfg.outputs.stdout else []
     outputs += [f"tcp {o.address} ({o.framing})" for o in cfg.outputs.tcp]
     outputs += [f"grpc {o.address}" for o in cfg.outputs.grpc]

@@ -47,6 +47,8 @@ class Platform(Protocol):
         them wake ``wakeup``; signals held meanwhile are delivered then. Names this OS lacks are
         skipped or mapped (Windows: CTRL_BREAK -> SIGTERM)."""
 
+    # spawn: the child starts with the stop signals held; it must release them (POSIX:
+    # agent.platforms.posix.release_signals) once its own handlers are in place.
     def spawn(self, child_main: Callable[[], NoReturn], spec: Any, *, host: str, log_level: str,
               stdout_fd: int = -1) -> int:
         """Start one component process; return its pid. POSIX runs ``child_main`` in a fork;

@@ -39,7 +39,7 @@ from common.component import BootError, Context
 from common.events import FORMAT_ERROR, NAMES_PID, PIECE, Batch, BatchCodec, LogEvent
 from common.shmqueue import Full
 from inputs.file.checkpoint import Checkpointer, Entry, StateError
-from inputs.file.fingerprint import Fingerprint
+from inputs.file.fingerprint import FINGERPRINT_BYTES, Fingerprint
 from inputs.file.formats import Multiline, RecordChain
 from inputs.file.paths import Globber
 from inputs.file.tailer import TailedFile
@@ -269,6 +269,10 @@ class FileInput:
             return 0
         if n:
             self.stats.bytes_read += n
+            if f.fingerprint.length < FINGERPRINT_BYTES:
+                # A young file (or one just truncated): let its fingerprint cover what it has
+                # now, so that a rewrite is caught before the next read, not the next scan.
+                f.fingerprint = f.fingerprint.extend(f.fd, f.read_pos)
             self.queue(events)
         return n
 

@@ -200,3 +200,10 @@ def test_version_and_help():
     assert r.returncode == 0 and r.stdout.startswith("log-shuttle ")
     r = run_cli("--help")
     assert r.returncode == 0 and "--input-file" in r.stdout and "check-config" in r.stdout
+
+
+def test_check_config_lists_the_ebpf_input(tmp_path):
+    cfg = write(tmp_path, '[inputs.ebpf]\nprobes = ["process", "tcp"]\noptional = true\n')
+    r = run_cli("check-config", cfg)
+    assert r.returncode == 0, r.stderr
+    assert "ebpf (process, tcp, optional)" in r.stdout

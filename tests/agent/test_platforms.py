@@ -47,11 +47,38 @@ def test_posix_spawn_reap_and_kill_report_exit_codes_like_waitstatus():
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX")
 def test_posix_terminate_is_sigterm():
+    from agent.platforms.posix import release_signals
+
     p = PosixPlatform()
-    pid = p.spawn(lambda: (signal.signal(signal.SIGTERM, signal.SIG_DFL), time.sleep(60), os._exit(0)),
+    # A child starts with the stop signals held (so that none is lost between the fork and its
+    # own handlers); it releases them once its handlers are in place.
+    pid = p.spawn(lambda: (signal.signal(signal.SIGTERM, signal.SIG_DFL), release_signals(),
+                           time.sleep(60), os._exit(0)),
                   None, host="h", log_level="info")
     p.terminate(pid)
     assert _reap_all(p, 1) == [(pid, -signal.SIGTERM)]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX")
+def test_posix_a_signal_sent_right_after_the_fork_waits_for_the_childs_handler():
+    from agent.platforms.posix import release_signals
+
+    p = PosixPlatform()
+    r, w = os.pipe()
+
+    def child() -> None:
+        time.sleep(0.3)  # the SIGTERM below arrives here, held
+        signal.signal(signal.SIGTERM, lambda *_: (os.write(w, b"T"), os._exit(0)))
+        release_signals()
+        time.sleep(30)
+        os._exit(1)
+
+    pid = p.spawn(child, None, host="h", log_level="info")
+    p.terminate(pid)                                  # before the child has its handler
+    assert _reap_all(p, 1) == [(pid, 0)]              # its own handler saw it
+    assert os.read(r, 1) == b"T"
+    os.close(r)
+    os.close(w)
 
 
 def test_builder_paths_round_trip_and_refuse_what_a_new_interpreter_cannot_import():

@@ -118,6 +118,7 @@ def test_sidecar_ships_every_line_once_with_the_writer(podman_env, image, tmp_pa
     app, sidecar = f"{names['pod']}-app", f"{names['pod']}-log-shuttle"
     volumes = [names["config"], names["logs"], names["state"]]
     played = False
+    down = None
     try:
         podman(podman_env, "kube", "play", str(manifest), timeout=180)
         played = True
@@ -183,7 +184,7 @@ def test_sidecar_ships_every_line_once_with_the_writer(podman_env, image, tmp_pa
             podman(podman_env, "pod", "rm", "--force", "--time", "0", names["pod"], check=False)
             for v in volumes:
                 podman(podman_env, "volume", "rm", "--force", v, check=False)
-    assert down.returncode == 0, down.stderr
+    assert down is not None and down.returncode == 0, down and down.stderr
     assert podman(podman_env, "pod", "exists", names["pod"], check=False).returncode == 1
     for c in (app, sidecar):
         assert podman(podman_env, "container", "exists", c, check=False).returncode == 1, c
