@@ -19,6 +19,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def io_field(pid: int, key: str) -> int:
 def run_agent(log: Path, expected_out: int, stdout) -> dict:
     exe = ROOT / ".venv" / "bin" / "log-shuttle"
     t0 = time.perf_counter()
-    proc = subprocess.Popen([str(exe), "--input-file", str(log), "--from-beginning"],
+    proc = subprocess.Popen([str(exe), "--input-file", str(log), "--from-beginning",
+                             "--state-dir", tempfile.mkdtemp(prefix="e2e-state-")],
                             stdout=stdout, stderr=subprocess.PIPE, start_new_session=True)
     out_pid = None
     peak: dict[int, int] = {}
@@ -162,7 +164,8 @@ def main() -> None:
     check = OUT / "e2e-check.ndjson"
     with open(check, "wb") as f:
         exe = ROOT / ".venv" / "bin" / "log-shuttle"
-        proc = subprocess.Popen([str(exe), "--input-file", str(log), "--from-beginning"],
+        proc = subprocess.Popen([str(exe), "--input-file", str(log), "--from-beginning",
+                                 "--state-dir", tempfile.mkdtemp(prefix="e2e-state-")],
                                 stdout=f, stderr=subprocess.DEVNULL, start_new_session=True)
         last = -1
         while True:

@@ -107,6 +107,10 @@ class FileInput(Lifecycle):
         self.checkpointer = checkpointer
         self.restored: dict[tuple[int, int], Entry] = loaded.entries
         self.first_start = not loaded.existed
+        if loaded.existed and self.cfg.from_beginning:
+            self.log.info("resuming from the checkpoints in %s: from_beginning applies to files "
+                          "without one (use another --state-dir to read everything again)",
+                          checkpointer.path)
         if loaded.damaged_lines:
             self.log.warning("%s: %d damaged line(s) skipped; %d checkpoint(s) kept; files "
                              "without one are read from their beginning", checkpointer.path,
