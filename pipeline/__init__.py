@@ -1,5 +1,6 @@
-"""The pipeline process: gathers Events from every input queue into batches and fans each batch
-out to every output queue. (Process-table correlation joins it in a later step.)"""
+"""The pipeline process: gathers Events from every input queue, gives each its process (the
+process table: proctable.py, containers.py, writers.py, enrich.py), batches them (batcher.py) and
+fans each batch out to every output queue (runner.py)."""
 
 from pipeline.runner import build
 

@@ -1,6 +1,7 @@
 """The pipeline's loop.
 
-It reads input messages without committing them, adds their events to the batch, and commits
+It reads input messages without committing them, enriches their events with their processes
+(enrich.py; the process table is polled here too), adds them to the batch, and commits
 them only once the batch that holds them has been put on every output queue: a pipeline killed at
 any instant loses nothing (its successor reads the uncommitted messages again; the outputs may see
 a batch twice). Output queues are put in turn, blocking while one is full, so the slowest output
