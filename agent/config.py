@@ -282,7 +282,8 @@ class ServerConfig(_Section):
     max_message_bytes: Annotated[int, Meta(ge=1024)] = 4 * MiB
     """Largest gRPC message or TCP frame accepted."""
     max_connections: Annotated[int, Meta(ge=1)] = 1024
-    """TCP connections at once, per listener (more are closed at once, counted)."""
+    """TCP connections at once, per listener (more are closed at once, counted); and gRPC calls
+    at once (more are refused RESOURCE_EXHAUSTED with RetryInfo, counted)."""
     idle_timeout: PositiveFloat = 300.0
     """A connection silent this long is closed."""
     file_bytes: Annotated[int, Meta(ge=4 * KiB)] = 100 * MiB

@@ -77,7 +77,7 @@ async def _main(cfg: ServerConfig, log: logging.Logger) -> int:
                 g = GrpcReceiver(addresses=cfg.grpc_listen, credentials=creds, token=token,
                                  max_message_bytes=cfg.max_message_bytes,
                                  idle_timeout=cfg.idle_timeout, write=writer.write,
-                                 counts=counts, log=log)
+                                 counts=counts, log=log, max_calls=cfg.max_connections)
             except (RuntimeError, OSError) as exc:
                 raise BootError(f"server: cannot listen for gRPC on "
                                 f"{', '.join(cfg.grpc_listen)}: {exc}") from exc

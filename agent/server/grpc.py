@@ -6,7 +6,9 @@ records): a success tells the client that the server has them. A token, when con
 come as ``authorization: Bearer <token>`` on every Export (the health service is open, as load
 balancers probe it without credentials); a wrong or missing one is UNAUTHENTICATED. Limits: the
 largest message (``max_message_bytes``, RESOURCE_EXHAUSTED beyond), idle connections closed
-after ``idle_timeout``.
+after ``idle_timeout``, and at most ``max_calls`` calls at once (more are answered
+RESOURCE_EXHAUSTED with a RetryInfo of RETRY_AFTER seconds, so that OTLP clients retry rather
+than drop, and counted).
 """
 
 from __future__ import annotations
@@ -25,6 +27,77 @@ from common.otlp import records_of
 
 SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
+RETRY_AFTER = 1.0
+"""Seconds a client refused for too many calls at once is told to wait (RetryInfo)."""
+
+
+def _retry_info(seconds: float) -> tuple[tuple[str, bytes], ...]:
+    from google.protobuf import duration_pb2
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="too many calls at once")
+    status.details.add().Pack(error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=int(seconds),
+                                          nanos=int(seconds % 1 * 1e9))))
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+class CallLimit(grpc.aio.ServerInterceptor):
+    """At most ``limit`` calls at once (a health Watch holds one for as long as it watches)."""
+
+    def __init__(self, *, limit: int, counts: Counter, log: logging.Logger) -> None:
+        self.limit = limit
+        self.active = 0
+        self.counts = counts
+        self.log = log
+        self.trailer = _retry_info(RETRY_AFTER)
+
+    async def _refuse(self, context: grpc.aio.ServicerContext) -> None:
+        self.counts["grpc_error_too_many_calls"] += 1
+        self.log.warning("grpc: refused a call: %d calls at once already", self.active)
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many calls at once",
+                            trailing_metadata=self.trailer)
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if self.active >= self.limit:
+                    await self._refuse(context)
+                self.active += 1
+                try:
+                    return await inner(request, context)
+                finally:
+                    self.active -= 1
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> None:
+                if self.active >= self.limit:
+                    await self._refuse(context)
+                self.active += 1
+                try:
+                    result = inner_stream(request, context)
+                    if hasattr(result, "__aiter__"):
+                        async for item in result:
+                            await context.write(item)
+                    else:
+                        await result
+                finally:
+                    self.active -= 1
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler  # no streaming-request methods are served
 
 
 class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
@@ -71,8 +144,11 @@ class GrpcReceiver:
     def __init__(self, *, addresses: list[str], credentials: grpc.ServerCredentials | None,
                  token: str, max_message_bytes: int, idle_timeout: float,
                  write: Callable[[list[dict[str, Any]]], None], counts: Counter,
-                 log: logging.Logger) -> None:
-        interceptors = [TokenInterceptor(token=token, counts=counts, log=log)] if token else []
+                 log: logging.Logger, max_calls: int = 1024) -> None:
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            CallLimit(limit=max_calls, counts=counts, log=log)]
+        if token:
+            interceptors.append(TokenInterceptor(token=token, counts=counts, log=log))
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", max_message_bytes),

@@ -92,3 +92,41 @@ def test_connections_beyond_the_limit_are_refused(tmp_path):
         b.close()
         assert server.stop() == 0
     assert server.stats()["tcp_error_too_many_connections"] == 1
+
+
+def test_grpc_calls_beyond_the_limit_are_refused_with_retry_info(tmp_path):
+    """A health Watch holds the only call allowed; an Export meanwhile is refused with
+    RESOURCE_EXHAUSTED and a RetryInfo, so that log-shuttle's own gRPC output retries it
+    (rather than dropping it) and delivers once the call is free."""
+    import time
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from common.events import Batch, LogEvent
+    from outputs.base import Verdict
+    from outputs.grpc import GrpcSink
+
+    config = tmp_path / "server.toml"
+    config.write_text("[server]\nmax_connections = 1\n")
+    gport = free_port()
+    with Server(tmp_path, "--insecure", "-c", str(config), grpc_port=gport) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{gport}")
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING  # the call is on
+        sink = GrpcSink(name="test", target=f"127.0.0.1:{gport}", credentials=None, host="h",
+                        max_records=100, concurrency=1, timeout=10)
+        batch = Batch(events=[LogEvent("/a.log", 1, 2, 0, b"one\ntwo\n", 2, time.time_ns())])
+        try:
+            assert sink.send(batch) is Verdict.RETRY
+            assert sink._not_before >= time.monotonic() + 0.5   # the server's RetryInfo
+            watch.cancel()
+            wait_for(lambda: sink.send(batch) is Verdict.OK, timeout=30, interval=0.2,
+                     what="the export once the call is free")
+        finally:
+            sink.close()
+            channel.close()
+        wait_for(lambda: len(server.records()) >= 2, timeout=30, what="the two lines")
+        assert server.stop() == 0
+    assert server.stats()["grpc_error_too_many_calls"] >= 1
+    assert [r["line"] for r in server.records()] == ["one", "two"]
