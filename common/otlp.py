@@ -84,7 +84,24 @@ def container_attributes(path: str) -> tuple[tuple[str, str], ...]:
 # --- Python values <-> AnyValue ------------------------------------------------------------------
 
 
+def process_attributes(p: Any) -> dict[str, Any]:
+    """A ProcessInfo (the pipeline's enrichment) as OpenTelemetry's process/container
+    attributes, plus how it was found (``log_shuttle.process.how``: event, fd or line)."""
+    out: dict[str, Any] = {"process.pid": p.pid}
+    for key, value in (("process.parent_pid", p.ppid), ("process.executable.name", p.comm),
+                       ("process.executable.path", p.exe),
+                       ("process.command_args", list(p.cmdline)), ("process.owner", p.user),
+                       ("container.id", p.container_id), ("k8s.pod.uid", p.pod_uid),
+                       ("log_shuttle.process.how", p.how)):
+        if value:
+            out[key] = value
+    return out
+
+
 def any_value(value: Any) -> AnyValue:
+    if isinstance(value, msgspec.Struct):
+        value = {k: v for k, v in msgspec.structs.asdict(value).items()
+                 if v not in (None, "", [], ())}
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, int):
@@ -140,6 +157,12 @@ def line_log_record(rec: Any, *, read_ns: int, res: tuple = ()) -> tuple[LogReco
         attrs.append(KeyValue(key=FLAG_ATTRS[2], value=AnyValue(bool_value=True)))
     if rec.unterminated:
         attrs.append(KeyValue(key=FLAG_ATTRS[3], value=AnyValue(bool_value=True)))
+    process = getattr(rec, "process", None)
+    if process is not None:
+        attrs += attributes(process_attributes(process))
+    elif getattr(rec, "writers", None):
+        attrs.append(KeyValue(key="log_shuttle.writers.pid",
+                              value=any_value([w.pid for w in rec.writers])))
     return LogRecord(observed_time_unix_nano=read_ns, severity_number=OTLP_NUMBER[sev],
                      severity_text=OTLP_TEXT[sev], body=AnyValue(string_value=rec.line),
                      attributes=attrs), res
@@ -150,8 +173,11 @@ def event_log_record(ev: Event, *, now_ns: int) -> tuple[LogRecord, tuple]:
     kind = type(ev).__struct_config__.tag
     ts = fields.pop("time_ns", 0)
     sev = event_severity(ev)
+    process = fields.pop("process", None)
     attrs = {_SEMCONV[k]: v for k, v in fields.items()
              if k in _SEMCONV and v not in (None, "", [], 0)}
+    if process is not None:
+        attrs.update(process_attributes(process))
     return LogRecord(time_unix_nano=ts, observed_time_unix_nano=now_ns,
                      severity_number=OTLP_NUMBER[sev], severity_text=OTLP_TEXT[sev],
                      event_name=EVENT_PREFIX + kind, body=any_value(fields),

@@ -10,10 +10,12 @@ One message per record (a LogEvent's run of lines is expanded by ``outputs.recor
 - TIMESTAMP: when the line was read, UTC, microseconds (RFC 5424 allows at most six digits).
 - HOSTNAME: the agent's host name. APP-NAME: the configured one, else the log file's name
   without its extension (``api`` for ``/var/log/app/api.log``), else the process name of the
-  event, else ``log-shuttle``. PROCID: the event's pid where it has one. MSGID: the event kind
+  event, else ``log-shuttle``. PROCID: the event's pid, or a line's writer's (the
+  pipeline's enrichment), where known. MSGID: the event kind
   (``log``, ``process``, ``conn``, ``http``, ``loss``, ``etw``).
 - STRUCTURED-DATA: one element ``logshuttle@32473`` (32473 is the enterprise number RFC 5612
-  reserves for documentation) with the file path and byte offset of the line and its flags, or
+  reserves for documentation) with the file path and byte offset of the line, its flags and
+  its writer (``comm``, ``container_id``, ``writer_how``; ``writers`` when several), or
   the event's fields.
 - MSG: the line, UTF-8, without a BOM (MSG-ANY); invalid bytes are U+FFFD.
 """
@@ -116,7 +118,16 @@ class SyslogEncoder:
             params["invalid_utf8"] = True
         if rec.unterminated:
             params["unterminated"] = True
-        head = self._header(line_severity(rec.line), rec.time, app, "-", "log")
+        procid = "-"
+        if rec.process is not None:  # the writer: its pid is the PROCID, the rest goes in SD
+            procid = str(rec.process.pid)
+            params["comm"] = rec.process.comm
+            if rec.process.container_id:
+                params["container_id"] = rec.process.container_id
+            params["writer_how"] = rec.process.how
+        elif rec.writers:
+            params["writers"] = ",".join(str(w.pid) for w in rec.writers)
+        head = self._header(line_severity(rec.line), rec.time, app, procid, "log")
         return f"{head} {_sd(params)} {rec.line}".encode("utf-8", "replace")
 
     def _event(self, ev: Event) -> bytes:

@@ -50,3 +50,17 @@ def test_newline_framing_and_event_fields():
     rec = parse_syslog(data[:-1], received_ns=0)
     assert (rec["app"], rec["procid"], rec["msgid"], rec["severity"]) == \
         ("nginx", "42", "http", "err")
+
+
+def test_a_lines_writer_is_the_procid_and_in_the_structured_data():
+    from common.events import LogEvent, ProcessInfo
+    from outputs.syslog import SyslogEncoder
+
+    writer = ProcessInfo(pid=4242, comm="api", container_id="cd" * 32, how="fd")
+    ev = LogEvent(path="/var/log/api.log", dev=1, ino=2, offset=0, data=b"ERROR boom\n",
+                  lines=1, read_ns=1_700_000_000_000_000_000, writers=[writer])
+    (msg,) = SyslogEncoder(host="h", framing="newline").messages([ev])
+    fields = msg.decode().split(" ", 7)
+    assert fields[4] == "4242"                           # PROCID
+    assert 'comm="api"' in msg.decode() and f'container_id="{"cd" * 32}"' in msg.decode()
+    assert msg.decode().rstrip("\n").endswith("ERROR boom")
