@@ -95,6 +95,21 @@ def started(proc: subprocess.Popen) -> None:
         b"log-shuttle: supervisor"), interval=0.005, what="the agent up")
 
 
+def final_run(tmp_path: Path, state: Path, cfg: Path, outs: list[Path], total: int) -> None:
+    """After the kill rounds: start the agent once more on the same state, until every sequence
+    number has come out in one run or another, then stop it cleanly."""
+    out = tmp_path / "final.ndjson"
+    outs.append(out)
+    proc = run_agent(out, state, "--config", str(cfg), "--from-beginning")
+    try:
+        started(proc)
+        wait_for(lambda: set(range(total)) <= {s for o in outs for s in seqs_in(o.read_bytes())},
+                 timeout=60, what="every line after the final restart")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
 def test_kill_9_of_every_process_loses_no_line(tmp_path):
     """Rounds of: start the agent, let it run a random while, SIGKILL its whole process group.
     Every sequence number must come out at least once over all rounds; duplicates only from
@@ -116,16 +131,7 @@ def test_kill_9_of_every_process_loses_no_line(tmp_path):
             proc.wait()
     finally:
         writer.wait(timeout=60)
-    out = tmp_path / "final.ndjson"
-    outs.append(out)
-    proc = run_agent(out, state, "--config", str(cfg), "--from-beginning")
-    try:
-        started(proc)
-        wait_for(lambda: (total - 1) in seqs_in(out.read_bytes()), timeout=60,
-                 what="the last line after the final restart")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+    final_run(tmp_path, state, cfg, outs, total)
     got = [s for o in outs for s in seqs_in(o.read_bytes())]
     counts = collections.Counter(got)
     missing = [s for s in range(total) if s not in counts]
@@ -171,16 +177,7 @@ def test_kill_9_during_a_logrotate_storm_loses_no_line(tmp_path):
             i += 1
     finally:
         writer.wait(timeout=60)
-    out = tmp_path / "final.ndjson"
-    outs.append(out)
-    proc = run_agent(out, state, "--config", str(cfg), "--from-beginning")
-    try:
-        started(proc)
-        wait_for(lambda: set(range(total)) <= {s for o in outs for s in seqs_in(o.read_bytes())},
-                 timeout=60, what="every line after the final restart")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+    final_run(tmp_path, state, cfg, outs, total)
     counts = collections.Counter(s for o in outs for s in seqs_in(o.read_bytes()))
     dups = sum(c - 1 for c in counts.values())
     assert sorted(counts) == list(range(total))
@@ -300,7 +297,7 @@ def test_inode_reuse_is_not_taken_for_the_old_file(tmp_path):
     reused = log.stat().st_ino == old_ino
     (tmp_path / "r2").mkdir()
     with Agent(tmp_path / "r2", "--config", str(cfg), "--from-beginning", state_dir=state) as agent:
-        recs = agent.wait_records(5)
+        agent.wait_records(5)
         time.sleep(0.3)
         assert agent.stop() == 0
     assert [r["line"] for r in agent.records()] == [f"new {i}" for i in range(5)], reused
