@@ -231,12 +231,20 @@ def start(cfg: Config) -> int:
     current().hold_signals(Supervisor.SIGNALS)  # a stop during start-up is a stop, not a kill
     setproctitle("log-shuttle: supervisor")
     log = setup_logging("supervisor", cfg.agent.log_level)
+    from common.identity import IdentityError, load_identity
+    from inputs.file.checkpoint import default_state_dir
+
+    try:  # the agent id for record ids, kept in the state directory (made on first start)
+        identity = load_identity(cfg.agent.state_dir or default_state_dir())
+    except IdentityError as exc:
+        log.error("cannot start: %s", exc)
+        return 3
     specs, queues = plan(cfg)
     log.info("log-shuttle %s: %s", _version(), ", ".join(s.role for s in specs))
     sup = Supervisor(
         specs, queues, host=cfg.host_name(), log_level=cfg.agent.log_level,
         drain_timeout=cfg.agent.drain_timeout, backoff=cfg.agent.restart_backoff,
-        backoff_max=cfg.agent.restart_backoff_max, log=log)
+        backoff_max=cfg.agent.restart_backoff_max, log=log, identity=identity)
     return sup.run()
 
 

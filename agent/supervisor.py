@@ -87,11 +87,14 @@ class Supervisor:
         backoff: float = 0.5,
         backoff_max: float = 30.0,
         log: logging.Logger,
+        identity: Any = None,
     ) -> None:
         self.children = [Child(spec=s, backoff=backoff) for s in specs]
         self.owned = owned
         """Shared memory this process made (queues, the board): destroyed when it exits."""
         self.host = host
+        self.identity = identity
+        """The agent id and session (common.identity) handed to every component."""
         self.log_level = log_level
         self.drain_timeout = drain_timeout
         self.backoff_initial = backoff
@@ -231,7 +234,8 @@ class Supervisor:
                     name=spec.role, config=spec.config, host=self.host, stop=stop,
                     consumers=[q.consumer() for q in spec.consumes],
                     producers=[q.producer() for q in spec.produces], log=log,
-                    progress=spec.progress() if spec.progress else None)
+                    progress=spec.progress() if spec.progress else None,
+                    identity=self.identity)
                 runner = spec.build(ctx)
             except BootError as exc:
                 log.error("cannot start: %s", exc)

@@ -40,6 +40,8 @@ from common.severity import OTLP_NUMBER, OTLP_TEXT, event_severity, line_severit
 SCOPE = "log-shuttle"
 EVENT_PREFIX = "log_shuttle."
 ATTR_OFFSET = "log_shuttle.offset"
+ATTR_ID = "log_shuttle.record_id"
+"""The record's stable id (common.identity): a receiver can drop what it already has."""
 FLAG_ATTRS = ("log_shuttle.piece", "log_shuttle.last_piece", "log_shuttle.invalid_utf8",
               "log_shuttle.unterminated")
 
@@ -150,6 +152,8 @@ def line_log_record(rec: Any, *, read_ns: int, res: tuple = ()) -> tuple[LogReco
     attrs = [KeyValue(key="log.file.path", value=AnyValue(string_value=rec.path)),
              KeyValue(key="log.file.name", value=AnyValue(string_value=os.path.basename(rec.path))),
              KeyValue(key=ATTR_OFFSET, value=AnyValue(int_value=rec.offset))]
+    if getattr(rec, "id", ""):
+        attrs.append(KeyValue(key=ATTR_ID, value=AnyValue(string_value=rec.id)))
     if rec.piece is not None:
         attrs.append(KeyValue(key=FLAG_ATTRS[0], value=AnyValue(int_value=rec.piece)))
         attrs.append(KeyValue(key=FLAG_ATTRS[1], value=AnyValue(bool_value=bool(rec.last_piece))))
@@ -168,16 +172,19 @@ def line_log_record(rec: Any, *, read_ns: int, res: tuple = ()) -> tuple[LogReco
                      attributes=attrs), res
 
 
-def event_log_record(ev: Event, *, now_ns: int) -> tuple[LogRecord, tuple]:
+def event_log_record(ev: Event, *, now_ns: int, record_id: str = "") -> tuple[LogRecord, tuple]:
     fields = msgspec.structs.asdict(ev)
     kind = type(ev).__struct_config__.tag
     ts = fields.pop("time_ns", 0)
+    fields.pop("seq", None)
     sev = event_severity(ev)
     process = fields.pop("process", None)
     attrs = {_SEMCONV[k]: v for k, v in fields.items()
              if k in _SEMCONV and v not in (None, "", [], 0)}
     if process is not None:
         attrs.update(process_attributes(process))
+    if record_id:
+        attrs[ATTR_ID] = record_id
     return LogRecord(time_unix_nano=ts, observed_time_unix_nano=now_ns,
                      severity_number=OTLP_NUMBER[sev], severity_text=OTLP_TEXT[sev],
                      event_name=EVENT_PREFIX + kind, body=any_value(fields),
@@ -235,6 +242,8 @@ def _record(lr: LogRecord, host: Any, res: dict[str, Any], scope: str) -> dict[s
     attrs = {kv.key: py_value(kv.value) for kv in lr.attributes}
     rec: dict[str, Any] = {"time": _rfc3339(lr.time_unix_nano or lr.observed_time_unix_nano),
                            "host": host}
+    if ATTR_ID in attrs:
+        rec["id"] = attrs.pop(ATTR_ID)
     if "log.file.path" in attrs:
         rec["path"] = attrs.pop("log.file.path")
         attrs.pop("log.file.name", None)

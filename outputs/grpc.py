@@ -35,6 +35,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (  # noqa: E4
 
 from common.component import BootError, Context
 from common.events import Batch, Event, LogEvent
+from common.identity import Identity, event_id
 from common.net import format_address, parse_address, read_token
 from common.otlp import container_attributes, event_log_record, export_requests, line_log_record
 from common.tls import TlsFiles, grpc_channel_credentials
@@ -72,21 +73,24 @@ def build(ctx: Context) -> OutputRunner:
         credentials=credentials, server_name=cfg.tls_server_name, metadata=metadata,
         gzip=cfg.compression == "gzip", timeout=cfg.timeout, concurrency=cfg.concurrency,
         max_records=cfg.max_records, host=ctx.host, service_name=cfg.service_name,
-        reconnect_max=min(cfg.backoff_max, 5.0), log=ctx.log)
+        reconnect_max=min(cfg.backoff_max, 5.0), log=ctx.log, identity=ctx.identity)
     return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
 
 
-def otlp_records(events: list[Event]) -> list:
+def otlp_records(events: list[Event], identity: Identity | None = None) -> list:
     """Every record of the events as (LogRecord, extra resource attributes)."""
     out = []
     now = time.time_ns()
+    agent = identity.agent if identity is not None else ""
     for ev in events:
         if isinstance(ev, LogEvent):
             res = container_attributes(ev.path)
             out += [line_log_record(rec, read_ns=ev.read_ns, res=res)
-                    for rec in log_records(ev, "")]
+                    for rec in log_records(ev, "", agent)]
         else:
-            out.append(event_log_record(ev, now_ns=now))
+            rid = event_id(identity.agent, identity.session, ev.seq) \
+                if identity is not None and ev.seq else ""
+            out.append(event_log_record(ev, now_ns=now, record_id=rid))
     return out
 
 
@@ -114,7 +118,8 @@ class GrpcSink:
                  server_name: str = "", metadata: list[tuple[str, str]] = (), gzip: bool = True,
                  timeout: float = 10.0, concurrency: int = 4, max_records: int = 1000,
                  host: str, service_name: str = "", reconnect_max: float = 5.0,
-                 log: logging.Logger | None = None) -> None:
+                 log: logging.Logger | None = None, identity: Identity | None = None) -> None:
+        self.identity = identity
         self.name = name
         self.target = target
         self.metadata = tuple(metadata)
@@ -151,7 +156,7 @@ class GrpcSink:
             time.sleep(wait)  # the receiver's RetryInfo asked for at least this long
         if self._batch is not batch:
             self._batch = batch
-            self._requests = export_requests(otlp_records(batch.events), host=self.host,
+            self._requests = export_requests(otlp_records(batch.events, self.identity), host=self.host,
                                              service_name=self.service_name,
                                              max_records=self.max_records)
             self._done = set()

@@ -16,6 +16,7 @@ import msgspec
 
 from common.events import (FORMAT_ERROR, LAST_PIECE, ONE_RECORD, PIECE, RECORD, UNTERMINATED,
                            ContainerRef, Event, LogEvent, ProcessInfo)
+from common.identity import Identity, event_id, line_prefix
 
 
 class LineRecord(msgspec.Struct, omit_defaults=True):
@@ -29,6 +30,8 @@ class LineRecord(msgspec.Struct, omit_defaults=True):
     """Byte offset of the line's first byte in the file."""
     line: str
     """The line without its newline."""
+    id: str = ""
+    """The record's stable id (common.identity): the same however often it is sent."""
     piece: int | None = None
     """For a piece of an over-long line: its number (0, 1, ...)."""
     last_piece: bool | None = None
@@ -61,8 +64,11 @@ def _decode(raw: bytes) -> tuple[str, bool]:
         return raw.decode("utf-8", "replace"), True
 
 
-def log_records(ev: LogEvent, host: str) -> list[LineRecord]:
+def log_records(ev: LogEvent, host: str, agent: str = "") -> list[LineRecord]:
+    """The event's lines; with the agent's id (and the event's file identity), each with its
+    record id."""
     t = rfc3339_ns(ev.read_ns)
+    prefix = line_prefix(agent, ev.fid) if agent and ev.fid else ""
     writers = ev.writers
     process = writers[0] if len(writers) == 1 else None
     many = writers if len(writers) > 1 else None
@@ -72,7 +78,8 @@ def log_records(ev: LogEvent, host: str) -> list[LineRecord]:
         line, bad = _decode(raw)
         piece = ev.piece if ev.flags & PIECE else None
         last = bool(ev.flags & LAST_PIECE) if ev.flags & PIECE else None
-        return [LineRecord(t, host, ev.path, ev.offset, line, piece, last, bad,
+        return [LineRecord(t, host, ev.path, ev.offset, line,
+                           f"{prefix}{ev.offset}" if prefix else "", piece, last, bad,
                            bool(ev.flags & UNTERMINATED),
                            rfc3339_ns(ev.time_ns) if ev.time_ns else None,
                            ev.stream or None, bool(ev.flags & FORMAT_ERROR), process, many,
@@ -88,52 +95,66 @@ def log_records(ev: LogEvent, host: str) -> list[LineRecord]:
         lines.pop()
         # offset of line i = the run's offset + the lengths of the lines before it + i newlines
         offsets = map(add, accumulate(map(len, lines), initial=ev.offset), range(len(lines)))
+        if prefix:
+            offsets = list(offsets)
+            ids = map(prefix.__add__, map(str, offsets))
+        else:
+            ids = repeat("")
         if process is None and many is None and container is None:
-            return list(map(LineRecord, repeat(t), repeat(host), repeat(path), offsets, lines))
-        return [LineRecord(t, host, path, off, s, process=process, writers=many,
-                           container=container) for off, s in zip(offsets, lines)]
+            return list(map(LineRecord, repeat(t), repeat(host), repeat(path), offsets, lines,
+                            ids))
+        return [LineRecord(t, host, path, off, s, i, process=process, writers=many,
+                           container=container) for off, s, i in zip(offsets, lines, ids)]
     raws = ev.data.split(b"\n")
     raws.pop()
     out = []
     off = ev.offset
     for raw in raws:
         line, bad = _decode(raw)
-        out.append(LineRecord(t, host, path, off, line, invalid_utf8=bad, process=process,
-                              writers=many, container=container))
+        out.append(LineRecord(t, host, path, off, line, f"{prefix}{off}" if prefix else "",
+                              invalid_utf8=bad, process=process, writers=many,
+                              container=container))
         off += len(raw) + 1
     return out
 
 
-def event_record(ev: Event, host: str) -> dict[str, Any]:
-    """Any other event as one record: its time, the host, ``type`` (its tag) and its fields."""
+def event_record(ev: Event, host: str, identity: Identity | None = None) -> dict[str, Any]:
+    """Any other event as one record: its time, the host, ``type`` (its tag), its record id
+    (with the agent's identity, once the pipeline numbered it) and its fields."""
     fields = msgspec.structs.asdict(ev)
     ns = fields.pop("time_ns")
+    seq = fields.pop("seq", 0)
     if fields.get("process", 0) is None:
         del fields["process"]
-    return {"time": rfc3339_ns(ns), "host": host, "type": type(ev).__struct_config__.tag,
-            **fields}
+    head = {"time": rfc3339_ns(ns), "host": host, "type": type(ev).__struct_config__.tag}
+    if identity is not None and seq:
+        head["id"] = event_id(identity.agent, identity.session, seq)
+    return {**head, **fields}
 
 
-def records(events: list[Event], host: str) -> list[LineRecord | dict[str, Any]]:
+def records(events: list[Event], host: str,
+            identity: Identity | None = None) -> list[LineRecord | dict[str, Any]]:
     out: list[LineRecord | dict[str, Any]] = []
+    agent = identity.agent if identity is not None else ""
     for ev in events:
         if isinstance(ev, LogEvent):
-            out += log_records(ev, host)
+            out += log_records(ev, host, agent)
         else:
-            out.append(event_record(ev, host))
+            out.append(event_record(ev, host, identity))
     return out
 
 
 class Renderer:
     """Renders a batch's records as bytes: NDJSON (one object per line) or a human text form."""
 
-    def __init__(self, *, fmt: str, host: str) -> None:
+    def __init__(self, *, fmt: str, host: str, identity: Identity | None = None) -> None:
         self.fmt = fmt
         self.host = host
+        self.identity = identity
         self._encoder = msgspec.json.Encoder()
 
     def render(self, events: list[Event]) -> bytes:
-        recs = records(events, self.host)
+        recs = records(events, self.host, self.identity)
         if self.fmt == "ndjson":
             return self._encoder.encode_lines(recs)
         return "".join(map(_text_line, recs)).encode("utf-8", "replace")

@@ -29,6 +29,7 @@ import msgspec
 
 from common.events import Event, LogEvent
 from common.framing import newline_frame, octet_frame
+from common.identity import Identity
 from common.severity import event_severity, line_severity
 from outputs.records import LineRecord, event_record, log_records
 
@@ -80,7 +81,9 @@ class SyslogEncoder:
     """Renders a batch's events as framed RFC 5424 messages, in one bytes object."""
 
     def __init__(self, *, host: str, framing: Framing = "octet", facility: str = "user",
-                 app_name: str = "") -> None:
+                 app_name: str = "", identity: Identity | None = None) -> None:
+        self.identity = identity
+        self.agent = identity.agent if identity is not None else ""
         if facility not in FACILITIES:
             raise ValueError(f"unknown syslog facility {facility!r}")
         self.host = _ascii_token(host, 255)
@@ -94,7 +97,7 @@ class SyslogEncoder:
         for ev in events:
             if isinstance(ev, LogEvent):
                 app = _ascii_token(self.app_name or _app_name(ev.path), 48)
-                for rec in log_records(ev, self.host):
+                for rec in log_records(ev, self.host, self.agent):
                     out.append(self._line(rec, app))
             else:
                 out.append(self._event(ev))
@@ -111,6 +114,8 @@ class SyslogEncoder:
 
     def _line(self, rec: LineRecord, app: str) -> bytes:
         params: dict[str, Any] = {"path": rec.path, "offset": rec.offset}
+        if rec.id:
+            params["id"] = rec.id
         if rec.piece is not None:
             params["piece"] = rec.piece
             params["last_piece"] = bool(rec.last_piece)
@@ -131,7 +136,7 @@ class SyslogEncoder:
         return f"{head} {_sd(params)} {rec.line}".encode("utf-8", "replace")
 
     def _event(self, ev: Event) -> bytes:
-        rec = event_record(ev, self.host)
+        rec = event_record(ev, self.host, self.identity)
         kind = rec.pop("type")
         time = rec.pop("time")
         rec.pop("host", None)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from common.component import BootError, Context
 from common.events import Batch, Event
+from common.identity import Identity
 from common.net import format_address, parse_address, read_token
 from common.tls import TlsFiles, client_context, describe
 from outputs.base import Verdict
@@ -56,19 +57,20 @@ def build(ctx: Context) -> OutputRunner:
     sink = TcpSink(
         name=f"tcp {format_address(host, port)}", host=host, port=port,
         encode=encoder(framing=cfg.framing, host=ctx.host, facility=cfg.facility,
-                       app_name=cfg.app_name),
+                       app_name=cfg.app_name, identity=ctx.identity),
         tls=tls, server_name=cfg.tls_server_name or host, token=token,
         connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout, log=ctx.log)
     return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
 
 
-def encoder(*, framing: str, host: str, facility: str = "user",
-            app_name: str = "") -> Callable[[list[Event]], bytes]:
+def encoder(*, framing: str, host: str, facility: str = "user", app_name: str = "",
+            identity: Identity | None = None) -> Callable[[list[Event]], bytes]:
     """The function that renders a batch's events as the bytes to write."""
     if framing == "ndjson":
-        return Renderer(fmt="ndjson", host=host).render
+        return Renderer(fmt="ndjson", host=host, identity=identity).render
     kind = {"syslog-octet": "octet", "syslog-newline": "newline"}[framing]
-    return SyslogEncoder(host=host, framing=kind, facility=facility, app_name=app_name).encode
+    return SyslogEncoder(host=host, framing=kind, facility=facility, app_name=app_name,
+                         identity=identity).encode
 
 
 class TcpSink:

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import time
 
+import msgspec
+
 from common.component import BootError, Context
-from common.events import Batch, BatchCodec
+from common.events import Batch, BatchCodec, Event, LogEvent
+from common.identity import event_seq
 from common.shmqueue import Closed, Empty, Full, wait_any
 from pipeline.batcher import Batcher
 from pipeline.enrich import Enricher
 from pipeline.proctable import ProcessTable
 from pipeline.writers import WriterCache
 
+_replace = msgspec.structs.replace
 MESSAGES_PER_TURN = 8
 """Messages taken from one input queue before the next gets its turn."""
 
@@ -45,6 +49,17 @@ def build(ctx: Context) -> Pipeline:
                       (time.perf_counter() - t0) * 1e3)
         enricher = Enricher(table, WriterCache(refresh=cfg.writer_refresh))
     return Pipeline(ctx, enricher)
+
+
+def number_events(events: list[Event], input_index: int, message_seq: int) -> list[Event]:
+    """Give every event that no file holds its sequence for a record id: the input's index, its
+    message's seq and the event's place in it, all of which a replay of the message (a
+    restarted pipeline reads it again) gives again. Log lines are numbered by their offsets."""
+    if all(type(ev) is LogEvent for ev in events):
+        return events
+    return [ev if type(ev) is LogEvent or ev.seq else
+            _replace(ev, seq=event_seq(input_index, message_seq, i))
+            for i, ev in enumerate(events)]
 
 
 class Pipeline:
@@ -81,6 +96,8 @@ class Pipeline:
                     if batch.seq:
                         self.handed_on[index[id(c)]] = batch.seq
                     events = batch.events
+                    if batch.seq:
+                        events = number_events(events, index[id(c)], batch.seq)
                     if self.enricher is not None:
                         events = self.enricher.enrich(events)
                     self.batcher.add(events, time.monotonic())
