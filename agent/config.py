@@ -31,6 +31,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from common.errors import ConfigError
+from outputs.jetstream import JetStreamOutputConfig
 
 ENV_PREFIX = "LOG_SHUTTLE_"
 KiB = 1024
@@ -258,6 +259,7 @@ class OutputsConfig(_Section):
     stdout: StdoutOutputConfig | None = None
     tcp: list[TcpOutputConfig] = []
     grpc: list[GrpcOutputConfig] = []
+    jetstream: list[JetStreamOutputConfig] = []  # its struct lives beside it (outputs/jetstream.py)
 
 
 class ServerConfig(_Section):
@@ -415,7 +417,7 @@ def load_config(
         problems += check_semantics(config) if command == "agent" else check_server(config)
         if not problems:
             outs = config.outputs
-            if outs.stdout is None and not outs.tcp and not outs.grpc:
+            if outs.stdout is None and not outs.tcp and not outs.grpc and not outs.jetstream:
                 config.outputs.stdout = StdoutOutputConfig()  # stdout is the default output
             return config
     raise ConfigError(problems, source=path)
@@ -453,7 +455,7 @@ def check_semantics(config: Config) -> list[str]:
     if config.queue.output_bytes < need:
         problems.append(f"queue.output_bytes: {config.queue.output_bytes} is too small for a batch "
                         f"(needs at least {need})")
-    for kind in ("tcp", "grpc"):
+    for kind in ("tcp", "grpc", "jetstream"):
         seen: set[str] = set()
         for i, o in enumerate(getattr(config.outputs, kind)):
             if o.name in seen:

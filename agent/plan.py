@@ -39,8 +39,16 @@ def _grpc_output(ctx: Context) -> Runner:
     return outputs.grpc.build(ctx)
 
 
+def _jetstream_output(ctx: Context) -> Runner:
+    """Imported in the output's own process only (nats-py and its event loop)."""
+    import outputs.jetstream
+
+    return outputs.jetstream.build(ctx)
+
+
 OUTPUTS: dict[str, Callable[[Context], Runner]] = {
-    "stdout": outputs.stdout.build, "tcp": outputs.tcp.build, "grpc": _grpc_output}
+    "stdout": outputs.stdout.build, "tcp": outputs.tcp.build, "grpc": _grpc_output,
+    "jetstream": _jetstream_output}
 
 
 def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard]]:
@@ -81,7 +89,7 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
             from_pipeline.append(q)
             specs.append(ChildSpec(role="output stdout", kind="output", build=OUTPUTS["stdout"],
                                    config=config.outputs.stdout, consumes=[q], keep_stdout=True))
-        for kind in ("tcp", "grpc"):
+        for kind in ("tcp", "grpc", "jetstream"):
             for cfg in getattr(config.outputs, kind):
                 role = f"output {kind}" if cfg.name == kind else f"output {kind} {cfg.name}"
                 q = queue(f"output-{kind}-{cfg.name}", config.queue.output_bytes)

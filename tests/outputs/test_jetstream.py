@@ -1,0 +1,249 @@
+"""The JetStream output against a real 3-node NATS cluster on loopback (Debian's nats-server):
+exactly once in the stream across kill -9 of the agent and of the stream's leader, the agent
+holding while the stream refuses (limits, lost quorum), and the checks at start."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from common.component import BootError
+from common.events import Batch, LogEvent
+from common.identity import Identity
+from outputs.base import Verdict
+from outputs.jetstream import JetStreamOutputConfig, sink_from_config, subject_token
+from tests.harness import wait_for
+from tests.inputs.test_file_durability import run_agent, start_writer, started
+from tests.nats_cluster import NATS_SERVER, NatsCluster, run, stream_messages, stream_state
+
+pytestmark = pytest.mark.skipif(not os.path.exists(NATS_SERVER),
+                                reason="nats-server is not installed (scripts/setup installs it)")
+
+SEQ = re.compile(rb'"line":"seq (\d{8}) ')
+
+
+def agent_config(tmp: Path, log: Path, urls: list[str], **jet) -> Path:
+    opts = {"servers": urls, "stream": "LOGS", "create_stream": True, "replicas": 3,
+            "ack_timeout": 2.0, "backoff_max": 1.0, **jet}
+    body = ["[[inputs.file]]", f"paths = [{json.dumps(str(log))}]", "checkpoint_interval = 0.2",
+            "[[outputs.jetstream]]"] + [f"{k} = {json.dumps(v)}" for k, v in opts.items()]
+    cfg = tmp / "agent.toml"
+    cfg.write_text("\n".join(body) + "\n")
+    return cfg
+
+
+def seqs(messages) -> list[int]:
+    out = []
+    for _, data, _ in messages:
+        m = SEQ.search(data)
+        assert m, data[:200]
+        out.append(int(m.group(1)))
+    return out
+
+
+def assert_exactly_once(messages, total: int) -> None:
+    got = seqs(messages)
+    counts = collections.Counter(got)
+    missing = [s for s in range(total) if s not in counts]
+    dups = {s: c for s, c in counts.items() if c > 1}
+    assert not missing, f"{len(missing)} lost, first {missing[:10]}"
+    assert not dups, f"{len(dups)} duplicated, first {list(dups.items())[:10]}"
+    assert len(messages) == total
+    # every message carries its record id as Nats-Msg-Id, and the ids are all different
+    ids = [h.get("Nats-Msg-Id") for _, _, h in messages]
+    assert all(ids) and len(set(ids)) == total
+
+
+def count(cluster: NatsCluster) -> int:
+    try:
+        return run(stream_state(cluster.urls, "LOGS"))["messages"]
+    except Exception:  # noqa: BLE001 - the cluster may be electing a leader
+        return -1
+
+
+def test_kill_rounds_of_agent_and_leader_leave_every_line_once_in_the_stream(tmp_path):
+    """A writer at full speed; the agent SIGKILLed 5 times (its whole process group) and started
+    again on its state directory; the stream's leader SIGKILLed once and restarted. The stream
+    (3 replicas) holds every line exactly once: replays carry the same Nats-Msg-Id."""
+    total = 30_000
+    log = tmp_path / "app.log"
+    state = tmp_path / "state"
+    rng = random.Random(18)
+    with NatsCluster(tmp_path / "nats") as cluster:
+        cfg = agent_config(tmp_path, log, cluster.urls)
+        writer = start_writer(log, total, 1e9)
+        leader_killed = None
+        try:
+            for i in range(5):
+                proc = run_agent(tmp_path / f"round{i}.out", state, "--config", str(cfg),
+                                 "--from-beginning")
+                started(proc)
+                if i == 2:  # the stream's leader dies under load, and comes back
+                    wait_for(lambda: count(cluster) > 0, timeout=30, what="a stream")
+                    leader_killed = cluster.leader("LOGS")
+                    cluster.kill(leader_killed)
+                time.sleep(rng.uniform(1.0, 2.0))
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                if leader_killed is not None and leader_killed not in cluster.alive():
+                    cluster.start(leader_killed)
+        finally:
+            writer.wait(timeout=60)
+        before = count(cluster)
+        proc = run_agent(tmp_path / "final.out", state, "--config", str(cfg), "--from-beginning")
+        try:
+            started(proc)
+            wait_for(lambda: count(cluster) >= total, timeout=60,
+                     what=f"{total} messages in the stream")
+            time.sleep(1.0)  # anything more would be a duplicate: give it time to show
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        messages = run(stream_messages(cluster.urls, "LOGS"))
+    assert 0 < before < total  # the kill rounds did not let it finish: the final run replays
+    assert_exactly_once(messages, total)
+
+
+def test_the_agent_holds_while_the_stream_refuses_and_loses_nothing(tmp_path):
+    """The stream full (max_bytes, discard new): the agent holds, its checkpoints stay, nothing
+    is lost; the limit raised, it goes on. Then quorum lost (2 of 3 nodes down): it holds again;
+    the nodes back, every line is in the stream exactly once."""
+    total = 6_000
+    log = tmp_path / "app.log"
+    log.write_bytes(b"".join(b"seq %08d %s\n" % (i, b"x" * 60) for i in range(total // 2)))
+    state = tmp_path / "state"
+    with NatsCluster(tmp_path / "nats") as cluster:
+        cfg = agent_config(tmp_path, log, cluster.urls, max_bytes=200_000)
+        proc = run_agent(tmp_path / "agent.out", state, "--config", str(cfg), "--from-beginning")
+        try:
+            started(proc)
+            # the stream fills up to its limit and refuses the rest
+            wait_for(lambda: count(cluster) > 0, timeout=30, what="messages")
+            time.sleep(3)
+            held = count(cluster)
+            assert 0 < held < total // 2
+            time.sleep(1.5)
+            assert count(cluster) == held and proc.poll() is None
+            err = Path(f"{tmp_path / 'agent.out'}.stderr").read_text()
+            assert "the stream refuses" in err or "maximum bytes" in err, err[-2000:]
+            run(_update_max_bytes(cluster.urls, -1))
+            wait_for(lambda: count(cluster) == total // 2, timeout=30, what="the rest")
+            # quorum lost: 2 of 3 nodes down
+            down = [i for i in cluster.alive()][:2]
+            for i in down:
+                cluster.kill(i)
+            with open(log, "ab") as f:
+                f.write(b"".join(b"seq %08d %s\n" % (i, b"x" * 60)
+                                 for i in range(total // 2, total)))
+            time.sleep(4)
+            assert proc.poll() is None
+            for i in down:
+                cluster.start(i)
+            wait_for(lambda: count(cluster) >= total, timeout=45, what="every line")
+            time.sleep(1.0)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        messages = run(stream_messages(cluster.urls, "LOGS"))
+    assert_exactly_once(messages, total)
+
+
+async def _update_max_bytes(urls, value):
+    import nats
+
+    nc = await nats.connect(servers=urls)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info("LOGS")
+        info.config.max_bytes = value
+        await js.update_stream(info.config)
+    finally:
+        await nc.close()
+
+
+def _batch(n: int, fid: int = 7) -> Batch:
+    data = b"".join(b"line %d\n" % i for i in range(n))
+    return Batch(events=[LogEvent(path="/var/log/app.log", dev=1, ino=2, offset=0, data=data,
+                                  lines=n, read_ns=1, fid=fid)])
+
+
+def test_a_batch_sent_twice_is_stored_once_on_the_subject_of_its_host_and_kind(tmp_path):
+    with NatsCluster(tmp_path / "nats", nodes=1) as cluster:
+        cfg = JetStreamOutputConfig(servers=cluster.urls, create_stream=True,
+                                    subject="app.{host}.{kind}")
+        sink = sink_from_config(cfg, host="web.1 a", identity=Identity("0" * 16, "s"))
+        try:
+            assert sink.send(_batch(500)) is Verdict.OK
+            assert sink.send(_batch(500)) is Verdict.OK  # a replay
+            assert (sink.stats.published, sink.stats.duplicates) == (500, 500)
+            messages = run(stream_messages(cluster.urls, "LOGS"))
+        finally:
+            sink.close()
+    assert len(messages) == 500
+    assert json.loads(messages[3][1])["line"] == "line 3"
+    assert messages[3][2]["Nats-Msg-Id"] == json.loads(messages[3][1])["id"]
+    assert subject_token("web.1 a") == "web_1_a"
+
+
+def test_a_missing_stream_or_subject_is_a_clear_error(tmp_path):
+    with NatsCluster(tmp_path / "nats", nodes=1) as cluster:
+        cfg = JetStreamOutputConfig(servers=cluster.urls, stream="NOPE")
+        sink = sink_from_config(cfg, host="h", identity=None)
+        try:
+            with pytest.raises(BootError, match="the stream 'NOPE' does not exist"):
+                sink.send(_batch(1))
+        finally:
+            sink.close()
+        made = JetStreamOutputConfig(servers=cluster.urls, stream="OTHER", create_stream=True,
+                                     stream_subjects=["other.>"])
+        sink = sink_from_config(made, host="h", identity=None)
+        try:
+            with pytest.raises(BootError, match="does not take the subject 'logs.h.log'"):
+                sink.send(_batch(1))
+        finally:
+            sink.close()
+
+
+def test_no_server_is_a_retry_and_bad_options_stop_at_build(tmp_path):
+    cfg = JetStreamOutputConfig(servers=["nats://127.0.0.1:1"], connect_timeout=0.5)
+    sink = sink_from_config(cfg, host="h", identity=None)
+    try:
+        assert sink.send(_batch(1)) is Verdict.RETRY
+    finally:
+        sink.close()
+    for bad, message in ((dict(servers=["127.0.0.1:4222"]), "is not nats://"),
+                         (dict(subject="logs.{hots}"), "only {host} and {kind}"),
+                         (dict(creds_file=str(tmp_path / "none.creds")), "credentials file"),
+                         (dict(tls_ca=str(tmp_path / "none.pem")), "CA file not found")):
+        opts = {"servers": ["nats://127.0.0.1:4222"], **bad}
+        with pytest.raises(BootError, match=re.escape(message)):
+            sink_from_config(JetStreamOutputConfig(**opts), host="h", identity=None)
+
+
+def test_token_auth(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    with NatsCluster(tmp_path / "nats", nodes=1,
+                     extra='authorization { token: "s3cret" }') as cluster:
+        good = sink_from_config(JetStreamOutputConfig(
+            servers=cluster.urls, create_stream=True, auth_token_file=str(token)),
+            host="h", identity=None)
+        try:
+            assert good.send(_batch(3)) is Verdict.OK
+        finally:
+            good.close()
+        bad = sink_from_config(JetStreamOutputConfig(servers=cluster.urls, connect_timeout=1),
+                               host="h", identity=None)
+        try:
+            assert bad.send(_batch(3)) is Verdict.RETRY
+        finally:
+            bad.close()
+
