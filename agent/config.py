@@ -31,8 +31,9 @@ import msgspec
 from msgspec import Meta, Struct
 
 from agent.components import DEFAULT_OUTPUT, INPUTS, OUTPUTS, Component
-from common.config import KiB, MiB, PositiveFloat, Section
+from common.config import KiB, MiB, PositiveFloat, Section, directory_problems
 from common.errors import ConfigError
+from inputs.file.checkpoint import default_state_dir
 from pipeline.config import PipelineConfig
 
 ENV_PREFIX = "LOG_SHUTTLE_"
@@ -279,6 +280,11 @@ def check_semantics(config: Config, *, environ: Mapping[str, str] | None = None)
                     problems.append(f"{key}.name: {name!r} is used twice; names must differ")
                 seen.add(name)
     problems += [f"pipeline.{p}" for p in config.pipeline.problems(environ=environ)]
+    if any("state_dir" in cfg.__struct_fields__ and not getattr(cfg, "state_dir")
+           for _, _, _, cfg in inputs):  # an input that keeps its state in the agent's
+        problems += [p if config.agent.state_dir else f"{p} (the default; set --state-dir)"
+                     for p in directory_problems(config.agent.state_dir or default_state_dir(),
+                                                 key="agent.state_dir")]
     problems += _check_queues(config, inputs)
     return problems
 

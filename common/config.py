@@ -11,6 +11,7 @@ that ``log-shuttle check-config`` refuses what the agent would refuse.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from typing import Annotated
 
@@ -68,7 +69,55 @@ class TlsClientOptions(Section):
         if bool(self.tls_cert) != bool(self.tls_key):
             out.append(f"{'tls_key' if self.tls_cert else 'tls_cert'}: give both a TLS "
                        f"certificate and its key (tls_cert and tls_key)")
+        missing = []
+        for key in ("tls_ca", "tls_cert", "tls_key", "auth_token_file"):
+            found = file_problems(getattr(self, key), key=key)
+            out += found
+            missing += [key] if found else []
+        out += tls_problems(ca="" if "tls_ca" in missing else self.tls_ca,
+                            cert="" if {"tls_cert", "tls_key"} & set(missing) else self.tls_cert,
+                            key=self.tls_key)
+        if "auth_token_file" not in missing:
+            out += token_problems(self.auth_token_file, environ=environ)
         return out
+
+
+def tls_problems(*, ca: str = "", cert: str = "", key: str = "") -> list[str]:
+    """What Python's ssl module says of a CA file and a certificate with its key (files that
+    exist): not PEM, or a key that does not match its certificate."""
+    import ssl
+
+    out = []
+    if ca:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=ca)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            out.append(f"tls_ca: {ca} holds no usable PEM certificate ({_reason(exc)})")
+    if cert and key:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(certfile=cert, keyfile=key)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            out.append(f"tls_cert: TLS certificate {cert} and key {key} cannot be used together "
+                       f"({_reason(exc)})")
+    return out
+
+
+def token_problems(path: str, *, environ: Mapping[str, str] | None = None) -> list[str]:
+    """A token file (or LOG_SHUTTLE_AUTH_TOKEN) that ``common.net.read_token`` would refuse:
+    empty, not UTF-8, spaces or control characters inside."""
+    from common.component import BootError
+    from common.net import read_token
+
+    try:
+        read_token(path, who="auth_token_file" if path else f"auth_token_file: {TOKEN_ENV}",
+                   environ=environ)
+    except BootError as exc:
+        return [str(exc)]
+    return []
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)
 
 
 def address_problems(text: str, *, key: str, listen: bool = False,
@@ -99,9 +148,13 @@ def file_problems(path: str, *, key: str) -> list[str]:
     """A file that must exist and be readable (nothing to say when ``path`` is empty)."""
     if not path:
         return []
-    if not os.path.exists(path):
-        return [f"{key}: {path} does not exist"]
-    if os.path.isdir(path):
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return [f"{key}: no such file: {path}"]
+    except OSError as exc:
+        return [f"{key}: {path} cannot be reached ({_reason(exc)})"]
+    if stat.S_ISDIR(st.st_mode):
         return [f"{key}: {path} is a directory, not a file"]
     if not os.access(path, os.R_OK):
         return [f"{key}: {path} cannot be read (permission denied)"]
@@ -109,17 +162,26 @@ def file_problems(path: str, *, key: str) -> list[str]:
 
 
 def directory_problems(path: str, *, key: str) -> list[str]:
-    """A directory that is used or made: it must not be a file, nor lie under one."""
+    """A directory that is used or made: it must not be a file, nor lie under one, and it (or
+    the nearest directory above it that exists) must be writable."""
     if not path:
         return []
     probe = os.path.abspath(path)
-    if os.path.exists(probe) and not os.path.isdir(probe):
-        return [f"{key}: {path} is a file, not a directory"]
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            return []
-        probe = parent
-    if not os.path.isdir(probe):
-        return [f"{key}: {path} cannot be made: {probe} is a file, not a directory"]
+    while True:
+        try:
+            st = os.stat(probe)
+        except (FileNotFoundError, NotADirectoryError):
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                return []
+            probe = parent
+            continue
+        except OSError as exc:
+            return [f"{key}: {path} cannot be reached ({_reason(exc)})"]
+        break
+    made = "" if probe == os.path.abspath(path) else f" cannot be made: {probe}"
+    if not stat.S_ISDIR(st.st_mode):
+        return [f"{key}: {path}{made} is a file, not a directory"]
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return [f"{key}: {path}{made} cannot be written (permission denied)"]
     return []

@@ -8,12 +8,13 @@ that do not use them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from msgspec import Meta
 
-from common.config import PositiveFloat, TlsClientOptions
+from common.config import PositiveFloat, TlsClientOptions, address_problems
 
 
 class GrpcOutputConfig(TlsClientOptions, kw_only=True):
@@ -35,9 +36,29 @@ class GrpcOutputConfig(TlsClientOptions, kw_only=True):
     """service.name of the resource; empty: none."""
 
     def problems(self, *, environ: Mapping[str, str] | None = None) -> list[str]:
-        out = super().problems(environ=environ)
+        out = address_problems(self.address, key="address") + super().problems(environ=environ)
+        out += header_problems(self.headers)
         if self.insecure and self.tls_files_given():
             out.append("insecure: insecure (plaintext) and TLS options were both given")
         if self.insecure and self.token_given(environ):
             out.append("insecure: a token is only ever sent over TLS: drop --insecure")
         return out
+
+
+_KEY = re.compile(r"[0-9a-z_.-]+")
+
+
+def header_problems(headers: Mapping[str, str]) -> list[str]:
+    """gRPC fails every call with INTERNAL "Invalid metadata" (which drops the batch) on a key
+    outside [0-9a-z_.-] (keys are sent lower-cased) or a value outside printable ASCII, and
+    raises on a ``-bin`` key given text: refuse them here."""
+    out = []
+    for key, value in headers.items():
+        k = key.lower()
+        if not _KEY.fullmatch(k):
+            out.append(f"headers: {key!r} is not a gRPC metadata key (letters, digits, - _ .)")
+        elif k.endswith("-bin"):
+            out.append(f"headers: {key!r}: binary (-bin) metadata cannot be given as text")
+        elif not all(" " <= c <= "~" for c in value):
+            out.append(f"headers.{key}: the value must be printable ASCII")
+    return out

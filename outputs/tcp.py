@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Literal
 
 from common.component import BootError, Context
-from common.config import PositiveFloat, TlsClientOptions
+from common.config import PositiveFloat, TlsClientOptions, address_problems
 from common.events import Batch, Event
 from common.net import format_address, parse_address, read_token
 from common.tls import TlsFiles, client_context, describe
@@ -56,7 +56,7 @@ class TcpOutputConfig(TlsClientOptions, kw_only=True):
         return self.tls if self.tls is not None else self.tls_files_given()
 
     def problems(self, *, environ: Mapping[str, str] | None = None) -> list[str]:
-        out = super().problems(environ=environ)
+        out = address_problems(self.address, key="address") + super().problems(environ=environ)
         if self.facility not in FACILITIES:
             out.append(f"facility: unknown syslog facility {self.facility!r} (one of "
                        f"{', '.join(FACILITIES)})")

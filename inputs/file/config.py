@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from msgspec import Meta
 
-from common.config import KiB, MiB, PositiveFloat, Section
+from common.config import KiB, MiB, PositiveFloat, Section, directory_problems
 
 
 class MultilineConfig(Section):
@@ -68,6 +70,12 @@ class FileInputConfig(Section):
         out = []
         if not self.paths:
             out.append("paths: give at least one path or glob")
+        for i, pattern in enumerate(self.paths):
+            path = os.path.abspath(os.path.expanduser(pattern))  # as inputs.file.paths does
+            if not glob.has_magic(path) and os.path.isdir(path):
+                out.append(f"paths[{i}]: {pattern} is a directory, not a file: to follow the "
+                           f"files in it, give a glob such as '{os.path.join(pattern, '*.log')}'")
+        out += directory_problems(self.state_dir, key="state_dir")
         if self.multiline is not None:
             out += [f"multiline.{p}" for p in self.multiline.problems(environ=environ)]
         return out

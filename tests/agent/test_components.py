@@ -179,3 +179,32 @@ def test_check_config_refuses_what_the_agent_would(tmp_path):
                        env=agent_env(), timeout=60)
     assert r.returncode == 2
     assert "outputs.tcp[0].facility: unknown syslog facility 'local9'" in r.stderr
+
+
+def test_grpc_headers_that_grpc_would_reject_every_call_are_refused():
+    # Checked against grpc itself: such metadata fails each Export with INTERNAL "Invalid
+    # metadata" (a code that drops the batch), and a -bin key given text raises TypeError.
+    from outputs.grpc_config import GrpcOutputConfig
+
+    cfg = GrpcOutputConfig(address="127.0.0.1:4317", insecure=True, headers={
+        "X-Tenant": "a", "bad key": "v", "x-bin": "abc", "ok": "v\n"})
+    assert cfg.problems(environ={}) == [
+        "headers: 'bad key' is not a gRPC metadata key (letters, digits, - _ .)",
+        "headers: 'x-bin': binary (-bin) metadata cannot be given as text",
+        "headers.ok: the value must be printable ASCII"]
+
+
+def test_grpc_rejects_what_the_header_check_refuses():
+    # The other half of the test above: the real grpc library refuses the same metadata.
+    import grpc
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    with grpc.insecure_channel("127.0.0.1:9") as channel:
+        stub = logs_service_pb2_grpc.LogsServiceStub(channel)
+        for metadata in ([("bad key", "v")], [("ok", "v\n")]):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Export(ExportLogsServiceRequest(), metadata=metadata, timeout=2)
+            assert info.value.code() == grpc.StatusCode.INTERNAL
+        with pytest.raises(TypeError):
+            stub.Export(ExportLogsServiceRequest(), metadata=[("x-bin", "abc")], timeout=2)
