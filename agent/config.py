@@ -3,6 +3,11 @@ variables, overridden by command-line flags.
 
 Every layer is applied to a plain dict first; the dict is then checked as a whole, so that every
 problem (an unknown key, a wrong type, a missing value) is reported at once, each with its key.
+Then each component's own checks (its config struct's ``problems()``) run, their keys prefixed
+(``outputs.tcp[0].facility``), so that ``check-config`` refuses what the agent would.
+
+This module composes the tables; each component's struct lives beside the component, and the
+``[inputs]`` / ``[outputs]`` tables are made from the registry (agent/components.py).
 
 Environment variables name a key by its path, upper case, ``__`` between levels, and an index for
 arrays of tables::
