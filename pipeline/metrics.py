@@ -172,31 +172,45 @@ class Aggregator:
     # --- observing ------------------------------------------------------------------------------
 
     def observe(self, events: Iterable[object]) -> None:
+        # The hot path (every exchange): one loop with its names bound locally.
+        http, tcp = self.http, self.tcp
+        by_process = self._by_process
+        routes = self.routes
+        bounds = HTTP_BOUNDS
+        seen = self.next_ns
+        n = 0
         for ev in events:
-            if type(ev) is HttpEvent:
-                if self.http:
-                    self.observe_http(ev)
-            elif type(ev) is ConnEvent:
-                if self.tcp:
-                    self.observe_conn(ev)
+            kind = type(ev)
+            if kind is HttpEvent:
+                if not http:
+                    continue
+                proc = ev.process
+                svc = by_process.get((ev.pid, proc.start_ns if proc is not None else 0, ev.comm))
+                if svc is None:
+                    svc = self.service_of(ev.pid, ev.comm, proc)
+                server = ev.direction == "server"
+                method = ev.method
+                if method not in METHODS:
+                    method = "_OTHER"
+                status = ev.status
+                key = (server, method, routes(ev.path), status // 100)
+                series = svc.series.get(key)
+                if series is None:
+                    series = self._new_http(svc, key)
+                seconds = ev.duration_ns / 1e9
+                series.count += 1
+                series.sum += seconds
+                series.buckets[bisect_left(bounds, seconds)] += 1
+                if status >= 500 or (status >= 400 and not server) or not status:
+                    series.errors += 1
+                series.seen = seen
+                n += 1
+            elif kind is ConnEvent and tcp:
+                self.observe_conn(ev)
+        self.observed += n
 
     def observe_http(self, ev: HttpEvent) -> None:
-        svc = self.service_of(ev.pid, ev.comm, ev.process)
-        server = ev.direction == "server"
-        method = ev.method if ev.method in METHODS else "_OTHER"
-        status = ev.status
-        key = (server, method, self.routes(ev.path), status // 100)
-        series = svc.series.get(key)
-        if series is None:
-            series = self._new_http(svc, key)
-        seconds = ev.duration_ns / 1e9
-        series.count += 1
-        series.sum += seconds
-        series.buckets[bisect_left(HTTP_BOUNDS, seconds)] += 1
-        if status >= 500 or (status >= 400 and not server) or not status:
-            series.errors += 1
-        series.seen = self.next_ns
-        self.observed += 1
+        self.observe((ev,))
 
     def _new_http(self, svc: _Service, key: tuple) -> _Series:
         server, method, route, klass = key
