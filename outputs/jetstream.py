@@ -34,16 +34,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
 from common.component import BootError, Context
+from common.config import PositiveFloat, TlsClientOptions, file_problems
 from common.events import Batch, Event
 from common.identity import Identity
 from common.net import read_token
@@ -53,11 +54,8 @@ from outputs.failures import FailureReporter
 from outputs.records import records
 from outputs.runner import Backoff, OutputRunner
 
-PositiveFloat = Annotated[float, Meta(gt=0)]
-
-
-class JetStreamOutputConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``[[outputs.jetstream]]``."""
+class JetStreamOutputConfig(TlsClientOptions, kw_only=True):
+    """One ``[[outputs.jetstream]]`` table."""
 
     servers: list[str]
     """nats://HOST:PORT (or tls://...) of one or more servers of the cluster."""
@@ -79,24 +77,41 @@ class JetStreamOutputConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     """Stream limit for a stream it creates (-1: none). Reached, the stream refuses (discard
     new) and the agent holds."""
     max_msgs: int = -1
-    max_in_flight: Annotated[int, Meta(ge=1)] = 2048
+    max_in_flight: Annotated[int, Meta(ge=1)] = 4096
     """Publishes awaiting their ack at once."""
     ack_timeout: PositiveFloat = 5.0
     """Seconds to wait for the acks of a batch before retrying what is not acknowledged."""
     connect_timeout: PositiveFloat = 5.0
-    backoff_max: PositiveFloat = 30.0
     tls: bool | None = None
     """TLS on or off; unset: on when any tls_* option is given or a server is tls://."""
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_server_name: str = ""
-    auth_token_file: str = ""
-    """A file holding the server's token (or LOG_SHUTTLE_AUTH_TOKEN)."""
     user: str = ""
     password_file: str = ""
     creds_file: str = ""
     """A NATS credentials file (user JWT and NKey seed: decentralized auth)."""
+
+    def use_tls(self) -> bool:
+        return self.tls if self.tls is not None else (
+            self.tls_files_given() or any(s.startswith("tls://") for s in self.servers))
+
+    def problems(self, *, environ: Mapping[str, str] | None = None) -> list[str]:
+        out = super().problems(environ=environ)
+        if not self.servers:
+            out.append("servers: give at least one server (nats://HOST:PORT)")
+        for s in self.servers:
+            if not re.fullmatch(r"(nats|tls)://[^\s/]+:\d+", s):
+                out.append(f"servers: {s!r} is not nats://HOST:PORT or tls://HOST:PORT")
+        try:
+            self.subject.format(host="h", kind="k")
+        except (KeyError, IndexError, ValueError) as exc:
+            out.append(f"subject: {self.subject!r}: only {{host}} and {{kind}} may be used "
+                       f"({exc})")
+        for key in ("password_file", "creds_file"):
+            out += file_problems(getattr(self, key), key=key)
+        if self.password_file and not self.user:
+            out.append("password_file: needs user")
+        if sum(map(bool, (self.auth_token_file, self.user, self.creds_file))) > 1:
+            out.append("auth_token_file: give one of a token, a user or a credentials file")
+        return out
 
 
 class JetStreamError(Exception):
@@ -116,29 +131,14 @@ def sink_from_config(cfg: JetStreamOutputConfig, *, host: str, identity: Identit
                      log: logging.Logger | None = None, who: str = "output jetstream"
                      ) -> JetStreamSink:
     """Check the options (files readable, template valid) and make the sink (not connected)."""
-    if not cfg.servers:
-        raise BootError(f"{who}: give at least one server (nats://HOST:PORT)")
-    for s in cfg.servers:
-        if not re.fullmatch(r"(nats|tls)://[^\s/]+:\d+", s):
-            raise BootError(f"{who}: server {s!r} is not nats://HOST:PORT or tls://HOST:PORT")
-    try:
-        cfg.subject.format(host="h", kind="k")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise BootError(f"{who}: subject template {cfg.subject!r}: only {{host}} and {{kind}} "
-                        f"may be used ({exc})") from exc
+    problems = cfg.problems()
+    if problems:
+        raise BootError(f"{who}: " + "; ".join(problems))
     files = TlsFiles(ca=cfg.tls_ca, cert=cfg.tls_cert, key=cfg.tls_key,
                      server_name=cfg.tls_server_name)
-    use_tls = cfg.tls if cfg.tls is not None else (
-        files.any() or any(s.startswith("tls://") for s in cfg.servers))
-    tls = client_context(files, who=who) if use_tls else None
-    token = read_token(cfg.auth_token_file, who=who)
+    tls = client_context(files, who=who) if cfg.use_tls() else None
+    token = read_token(cfg.auth_token_file, who=who) if not (cfg.user or cfg.creds_file) else ""
     password = read_token(cfg.password_file, who=who, environ={}) if cfg.password_file else ""
-    if cfg.password_file and not cfg.user:
-        raise BootError(f"{who}: password_file needs user")
-    if cfg.creds_file and not os.access(cfg.creds_file, os.R_OK):
-        raise BootError(f"{who}: cannot read the credentials file {cfg.creds_file}")
-    if sum(map(bool, (token, cfg.user, cfg.creds_file))) > 1:
-        raise BootError(f"{who}: give one of a token, a user or a credentials file")
     return JetStreamSink(cfg=cfg, host=host, identity=identity, tls=tls, token=token,
                          password=password, log=log, who=who)
 

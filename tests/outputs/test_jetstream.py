@@ -221,8 +221,9 @@ def test_no_server_is_a_retry_and_bad_options_stop_at_build(tmp_path):
         sink.close()
     for bad, message in ((dict(servers=["127.0.0.1:4222"]), "is not nats://"),
                          (dict(subject="logs.{hots}"), "only {host} and {kind}"),
-                         (dict(creds_file=str(tmp_path / "none.creds")), "credentials file"),
-                         (dict(tls_ca=str(tmp_path / "none.pem")), "CA file not found")):
+                         (dict(creds_file=str(tmp_path / "none.creds")), "creds_file: no such"),
+                         (dict(tls_ca=str(tmp_path / "none.pem")), "tls_ca: no such file"),
+                         (dict(user="u", creds_file=__file__), "give one of a token")):
         opts = {"servers": ["nats://127.0.0.1:4222"], **bad}
         with pytest.raises(BootError, match=re.escape(message)):
             sink_from_config(JetStreamOutputConfig(**opts), host="h", identity=None)
