@@ -17,9 +17,8 @@ from typing import Any
 import msgspec
 
 from common.severity import NAMES as SEVERITIES
-from outputs.syslog import FACILITIES, SD_ID
+from common.syslog import FACILITY_NAMES, SD_ID
 
-_FACILITY_NAMES = {v: k for k, v in FACILITIES.items()}
 _json = msgspec.json.Decoder()
 _BSD = re.compile(r"^([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) (\S+) (.*)$", re.DOTALL)
 _INT_PARAMS = {"offset", "piece"}
@@ -56,7 +55,7 @@ def parse_syslog(frame: bytes, *, received_ns: int) -> dict[str, Any]:
         raise BadFrame(f"bad syslog PRI: {frame[:8]!r}")
     pri = int(frame[1:end])
     text = frame[end + 1:].decode("utf-8", "replace")
-    rec: dict[str, Any] = {"facility": _FACILITY_NAMES.get(pri >> 3, str(pri >> 3)),
+    rec: dict[str, Any] = {"facility": FACILITY_NAMES.get(pri >> 3, str(pri >> 3)),
                            "severity": SEVERITIES[pri & 7]}
     if text.startswith("1 "):
         return _rfc5424(text[2:], rec, received_ns)
