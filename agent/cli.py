@@ -304,7 +304,7 @@ def server(
     except ConfigError as exc:
         typer.echo(f"log-shuttle: {exc}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
-    from server import serve
+    from server.main import serve
 
     raise typer.Exit(serve(cfg.server))
 
