@@ -18,11 +18,11 @@ import os
 import signal
 from collections import Counter
 
-from agent.config import ServerConfig
 from common.component import BootError
 from common.logs import setup_logging
 from common.net import format_address, parse_address, read_token
 from common.tls import TlsFiles, grpc_server_credentials, server_context
+from server.config import ServerConfig
 
 EXIT_OK = 0
 EXIT_BOOT = 3
