@@ -54,7 +54,7 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ConfigError([f"not UTF-8 text: {exc}"], source=path) from exc
 
 
-def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, list[str], Any]]:
+def env_overrides(environ: Mapping[str, str]) -> list[Layer]:
     """The LOG_SHUTTLE_* variables as (variable, key path, value), sorted by name."""
     out = []
     for var in sorted(environ):
