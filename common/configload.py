@@ -2,7 +2,8 @@
 environment variables, then command-line flags, each layer applied to a plain dict that is then
 checked as a whole against msgspec Structs, so that every problem (an unknown key, a wrong type,
 a missing value) is reported at once, each with its key and, when not from the file, its origin.
-The agent (agent/config.py) and the server (server/config.py) each compose their own Structs.
+The agent (agent/config.py) and the server (server/config.py) each compose their own Structs
+(made of common/config.py's Section and checks).
 
 Environment variables name a key by its path, upper case, ``__`` between levels, and an index for
 arrays of tables (``LOG_SHUTTLE_PIPELINE__BATCH__MAX_EVENTS=500``,
@@ -25,13 +26,6 @@ from msgspec import Struct
 from common.errors import ConfigError
 
 ENV_PREFIX = "LOG_SHUTTLE_"
-KiB = 1024
-MiB = 1024 * KiB
-
-
-class Section(Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base of every configuration table: unknown keys are errors."""
-
 
 Layer = tuple[str, list[str], Any]
 """(where it comes from: a variable or "command line", key path, value)."""

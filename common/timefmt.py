@@ -1,5 +1,5 @@
 """Timestamps as text: the one RFC 3339 formatter that every record's ``time`` goes through
-(the outputs' records, OTLP records read back by the server, syslog frames the server stamps on
+(the outputs' records, OTLP logs and metrics read back, syslog frames the server stamps on
 arrival, ETW FILETIME fields)."""
 
 from __future__ import annotations

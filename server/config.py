@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from common.configload import (KiB, MiB, Section, apply_layers, check, env_overrides, read_toml,
-                               with_origin)
+from common.config import KiB, MiB, PositiveFloat, Section
+from common.configload import apply_layers, check, env_overrides, read_toml, with_origin
 from common.errors import ConfigError
 
 TABLE = "server"
@@ -43,7 +43,7 @@ class ServerConfig(Section):
     max_connections: Annotated[int, Meta(ge=1)] = 1024
     """TCP connections at once, per listener (more are closed at once, counted); and gRPC calls
     at once (more are refused RESOURCE_EXHAUSTED with RetryInfo, counted)."""
-    idle_timeout: Annotated[float, Meta(gt=0)] = 300.0
+    idle_timeout: PositiveFloat = 300.0
     """A connection silent this long is closed."""
     file_bytes: Annotated[int, Meta(ge=4 * KiB)] = 100 * MiB
     """A file is rotated once it is this large."""

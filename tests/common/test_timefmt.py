@@ -32,7 +32,8 @@ def test_reads_back_to_the_nanosecond(ns):
 
 
 def test_no_other_rfc3339_formatter():
-    # Records, OTLP read-back, the server's arrival stamps and ETW all use common.timefmt.
+    # Records, OTLP logs and metrics read back, the server's arrival stamps and ETW: all use
+    # common.timefmt.
     others = []
     for pkg in ("agent", "inputs", "pipeline", "outputs", "common", "server"):
         for path in sorted((ROOT / pkg).rglob("*.py")):
