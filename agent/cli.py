@@ -23,6 +23,7 @@ from setproctitle import getproctitle, setproctitle
 from agent.config import Config, load_config
 from common.errors import ConfigError
 from common.logs import setup_logging
+from server.cli import command as server_command
 
 EXIT_CONFIG = 2
 
@@ -269,44 +270,7 @@ def check_config(file: Path = typer.Argument(..., dir_okay=False, help="TOML fil
     typer.echo(f"{file}: ok\n  inputs: {'; '.join(inputs)}\n  outputs: {'; '.join(outputs)}")
 
 
-@app.command("server")
-def server(
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", envvar="LOG_SHUTTLE_CONFIG", dir_okay=False,
-        help="TOML configuration file (its [server] table)."),
-    grpc_listen: Optional[list[str]] = typer.Option(
-        None, "--grpc-listen", metavar="ADDR", help="OTLP/gRPC (and health) on HOST:PORT."),
-    tcp_listen: Optional[list[str]] = typer.Option(
-        None, "--tcp-listen", metavar="ADDR",
-        help="TCP on HOST:PORT: NDJSON or syslog (octet-counted or newline)."),
-    output_dir: Optional[str] = typer.Option(
-        None, "--output-dir", metavar="DIR", help="Write size-rotated NDJSON files here."),
-    output_stdout: bool = typer.Option(False, "--output-stdout", help="Write NDJSON on stdout."),
-    insecure: bool = typer.Option(False, "--insecure", help="Plaintext listeners."),
-    tls_cert: Optional[str] = typer.Option(None, "--tls-cert", metavar="FILE"),
-    tls_key: Optional[str] = typer.Option(None, "--tls-key", metavar="FILE"),
-    tls_ca: Optional[str] = typer.Option(
-        None, "--tls-ca", metavar="FILE", help="Require client certificates signed by these CAs."),
-    auth_token_file: Optional[str] = typer.Option(
-        None, "--auth-token-file", metavar="FILE",
-        help="Bearer token clients must present (or LOG_SHUTTLE_AUTH_TOKEN)."),
-    log_level: Optional[Level] = typer.Option(None, "--log-level"),
-) -> None:
-    """Receive logs (OTLP/gRPC, TCP NDJSON or syslog) and write them as NDJSON."""
-    values = {"grpc_listen": grpc_listen, "tcp_listen": tcp_listen, "output_dir": output_dir,
-              "output_stdout": output_stdout or None, "insecure": insecure or None,
-              "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca,
-              "auth_token_file": auth_token_file,
-              "log_level": log_level.value if log_level else None}
-    overrides = [(["server", k], v) for k, v in values.items() if v]
-    try:
-        cfg = load_config(str(config) if config else None, overrides=overrides, command="server")
-    except ConfigError as exc:
-        typer.echo(f"log-shuttle: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    from agent.server import serve
-
-    raise typer.Exit(serve(cfg.server))
+app.command("server")(server_command)
 
 
 def main() -> None:

@@ -18,11 +18,11 @@ import os
 import signal
 from collections import Counter
 
-from agent.config import ServerConfig
 from common.component import BootError
 from common.logs import setup_logging
 from common.net import format_address, parse_address, read_token
 from common.tls import TlsFiles, grpc_server_credentials, server_context
+from server.config import ServerConfig
 
 EXIT_OK = 0
 EXIT_BOOT = 3
@@ -43,7 +43,7 @@ def serve(cfg: ServerConfig) -> int:
 
 
 def _writer(cfg: ServerConfig):
-    from agent.server.writer import FileWriter, StdoutWriter
+    from server.writer import FileWriter, StdoutWriter
 
     if cfg.output_stdout:
         return StdoutWriter()
@@ -52,8 +52,8 @@ def _writer(cfg: ServerConfig):
 
 
 async def _main(cfg: ServerConfig, log: logging.Logger) -> int:
-    from agent.server.grpc import GrpcReceiver
-    from agent.server.tcp import TcpReceiver
+    from server.grpc import GrpcReceiver
+    from server.tcp import TcpReceiver
 
     counts: Counter = Counter()
     files = TlsFiles(ca=cfg.tls_ca, cert=cfg.tls_cert, key=cfg.tls_key)
