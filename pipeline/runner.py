@@ -24,6 +24,7 @@ from common.component import BootError, Context
 from common.events import Batch, BatchCodec
 from common.shmqueue import Closed, Empty, Full, wait_any
 from pipeline.batcher import Batcher
+from pipeline.config import PipelineConfig
 from pipeline.enrich import Enricher
 from pipeline.metrics import Aggregator
 from pipeline.proctable import ProcessTable
@@ -33,7 +34,7 @@ MESSAGES_PER_TURN = 8
 """Messages taken from one input queue before the next gets its turn."""
 
 
-def build(ctx: Context) -> Pipeline:
+def build(ctx: Context[PipelineConfig]) -> Pipeline:
     if not ctx.consumers:
         raise BootError("pipeline: no input queue")
     if not ctx.producers:
