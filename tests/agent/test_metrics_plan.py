@@ -15,7 +15,7 @@ from agent.plan import plan
 from common.component import Context, Stop
 from common.errors import ConfigError
 from common.events import Batch, BatchCodec, HttpEvent, MetricEvent
-from common.shmqueue import Empty, ShmQueue
+from common.shmqueue import Empty, Full, ShmQueue
 from pipeline.config import MetricsConfig, PipelineConfig, ProcessesConfig
 from pipeline.runner import build
 
@@ -106,6 +106,48 @@ def test_the_pipeline_sends_metric_points_only_where_routed():
         assert isinstance(point, MetricEvent) and metrics.acks == []
         assert (point.count, point.errors, point.attrs["http.route"]) == (2, 2, "/items/{id}")
         assert [b.events for b in batches(both_q)] == [[ev, ev], [point]]
+    finally:
+        for q in queues:
+            q.destroy()
+
+
+def test_a_full_metrics_queue_drops_points_and_never_stops_the_events(caplog):
+    queues = [ShmQueue.create(name=f"t{i}", capacity=1 << 20) for i in range(3)]
+    try:
+        source, events_q, metrics_q = queues
+        cfg = PipelineConfig(processes=ProcessesConfig(enabled=False),
+                             metrics=MetricsConfig(enabled=True, interval=0.1),
+                             routes=["events", "metrics"])
+        filler = metrics_q.producer()
+        for size in (60_000, 4096, 64, 1):  # nobody reads the metrics queue: fill it up
+            while True:
+                try:
+                    filler.put_nowait(b"x" * size)
+                except Full:
+                    break
+        ctx = Context(name="pipeline", config=cfg, host="h", stop=Stop(),
+                      consumers=[source.consumer()],
+                      producers=[events_q.producer(), metrics_q.producer()],
+                      log=logging.getLogger("test"))
+        runner = build(ctx)
+        codec = BatchCodec()
+        ev = HttpEvent(time_ns=1, pid=7, tid=7, comm="srv", fd=3, direction="server",
+                       method="GET", path="/", status=200, duration_ns=1000)
+        producer = source.producer()
+        for seq in range(1, 4):
+            producer.put(codec.encode(Batch(events=[ev], seq=seq)))
+        producer.close()
+        runner.run()
+        c = events_q.consumer()
+        got = []
+        while True:
+            try:
+                got += codec.decode(c.get_nowait()).events
+            except Empty:
+                break
+        assert got == [ev, ev, ev]
+        assert runner.metric_points_dropped >= 1
+        assert "points dropped" in caplog.text
     finally:
         for q in queues:
             q.destroy()
