@@ -267,6 +267,11 @@ def check_config(file: Path = typer.Argument(..., dir_okay=False, help="TOML fil
     outputs = [f"stdout ({cfg.outputs.stdout.format})"] if cfg.outputs.stdout else []
     outputs += [f"tcp {o.address} ({o.framing})" for o in cfg.outputs.tcp]
     outputs += [f"grpc {o.address}" for o in cfg.outputs.grpc]
+    outputs += [f"influxdb {o.address or o.url} ({o.protocol})" for o in cfg.outputs.influxdb]
+    if cfg.outputs.prometheus is not None:
+        outputs.append(f"prometheus {cfg.outputs.prometheus.listen}/metrics")
+    outputs += [f"metrics_jsonl {o.path}" for o in cfg.outputs.metrics_jsonl]
+    outputs += [f"otlp_metrics {o.address} ({o.temporality})" for o in cfg.outputs.otlp_metrics]
     typer.echo(f"{file}: ok\n  inputs: {'; '.join(inputs)}\n  outputs: {'; '.join(outputs)}")
 
 

@@ -153,6 +153,13 @@ def check_semantics(config: Config, *, environ: Mapping[str, str] | None = None)
                     problems.append(f"{key}.name: {name!r} is used twice; names must differ")
                 seen.add(name)
     problems += [f"pipeline.{p}" for p in config.pipeline.problems(environ=environ)]
+    outputs = instances(config.outputs, OUTPUTS)
+    if outputs and all(c.receives == "metrics" for _, _, c, _ in outputs) and \
+            any(kind != "ebpf" for kind, _, _, _ in inputs):
+        problems.append("outputs: only metric outputs are configured: what the "
+                        f"{'/'.join(sorted({k for k, _, _, _ in inputs if k != 'ebpf'}))} "
+                        "input reads would go nowhere; add an output of events (stdout, tcp, "
+                        "grpc)")
     if any("state_dir" in cfg.__struct_fields__ and not getattr(cfg, "state_dir")
            for _, _, _, cfg in inputs):  # an input that keeps its state in the agent's
         problems += [p if config.agent.state_dir else f"{p} (the default; set --state-dir)"
