@@ -17,7 +17,9 @@ from agent.config import EbpfInputConfig, load_config
 from common.errors import ConfigError
 from inputs.ebpf import options_of
 from inputs.ebpf.checks import Check, environment, problems
-from inputs.ebpf.loader import LoadError, ProgramOptions, cflags, load_probe, program_text, source_file
+from inputs.ebpf.loader import (
+    LoadError, ProgramOptions, cflags, close_probe, load_probe, program_text, source_file,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -49,7 +51,7 @@ def probe_checks(ready: bool) -> list[Check]:
                              "the output of `log-shuttle --ebpf-print-program`"))
             continue
         count = len(obj.tracepoint_fds)
-        obj.cleanup()
+        close_probe(obj)
         out.append(Check(name, True, f"loads ({count} tracepoints)"))
     return out
 
