@@ -51,3 +51,21 @@ def numbers(ctx: Context) -> _Run:
         for _ in range(int(ctx.config)):
             ctx.progress.next_seq()
     return _Run(run)
+
+
+def relays(ctx: Context) -> _Run:
+    """Passes each message on in upper case until its queue closes; then says its destination
+    has input 0's messages up to ``ctx.config``."""
+    from common.shmqueue import Closed
+
+    def run() -> None:
+        (consumer,), (producer,) = ctx.consumers, ctx.producers
+        while True:
+            try:
+                msg = consumer.get(timeout=20)
+            except Closed:
+                break
+            producer.put(msg.upper())
+        producer.close()
+        ctx.progress.delivered([(0, int(ctx.config))])
+    return _Run(run)
