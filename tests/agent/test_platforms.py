@@ -4,7 +4,6 @@ on Windows; the end-to-end tests run the POSIX one)."""
 
 from __future__ import annotations
 
-import os
 import select
 import signal
 import sys
