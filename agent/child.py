@@ -12,7 +12,7 @@ the platform's own part, which runs first and returns a :class:`Launch`:
   from the supervisor's stop event).
 
 Then :func:`child_main` does the rest in one place: the process title, logging, the component's
-context, ``build`` and ``run``, and the exit code the supervisor acts on
+context, ``build`` (imported here when the spec names it ``module:function``) and ``run``, and the exit code the supervisor acts on
 (:class:`common.exitcodes.ExitCode`): ``BOOT`` when the component cannot start (no restart
 loop), ``SINK_CLOSED`` when its destination is gone, ``FAILED`` for a crash, ``OK`` otherwise.
 """
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from common.component import BootError, Context, SinkClosed
+from common.component import BootError, Context, SinkClosed, resolve_build
 from common.exitcodes import ExitCode
 from common.logs import setup_logging
 
@@ -74,7 +74,8 @@ def run(launch: Launch) -> ExitCode:
                 consumers=[q.consumer() for q in spec.consumes],
                 producers=[q.producer() for q in spec.produces], log=log,
                 progress=spec.progress() if spec.progress else None)
-            runner = spec.build(ctx)
+            build = resolve_build(spec.build) if isinstance(spec.build, str) else spec.build
+            runner = build(ctx)
         except BootError as exc:
             log.error("cannot start: %s", exc)
             return ExitCode.BOOT

@@ -51,7 +51,8 @@ class ChildSpec:
     role: str
     """Shown in ``ps`` as ``log-shuttle: <role>`` and in every log line of the child."""
     kind: Literal["input", "pipeline", "output"]
-    build: Callable[[Context], Runner]
+    build: Callable[[Context], Runner] | str
+    """The build function, or its ``module:function`` (imported in the child only)."""
     config: Any
     consumes: list[ShmQueue] = field(default_factory=list)
     produces: list[ShmQueue] = field(default_factory=list)
