@@ -23,7 +23,6 @@ Windows (docs/etw.md).
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import signal
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from common import _shm_windows
+from common.component import resolve_build
 from common.progress import InputProgress, OutputProgress
 
 CHILD_MODULE = "agent.platforms.windows_child"
@@ -94,12 +94,8 @@ def builder_path(fn: Callable[..., Any] | str) -> str:
     return path
 
 
-def resolve_builder(path: str) -> Callable[..., Any]:
-    module, _, qualname = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+resolve_builder = resolve_build
+"""The build function a ``module:qualname`` names (common.component's, which the child uses)."""
 
 
 def queue_ref(queue: Any) -> QueueRef:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from agent.child import Launch, child_main
-from agent.platforms.windows import Bootstrap, ProgressRef, QueueRef, decode_bootstrap, resolve_builder
+from agent.platforms.windows import Bootstrap, ProgressRef, QueueRef, decode_bootstrap
 from agent.supervisor import ChildSpec
 from common import _shm_windows
 from common.progress import InputProgress, OutputProgress, ProgressBoard
@@ -75,7 +75,7 @@ def enter(boot: Bootstrap) -> Launch:
 
         threading.Thread(target=watch, name="stop event", daemon=True).start()
     spec = ChildSpec(role=boot.role, kind=boot.kind,  # type: ignore[arg-type]
-                     build=resolve_builder(boot.build), config=boot.config,
+                     build=boot.build, config=boot.config,  # imported by agent.child
                      consumes=[open_queue(r) for r in boot.consumes],
                      produces=[open_queue(r) for r in boot.produces],
                      keep_stdout=boot.keep_stdout,
