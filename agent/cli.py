@@ -5,8 +5,9 @@
     log-shuttle check-config FILE
 
 Flags override LOG_SHUTTLE_* environment variables, which override the file (see agent.config).
-Exit codes: 0 after a clean stop, 1 when the drain deadline had to kill, 2 for a configuration
-or usage error, 3 when a component could not start.
+Exit codes (common.exitcodes): 0 after a clean stop, 1 when a stop had to kill (the drain
+deadline, a second Ctrl-C), 2 for a configuration or usage error, 3 when a component could not
+start.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from setproctitle import getproctitle, setproctitle
 
 from agent.config import Config, load_config
 from common.errors import ConfigError
+from common.exitcodes import ExitCode
 from common.logs import setup_logging
 from server.cli import command as server_command
-
-EXIT_CONFIG = 2
 
 app = typer.Typer(
     add_completion=False,
@@ -150,7 +150,7 @@ def run(
         cfg = load_config(str(config) if config else None, overrides=overrides)
     except ConfigError as exc:
         typer.echo(f"log-shuttle: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise typer.Exit(ExitCode.CONFIG) from None
     if cfg.inputs.ebpf is not None:
         from agent import doctor
 
@@ -159,7 +159,7 @@ def run(
             if problems:  # at once, before any process starts
                 typer.echo("log-shuttle: cannot trace with eBPF:\n" +
                            "\n".join(f"  - {p}" for p in problems), err=True)
-                raise typer.Exit(doctor.EXIT_BOOT)
+                raise typer.Exit(ExitCode.BOOT)
     raise typer.Exit(start(cfg))
 
 
@@ -257,7 +257,7 @@ def check_config(file: Path = typer.Argument(..., dir_okay=False, help="TOML fil
         cfg = load_config(str(file))
     except ConfigError as exc:
         typer.echo(f"log-shuttle: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise typer.Exit(ExitCode.CONFIG) from None
     inputs = [f"file {f.name!r} ({', '.join(f.paths)})" for f in cfg.inputs.file]
     if cfg.inputs.ebpf is not None:
         inputs.append(f"ebpf ({', '.join(cfg.inputs.ebpf.probes)}"
@@ -283,7 +283,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
 
 
 if __name__ == "__main__":

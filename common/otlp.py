@@ -185,10 +185,11 @@ def event_log_record(ev: Event, *, now_ns: int) -> tuple[LogRecord, tuple]:
 
 
 def export_requests(records: list[tuple[LogRecord, tuple]], *, host: str,
-                    service_name: str = "", max_records: int = 1000
+                    service_name: str = "", max_records: int
                     ) -> list[tuple[ExportLogsServiceRequest, int]]:
     """Records (each with its extra resource attributes) as Export requests of at most
-    ``max_records`` records each, in order, each with its record count."""
+    ``max_records`` records each (no default here: the gRPC output's configuration has the one
+    default), in order, each with its record count."""
     base = {"host.name": host}
     if service_name:
         base["service.name"] = service_name

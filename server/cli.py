@@ -11,8 +11,9 @@ from typing import Optional
 import typer
 
 from common.errors import ConfigError
+from common.exitcodes import ExitCode
 
-EXIT_CONFIG = 2
+
 
 
 class Level(str, enum.Enum):
@@ -57,7 +58,7 @@ def command(
         cfg = load_server_config(str(config) if config else None, overrides=overrides)
     except ConfigError as exc:
         typer.echo(f"log-shuttle: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise typer.Exit(ExitCode.CONFIG) from None
     from server.main import serve
 
     raise typer.Exit(serve(cfg))
