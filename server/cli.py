@@ -14,8 +14,6 @@ from common.errors import ConfigError
 from common.exitcodes import ExitCode
 
 
-
-
 class Level(str, enum.Enum):
     debug = "debug"
     info = "info"
