@@ -27,7 +27,7 @@ from common.events import NAMES_PID
 from inputs.file.changes import (Change, Closed, Followed, Forgotten, Ignored, Opened, OpenFailed,
                                  Reclassified, Released, Renamed, Rotated, Truncated)
 from inputs.file.checkpoint import Entry
-from inputs.file.fingerprint import Fingerprint
+from inputs.file.fingerprint import FINGERPRINT_BYTES, Fingerprint
 from inputs.file.formats import Multiline, RecordChain
 from inputs.file.paths import Globber
 from inputs.file.tailer import TailedFile
@@ -92,6 +92,10 @@ class Registry:
         """The files in ``waiting``."""
         self._idle: set[TailedFile] = set()
         """Files closed because they were idle (not for the budget)."""
+        self._prefixes: dict[int, dict[str, TailedFile]] | None = None
+        """Followed files by fingerprint (length -> digest -> file), made when first needed in
+        an evaluation: finding the original of a copy is then a few lookups, not a read of
+        every followed file per new file."""
 
     # --- what the runner asks -------------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class Registry:
         """Evaluate the globs again and follow what changed. Raises paths.ScanError (and changes
         nothing) when the globs cannot be evaluated, e.g. out of descriptors."""
         found = self.globber.resolve()
+        self._prefixes = None
         out: list[Change] = []
         where = {(st.st_dev, st.st_ino): path for path, st in found.items()}
         for path, f in list(self.files.items()):
@@ -198,10 +203,10 @@ class Registry:
                     if f is not None:
                         self._detach(f, now, deleted=False, quiet=True, out=out)
                     return
-            for f in self.files.values():
-                if f.fingerprint.length >= MIN_COPY_BYTES and f.fingerprint.matches_fd(fd):
-                    self.copies[identity] = Copy(path=path, identity=identity, of=f, seen_at=now)
-                    return
+            f = self._copy_of(fd)
+            if f is not None:
+                self.copies[identity] = Copy(path=path, identity=identity, of=f, seen_at=now)
+                return
             at_end = initial and self.first_start and not self.cfg.from_beginning
             fd, f = -1, self._follow(path, offset=None, at_end=at_end, now=now, fd=fd,
                                      why="new", out=out)
@@ -237,6 +242,7 @@ class Registry:
             f.flags = NAMES_PID
         self.files[path] = f
         self.opened[f] = None
+        self._index(f)
         out.append(Followed(f, why))
         if not copy and len(self.opened) > self.max_open:
             # Over the budget: it keeps its identity and position, and waits for its turn.
@@ -255,6 +261,28 @@ class Registry:
             start=ml.start, timeout=ml.timeout, max_bytes=self.cfg.max_line_bytes)
         return RecordChain(fmt=self.cfg.format, multiline=multiline)
 
+    def _copy_of(self, fd: int, *, besides: TailedFile | None = None) -> TailedFile | None:
+        """The followed file (other than ``besides``) whose first bytes (at least
+        MIN_COPY_BYTES of them) the file open on ``fd`` starts with, if any."""
+        if self._prefixes is None:
+            self._prefixes = {}
+            for g in self.files.values():
+                self._index(g)
+        head = os.pread(fd, FINGERPRINT_BYTES, 0)
+        for length, by_digest in self._prefixes.items():
+            if len(head) < length:
+                continue
+            g = by_digest.get(Fingerprint.of_bytes(head[:length]).digest)
+            if g is not None and g is not besides and self.files.get(g.path) is g \
+                    and g.fingerprint.length == length:
+                return g
+        return None
+
+    def _index(self, f: TailedFile) -> None:
+        if self._prefixes is not None and f.fingerprint.length >= MIN_COPY_BYTES:
+            self._prefixes.setdefault(f.fingerprint.length, {}).setdefault(
+                f.fingerprint.digest, f)
+
     def _open_failed(self, path: str, exc: OSError, out: list[Change]) -> None:
         if self.open_errors.get(path) != exc.errno:
             self.open_errors[path] = exc.errno
@@ -268,9 +296,8 @@ class Registry:
         f.unclassified = False
         matches = [t for t in self.cuts if t.fingerprint.length >= MIN_COPY_BYTES
                    and t.fingerprint.matches_fd(f.fd)]
-        originals = [g for g in self.files.values() if g is not f
-                     and g.fingerprint.length >= MIN_COPY_BYTES and g.fingerprint.matches_fd(f.fd)]
-        if not matches and not originals:
+        self._prefixes = None  # fingerprints may have grown since the last evaluation
+        if not matches and self._copy_of(f.fd, besides=f) is None:
             return None
         del self.files[f.path]
         self._close(f)

@@ -394,12 +394,16 @@ class FileInput:
         self.out, self.out_bytes = [], 0
         while True:
             try:
-                self.producer.put(message, timeout=1.0)
+                self.producer.put(message, timeout=min(1.0, self.cfg.checkpoint_interval))
                 break
             except Full:
                 # Backpressure: the lines wait here and in the file. Even when stopping, keep
                 # trying: what was read should reach the outputs; the drain deadline bounds it.
-                continue
+                # Meanwhile what the outputs deliver is still checkpointed (this message is not
+                # in flight yet: nothing of it is).
+                self.collect_acks()
+                if time.monotonic() >= self.next_checkpoint:
+                    self.checkpoint()
         self.inflight.append((seq, reach))
         self.last_seq = seq
         self.stats.batches_sent += 1
