@@ -21,12 +21,12 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from common.events import NAMES_PID
 from inputs.file.changes import (Change, Closed, Followed, Forgotten, Ignored, Opened, OpenFailed,
                                  Reclassified, Released, Renamed, Rotated, Truncated)
 from inputs.file.checkpoint import Entry
+from inputs.file.config import FileInputConfig
 from inputs.file.fingerprint import FINGERPRINT_BYTES, Fingerprint
 from inputs.file.formats import Multiline, RecordChain
 from inputs.file.paths import Globber
@@ -62,11 +62,12 @@ class Cut:
 
 
 class Registry:
-    """The followed files. ``cfg`` is the file input's config (rotate_wait, ignore_older,
+    """The followed files, by the rules of the file input's config (rotate_wait, ignore_older,
     from_beginning, format, multiline, max_line_bytes, writer_from_line)."""
 
-    def __init__(self, *, cfg: Any, globber: Globber, restored: dict[Identity, Entry] | None = None,
-                 first_start: bool = False, max_open: int = 0) -> None:
+    def __init__(self, *, cfg: FileInputConfig, globber: Globber,
+                 restored: dict[Identity, Entry] | None = None, first_start: bool = False,
+                 max_open: int = 0) -> None:
         self.cfg = cfg
         self.globber = globber
         self.restored: dict[Identity, Entry] = dict(restored or {})

@@ -40,8 +40,8 @@ from common.shmqueue import Full
 from inputs.file.changes import (Change, Closed, Followed, Ignored, Opened, OpenFailed,
                                  Reclassified, Released, Renamed, Rotated, Truncated)
 from inputs.file.checkpoint import Checkpointer, Entry, Loaded, StateError
+from inputs.file.config import FileInputConfig
 from inputs.file.fingerprint import FINGERPRINT_BYTES
-from inputs.file.formats import Multiline
 from inputs.file.limits import descriptor_budget, raise_descriptor_limit
 from inputs.file.paths import Globber, ScanError
 from inputs.file.registry import OUT_OF_DESCRIPTORS, Registry
@@ -74,7 +74,8 @@ class FileInputStats:
     lines_read: int = 0
     bytes_read: int = 0
     bytes_unread: int = 0
-    """Bytes of let-go files that could not be read (a deleted file still growing after the wait)."""
+    """Bytes of let-go files that could not be read (a deleted file still growing after the
+    wait, a file deleted while it waited for a descriptor)."""
     long_line_pieces: int = 0
     format_errors: int = 0
     batches_sent: int = 0
@@ -86,7 +87,7 @@ class FileInputStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def build(ctx: Context) -> FileInput:
+def build(ctx: Context[FileInputConfig]) -> FileInput:
     cfg = ctx.config
     if not cfg.paths:
         raise BootError(f"{ctx.name}: no paths to follow")
@@ -96,11 +97,6 @@ def build(ctx: Context) -> FileInput:
                             f"give a glob such as '{os.path.join(pattern, '*.log')}'")
     if len(ctx.producers) != 1:
         raise BootError(f"{ctx.name}: expected one output queue, got {len(ctx.producers)}")
-    if cfg.multiline is not None:
-        try:
-            Multiline(start=cfg.multiline.start, timeout=1, max_bytes=1)
-        except ValueError as exc:
-            raise BootError(f"{ctx.name}: {exc}") from exc
     checkpointer = Checkpointer(state_dir=cfg.state_dir, input_name=cfg.name)
     try:
         checkpointer.prepare()
@@ -108,14 +104,14 @@ def build(ctx: Context) -> FileInput:
     except StateError as exc:
         raise BootError(str(exc)) from exc
     limit = raise_descriptor_limit(ctx.log)
-    max_open = descriptor_budget(limit=limit, configured=getattr(cfg, "max_open_files", 0),
+    max_open = descriptor_budget(limit=limit, configured=cfg.max_open_files,
                                  log=ctx.log)
     return FileInput(ctx, checkpointer, loaded, max_open=max_open, limit=limit)
 
 
 class FileInput:
-    def __init__(self, ctx: Context, checkpointer: Checkpointer, loaded: Loaded, *,
-                 max_open: int = 0, limit: int = 0) -> None:
+    def __init__(self, ctx: Context[FileInputConfig], checkpointer: Checkpointer,
+                 loaded: Loaded, *, max_open: int = 0, limit: int = 0) -> None:
         self.ctx = ctx
         self.cfg = ctx.config
         self.log = ctx.log
@@ -254,6 +250,7 @@ class FileInput:
 
     def read(self, f: TailedFile, now: float, now_ns: int) -> int:
         changes: list[Change] = []
+        f.reads += 1  # its turn (for the descriptor budget), even when it has nothing new
         try:
             size = f.size()
             if size == f.read_pos:

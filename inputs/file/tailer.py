@@ -48,8 +48,8 @@ class TailedFile:
     size_seen: int = 0
     """Its size when last looked at (a read, a glob evaluation): what a closed file may hold."""
     reads: int = 0
-    """Reads since it was last opened (a file closed for the descriptor budget had its turn
-    once it has been read)."""
+    """Reads (or looks for new bytes) since it was last opened: a file had its turn, for the
+    descriptor budget, once it was looked at."""
 
     @classmethod
     def open(cls, path: str, *, offset: int | None = None, at_end: bool = False,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import re
 import resource
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from inputs.file.checkpoint import Checkpointer
+from inputs.file.limits import descriptor_budget
 from tests.harness import ROOT, SESSIONS, agent_command, agent_env, wait_for
 
 FILES = 2000
@@ -121,7 +123,7 @@ def test_kill_9_and_restart_under_a_low_descriptor_limit_lose_nothing(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     state = tmp_path / "state"
-    cfg = config(tmp_path, logs)
+    cfg = config(tmp_path, logs, max_open_files=150)
     outs = [tmp_path / "run0.ndjson"]
     t0 = time.monotonic()
     writer = Writer(logs)
@@ -133,8 +135,8 @@ def test_kill_9_and_restart_under_a_low_descriptor_limit_lose_nothing(tmp_path):
                  what="a third of the lines")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        checkpointed = {Path(e.path).stem: e.offset for e in
-                        Checkpointer(state_dir=str(state), input_name="file").load().entries.values()}
+        loaded = Checkpointer(state_dir=str(state), input_name="file").load()
+        checkpointed = {Path(e.path).stem: e.offset for e in loaded.entries.values()}
         outs.append(tmp_path / "run1.ndjson")
         proc = start(outs[1], state, cfg, soft=256, hard=256)
         writer.join()
@@ -160,4 +162,16 @@ def test_kill_9_and_restart_under_a_low_descriptor_limit_lose_nothing(tmp_path):
     assert len(checkpointed) > FILES // 2
     assert all(s * LINE_BYTES >= checkpointed.get(f"f{f.decode()}", 0) for f, s in repeated)
     assert max(c.values()) <= 2
-    assert "Too many open files" not in Path(f"{outs[1]}.stderr").read_text()
+    err = Path(f"{outs[1]}.stderr").read_text()
+    assert "Too many open files" not in err
+    assert "at most 150 files are open at once" in err                 # max_open_files
+
+
+def test_the_budget_leaves_a_reserve_and_a_configured_one_must_fit(caplog):
+    log = logging.getLogger("test")
+    assert descriptor_budget(limit=1024, configured=0, log=log) == 1024 - 128
+    assert descriptor_budget(limit=256, configured=0, log=log) == 256 - 32
+    assert descriptor_budget(limit=1024, configured=500, log=log) == 500
+    assert not caplog.records
+    assert descriptor_budget(limit=1024, configured=5000, log=log) == 896
+    assert "max_open_files = 5000 does not fit the descriptor limit 1024" in caplog.text

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import FileInputConfig
+from inputs.file.config import FileInputConfig
 from common.events import UNTERMINATED
 from inputs.file.changes import (Closed, Followed, Forgotten, Opened, Released, Renamed, Rotated,
                                  Truncated)
