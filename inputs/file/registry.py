@@ -164,8 +164,10 @@ class Registry:
                     self._follow(copy.path, offset=None, now=now, why="new", out=out)
         self._admit(now, out)
         # Checkpoints serve the first evaluation that succeeds; entries of files not found then
-        # would only grow stale.
-        self.restored.clear()
+        # would only grow stale. Those of files found but not opened (out of descriptors, no
+        # permission yet) wait for the next one, so that the file resumes rather than repeats.
+        self.restored = {k: e for k, e in self.restored.items()
+                         if k in where and where[k] in self.open_errors}
         return out
 
     def _discover(self, path: str, st: os.stat_result, now: float, *, initial: bool,

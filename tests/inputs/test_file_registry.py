@@ -348,3 +348,25 @@ def test_out_of_descriptors_the_scan_concludes_nothing(tmp_path, registries):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert err.value.errno == 24
     assert r.files == {f.path: f} and f.is_open and not r.detached   # not taken for deleted
+
+
+def test_a_checkpointed_file_that_cannot_be_opened_yet_resumes_later(tmp_path, registries):
+    log = tmp_path / "app.log"
+    log.write_bytes(lines("x", 10))
+    st = os.stat(log)
+    entry = Entry(st.st_dev, st.st_ino, Fingerprint.of_bytes(log.read_bytes()), str(log), 200)
+    r = make(tmp_path, "app.log", restored={(st.st_dev, st.st_ino): entry})
+    registries.append(r)
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    probe = os.open("/dev/null", os.O_RDONLY)
+    os.close(probe)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))  # a literal path needs no listing
+    try:
+        changes = r.scan(now=0, initial=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert kinds(changes) == ["OpenFailed"] and changes[0].errno == 24
+    changes = r.scan(now=1)
+    assert [(c.why, c.file.offset) for c in changes] == [("resumed", 200)]
