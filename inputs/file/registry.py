@@ -93,6 +93,8 @@ class Registry:
         """The files in ``waiting``."""
         self._idle: set[TailedFile] = set()
         """Files closed because they were idle (not for the budget)."""
+        self._held: dict[Identity, list[str]] | None = None
+        """Deleted files other processes hold open, looked up once per evaluation if needed."""
         self._prefixes: dict[int, dict[str, TailedFile]] | None = None
         """Followed files by fingerprint (length -> digest -> file), made when first needed in
         an evaluation: finding the original of a copy is then a few lookups, not a read of
@@ -122,6 +124,7 @@ class Registry:
         nothing) when the globs cannot be evaluated, e.g. out of descriptors."""
         found = self.globber.resolve()
         self._prefixes = None
+        self._held = None
         out: list[Change] = []
         where = {(st.st_dev, st.st_ino): path for path, st in found.items()}
         for path, f in list(self.files.items()):
@@ -368,18 +371,25 @@ class Registry:
 
     def _open_moved(self, f: TailedFile) -> bool:
         """A closed file with bytes left whose path names it no more: look for it by inode in
-        its directory (logrotate renames within it) and open it there, to read it to its end."""
+        its directory (logrotate renames within it), or, deleted, among the descriptors of the
+        processes that still hold it open (its writer), and open it there to read it to its
+        end."""
         if f.size_seen <= f.read_pos:
             return False
         try:
             with os.scandir(os.path.dirname(f.path)) as entries:
                 names = [e.path for e in entries if e.inode() == f.ino]
-            for name in names:
+        except OSError:
+            names = []
+        if self._held is None:
+            self._held = held_open()
+        for name in [*names, *self._held.get(f.identity, [])]:
+            try:
                 if f.reopen(path=name):
                     self.opened[f] = None
                     return True
-        except OSError:
-            pass
+            except OSError:
+                continue
         return False
 
     def let_go(self, f: TailedFile, now_ns: int) -> list[Change]:
@@ -469,3 +479,29 @@ class Registry:
         f.close()
         self.opened.pop(f, None)
         self._idle.discard(f)
+
+
+def held_open() -> dict[Identity, list[str]]:
+    """Deleted files still open in some process -> the ``/proc/<pid>/fd/<n>`` links through
+    which they can be opened. Only processes this one may look into are seen."""
+    found: dict[Identity, list[str]] = {}
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        base = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(base)
+        except OSError:
+            continue
+        for fd in fds:
+            link = f"{base}/{fd}"
+            try:
+                if not os.readlink(link).endswith(" (deleted)"):
+                    continue
+                st = os.stat(link)
+            except OSError:
+                continue
+            found.setdefault((st.st_dev, st.st_ino), []).append(link)
+    return found

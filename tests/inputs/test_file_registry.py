@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -370,3 +371,26 @@ def test_a_checkpointed_file_that_cannot_be_opened_yet_resumes_later(tmp_path, r
     assert kinds(changes) == ["OpenFailed"] and changes[0].errno == 24
     changes = r.scan(now=1)
     assert [(c.why, c.file.offset) for c in changes] == [("resumed", 200)]
+
+
+def test_a_waiting_file_deleted_while_its_writer_holds_it_is_read_to_its_end(tmp_path,
+                                                                               registries):
+    """Deleted before its turn (logrotate's compress right after the rename), but its writer
+    has not reopened yet: found through the writer's descriptor, read to its end."""
+    for name in ("a.log", "b.log"):
+        (tmp_path / name).write_bytes(lines(name, 20))
+    r = make(tmp_path, "*.log", max_open=1)
+    registries.append(r)
+    r.scan(now=0)
+    (waiting,) = r.waiting
+    with open(waiting.path, "ab") as out:                 # only the writer holds it then
+        writer = subprocess.Popen(["sleep", "30"], stdout=out)
+    try:
+        os.unlink(waiting.path)
+        changes = r.scan(now=1)
+        assert [(type(c).__name__, c.file) for c in changes] == [("Rotated", waiting)]
+        assert waiting.is_open and r.detached == [waiting]
+        assert read_all(waiting) == lines(Path(waiting.path).name, 20)
+    finally:
+        writer.kill()
+        writer.wait()
