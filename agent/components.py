@@ -21,6 +21,10 @@ from inputs.etw.config import EtwInputConfig
 from inputs.file.config import FileInputConfig
 from outputs.grpc_config import GrpcOutputConfig
 from outputs.jetstream import JetStreamOutputConfig
+from outputs.influx import InfluxOutputConfig
+from outputs.jsonlines import JsonLinesOutputConfig
+from outputs.otlpmetrics_config import OtlpMetricsOutputConfig
+from outputs.promsink import PrometheusOutputConfig
 from outputs.stdout import StdoutOutputConfig
 from outputs.tcp import TcpOutputConfig
 from pipeline.config import PipelineConfig
@@ -40,6 +44,8 @@ class Component:
     """It writes the agent's stdout (every other child has fd 1 pointed at stderr)."""
     label: str = ""
     """How messages name it (``the ETW input``); empty: its key."""
+    receives: Literal["events", "metrics"] = "events"
+    """An output's batches: the events, or the pipeline's metric points (docs/metrics.md)."""
 
 
 INPUTS: dict[str, Component] = {
@@ -56,6 +62,14 @@ OUTPUTS: dict[str, Component] = {
     "grpc": Component(config=GrpcOutputConfig, build="outputs.grpc:build", many=True),
     "jetstream": Component(config=JetStreamOutputConfig, build="outputs.jetstream:build",
                            many=True),
+    "influxdb": Component(config=InfluxOutputConfig, build="outputs.influx:build", many=True,
+                          receives="metrics"),
+    "prometheus": Component(config=PrometheusOutputConfig, build="outputs.promsink:build",
+                            receives="metrics"),
+    "metrics_jsonl": Component(config=JsonLinesOutputConfig, build="outputs.jsonlines:build",
+                               many=True, receives="metrics"),
+    "otlp_metrics": Component(config=OtlpMetricsOutputConfig, build="outputs.otlpmetrics:build",
+                              many=True, receives="metrics"),
 }
 
 DEFAULT_OUTPUT = "stdout"

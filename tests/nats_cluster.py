@@ -173,9 +173,25 @@ def run(coro):
 
 
 async def stream_messages(urls: list[str], stream: str, *, subject: str = ">",
-                          timeout: float = 30.0) -> list[tuple[int, bytes, dict]]:
+                          timeout: float = 10.0, tries: int = 4
+                          ) -> list[tuple[int, bytes, dict]]:
     """Every message of the stream as (stream sequence, payload, headers), read with an
-    ordered consumer (ephemeral, flow-controlled, nothing left behind)."""
+    ordered consumer (ephemeral, flow-controlled, nothing left behind). A cluster whose nodes
+    have just come back may stall a consumer: the read is tried again from the start."""
+    import nats
+
+    for attempt in range(tries):
+        try:
+            return await _read_stream(urls, stream, subject=subject, timeout=timeout)
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            if attempt == tries - 1:
+                raise
+            await asyncio.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+async def _read_stream(urls: list[str], stream: str, *, subject: str, timeout: float
+                       ) -> list[tuple[int, bytes, dict]]:
     import nats
 
     nc = await nats.connect(servers=urls, connect_timeout=5)
