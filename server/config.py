@@ -64,6 +64,9 @@ class ServerConfig(Section):
     """Only these subjects of the stream (e.g. ``logs.web-*.log``); empty: all."""
     jetstream_batch: Annotated[int, Meta(ge=1, le=10_000)] = 500
     """Messages fetched, written, made durable and acknowledged at a time."""
+    jetstream_ack_wait: PositiveFloat = 30.0
+    """Seconds before a message delivered and not acknowledged is delivered again (set when the
+    durable consumer is made)."""
     jetstream_creds_file: str = ""
     jetstream_tls_ca: str = ""
 

@@ -20,9 +20,10 @@ from common.events import Batch, LogEvent
 from common.identity import Identity
 from outputs.base import Verdict
 from outputs.jetstream import JetStreamOutputConfig, sink_from_config, subject_token
-from tests.harness import wait_for
+from tests.harness import agent_env, wait_for
 from tests.inputs.test_file_durability import run_agent, start_writer, started
 from tests.nats_cluster import NATS_SERVER, NatsCluster, run, stream_messages, stream_state
+from tests.server.helpers import Server
 
 pytestmark = pytest.mark.skipif(not os.path.exists(NATS_SERVER),
                                 reason="nats-server is not installed (scripts/setup installs it)")
@@ -62,42 +63,69 @@ def assert_exactly_once(messages, total: int) -> None:
     assert all(ids) and len(set(ids)) == total
 
 
-def count(cluster: NatsCluster) -> int:
-    try:
-        return run(stream_state(cluster.urls, "LOGS"))["messages"]
-    except Exception:  # noqa: BLE001 - the cluster may be electing a leader
-        return -1
+def count(cluster: NatsCluster, tries: int = 1) -> int:
+    for attempt in range(tries):
+        try:
+            return run(stream_state(cluster.urls, "LOGS"))["messages"]
+        except Exception:  # noqa: BLE001 - the cluster may be electing a leader
+            if attempt < tries - 1:
+                time.sleep(0.3)
+    return -1
+
+
+def consumer(tmp: Path, cluster: NatsCluster, name: str, durable: str = "servers") -> Server:
+    """``log-shuttle server --from-jetstream`` with the durable consumer ``durable``."""
+    args = [a for url in cluster.urls for a in ("--from-jetstream", url)]
+    return Server(tmp, *args, "--jetstream-consumer", durable, name=name,
+                  env=agent_env(LOG_SHUTTLE_SERVER__JETSTREAM_ACK_WAIT="2"))
+
+
+def server_seqs(servers: list[Server]) -> list[int]:
+    out = []
+    for server in servers:
+        for path in sorted(server.dir.glob("received*.ndjson")):
+            data = path.read_bytes()
+            out += [int(m.group(1)) for m in SEQ.finditer(data[: data.rfind(b"\n") + 1])]
+    return out
 
 
 def test_kill_rounds_of_agent_and_leader_leave_every_line_once_in_the_stream(tmp_path):
-    """A writer at full speed; the agent SIGKILLed 5 times (its whole process group) and started
+    """A sequence-numbered writer (6,000 lines/s, through the rounds); the agent SIGKILLed 5 times (its whole process group) and started
     again on its state directory; the stream's leader SIGKILLed once and restarted. The stream
-    (3 replicas) holds every line exactly once: replays carry the same Nats-Msg-Id."""
-    total = 30_000
+    (3 replicas) holds every line exactly once: replays carry the same Nats-Msg-Id. A server
+    consuming the stream (SIGKILLed once and started again: what it wrote and had not
+    acknowledged comes again) holds every line exactly once in its files too."""
+    total, rate = 60_000, 6_000  # lines keep coming through the kill rounds
     log = tmp_path / "app.log"
     state = tmp_path / "state"
     rng = random.Random(18)
     with NatsCluster(tmp_path / "nats") as cluster:
         cfg = agent_config(tmp_path, log, cluster.urls)
-        writer = start_writer(log, total, 1e9)
+        run(_make_stream(cluster.urls))
+        servers: list[Server] = [consumer(tmp_path, cluster, "server")]  # consumes from the start
+        writer = start_writer(log, total, rate)
         leader_killed = None
+        at_kill: list[int] = []
         try:
             for i in range(5):
                 proc = run_agent(tmp_path / f"round{i}.out", state, "--config", str(cfg),
                                  "--from-beginning")
                 started(proc)
-                if i == 2:  # the stream's leader dies under load, and comes back
-                    wait_for(lambda: count(cluster) > 0, timeout=30, what="a stream")
+                if i == 1:  # the stream's leader dies under load, and comes back
                     leader_killed = cluster.leader("LOGS")
                     cluster.kill(leader_killed)
-                time.sleep(rng.uniform(1.0, 2.0))
+                if i == 3:  # a consuming server dies between writes and acks, and comes back
+                    servers[0].proc.send_signal(signal.SIGKILL)
+                    servers[0].proc.wait()
+                    servers[0].start()
+                time.sleep(rng.uniform(0.5, 1.2))
+                at_kill.append(count(cluster, tries=10))
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 if leader_killed is not None and leader_killed not in cluster.alive():
                     cluster.start(leader_killed)
         finally:
             writer.wait(timeout=60)
-        before = count(cluster)
         proc = run_agent(tmp_path / "final.out", state, "--config", str(cfg), "--from-beginning")
         try:
             started(proc)
@@ -108,8 +136,45 @@ def test_kill_rounds_of_agent_and_leader_leave_every_line_once_in_the_stream(tmp
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0
         messages = run(stream_messages(cluster.urls, "LOGS"))
-    assert 0 < before < total  # the kill rounds did not let it finish: the final run replays
+        try:
+            wait_for(lambda: len(set(server_seqs(servers))) >= total, timeout=40, interval=0.3,
+                     what="every line in the servers' files")
+            time.sleep(0.5)
+        finally:
+            for server in servers:
+                assert server.stop() == 0
+    # the kills landed while the agent was publishing (what it had not checkpointed came again)
+    assert sum(0 < n < total for n in at_kill) >= 2, at_kill
     assert_exactly_once(messages, total)
+    in_files = collections.Counter(server_seqs(servers))
+    assert set(in_files) == set(range(total))
+    assert max(in_files.values()) == 1, [s for s, c in in_files.items() if c > 1][:10]
+    assert servers[0].stats().get("jetstream_messages", 0) > 0
+
+
+def test_servers_sharing_one_consumer_split_the_stream(tmp_path):
+    """Two servers with one durable consumer: each writes a share, together every line once."""
+    total = 8_000
+    log = tmp_path / "app.log"
+    log.write_bytes(b"".join(b"seq %08d %s\n" % (i, b"x" * 60) for i in range(total)))
+    with NatsCluster(tmp_path / "nats") as cluster:
+        cfg = agent_config(tmp_path, log, cluster.urls)
+        run(_make_stream(cluster.urls))
+        servers = [consumer(tmp_path, cluster, f"server{k}", "shared") for k in range(2)]
+        proc = run_agent(tmp_path / "agent.out", tmp_path / "state", "--config", str(cfg),
+                         "--from-beginning")
+        try:
+            started(proc)
+            wait_for(lambda: len(server_seqs(servers)) >= total, timeout=40, interval=0.3,
+                     what="every line in the servers' files")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+            for server in servers:
+                assert server.stop() == 0
+    assert sorted(server_seqs(servers)) == list(range(total))
+    shares = [len(server_seqs([s])) for s in servers]
+    assert all(shares), shares
 
 
 def test_the_agent_holds_while_the_stream_refuses_and_loses_nothing(tmp_path):
@@ -154,6 +219,18 @@ def test_the_agent_holds_while_the_stream_refuses_and_loses_nothing(tmp_path):
             assert proc.wait(timeout=30) == 0
         messages = run(stream_messages(cluster.urls, "LOGS"))
     assert_exactly_once(messages, total)
+
+
+async def _make_stream(urls):
+    import nats
+    from nats.js.api import StreamConfig
+
+    nc = await nats.connect(servers=urls)
+    try:
+        await nc.jetstream(timeout=20).add_stream(StreamConfig(
+            name="LOGS", subjects=["logs.*.*"], num_replicas=3, duplicate_window=120))
+    finally:
+        await nc.close()
 
 
 async def _update_max_bytes(urls, value):
