@@ -175,3 +175,46 @@ def test_the_budget_leaves_a_reserve_and_a_configured_one_must_fit(caplog):
     assert not caplog.records
     assert descriptor_budget(limit=1024, configured=5000, log=log) == 896
     assert "max_open_files = 5000 does not fit the descriptor limit 1024" in caplog.text
+
+
+def test_files_rotated_while_they_wait_for_a_descriptor_lose_nothing(tmp_path):
+    """Rotation by rename to a name the glob does not match, while most files wait for a
+    descriptor: a waiting file is found again by its inode and read to its end."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    n, per_pass, passes = 400, 5, 6
+    out = tmp_path / "out.ndjson"
+    cfg = config(tmp_path, logs, max_open_files=40, rotate_wait=1.0)
+    proc = start(out, tmp_path / "state", cfg, soft=256, hard=256)
+
+    def write(p: int) -> None:
+        for i in range(n):
+            with open(logs / f"f{i:05d}.log", "ab") as f:
+                f.write(b"".join(b"f%05d seq %06d\n" % (i, s)
+                                 for s in range(p * per_pass, (p + 1) * per_pass)))
+
+    try:
+        wait_for(lambda: "waiting for one to appear" in Path(f"{out}.stderr").read_text(),
+                 what="the input up")                # files renamed before it looks are not its
+        for p in range(passes):
+            write(p)
+            time.sleep(0.2)
+            if p == passes // 2:                       # rotate every file, mid-stream
+                for i in range(n):
+                    os.rename(logs / f"f{i:05d}.log", logs / f"f{i:05d}.log.1")
+        want = n * passes * per_pass
+        wait_for(lambda: sum(counts(out).values()) >= want, timeout=60, what=f"{want} lines")
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    c = counts(out)
+    lost = {(b"%05d" % i, b"%06d" % s) for i in range(n) for s in range(passes * per_pass)} - set(c)
+    err = Path(f"{out}.stderr").read_text()
+    print(f"{n} files rotated while waiting (40 open at once): {len(lost)} lost, "
+          f"{sum(v - 1 for v in c.values())} duplicated")
+    assert rc == 0
+    assert not lost and max(c.values()) == 1
+    assert re.search(r"'files_opened': 800\b", err)        # the old files and the new ones
+    assert re.search(r"'files_closed': 400\b", err)        # every old file let go, once
+    assert re.search(r"'bytes_unread': 0\b", err)
