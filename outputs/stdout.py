@@ -10,7 +10,7 @@ import select
 from common.component import BootError, Context, SinkClosed
 from common.events import Batch
 from outputs.base import Verdict
-from outputs.records import Renderer
+from outputs.ndjson import Renderer
 from outputs.runner import OutputRunner
 
 

@@ -27,7 +27,7 @@ from common.net import format_address, parse_address, read_token
 from common.tls import TlsFiles, client_context, describe
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
-from outputs.records import Renderer
+from outputs.ndjson import Renderer
 from outputs.runner import Backoff, OutputRunner
 from outputs.syslog import FACILITIES, SyslogEncoder
 
