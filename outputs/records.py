@@ -13,6 +13,7 @@ is one :class:`EventRecord`: its kind, time and fields.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from itertools import accumulate
 from operator import add
 from typing import Any
@@ -24,21 +25,23 @@ from common.events import (FORMAT_ERROR, LAST_PIECE, ONE_RECORD, PIECE, RECORD, 
 
 
 class LineRun:
-    """The lines of one LogEvent. ``texts[i]`` is line i without its newline, ``offsets[i]`` the
-    byte offset of its first byte in the file; ``invalid`` is None when every line was valid
-    UTF-8, else one flag per line."""
+    """The lines of one LogEvent. ``texts[i]`` is line i without its newline; ``offsets``
+    iterates the byte offsets of their first bytes in the file; ``invalid`` is None when every
+    line was valid UTF-8, else one flag per line."""
 
-    __slots__ = ("path", "read_ns", "texts", "offsets", "invalid", "piece", "last_piece",
-                 "unterminated", "time_ns", "stream", "format_error", "process", "writers",
-                 "container")
+    __slots__ = ("path", "read_ns", "texts", "_offsets", "_first", "invalid", "piece",
+                 "last_piece", "unterminated", "time_ns", "stream", "format_error", "process",
+                 "writers", "container")
 
-    def __init__(self, ev: LogEvent, texts: list[str], offsets: list[int],
+    def __init__(self, ev: LogEvent, texts: list[str], offsets: list[int] | None,
                  invalid: list[bool] | None) -> None:
         self.path = ev.path
         self.read_ns = ev.read_ns
         """When the lines were read, ns since the epoch."""
         self.texts = texts
-        self.offsets = offsets
+        self._offsets = offsets
+        """None: one byte per character (ASCII), the offsets follow from the lengths."""
+        self._first = ev.offset
         self.invalid = invalid
         flags = ev.flags
         self.piece: int | None = ev.piece if flags & PIECE else None
@@ -56,6 +59,16 @@ class LineRun:
         self.writers: list[ProcessInfo] | None = writers if len(writers) > 1 else None
         """When several processes have the file open for writing: all of them."""
         self.container: ContainerRef | None = ev.container
+
+    @property
+    def offsets(self) -> Iterable[int]:
+        """The lines' byte offsets, in order (a new iterator each time: made in C loops, not
+        kept as a list, on the ASCII fast path)."""
+        if self._offsets is not None:
+            return self._offsets
+        texts = self.texts
+        # offset of line i = the run's offset + the lengths of the lines before it + i newlines
+        return map(add, accumulate(map(len, texts), initial=self._first), range(len(texts)))
 
 
 class EventRecord:
@@ -99,10 +112,7 @@ def line_run(ev: LogEvent) -> LineRun:
         # One character per byte: offsets follow from the lengths, all in C loops.
         lines = text.split("\n")
         lines.pop()
-        # offset of line i = the run's offset + the lengths of the lines before it + i newlines
-        offsets = list(map(add, accumulate(map(len, lines), initial=ev.offset),
-                           range(len(lines))))
-        return LineRun(ev, lines, offsets, None)
+        return LineRun(ev, lines, None, None)
     raws = ev.data.split(b"\n")
     raws.pop()
     texts, offsets, invalid = [], [], []

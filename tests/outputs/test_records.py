@@ -27,7 +27,7 @@ def test_one_view_item_per_event_with_columns_not_objects_per_line():
                   method="GET", path="/x")
     run, other = view([ev(b"a\n\nccc\n"), h])
     assert type(run) is LineRun and type(other) is EventRecord
-    assert run.texts == ["a", "", "ccc"] and run.offsets == [100, 102, 103]
+    assert run.texts == ["a", "", "ccc"] and list(run.offsets) == [100, 102, 103]
     assert run.invalid is None and run.piece is None and not run.unterminated
     assert other.kind == "http" and other.time_ns == 5 and "time_ns" not in other.fields
     assert other.fields["method"] == "GET" and other.process is None
@@ -38,7 +38,7 @@ def test_utf8_and_invalid_bytes_keep_byte_offsets():
     assert list(zip(run.offsets, run.texts, run.invalid)) == [
         (100, "é", False), (103, "bad\ufffd\ufffd", True), (109, "z", False)]
     (run,) = view([ev("é\nü\n".encode())])
-    assert run.offsets == [100, 103] and run.invalid is None
+    assert list(run.offsets) == [100, 103] and run.invalid is None
 
 
 def test_piece_and_unterminated_flags():
