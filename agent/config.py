@@ -3,6 +3,11 @@ variables, overridden by command-line flags.
 
 Every layer is applied to a plain dict first; the dict is then checked as a whole, so that every
 problem (an unknown key, a wrong type, a missing value) is reported at once, each with its key.
+Then each component's own checks (its config struct's ``problems()``) run, their keys prefixed
+(``outputs.tcp[0].facility``), so that ``check-config`` refuses what the agent would.
+
+This module composes the tables; each component's struct lives beside the component, and the
+``[inputs]`` / ``[outputs]`` tables are made from the registry (agent/components.py).
 
 Environment variables name a key by its path, upper case, ``__`` between levels, and an index for
 arrays of tables::
@@ -30,21 +35,18 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from agent.components import DEFAULT_OUTPUT, INPUTS, OUTPUTS, Component
+from common.config import KiB, MiB, PositiveFloat, Section, directory_problems
 from common.errors import ConfigError
+from inputs.file.checkpoint import default_state_dir
+from pipeline.config import PipelineConfig
 
 ENV_PREFIX = "LOG_SHUTTLE_"
-KiB = 1024
-MiB = 1024 * KiB
 
-PositiveInt = Annotated[int, Meta(gt=0)]
-PositiveFloat = Annotated[float, Meta(gt=0)]
+_Section = Section  # the server's table below derives from it (until it has its own module)
 
 
-class _Section(Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base of every configuration table: unknown keys are errors."""
-
-
-class AgentConfig(_Section):
+class AgentConfig(Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     drain_timeout: Annotated[float, Meta(ge=0)] = 10.0
     """Seconds a stop may take to drain in-flight lines before the rest is killed."""
@@ -58,206 +60,42 @@ class AgentConfig(_Section):
     $XDG_STATE_HOME/log-shuttle (~/.local/state/log-shuttle)."""
 
 
-class QueueConfig(_Section):
+class QueueConfig(Section):
     input_bytes: Annotated[int, Meta(ge=1 * MiB)] = 16 * MiB
     """Capacity of each input -> pipeline queue, in bytes."""
     output_bytes: Annotated[int, Meta(ge=1 * MiB)] = 16 * MiB
     """Capacity of each pipeline -> output queue, in bytes."""
 
 
-class MultilineConfig(_Section):
-    start: str
-    """A regular expression that matches the first line of a record (e.g. a timestamp)."""
-    timeout: PositiveFloat = 1.0
-    """A record is sent when no line has come for this many seconds."""
+def _tables(name: str, registry: dict[str, Component]) -> type[Section]:
+    """The ``[inputs]`` or ``[outputs]`` table, one key per registered component: an array of
+    tables (default empty) or one optional table."""
+    fields: list[tuple[str, Any, Any]] = []
+    for kind, component in registry.items():
+        if component.many:
+            fields.append((kind, list[component.config], msgspec.field(default_factory=list)))
+        else:
+            fields.append((kind, component.config | None, None))  # type: ignore[operator]
+    return msgspec.defstruct(name, fields, bases=(Section,), kw_only=True,
+                             forbid_unknown_fields=True, module=__name__)
 
 
-class FileInputConfig(_Section):
-    paths: list[str]
-    """Files to tail; globs allowed (``*``, ``?``, ``[...]``, ``**``)."""
-    name: str = "file"
-    from_beginning: bool = False
-    """Read files present at start from their beginning (files that appear later always are)."""
-    max_line_bytes: Annotated[int, Meta(ge=64)] = 1 * MiB
-    """Longer lines are split into pieces of this size, flagged as pieces."""
-    read_bytes: Annotated[int, Meta(ge=4 * KiB)] = 256 * KiB
-    """At most this much is read from one file per round, so that busy files do not starve others."""
-    watch: Literal["auto", "inotify", "poll"] = "auto"
-    """How changes are noticed: inotify through watchdog, polling, or inotify with a polling fallback."""
-    poll_interval: PositiveFloat = 0.25
-    """Seconds between polls of open files when no notification arrives."""
-    glob_interval: PositiveFloat = 2.0
-    """Seconds between re-evaluations of the globs, in addition to directory notifications."""
-    send_bytes: Annotated[int, Meta(ge=4 * KiB)] = 1 * MiB
-    """A message to the pipeline is sent once it holds this much (and at the end of every round)."""
-    exclude: list[str] = []
-    """Globs of files to leave out (``*.gz``: a name; ``/x/*/y``: a whole path)."""
-    format: Literal["raw", "cri", "docker"] = "raw"
-    """raw lines, or container logs: CRI (Kubernetes) or Docker json-file."""
-    multiline: MultilineConfig | None = None
-    """Join continuation lines to the line that starts a record."""
-    checkpoint_interval: PositiveFloat = 1.0
-    """Seconds between checkpoint writes (when something was acknowledged)."""
-    rotate_wait: Annotated[float, Meta(ge=0)] = 5.0
-    """Seconds a rotated or deleted file stays open at its end for late writes."""
-    close_idle_after: PositiveFloat = 300.0
-    """A file with no new bytes for this long is closed, and opened again when it changes."""
-    ignore_older: Annotated[float, Meta(ge=0)] = 0.0
-    """Leave alone files not modified for this many seconds (0: follow all); only what is
-    added to them later is read."""
-    state_dir: str = ""
-    """Where this input's checkpoints go; empty means the agent's state_dir."""
-    writer_from_line: bool = False
-    """Take a line's writer from the pid it names, syslog style ``app[1234]:`` (a best guess)."""
+InputsConfig = _tables("InputsConfig", INPUTS)
+OutputsConfig = _tables("OutputsConfig", OUTPUTS)
 
 
-class EtwProviderConfig(_Section):
-    provider: str
-    """A provider's GUID (``{...}``) or its registered name (e.g. Microsoft-Windows-DNS-Client)."""
-    level: Annotated[int, Meta(ge=0, le=255)] = 4
-    """1 critical .. 5 verbose; 4 (informational) by default."""
-    keywords: Annotated[int, Meta(ge=0)] = 0
-    """MatchAnyKeyword; 0 leaves the choice to the provider (usually every event)."""
-    all_keywords: Annotated[int, Meta(ge=0)] = 0
-    """MatchAllKeyword."""
-    event_ids: list[Annotated[int, Meta(ge=0, le=65535)]] = []
-    """Only these event ids (an EVENT_FILTER_TYPE_EVENT_ID filter, at most 64; Windows 8.1+)."""
-    pids: list[Annotated[int, Meta(ge=0)]] = []
-    """Only events of these processes (an EVENT_FILTER_TYPE_PID filter, at most 8)."""
-
-
-class EtwInputConfig(_Section):
-    """The ETW input (Windows only; see docs/etw.md)."""
-
-    session: str = "log-shuttle"
-    """Name of the real-time ETW session (a stale one of this name is stopped at start)."""
-    process_events: bool = True
-    """Process start / stop (Microsoft-Windows-Kernel-Process) as process events."""
-    rundown: bool = True
-    """At start, an event for every process already running."""
-    providers: list[EtwProviderConfig] = []
-    buffer_kb: Annotated[int, Meta(ge=4, le=16384)] = 64
-    """Size of each of the session's buffers."""
-    send_interval: PositiveFloat = 0.2
-    """At most this many seconds between a message to the pipeline and the next (when events came)."""
-    send_events: Annotated[int, Meta(ge=1, le=100_000)] = 1000
-    """At most this many events in one message to the pipeline."""
-    loss_interval: PositiveFloat = 5.0
-    """Seconds between queries of the session's lost-event counters."""
-    max_pending: Annotated[int, Meta(ge=100)] = 100_000
-    """Events held between the ETW callback and the pipeline's queue; beyond, they are dropped
-    and counted (ETW's delivery thread never waits)."""
-
-
-class EbpfInputConfig(_Section):
-    """The eBPF input (Linux, root; see docs/ebpf.md)."""
-
-    probes: list[Literal["process", "tcp", "http"]] = msgspec.field(
-        default_factory=lambda: ["process", "tcp", "http"])
-    """process: exec, fork, exit; tcp: connect, accept, close; http: HTTP/1.x requests."""
-    optional: bool = False
-    """When the input cannot start (not root, no BCC), warn and keep the other inputs instead of
-    stopping the agent."""
-    http_payload_bytes: Annotated[int, Meta(ge=64, le=4096)] = 256
-    """At most this much of a read or write that starts like HTTP is copied to user space."""
-    ring_buffer_bytes: Annotated[int, Meta(ge=64 * KiB, le=1024 * MiB)] = 8 * MiB
-    """Size of each probe's BPF ring buffer (a power of two); when full, events are counted lost."""
-    send_interval: PositiveFloat = 0.1
-    """At most this many seconds between a message to the pipeline and the next (when events came)."""
-    send_events: Annotated[int, Meta(ge=1, le=100_000)] = 1000
-    """At most this many events in one message to the pipeline."""
-
-
-class InputsConfig(_Section):
-    file: list[FileInputConfig] = []
-    ebpf: EbpfInputConfig | None = None
-    """Linux only, as root."""
-    etw: EtwInputConfig | None = None
-    """Windows only."""
-
-
-class BatchConfig(_Section):
-    max_events: PositiveInt = 1000
-    """A batch is sent once it holds this many lines or events..."""
-    max_bytes: PositiveInt = 1 * MiB
-    """...or this many bytes..."""
-    max_delay: PositiveFloat = 0.2
-    """...or this many seconds after its first event arrived."""
-
-
-class ProcessesConfig(_Section):
-    enabled: bool = True
-    """Keep a process table and enrich events with their process, log lines with their writer."""
-    poll_interval: PositiveFloat = 2.0
-    """Seconds between polls of /proc (new processes, exits, reused pids)."""
-    grace: Annotated[float, Meta(ge=0)] = 60.0
-    """Seconds an exited process stays in the table, for events that come late."""
-    max_processes: Annotated[int, Meta(ge=1024)] = 65536
-    writer_refresh: PositiveFloat = 10.0
-    """Seconds before the writers of a file are looked up again in /proc/*/fd."""
-
-
-class PipelineConfig(_Section):
-    batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
-    processes: ProcessesConfig = msgspec.field(default_factory=ProcessesConfig)
-
-
-class StdoutOutputConfig(_Section):
-    format: Literal["ndjson", "text"] = "ndjson"
-
-
-class _TlsClientOptions(_Section):
-    tls_ca: str = ""
-    """CA certificates (PEM) to verify the receiver with; empty: the system's."""
-    tls_cert: str = ""
-    """This agent's certificate (PEM), for receivers that require one (mutual TLS)."""
-    tls_key: str = ""
-    tls_server_name: str = ""
-    """The name the receiver's certificate must carry; empty: the host of ``address``."""
-    auth_token_file: str = ""
-    """A file holding a bearer token (or set LOG_SHUTTLE_AUTH_TOKEN); sent only over TLS."""
-    backoff_max: PositiveFloat = 30.0
-    """Retries of a failed batch back off exponentially (with jitter) up to this many seconds."""
-
-
-class TcpOutputConfig(_TlsClientOptions, kw_only=True):
-    address: str
-    """HOST:PORT of the receiver."""
-    name: str = "tcp"
-    framing: Literal["ndjson", "syslog-octet", "syslog-newline"] = "ndjson"
-    tls: bool | None = None
-    """TLS on or off; unset: on when any tls_* option is given."""
-    facility: str = "user"
-    """syslog facility (kern, user, daemon, local0 ... local7)."""
-    app_name: str = ""
-    """syslog APP-NAME; empty: the log file's name without extension."""
-    connect_timeout: PositiveFloat = 5.0
-    write_timeout: PositiveFloat = 10.0
-
-
-class GrpcOutputConfig(_TlsClientOptions, kw_only=True):
-    address: str
-    """HOST:PORT of an OTLP/gRPC receiver."""
-    name: str = "grpc"
-    insecure: bool = False
-    """Plaintext (no TLS)."""
-    headers: dict[str, str] = {}
-    """Extra request metadata."""
-    compression: Literal["gzip", "none"] = "gzip"
-    timeout: PositiveFloat = 10.0
-    """Deadline of each Export call, in seconds."""
-    concurrency: Annotated[int, Meta(ge=1, le=64)] = 4
-    """Export calls in flight at once (a batch is split into several)."""
-    max_records: Annotated[int, Meta(ge=1)] = 500
-    """Log records per Export call."""
-    service_name: str = ""
-    """service.name of the resource; empty: none."""
-
-
-class OutputsConfig(_Section):
-    stdout: StdoutOutputConfig | None = None
-    tcp: list[TcpOutputConfig] = []
-    grpc: list[GrpcOutputConfig] = []
+def instances(table: Any, registry: dict[str, Component]
+              ) -> list[tuple[str, str, Component, Section]]:
+    """Every configured component of ``table`` (an InputsConfig or OutputsConfig), in registry
+    order, as (kind, index suffix of its key: "" or "[i]", component, config)."""
+    out = []
+    for kind, component in registry.items():
+        value = getattr(table, kind)
+        if component.many:
+            out += [(kind, f"[{i}]", component, cfg) for i, cfg in enumerate(value)]
+        elif value is not None:
+            out.append((kind, "", component, value))
+    return out
 
 
 class ServerConfig(_Section):
@@ -295,7 +133,7 @@ class ServerConfig(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class Config(_Section):
+class Config(Section):
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
     inputs: InputsConfig = msgspec.field(default_factory=InputsConfig)
@@ -412,54 +250,72 @@ def load_config(
         problems.append(f"{problem} (from {src})" if src else problem)
     if not problems:
         config = msgspec.convert(data, Config)
-        problems += check_semantics(config) if command == "agent" else check_server(config)
+        env = os.environ if environ is None else environ
+        problems += (check_semantics(config, environ=env) if command == "agent"
+                     else check_server(config))
         if not problems:
-            outs = config.outputs
-            if outs.stdout is None and not outs.tcp and not outs.grpc:
-                config.outputs.stdout = StdoutOutputConfig()  # stdout is the default output
+            if not instances(config.outputs, OUTPUTS):  # stdout is the default output
+                setattr(config.outputs, DEFAULT_OUTPUT, OUTPUTS[DEFAULT_OUTPUT].config())
             return config
     raise ConfigError(problems, source=path)
 
 
-def check_semantics(config: Config) -> list[str]:
-    """Problems that no single key shows."""
+def check_semantics(config: Config, *, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Problems that no single key's type shows: each component's own (its config's
+    ``problems()``, keys prefixed with its table's), and those between tables."""
     problems = []
-    if not config.inputs.file and config.inputs.etw is None and config.inputs.ebpf is None:
+    inputs = instances(config.inputs, INPUTS)
+    if not inputs:
         problems.append("inputs: nothing to read: give --input-file PATH or an [[inputs.file]] table")
-    if config.inputs.etw is not None and sys.platform != "win32":
-        problems.append(f"inputs.etw: the ETW input is Windows-only (this is {sys.platform})")
-    problems += _check_ebpf(config.inputs.ebpf)
-    names: set[str] = set()
-    for i, f in enumerate(config.inputs.file):
-        if not f.paths:
-            problems.append(f"inputs.file[{i}].paths: give at least one path or glob")
-        if f.name in names:
-            problems.append(f"inputs.file[{i}].name: {f.name!r} is used twice; names must differ")
-        names.add(f.name)
-        # One input message holds up to send_bytes plus one event of up to max_line_bytes.
-        need = 2 * (f.send_bytes + max(f.max_line_bytes, f.read_bytes))
-        if config.queue.input_bytes < need:
-            problems.append(f"queue.input_bytes: {config.queue.input_bytes} is too small for "
-                            f"inputs.file[{i}] (needs at least {need})")
+    for section, found in (("inputs", inputs), ("outputs", instances(config.outputs, OUTPUTS))):
+        names: dict[str, set[str]] = {}
+        for kind, index, component, cfg in found:
+            key = f"{section}.{kind}{index}"
+            if component.platform is not None and sys.platform != component.platform:
+                if not index or index == "[0]":
+                    problems.append(f"{section}.{kind}: the {component.label or kind} "
+                                    f"{section[:-1]} is {_PLATFORMS.get(component.platform)}-only "
+                                    f"(this is {sys.platform})")
+                continue
+            problems += [f"{key}.{p}" for p in cfg.problems(environ=environ)]
+            if component.many:
+                seen = names.setdefault(kind, set())
+                name = getattr(cfg, "name")
+                if name in seen:
+                    problems.append(f"{key}.name: {name!r} is used twice; names must differ")
+                seen.add(name)
+    problems += [f"pipeline.{p}" for p in config.pipeline.problems(environ=environ)]
+    if any("state_dir" in cfg.__struct_fields__ and not getattr(cfg, "state_dir")
+           for _, _, _, cfg in inputs):  # an input that keeps its state in the agent's
+        problems += [p if config.agent.state_dir else f"{p} (the default; set --state-dir)"
+                     for p in directory_problems(config.agent.state_dir or default_state_dir(),
+                                                 key="agent.state_dir")]
+    problems += _check_queues(config, inputs)
+    return problems
+
+
+_PLATFORMS = {"win32": "Windows", "linux": "Linux", "darwin": "macOS"}
+
+
+def _check_queues(config: Config, inputs: list[tuple[str, str, Component, Section]]) -> list[str]:
+    """The queues must hold what goes through them. A batch is closed after the input message
+    that filled it: it may hold one more message. The pipeline commits input messages only once
+    their batch is out, so an input queue must hold a whole batch's worth of uncommitted
+    messages, twice over, or the input waits on it; an output queue, two batches."""
+    problems = []
     batch = config.pipeline.batch
-    # A batch is closed after the input message that filled it: it may hold one more message.
-    # The pipeline commits input messages only once their batch is out, so an input queue must
-    # hold a whole batch's worth of uncommitted messages, twice over, or the input waits on it.
-    message = max([0, *(f.max_line_bytes + f.send_bytes for f in config.inputs.file)])
-    need = 2 * (batch.max_bytes + message)
-    if config.inputs.file and config.queue.input_bytes < need:
+    largest, where = 0, ""
+    for kind, index, _component, cfg in inputs:
+        if cfg.message_bytes() > largest:
+            largest, where = cfg.message_bytes(), f"inputs.{kind}{index}"
+    need = 2 * (batch.max_bytes + largest)
+    if largest and config.queue.input_bytes < need:
         problems.append(f"queue.input_bytes: {config.queue.input_bytes} is too small for batches "
-                        f"of pipeline.batch.max_bytes = {batch.max_bytes} (needs at least {need})")
+                        f"of pipeline.batch.max_bytes = {batch.max_bytes} and messages of up to "
+                        f"{largest} bytes from {where} (needs at least {need})")
     if config.queue.output_bytes < need:
         problems.append(f"queue.output_bytes: {config.queue.output_bytes} is too small for a batch "
                         f"(needs at least {need})")
-    for kind in ("tcp", "grpc"):
-        seen: set[str] = set()
-        for i, o in enumerate(getattr(config.outputs, kind)):
-            if o.name in seen:
-                problems.append(f"outputs.{kind}[{i}].name: {o.name!r} is used twice; "
-                                f"names must differ")
-            seen.add(o.name)
     return problems
 
 
@@ -474,20 +330,6 @@ def check_server(config: Config) -> list[str]:
                         "= true (--insecure) for plaintext")
     if s.insecure and (s.tls_cert or s.tls_key or s.tls_ca):
         problems.append("server: insecure (plaintext) and TLS options were both given")
-    return problems
-
-
-def _check_ebpf(cfg: EbpfInputConfig | None) -> list[str]:
-    if cfg is None:
-        return []
-    problems = []
-    if not cfg.probes:
-        problems.append("inputs.ebpf.probes: give at least one of process, tcp, http")
-    if len(set(cfg.probes)) != len(cfg.probes):
-        problems.append("inputs.ebpf.probes: a probe is named twice")
-    n = cfg.ring_buffer_bytes
-    if n & (n - 1):
-        problems.append(f"inputs.ebpf.ring_buffer_bytes: {n} is not a power of two")
     return problems
 
 

@@ -13,7 +13,8 @@ import sys
 from typing import Any, TextIO
 
 import bpf
-from agent.config import EbpfInputConfig, load_config
+from agent.config import load_config
+from inputs.ebpf.config import EbpfInputConfig
 from common.errors import ConfigError
 from inputs.ebpf import options_of
 from inputs.ebpf.checks import Check, environment, problems

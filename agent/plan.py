@@ -4,43 +4,21 @@
     input file ----q-----> pipeline ------<
     (input ebpf) --q----/                  \\----q---- output tcp / grpc
 
-Every arrow is its own single-producer single-consumer shared-memory queue. The registries below
-map a component kind to the function that builds it: one explicit table per kind.
+Every arrow is its own single-producer single-consumer shared-memory queue. The registries of
+agent/components.py say which components there are and how each is built: one explicit table
+per kind, no branch per kind here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import msgspec
 
-import inputs.ebpf
-import inputs.etw
-import inputs.file
-import outputs.stdout
-import outputs.tcp
-import pipeline
-from agent.config import Config
+from agent.components import INPUTS, OUTPUTS, PIPELINE
+from agent.config import Config, instances
 from agent.supervisor import ChildSpec
-from common.component import Context, Runner
 from common.progress import ProgressBoard
 from common.shmqueue import ShmQueue
 from inputs.file.checkpoint import default_state_dir
-
-INPUTS: dict[str, Callable[[Context], Runner]] = {
-    "file": inputs.file.build, "ebpf": inputs.ebpf.build, "etw": inputs.etw.build}
-
-
-def _grpc_output(ctx: Context) -> Runner:
-    """Imported in the output's own process only: gRPC and protobuf stay out of the
-    supervisor (no gRPC state exists before a fork) and out of agents that do not use them."""
-    import outputs.grpc
-
-    return outputs.grpc.build(ctx)
-
-
-OUTPUTS: dict[str, Callable[[Context], Runner]] = {
-    "stdout": outputs.stdout.build, "tcp": outputs.tcp.build, "grpc": _grpc_output}
 
 
 def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard]]:
@@ -58,37 +36,24 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
     try:
         to_pipeline = []
         state_dir = config.agent.state_dir or default_state_dir()
-        for cfg in config.inputs.file:
-            cfg = msgspec.structs.replace(cfg, state_dir=cfg.state_dir or state_dir)
-            q = queue(f"input-{cfg.name}", config.queue.input_bytes)
+        for kind, _, component, cfg in instances(config.inputs, INPUTS):
+            if "state_dir" in cfg.__struct_fields__:  # a component's own, else the agent's
+                cfg = msgspec.structs.replace(cfg, state_dir=cfg.state_dir or state_dir)
+            name = getattr(cfg, "name", kind)
+            q = queue(f"input-{name}", config.queue.input_bytes)
             to_pipeline.append(q)
-            role = "input file" if cfg.name == "file" else f"input file {cfg.name}"
-            specs.append(ChildSpec(role=role, kind="input", build=INPUTS["file"], config=cfg,
-                                   produces=[q]))
-        if config.inputs.ebpf is not None:
-            q = queue("input-ebpf", config.queue.input_bytes)
-            to_pipeline.append(q)
-            specs.append(ChildSpec(role="input ebpf", kind="input", build=INPUTS["ebpf"],
-                                   config=config.inputs.ebpf, produces=[q]))
-        if config.inputs.etw is not None:  # Windows only (the configuration checks it)
-            q = queue("input-etw", config.queue.input_bytes)
-            to_pipeline.append(q)
-            specs.append(ChildSpec(role="input etw", kind="input", build=INPUTS["etw"],
-                                   config=config.inputs.etw, produces=[q]))
+            specs.append(ChildSpec(role=_role("input", kind, name), kind="input",
+                                   build=component.build, config=cfg, produces=[q]))
         from_pipeline = []
-        if config.outputs.stdout is not None:
-            q = queue("output-stdout", config.queue.output_bytes)
+        for kind, _, component, cfg in instances(config.outputs, OUTPUTS):
+            name = getattr(cfg, "name", kind)
+            q = queue(f"output-{kind}" + (f"-{name}" if component.many else ""),
+                      config.queue.output_bytes)
             from_pipeline.append(q)
-            specs.append(ChildSpec(role="output stdout", kind="output", build=OUTPUTS["stdout"],
-                                   config=config.outputs.stdout, consumes=[q], keep_stdout=True))
-        for kind in ("tcp", "grpc"):
-            for cfg in getattr(config.outputs, kind):
-                role = f"output {kind}" if cfg.name == kind else f"output {kind} {cfg.name}"
-                q = queue(f"output-{kind}-{cfg.name}", config.queue.output_bytes)
-                from_pipeline.append(q)
-                specs.append(ChildSpec(role=role, kind="output", build=OUTPUTS[kind], config=cfg,
-                                       consumes=[q]))
-        specs.append(ChildSpec(role="pipeline", kind="pipeline", build=pipeline.build,
+            specs.append(ChildSpec(role=_role("output", kind, name), kind="output",
+                                   build=component.build, config=cfg, consumes=[q],
+                                   keep_stdout=component.keep_stdout))
+        specs.append(ChildSpec(role="pipeline", kind="pipeline", build=PIPELINE.build,
                                config=config.pipeline, consumes=to_pipeline,
                                produces=from_pipeline))
         inputs = [s for s in specs if s.kind == "input"]
@@ -104,3 +69,8 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
             q.destroy()
         raise
     return specs, queues
+
+
+def _role(what: str, kind: str, name: str) -> str:
+    """``output tcp``, or ``output tcp siem`` for one named otherwise than its kind."""
+    return f"{what} {kind}" if name == kind else f"{what} {kind} {name}"

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
 from agent.platforms import current as current_platform
-from common.component import BootError, Context, Runner, SinkClosed, Stop
+from common.component import BootError, Context, Runner, SinkClosed, Stop, resolve_build
 from common.logs import setup_logging
 from common.shmqueue import ShmQueue
 
@@ -52,7 +52,8 @@ class ChildSpec:
     role: str
     """Shown in ``ps`` as ``log-shuttle: <role>`` and in every log line of the child."""
     kind: Literal["input", "pipeline", "output"]
-    build: Callable[[Context], Runner]
+    build: Callable[[Context], Runner] | str
+    """The build function, or its ``module:function`` (imported in the child only)."""
     config: Any
     consumes: list[ShmQueue] = field(default_factory=list)
     produces: list[ShmQueue] = field(default_factory=list)
@@ -232,7 +233,8 @@ class Supervisor:
                     consumers=[q.consumer() for q in spec.consumes],
                     producers=[q.producer() for q in spec.produces], log=log,
                     progress=spec.progress() if spec.progress else None)
-                runner = spec.build(ctx)
+                build = resolve_build(spec.build) if isinstance(spec.build, str) else spec.build
+                runner = build(ctx)
             except BootError as exc:
                 log.error("cannot start: %s", exc)
                 code = EXIT_BOOT

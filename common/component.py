@@ -1,17 +1,20 @@
 """What every component (input, pipeline, output) gets from the process that runs it.
 
-A component module exposes ``build(ctx: Context) -> Runner``; ``build`` checks its configuration
-and acquires what it needs (raising :class:`BootError` when it cannot, which stops the agent),
+A component module exposes ``build(ctx: Context[ItsConfig]) -> Runner``; the configuration was
+checked before any process started (``ItsConfig.problems()``, see common/config.py), so ``build``
+only acquires what it needs (raising :class:`BootError` when it cannot, which stops the agent),
 and ``Runner.run()`` does the work until the upstream queues close or ``ctx.stop`` is set.
 Components never reach for globals: everything they need comes in through the context.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from common.errors import LogShuttleError
 from common.wake import Wakeup
@@ -54,13 +57,17 @@ class Runner(Protocol):
     def run(self) -> None: ...
 
 
+C = TypeVar("C")
+
+
 @dataclass
-class Context:
-    """What a component is built with."""
+class Context(Generic[C]):
+    """What a component is built with; ``C`` is the component's config struct (its
+    ``config.py``, or the top of a single-module output), checked before any process starts."""
 
     name: str
     """The component's role, e.g. ``input file`` or ``output stdout``."""
-    config: Any
+    config: C
     host: str
     stop: Stop
     consumers: list[Any] = field(default_factory=list)
@@ -70,3 +77,13 @@ class Context:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("log_shuttle"))
     progress: Any = None
     """This component's view of the acknowledgement board (common.progress), if it has one."""
+
+
+def resolve_build(path: str) -> Callable[[Context[Any]], Runner]:
+    """The build function named ``module:function``, imported now (in the child process, so
+    that heavy modules such as grpc stay out of the supervisor)."""
+    module, _, name = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj

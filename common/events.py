@@ -211,8 +211,40 @@ class EtwEvent(msgspec.Struct, tag="etw", array_like=True, frozen=True):
     fields: dict[str, str | int | float | bool | None] = {}
 
 
-# One tagged union of every event kind.
-Event = Union[LogEvent, ProcessEvent, ConnEvent, HttpEvent, LossEvent, EtwEvent]
+class MetricEvent(msgspec.Struct, tag="metric", array_like=True, frozen=True):
+    """One series' aggregate over one interval (delta temporality): what the pipeline's metrics
+    aggregator (pipeline/metrics.py) saw of HTTP exchanges or TCP connections from ``start_ns``
+    to ``time_ns``. Sinks that need cumulative values (Prometheus, OTLP cumulative) add the
+    deltas up themselves."""
+
+    name: str
+    """``http.server.request.duration``, ``http.client.request.duration``,
+    ``tcp.connection.duration`` (histograms, seconds) or ``tcp.connection.opened`` (counter)."""
+    time_ns: int
+    """End of the interval, nanoseconds since the Unix epoch."""
+    start_ns: int
+    """Start of the interval."""
+    attrs: dict[str, str] = {}
+    """The series: ``service.name``, ``http.request.method``, ``http.route``,
+    ``http.response.status_class``, ``network.peer.address``... ``otel.metric.overflow`` =
+    ``"true"`` marks the one series that counts what went past the series cap."""
+    kind: str = "histogram"
+    """"histogram" or "counter" (then only ``count`` is meaningful)."""
+    count: int = 0
+    """Observations in the interval (requests, connections)."""
+    errors: int = 0
+    """HTTP: exchanges that failed (server: 5xx; client: 4xx and 5xx, OpenTelemetry's rule)."""
+    sum: float = 0.0
+    """Sum of the observed durations, seconds."""
+    bounds: list[float] = []
+    """Histogram bucket upper bounds, seconds, ascending."""
+    buckets: list[int] = []
+    """Counts per bucket (not cumulative): ``len(bounds) + 1`` of them, the last one for
+    values above the highest bound."""
+
+
+# One tagged union of every event kind (a new kind is added at the end).
+Event = Union[LogEvent, ProcessEvent, ConnEvent, HttpEvent, LossEvent, EtwEvent, MetricEvent]
 
 
 class Batch(msgspec.Struct, array_like=True):

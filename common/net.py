@@ -6,9 +6,7 @@ import os
 from collections.abc import Mapping
 
 from common.component import BootError
-
-TOKEN_ENV = "LOG_SHUTTLE_AUTH_TOKEN"
-"""The bearer token can come from this variable instead of a file (never from argv)."""
+from common.config import TOKEN_ENV
 
 
 def parse_address(text: str, *, who: str, default_host: str | None = None,

@@ -40,6 +40,7 @@ from common.otlp import export_requests
 from common.tls import TlsFiles, grpc_channel_credentials
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
+from outputs.grpc_config import GrpcOutputConfig
 from outputs.otlp import otlp_records
 from outputs.runner import Backoff, OutputRunner
 
@@ -51,18 +52,14 @@ MISCONFIGURED = frozenset({Code.UNAUTHENTICATED, Code.PERMISSION_DENIED, Code.UN
 _DETAILS_KEY = "grpc-status-details-bin"
 
 
-def build(ctx: Context) -> OutputRunner:
+def build(ctx: Context[GrpcOutputConfig]) -> OutputRunner:
     cfg = ctx.config
     if len(ctx.consumers) != 1:
         raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
     host, port = parse_address(cfg.address, who=ctx.name)
     files = TlsFiles(ca=cfg.tls_ca, cert=cfg.tls_cert, key=cfg.tls_key,
                      server_name=cfg.tls_server_name)
-    if cfg.insecure and files.any():
-        raise BootError(f"{ctx.name}: insecure (plaintext) and TLS options were both given")
     token = read_token(cfg.auth_token_file, who=ctx.name)
-    if token and cfg.insecure:
-        raise BootError(f"{ctx.name}: a token is only ever sent over TLS: drop --insecure")
     credentials = None if cfg.insecure else grpc_channel_credentials(files, who=ctx.name)
     metadata = [(k.lower(), v) for k, v in cfg.headers.items()]
     if token:

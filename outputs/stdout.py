@@ -6,15 +6,23 @@ from __future__ import annotations
 import errno
 import os
 import select
+from typing import Literal
 
 from common.component import BootError, Context, SinkClosed
+from common.config import Section
 from common.events import Batch
 from outputs.base import Verdict
 from outputs.ndjson import Renderer
 from outputs.runner import OutputRunner
 
 
-def build(ctx: Context) -> OutputRunner:
+class StdoutOutputConfig(Section):
+    """The ``[outputs.stdout]`` table."""
+
+    format: Literal["ndjson", "text"] = "ndjson"
+
+
+def build(ctx: Context[StdoutOutputConfig]) -> OutputRunner:
     if len(ctx.consumers) != 1:
         raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
     return OutputRunner(ctx, StdoutSink(fmt=ctx.config.format, host=ctx.host))

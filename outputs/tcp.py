@@ -31,10 +31,12 @@ import struct
 import termios
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from common.component import BootError, Context
+from common.config import PositiveFloat, TlsClientOptions, address_problems
 from common.events import Batch, Event, event_lines
 from common.net import format_address, parse_address, read_token
 from common.tls import TlsFiles, client_context, describe
@@ -47,25 +49,49 @@ from outputs.syslog import FACILITIES, SyslogEncoder
 AUTH_OK = b"OK\n"
 
 
+class TcpOutputConfig(TlsClientOptions, kw_only=True):
+    """One ``[[outputs.tcp]]`` table."""
+
+    address: str
+    """HOST:PORT of the receiver."""
+    name: str = "tcp"
+    framing: Literal["ndjson", "syslog-octet", "syslog-newline"] = "ndjson"
+    tls: bool | None = None
+    """TLS on or off; unset: on when any tls_* option is given."""
+    facility: str = "user"
+    """syslog facility (kern, user, daemon, local0 ... local7)."""
+    app_name: str = ""
+    """syslog APP-NAME; empty: the log file's name without extension."""
+    connect_timeout: PositiveFloat = 5.0
+    write_timeout: PositiveFloat = 10.0
+
+    def use_tls(self) -> bool:
+        return self.tls if self.tls is not None else self.tls_files_given()
+
+    def problems(self, *, environ: Mapping[str, str] | None = None) -> list[str]:
+        out = address_problems(self.address, key="address") + super().problems(environ=environ)
+        if self.facility not in FACILITIES:
+            out.append(f"facility: unknown syslog facility {self.facility!r} (one of "
+                       f"{', '.join(FACILITIES)})")
+        if not self.use_tls() and self.token_given(environ):
+            out.append(f"{'auth_token_file' if self.auth_token_file else 'tls'}: a token is only "
+                       f"ever sent over TLS: set tls = true (--tls-ca ...) or give no token")
+        return out
+
+
 class AuthRejected(Exception):
     """The server answered the token with something else than OK."""
 
 
-def build(ctx: Context) -> OutputRunner:
+def build(ctx: Context[TcpOutputConfig]) -> OutputRunner:
     cfg = ctx.config
     if len(ctx.consumers) != 1:
         raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
     host, port = parse_address(cfg.address, who=ctx.name)
     files = TlsFiles(ca=cfg.tls_ca, cert=cfg.tls_cert, key=cfg.tls_key,
                      server_name=cfg.tls_server_name)
-    use_tls = cfg.tls if cfg.tls is not None else files.any()
-    tls = client_context(files, who=ctx.name) if use_tls else None
+    tls = client_context(files, who=ctx.name) if cfg.use_tls() else None
     token = read_token(cfg.auth_token_file, who=ctx.name)
-    if token and tls is None:
-        raise BootError(f"{ctx.name}: a token is only ever sent over TLS: set tls = true "
-                        f"(--tls-ca ...) or give no token")
-    if cfg.facility not in FACILITIES:
-        raise BootError(f"{ctx.name}: unknown syslog facility {cfg.facility!r}")
     sink = TcpSink(
         name=f"tcp {format_address(host, port)}", host=host, port=port,
         encode=encoder(framing=cfg.framing, host=ctx.host, facility=cfg.facility,

@@ -9,6 +9,11 @@ sets the pace and backpressure reaches the inputs.
 
 When every input queue is closed and drained (the agent is stopping), the pipeline flushes and
 exits; the supervisor then closes the output queues.
+
+With metrics on (pipeline/metrics.py), every event also goes through the aggregator, and at each
+interval's end its points go, as a batch of their own, to the output queues whose route
+(``config.routes``) includes metrics; the other batches only to those whose route includes
+events. Metric batches carry no acknowledgements: their outputs are not on the board.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from common.component import BootError, Context
 from common.events import Batch, BatchCodec
 from common.shmqueue import Closed, Empty, Full, wait_any
 from pipeline.batcher import Batcher
+from pipeline.config import PipelineConfig
 from pipeline.enrich import Enricher
+from pipeline.metrics import Aggregator
 from pipeline.proctable import ProcessTable
 from pipeline.writers import WriterCache
 
@@ -27,7 +34,7 @@ MESSAGES_PER_TURN = 8
 """Messages taken from one input queue before the next gets its turn."""
 
 
-def build(ctx: Context) -> Pipeline:
+def build(ctx: Context[PipelineConfig]) -> Pipeline:
     if not ctx.consumers:
         raise BootError("pipeline: no input queue")
     if not ctx.producers:
@@ -60,6 +67,13 @@ class Pipeline:
         self.batches_sent = 0
         self.handed_on: dict[int, int] = {}
         """Input index -> the highest message seq read from it (stamped on every batch)."""
+        routes = list(getattr(ctx.config, "routes", ()) or ())
+        routes += ["events"] * (len(ctx.producers) - len(routes))
+        self.event_queues = [p for p, r in zip(ctx.producers, routes) if r != "metrics"]
+        self.metric_queues = [p for p, r in zip(ctx.producers, routes) if r != "events"]
+        metrics = getattr(ctx.config, "metrics", None)
+        self.metrics = Aggregator.from_config(metrics, log=ctx.log) \
+            if metrics is not None and metrics.enabled and self.metric_queues else None
 
     def run(self) -> None:
         ctx = self.ctx
@@ -83,6 +97,8 @@ class Pipeline:
                     events = batch.events
                     if self.enricher is not None:
                         events = self.enricher.enrich(events)
+                    if self.metrics is not None:
+                        self.metrics.observe(events)
                     self.batcher.add(events, time.monotonic())
                     if self.batcher.full():
                         self.flush()
@@ -96,26 +112,42 @@ class Pipeline:
                 self.enricher.table.poll(now)
                 self.enricher.writers.forget_older_than(now - 600)
                 self.next_poll = now + self.poll_interval
+            if self.metrics is not None and self.metrics.due():
+                self.send_metrics()
             if not took and open_inputs:
                 wait = self.batcher.time_left(now)
                 if self.enricher is not None:
                     wait = min(wait if wait is not None else 1e9, self.next_poll - now)
+                if self.metrics is not None:
+                    wait = min(wait if wait is not None else 1e9, self.metrics.time_left())
                 wait_any(open_inputs, also=[ctx.stop],
                          timeout=max(0.0, wait) if wait is not None else None)
         self.flush()
+        if self.metrics is not None:
+            self.send_metrics()  # the interval so far
         ctx.log.debug("inputs drained: sent %d batches", self.batches_sent)
+
+    def send_metrics(self) -> None:
+        points = self.metrics.collect()
+        if points:
+            self._put(self.metric_queues,
+                      self.codec.encode(Batch(events=points, source="metrics")))
 
     def flush(self) -> None:
         if self.batcher:
             message = self.codec.encode(Batch(events=self.batcher.take(), source="pipeline",
                                               acks=sorted(self.handed_on.items())))
-            for p in self.ctx.producers:
-                while True:
-                    try:
-                        p.put(message, timeout=1.0)
-                        break
-                    except Full:
-                        continue  # backpressure: wait for the output (the drain deadline bounds it)
+            self._put(self.event_queues, message)
             self.batches_sent += 1
         for c in self.ctx.consumers:
             c.commit()  # every message read so far is in a batch that every output has
+
+    @staticmethod
+    def _put(queues, message: bytes) -> None:
+        for p in queues:
+            while True:
+                try:
+                    p.put(message, timeout=1.0)
+                    break
+                except Full:
+                    continue  # backpressure: wait for the output (the drain deadline bounds it)

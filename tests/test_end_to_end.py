@@ -202,12 +202,29 @@ def test_sigkill_of_each_child_is_recovered(tmp_path):
 
 
 def test_a_child_that_cannot_start_stops_the_agent(tmp_path):
-    r = subprocess.run(agent_command("--input-file", str(tmp_path), "--log-level", "debug"),
-                       capture_output=True, text=True, env=agent_env(), timeout=60)
+    # What only the running machine shows stops the agent from the child that found it:
+    # here a checkpoint file that is a directory (the configuration cannot know it).
+    state = tmp_path / "state"
+    (state / "file-file.checkpoints").mkdir(parents=True)
+    log = tmp_path / "a.log"
+    log.touch()
+    env = agent_env(LOG_SHUTTLE_AGENT__STATE_DIR=str(state))
+    r = subprocess.run(agent_command("--input-file", str(log), "--log-level", "debug"),
+                       capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 3
-    assert r.stderr.count("is a directory, not a file") == 1
+    assert r.stderr.count("file-file.checkpoints: Is a directory") == 1
     assert r.stderr.count("started input file") == 1  # no restart loop
     assert "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_a_directory_as_the_input_file_is_refused_before_any_process_starts(tmp_path):
+    r = subprocess.run(agent_command("--input-file", str(tmp_path), "--log-level", "debug"),
+                       capture_output=True, text=True, env=agent_env(), timeout=60)
+    assert r.returncode == 2
+    assert (f"inputs.file[0].paths[0]: {tmp_path} is a directory, not a file: to follow the files "
+            f"in it, give a glob such as '{tmp_path}/*.log'") in r.stderr
+    assert "started" not in r.stderr and "supervisor" not in r.stderr
     assert r.stdout == ""
 
 

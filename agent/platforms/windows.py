@@ -66,8 +66,11 @@ class Bootstrap:
     parent_pid: int = 0
 
 
-def builder_path(fn: Callable[..., Any]) -> str:
-    """``module:qualname`` of a module-level function (what a new interpreter can import)."""
+def builder_path(fn: Callable[..., Any] | str) -> str:
+    """``module:qualname`` of a module-level function (what a new interpreter can import);
+    a path given as such (the registry's, agent/components.py) is passed on as it is."""
+    if isinstance(fn, str):
+        return fn
     path = f"{fn.__module__}:{fn.__qualname__}"
     if "<" in fn.__qualname__ or resolve_builder(path) is not fn:
         raise ValueError(f"{path} is not a module-level function a child process can import")

@@ -11,6 +11,7 @@ import os
 import select
 
 from common.component import BootError, Context, Runner
+from inputs.ebpf.config import EbpfInputConfig
 from inputs.ebpf.checks import environment, problems
 from inputs.ebpf.loader import LoadError, ProgramOptions, Programs
 
@@ -20,7 +21,7 @@ def options_of(cfg, *, self_pid: int = 0) -> ProgramOptions:
                           ring_buffer_bytes=cfg.ring_buffer_bytes, self_pid=self_pid)
 
 
-def build(ctx: Context) -> Runner:
+def build(ctx: Context[EbpfInputConfig]) -> Runner:
     """Check the machine, load the probes; a missing piece is a BootError (or, with the input
     optional, a warning and an input that does nothing)."""
     from inputs.ebpf.runner import EbpfInput

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.component import BootError, Context
+from inputs.etw.config import EtwInputConfig
 from common.events import Batch, BatchCodec, Event, LossEvent
 from common.shmqueue import Full, MessageTooLarge
 from inputs.etw import kernel_process
@@ -31,7 +32,7 @@ from inputs.etw.structs import (
 from inputs.etw.tdh import SchemaCache, parse_providers
 
 
-def build(ctx: Context, *, api: EtwApi | None = None) -> EtwInput:
+def build(ctx: Context[EtwInputConfig], *, api: EtwApi | None = None) -> EtwInput:
     """Check the configuration, load the Windows API (BootError off Windows), resolve the
     providers' names and start the session. ``api`` replaces the Windows calls (tests)."""
     cfg = ctx.config

@@ -31,8 +31,8 @@ from common.component import BootError, Context
 from common.events import FORMAT_ERROR, PIECE, Batch, BatchCodec, LogEvent
 from common.shmqueue import Full
 from inputs.file.checkpoint import Checkpointer, Entry, StateError
+from inputs.file.config import FileInputConfig
 from inputs.file.fingerprint import FINGERPRINT_BYTES
-from inputs.file.formats import Multiline
 from inputs.file.paths import Globber
 from inputs.file.lifecycle import Copy, Lifecycle, Truncated
 from inputs.file.tailer import TailedFile
@@ -69,7 +69,7 @@ class FileInputStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def build(ctx: Context) -> FileInput:
+def build(ctx: Context[FileInputConfig]) -> FileInput:
     cfg = ctx.config
     if not cfg.paths:
         raise BootError(f"{ctx.name}: no paths to follow")
@@ -79,11 +79,6 @@ def build(ctx: Context) -> FileInput:
                             f"give a glob such as '{os.path.join(pattern, '*.log')}'")
     if len(ctx.producers) != 1:
         raise BootError(f"{ctx.name}: expected one output queue, got {len(ctx.producers)}")
-    if cfg.multiline is not None:
-        try:
-            Multiline(start=cfg.multiline.start, timeout=1, max_bytes=1)
-        except ValueError as exc:
-            raise BootError(f"{ctx.name}: {exc}") from exc
     checkpointer = Checkpointer(state_dir=cfg.state_dir, input_name=cfg.name)
     try:
         checkpointer.prepare()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from agent.config import EtwInputConfig
+from inputs.etw.config import EtwInputConfig
 from agent.platforms import current
 from agent.platforms import windows as win
 from agent.platforms.posix import PosixPlatform

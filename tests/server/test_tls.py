@@ -109,19 +109,22 @@ def test_failures_are_clear_and_retried_with_backoff(tmp_path, case):
 
 @pytest.mark.parametrize("args, message", [
     (["--output-grpc", "127.0.0.1:4317", "--tls-ca", "/nonexistent/ca.pem"],
-     "TLS CA file not found: /nonexistent/ca.pem"),
+     "outputs.grpc[0].tls_ca: no such file: /nonexistent/ca.pem"),
     (["--output-tcp", "127.0.0.1:5144", "--tls-cert", "CERT", "--tls-key", "/etc/hostname"],
-     "cannot be used together"),
-    (["--output-tcp", "no-port-here"], "is not HOST:PORT"),
-    (["--output-grpc", "127.0.0.1:99999", "--insecure"], "port must be a number"),
+     "outputs.tcp[0].tls_cert: TLS certificate CERT and key /etc/hostname cannot be used together"),
+    (["--output-tcp", "no-port-here"], "outputs.tcp[0].address: address 'no-port-here' is not HOST:PORT"),
+    (["--output-grpc", "127.0.0.1:99999", "--insecure"],
+     "outputs.grpc[0].address: address '127.0.0.1:99999': the port must be a number in 1-65535"),
 ])
-def test_bad_tls_files_and_addresses_stop_the_agent_at_start(tmp_path, args, message):
+def test_bad_tls_files_and_addresses_are_refused_before_start(tmp_path, args, message):
     pki = make_pki(tmp_path)
     args = [str(pki.server_cert) if a == "CERT" else a for a in args]
+    message = message.replace("CERT", str(pki.server_cert))
     log = _lines(tmp_path, 1)
     with Agent(tmp_path, "-f", str(log), *args) as agent:
-        assert agent.proc.wait(timeout=30) == 3
+        assert agent.proc.wait(timeout=30) == 2
     assert message in agent.stderr()
+    assert "supervisor" not in agent.stderr()  # no process was started
     assert "Traceback" not in agent.stderr()
 
 
@@ -130,5 +133,5 @@ def test_a_token_is_never_sent_in_plaintext(tmp_path):
     env = agent_env(LOG_SHUTTLE_AUTH_TOKEN="abc")
     with Agent(tmp_path, "-f", str(log), "--output-grpc", "127.0.0.1:4317", "--insecure",
                env=env) as agent:
-        assert agent.proc.wait(timeout=30) == 3
-    assert "only ever sent over TLS" in agent.stderr()
+        assert agent.proc.wait(timeout=30) == 2  # refused by the configuration's check
+    assert "outputs.grpc[0].insecure: a token is only ever sent over TLS" in agent.stderr()

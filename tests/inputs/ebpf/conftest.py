@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import EbpfInputConfig
+from inputs.ebpf.config import EbpfInputConfig
 from common.component import Context, Stop
 from common.events import BatchCodec, Event, LossEvent
 from common.shmqueue import Empty, ShmQueue

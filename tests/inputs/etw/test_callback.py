@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from agent.config import EtwInputConfig, EtwProviderConfig
+from inputs.etw.config import EtwInputConfig, EtwProviderConfig
 from common.component import BootError, Context, Stop
 from common.events import BatchCodec, EtwEvent, LossEvent, ProcessEvent
 from common.shmqueue import Empty, ShmQueue

@@ -1,0 +1,63 @@
+"""The registry of components: one explicit table per kind, name -> :class:`Component`.
+
+It drives both the configuration (``[inputs.<name>]`` / ``[[inputs.<name>]]`` and
+``[outputs.<name>]`` tables are made from it, agent/config.py) and the plan of processes
+(agent/plan.py). Adding an input or an output is: its module (a config struct deriving from
+common.config.Section, with ``problems()`` for what no single key shows, and a
+``build(ctx: Context[ItsConfig]) -> Runner``), one line here, and its docs.
+
+The build function is named as ``module:function`` and imported only in the component's own
+process, so that heavy imports (grpc, bcc) stay out of the supervisor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from common.config import Section
+from inputs.ebpf.config import EbpfInputConfig
+from inputs.etw.config import EtwInputConfig
+from inputs.file.config import FileInputConfig
+from outputs.grpc_config import GrpcOutputConfig
+from outputs.stdout import StdoutOutputConfig
+from outputs.tcp import TcpOutputConfig
+from pipeline.config import PipelineConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class Component:
+    config: type[Section]
+    """Its table's struct."""
+    build: str
+    """``module:function`` of its build function (imported in its own process)."""
+    many: bool = False
+    """An array of tables (``[[outputs.tcp]]``, each with a ``name``), or one table."""
+    platform: str | None = None
+    """The only ``sys.platform`` it runs on; None: any (the component checks the rest)."""
+    keep_stdout: bool = False
+    """It writes the agent's stdout (every other child has fd 1 pointed at stderr)."""
+    label: str = ""
+    """How messages name it (``the ETW input``); empty: its key."""
+
+
+INPUTS: dict[str, Component] = {
+    "file": Component(config=FileInputConfig, build="inputs.file:build", many=True),
+    "ebpf": Component(config=EbpfInputConfig, build="inputs.ebpf:build"),  # Linux, as root
+    "etw": Component(config=EtwInputConfig, build="inputs.etw:build", platform="win32",
+                     label="ETW"),
+}
+
+OUTPUTS: dict[str, Component] = {
+    "stdout": Component(config=StdoutOutputConfig, build="outputs.stdout:build",
+                        keep_stdout=True),
+    "tcp": Component(config=TcpOutputConfig, build="outputs.tcp:build", many=True),
+    "grpc": Component(config=GrpcOutputConfig, build="outputs.grpc:build", many=True),
+}
+
+DEFAULT_OUTPUT = "stdout"
+"""The output used when none is configured."""
+
+PIPELINE = Component(config=PipelineConfig, build="pipeline:build")
+
+KINDS: dict[Literal["input", "output"], dict[str, Component]] = {"input": INPUTS, "output": OUTPUTS}

@@ -1,0 +1,41 @@
+"""The eBPF input's configuration: the ``[inputs.ebpf]`` table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from common.config import KiB, MiB, PositiveFloat, Section
+
+
+class EbpfInputConfig(Section):
+    """The eBPF input (Linux, root; see docs/ebpf.md)."""
+
+    probes: list[Literal["process", "tcp", "http"]] = msgspec.field(
+        default_factory=lambda: ["process", "tcp", "http"])
+    """process: exec, fork, exit; tcp: connect, accept, close; http: HTTP/1.x requests."""
+    optional: bool = False
+    """When the input cannot start (not root, no BCC), warn and keep the other inputs instead of
+    stopping the agent."""
+    http_payload_bytes: Annotated[int, Meta(ge=64, le=4096)] = 256
+    """At most this much of a read or write that starts like HTTP is copied to user space."""
+    ring_buffer_bytes: Annotated[int, Meta(ge=64 * KiB, le=1024 * MiB)] = 8 * MiB
+    """Size of each probe's BPF ring buffer (a power of two); when full, events are counted lost."""
+    send_interval: PositiveFloat = 0.1
+    """At most this many seconds between a message to the pipeline and the next (when events came)."""
+    send_events: Annotated[int, Meta(ge=1, le=100_000)] = 1000
+    """At most this many events in one message to the pipeline."""
+
+    def problems(self, *, environ: Mapping[str, str] | None = None) -> list[str]:
+        out = []
+        if not self.probes:
+            out.append("probes: give at least one of process, tcp, http")
+        if len(set(self.probes)) != len(self.probes):
+            out.append("probes: a probe is named twice")
+        n = self.ring_buffer_bytes
+        if n & (n - 1):
+            out.append(f"ring_buffer_bytes: {n} is not a power of two")
+        return out

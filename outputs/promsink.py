@@ -1,0 +1,62 @@
+"""The Prometheus output: metric points added up (outputs/metricstate.py) and exposed on its own
+HTTP listener's ``/metrics`` for Prometheus to scrape. A batch is OK once added: the scrape is
+Prometheus' business. The state lives in this output's process; a restart starts the counters
+from zero (Prometheus sees a counter reset)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from common.component import BootError, Context
+from common.events import Batch
+from common.net import parse_address
+from outputs.base import Verdict
+from outputs.metricstate import Cumulative, metric_events
+from outputs.prometheus import render
+from outputs.promserve import MetricsListener
+from outputs.runner import OutputRunner
+
+
+class PrometheusOutputConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[outputs.prometheus]``."""
+
+    listen: str = "127.0.0.1:9464"
+    """HOST:PORT of the ``/metrics`` listener (9464: OpenTelemetry's Prometheus exporter's)."""
+    expiry: Annotated[float, Meta(gt=0)] = 3600.0
+    """A series not updated for this many seconds is no longer exposed."""
+
+
+class PrometheusSink:
+    name = "prometheus"
+
+    def __init__(self, *, host: str, port: int, expiry: float = 3600.0, log=None) -> None:
+        self.state = Cumulative(expiry=expiry)
+        self.lock = threading.Lock()
+        self.listener = MetricsListener(host=host, port=port, render=self.render, log=log)
+
+    def render(self) -> bytes:
+        with self.lock:
+            return render(list(self.state))
+
+    def send(self, batch: Batch) -> Verdict:
+        points = metric_events(batch.events)
+        with self.lock:
+            self.state.add(points)
+            self.state.expire()
+        return Verdict.OK
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def build(ctx: Context) -> OutputRunner:
+    cfg: PrometheusOutputConfig = ctx.config
+    if len(ctx.consumers) != 1:
+        raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
+    host, port = parse_address(cfg.listen, who=ctx.name, listen=True)
+    return OutputRunner(ctx, PrometheusSink(host=host, port=port, expiry=cfg.expiry,
+                                            log=ctx.log))
