@@ -43,6 +43,7 @@ class TcpFraming(str, enum.Enum):
     ndjson = "ndjson"
     syslog_octet = "syslog-octet"
     syslog_newline = "syslog-newline"
+    relp = "relp"
 
 
 class Level(str, enum.Enum):
@@ -88,7 +89,8 @@ def run(
         None, "--output-tcp", metavar="HOST:PORT", help="Ship to a TCP receiver; repeat for more."),
     tcp_framing: Optional[TcpFraming] = typer.Option(
         None, "--tcp-framing", help="TCP: ndjson (default), syslog-octet (RFC 5424 + RFC 6587 "
-                                    "octet counting) or syslog-newline."),
+                                    "octet counting), syslog-newline, or relp (RFC 5424 over RELP, "
+                                    "each message confirmed: rsyslog's imrelp)."),
     output_grpc: Optional[list[str]] = typer.Option(
         None, "--output-grpc", metavar="HOST:PORT",
         help="Ship to an OTLP/gRPC receiver (TLS unless --insecure); repeat for more."),

@@ -65,6 +65,9 @@ class OutputRunner:
         self.codec = BatchCodec()
         self.backoff = backoff or Backoff()
         self.stats = OutputStats()
+        state_dir = getattr(ctx.config, "state_dir", "")
+        if dead_letters is None and state_dir:
+            dead_letters = DeadLetters(directory=state_dir, output=ctx.name)
         self.dead_letters = dead_letters
         self.poison_after = max(1, poison_after)
         self._said_dead = False

@@ -20,6 +20,9 @@ class StdoutOutputConfig(Section):
     """The ``[outputs.stdout]`` table."""
 
     format: Literal["ndjson", "text"] = "ndjson"
+    state_dir: str = ""
+    """Where this output sets aside batches it can never deliver (its dead-letter file); empty:
+    the agent's state_dir."""
 
 
 def build(ctx: Context[StdoutOutputConfig]) -> OutputRunner:

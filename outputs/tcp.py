@@ -33,7 +33,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+from msgspec import Meta
 
 from common.component import BootError, Context
 from common.config import PositiveFloat, TlsClientOptions, address_problems
@@ -43,6 +45,7 @@ from common.tls import TlsFiles, client_context, describe
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
 from outputs.ndjson import Renderer
+from outputs.relp import RelpSink
 from outputs.runner import Backoff, OutputRunner
 from outputs.syslog import FACILITIES, SyslogEncoder
 
@@ -55,7 +58,9 @@ class TcpOutputConfig(TlsClientOptions, kw_only=True):
     address: str
     """HOST:PORT of the receiver."""
     name: str = "tcp"
-    framing: Literal["ndjson", "syslog-octet", "syslog-newline"] = "ndjson"
+    framing: Literal["ndjson", "syslog-octet", "syslog-newline", "relp"] = "ndjson"
+    """``relp``: RFC 5424 messages over RELP (rsyslog's imrelp), each confirmed by the
+    receiver: nothing is lost to a receiver that hangs up or restarts."""
     tls: bool | None = None
     """TLS on or off; unset: on when any tls_* option is given."""
     facility: str = "user"
@@ -64,6 +69,14 @@ class TcpOutputConfig(TlsClientOptions, kw_only=True):
     """syslog APP-NAME; empty: the log file's name without extension."""
     connect_timeout: PositiveFloat = 5.0
     write_timeout: PositiveFloat = 10.0
+    """Also how long RELP waits for the receiver's answers."""
+    replay_bytes: Annotated[int, Meta(ge=0)] = 8 * 1024 * 1024
+    """Best-effort framings: what the sink keeps of what it wrote on a connection, written
+    again after the receiver resets it (0: nothing; a broken connection then loses what was in
+    flight)."""
+    state_dir: str = ""
+    """Where this output sets aside batches it can never deliver (its dead-letter file); empty:
+    the agent's state_dir."""
 
     def use_tls(self) -> bool:
         return self.tls if self.tls is not None else self.tls_files_given()
@@ -73,7 +86,10 @@ class TcpOutputConfig(TlsClientOptions, kw_only=True):
         if self.facility not in FACILITIES:
             out.append(f"facility: unknown syslog facility {self.facility!r} (one of "
                        f"{', '.join(FACILITIES)})")
-        if not self.use_tls() and self.token_given(environ):
+        if self.framing == "relp" and self.auth_token_file:
+            out.append("auth_token_file: RELP has no token (rsyslog's imrelp authenticates "
+                       "clients by TLS certificate: tls_cert, tls_key)")
+        elif not self.use_tls() and self.token_given(environ):
             out.append(f"{'auth_token_file' if self.auth_token_file else 'tls'}: a token is only "
                        f"ever sent over TLS: set tls = true (--tls-ca ...) or give no token")
         return out
@@ -91,13 +107,21 @@ def build(ctx: Context[TcpOutputConfig]) -> OutputRunner:
     files = TlsFiles(ca=cfg.tls_ca, cert=cfg.tls_cert, key=cfg.tls_key,
                      server_name=cfg.tls_server_name)
     tls = client_context(files, who=ctx.name) if cfg.use_tls() else None
+    if cfg.framing == "relp":
+        syslog = SyslogEncoder(host=ctx.host, facility=cfg.facility, app_name=cfg.app_name)
+        sink: TcpSink | RelpSink = RelpSink(
+            name=f"relp {format_address(host, port)}", host=host, port=port,
+            messages=syslog.messages, tls=tls, server_name=cfg.tls_server_name or host,
+            connect_timeout=cfg.connect_timeout, timeout=cfg.write_timeout, log=ctx.log)
+        return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
     token = read_token(cfg.auth_token_file, who=ctx.name)
     sink = TcpSink(
         name=f"tcp {format_address(host, port)}", host=host, port=port,
         encode=encoder(framing=cfg.framing, host=ctx.host, facility=cfg.facility,
                        app_name=cfg.app_name),
         tls=tls, server_name=cfg.tls_server_name or host, token=token,
-        connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout, log=ctx.log)
+        connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout,
+        replay_bytes=cfg.replay_bytes, log=ctx.log)
     return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
 
 

@@ -149,3 +149,53 @@ def test_nothing_listening_is_a_retry_not_a_loss(tmp_path):
     finally:
         rig.close()
     assert (t.lost, t.duplicated) == (0, 0) and os.path.getsize(out) > 0
+
+
+def test_the_agent_over_relp_loses_nothing_to_hangups_and_a_restart(tmp_path):
+    """The real agent, --tcp-framing relp, through a proxy that cuts every connection after
+    1 KB for 2 s, then with rsyslog restarted mid-stream: every line in rsyslog's file."""
+    from tests.harness import Agent
+    from tests.outputs.test_tcp_hangups import write_lines
+
+    port, out = free_port(), tmp_path / "relp.out"
+    log = tmp_path / "app.log"
+    log.touch()
+    n = 30_000
+    daemon = rsyslog_relp(tmp_path, port=port, out=out)
+    proxy = HangUpProxy(port, cut=1024, hangup=2.0)
+    try:
+        with Agent(tmp_path, "--input-file", str(log), "--from-beginning",
+                   "--output-tcp", f"127.0.0.1:{proxy.port}", "--tcp-framing", "relp") as agent:
+            write_lines(log, n // 2, seconds=2.0).join()
+            wait_for(lambda: tally(received(out), n // 2).lost == 0, timeout=60,
+                     what="the lines written during the hang-ups")
+            writer = write_lines_from(log, n // 2, n, seconds=2.0)
+            daemon.stop()  # mid-stream
+            time.sleep(0.5)
+            daemon = rsyslog_relp(tmp_path, port=port, out=out)
+            writer.join()
+            wait_for(lambda: tally(received(out), n).lost == 0, timeout=60,
+                     what="every line in rsyslog's file")
+            assert agent.stop() == 0
+    finally:
+        proxy.close()
+        daemon.stop()
+    t = tally(received(out), n)
+    print(f"agent over RELP (hang-ups, then a restart): sent {n}, lost {t.lost}, duplicated "
+          f"{t.duplicated}, {proxy.cut_connections} connections cut")
+    assert proxy.cut_connections >= 2 and t.lost == 0
+
+
+def write_lines_from(path, first: int, last: int, *, seconds: float) -> threading.Thread:
+    from tests.harness import append
+
+    def run():
+        chunk = 500
+        pause = seconds / ((last - first) / chunk)
+        for start in range(first, last, chunk):
+            append(path, "".join(f"seq={i:06d} {FILLER}\n"
+                                 for i in range(start, min(last, start + chunk))).encode())
+            time.sleep(pause)
+    t = threading.Thread(target=run)
+    t.start()
+    return t
