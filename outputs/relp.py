@@ -13,8 +13,8 @@ The protocol, as librelp speaks it (doc/relp.html in librelp's sources)::
 
 TXNR runs from 1 to 999,999,999 and wraps to 1; a response carries the TXNR of the command it
 answers. The client may have several commands outstanding (librelp's window is 128): this
-client sends a batch's messages in windows of ``window`` and reads the answers. A message
-answered ``200`` is the receiver's; anything else (or a closed connection) leaves it and every
+client keeps at most ``window`` messages unanswered, topping the window up as answers come. A
+message answered ``200`` is the receiver's; anything else (or a closed connection) leaves it and every
 unanswered message for the next attempt: the runner retries the batch with backoff, and the
 sink resends only the messages of it that were not confirmed (duplicates are possible only for
 a message that the receiver took while its answer was lost with the connection).
@@ -35,6 +35,7 @@ from outputs.base import Verdict
 from outputs.failures import FailureReporter
 
 MAX_TXNR = 999_999_999
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 OFFERS = b"relp_version=0\nrelp_software=log-shuttle\ncommands=syslog"
 
 
@@ -88,8 +89,7 @@ class RelpSink:
         try:
             if self.sock is None:
                 self._open()
-            while self._pending:
-                self._exchange(self._pending[:self.window])
+            self._deliver()
         except ssl.SSLError as exc:
             self._drop_connection()
             self.failures.failed("tls", f"cannot talk to {self._where()}: {describe(exc)}",
@@ -145,25 +145,31 @@ class RelpSink:
             raw.close()
             raise
 
-    def _exchange(self, messages: list[bytes]) -> None:
-        """Send up to a window of messages, then read their answers; confirmed messages leave
-        ``_pending`` (they are at its front, in order)."""
+    def _deliver(self) -> None:
+        """Send the pending messages with at most ``window`` unanswered at a time (topped up
+        when half of them were answered), reading the answers in order; the confirmed ones
+        leave ``_pending`` even when the connection then breaks."""
         sock = self.sock
         assert sock is not None
         if self._peer_closed(sock):
             raise RelpError("the receiver closed the connection")
-        first = self._txnr % MAX_TXNR + 1
-        frames = []
-        for m in messages:
-            frames.append(b"%d syslog %d %s\n" % (self._next_txnr(), len(m), m))
-        sock.sendall(b"".join(frames))
-        txnr = first
-        for _ in messages:
-            data = self._read_response(txnr)
-            if not data.startswith(b"200"):
-                raise RelpError(f"message refused: {data[:80]!r}")
-            self._pending.pop(0)
-            txnr = txnr % MAX_TXNR + 1
+        pending = self._pending
+        done = sent = 0
+        expected = self._txnr % MAX_TXNR + 1
+        try:
+            while done < len(pending):
+                if sent < len(pending) and sent - done <= self.window // 2:
+                    chunk = pending[sent:done + self.window]
+                    sock.sendall(b"".join([b"%d syslog %d %s\n" % (self._next_txnr(), len(m), m)
+                                           for m in chunk]))
+                    sent += len(chunk)
+                data = self._read_response(expected)
+                if not data.startswith(b"200"):
+                    raise RelpError(f"message refused: {data[:80]!r}")
+                done += 1
+                expected = expected % MAX_TXNR + 1
+        finally:
+            del pending[:done]
 
     def _read_response(self, txnr: int) -> bytes:
         """The data of the ``rsp`` to ``txnr`` (a ``serverclose`` or a response out of order
@@ -185,6 +191,13 @@ class RelpSink:
                 self._buf = self._buf[used:]
                 return number, command, data
             assert self.sock is not None
+            if _QUICKACK is not None:
+                # Acknowledge the answers at once: librelp writes each one by itself, and with
+                # Nagle on its side and delayed ACKs on ours a window would wait ~20 ms.
+                try:
+                    self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+                except OSError:
+                    pass
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise RelpError("the receiver closed the connection")
