@@ -58,9 +58,12 @@ class TcpOutputConfig(TlsClientOptions, kw_only=True):
     address: str
     """HOST:PORT of the receiver."""
     name: str = "tcp"
-    framing: Literal["ndjson", "syslog-octet", "syslog-newline", "relp"] = "ndjson"
+    framing: Literal["ndjson", "syslog-octet", "syslog-newline", "relp", "ndjson-acked"] = \
+        "ndjson"
     """``relp``: RFC 5424 messages over RELP (rsyslog's imrelp), each confirmed by the
-    receiver: nothing is lost to a receiver that hangs up or restarts."""
+    receiver; ``ndjson-acked``: NDJSON batches that log-shuttle server acknowledges once
+    written (outputs/acked.py). Either way nothing is lost to a receiver that hangs up or
+    restarts."""
     tls: bool | None = None
     """TLS on or off; unset: on when any tls_* option is given."""
     facility: str = "user"
@@ -115,6 +118,15 @@ def build(ctx: Context[TcpOutputConfig]) -> OutputRunner:
             connect_timeout=cfg.connect_timeout, timeout=cfg.write_timeout, log=ctx.log)
         return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
     token = read_token(cfg.auth_token_file, who=ctx.name)
+    if cfg.framing == "ndjson-acked":
+        from outputs.acked import AckedSink  # it builds on TcpSink, below
+
+        sink = AckedSink(
+            name=f"tcp {format_address(host, port)} (acknowledged)", host=host, port=port,
+            encode=Renderer(fmt="ndjson", host=ctx.host).render, tls=tls,
+            server_name=cfg.tls_server_name or host, token=token,
+            connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout, log=ctx.log)
+        return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
     sink = TcpSink(
         name=f"tcp {format_address(host, port)}", host=host, port=port,
         encode=encoder(framing=cfg.framing, host=ctx.host, facility=cfg.facility,
