@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from outputs.records import rfc3339_ns
+from common.timefmt import rfc3339_ns
 
 MiB = 1024 * 1024
 

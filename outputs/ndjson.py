@@ -13,7 +13,8 @@ from typing import Any
 import msgspec
 
 from common.events import ContainerRef, Event, ProcessInfo
-from outputs.records import EventRecord, LineRun, rfc3339_ns, view
+from common.timefmt import rfc3339_ns
+from outputs.records import EventRecord, LineRun, view
 
 
 class LineRecord(msgspec.Struct, omit_defaults=True):

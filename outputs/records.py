@@ -12,7 +12,6 @@ is one :class:`EventRecord`: its kind, time and fields.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from itertools import accumulate
 from operator import add
@@ -84,11 +83,6 @@ class EventRecord:
         self.process: ProcessInfo | None = fields.pop("process", None)
         self.fields: dict[str, Any] = fields
         self.event = ev
-
-
-def rfc3339_ns(ns: int) -> str:
-    secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
 
 
 def _decode(raw: bytes) -> tuple[str, bool]:

@@ -22,13 +22,11 @@ convention; syslog receivers know nothing of it, so give no token for them).
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import select
 import socket
 import ssl
 import struct
-import termios
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -362,9 +360,12 @@ def _unacked(sock: socket.socket) -> int:
     """Bytes written on the socket that the receiver's TCP has not acknowledged (Linux
     SIOCOUTQ; where it is missing, every byte counts as unacknowledged: resend)."""
     try:
+        import fcntl  # POSIX only: imported here so that the module imports on Windows
+        import termios
+
         raw = sock.fileno()
         return struct.unpack("i", fcntl.ioctl(raw, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return 1
 
 

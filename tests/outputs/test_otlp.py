@@ -35,7 +35,7 @@ def test_a_lines_writer_becomes_process_attributes():
 def test_lines_offsets_and_flags_read_back_by_the_server():
     ev = LogEvent(path="/var/log/app.log", dev=1, ino=2, offset=10, data=b"ERROR a\nb\xff\n",
                   lines=2, read_ns=5)
-    ((request, n),) = export_requests(otlp_records([ev], now_ns=9), host="h")
+    ((request, n),) = export_requests(otlp_records([ev], now_ns=9), host="h", max_records=1000)
     got = records_of(request)
     assert n == 2 and [(r["offset"], r["line"], r["severity"]) for r in got] == [
         (10, "ERROR a", "ERROR"), (18, "b\ufffd", "INFO")]

@@ -8,7 +8,8 @@ import json
 from common.events import (LAST_PIECE, PIECE, RECORD, UNTERMINATED, ContainerRef, HttpEvent,
                            LogEvent)
 from outputs.ndjson import Renderer, records
-from outputs.records import EventRecord, LineRun, rfc3339_ns, view
+from common.timefmt import rfc3339_ns
+from outputs.records import EventRecord, LineRun, view
 
 
 def ev(data: bytes, *, offset=100, lines=None, flags=0, piece=0, **kw) -> LogEvent:

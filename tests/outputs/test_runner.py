@@ -201,7 +201,8 @@ def test_a_dropped_batch_is_counted_acknowledged_and_passed(tmp_path):
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    sink = GrpcSink(name="grpc test", target=f"127.0.0.1:{port}", credentials=None, host="h")
+    sink = GrpcSink(name="grpc test", target=f"127.0.0.1:{port}", credentials=None, host="h",
+                    max_records=500)
     rig = Rig(tmp_path, sink)
     try:
         rig.put(1, "rejected")
