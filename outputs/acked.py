@@ -36,9 +36,12 @@ class NotAcked(Exception):
 class AckedSink(TcpSink):
     """A TcpSink (connection, TLS, token) whose batches are OK only when acknowledged."""
 
-    def __init__(self, **kw) -> None:
+    def __init__(self, *, frame_bytes: int = 1 << 20, **kw) -> None:
         kw.setdefault("replay_bytes", 0)  # nothing needs replaying: the server says what it has
         super().__init__(**kw)
+        self.frame_bytes = frame_bytes
+        """A batch goes in frames of about this size, cut at line ends (the server's
+        max_message_bytes, 4 MiB by default, must take them)."""
         self._seq = 0
         self._rbuf = b""
 
@@ -57,13 +60,16 @@ class AckedSink(TcpSink):
             stage = "write"
             sock = self.sock
             sock.settimeout(self.write_timeout)
-            self._seq += 1
-            sock.sendall(b"B %d %d\n" % (self._seq, len(payload)))
-            sock.sendall(payload)
+            first = self._seq + 1
+            for chunk in _chunks(payload, self.frame_bytes):
+                self._seq += 1
+                sock.sendall(b"B %d %d\n" % (self._seq, len(chunk)))
+                sock.sendall(chunk)
             stage = "acknowledgement"
-            answer = self._line()
-            if answer != b"A %d" % self._seq:
-                raise NotAcked(f"answered {answer[:40]!r} to batch {self._seq}")
+            for seq in range(first, self._seq + 1):
+                answer = self._line()
+                if answer != b"A %d" % seq:
+                    raise NotAcked(f"answered {answer[:40]!r} to frame {seq}")
         except AuthRejected as exc:
             self._close(broken=False)
             self.failures.failed("auth", f"the server rejected the token ({exc})",
@@ -114,3 +120,21 @@ class AckedSink(TcpSink):
     def _close(self, *, broken: bool) -> None:
         super()._close(broken=broken)
         self._rbuf = b""
+
+
+def _chunks(payload: bytes, size: int) -> list[bytes]:
+    """``payload`` cut after newlines into pieces of at most ``size`` bytes (a longer line is
+    one piece of its own)."""
+    out = []
+    start = 0
+    while len(payload) - start > size:
+        cut = payload.rfind(b"\n", start, start + size)
+        if cut < 0:
+            cut = payload.find(b"\n", start + size)
+            if cut < 0:
+                break
+        out.append(payload[start:cut + 1])
+        start = cut + 1
+    if start < len(payload):
+        out.append(payload[start:])
+    return out

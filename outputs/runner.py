@@ -5,7 +5,8 @@ acknowledges it to the inputs (common.progress) and commits it, so a killed outp
 nothing: its successor reads the batch again. On RETRY it
 waits with exponential backoff and jitter and tries the same batch again, for as long as it
 takes: meanwhile its queue fills, the pipeline blocks, and the inputs stop reading, so memory
-stays bounded and nothing is dropped. The drain deadline bounds a stop that waits on a receiver.
+stays bounded and nothing is dropped. The drain deadline bounds a stop that waits on a receiver;
+``ctx.stop`` ends the wait at once, the batch left uncommitted.
 
 A poison message must not crash the output in a loop (its successor would read the same
 uncommitted message again): a message that does not decode, or a batch whose ``send`` raises
@@ -56,6 +57,10 @@ class OutputStats:
     events_sent: int = 0
 
 
+class _Stopping(Exception):
+    """ctx.stop was set while a batch was being retried."""
+
+
 class OutputRunner:
     def __init__(self, ctx: Context, sink: Sink, *, backoff: Backoff | None = None,
                  dead_letters: DeadLetters | None = None, poison_after: int = 3) -> None:
@@ -89,7 +94,10 @@ class OutputRunner:
                     self.set_aside(message, "undecodable", exc, None)
                     self.consumer.commit()
                     continue
-                self.deliver(batch, message)
+                try:
+                    self.deliver(batch, message)
+                except _Stopping:
+                    return  # not delivered, not committed: a successor reads it again
                 if self.ctx.progress is not None:
                     self.ctx.progress.delivered(batch.acks)
                 self.consumer.commit()
@@ -131,7 +139,9 @@ class OutputRunner:
             if delays is None:
                 delays = self.backoff.delays()
                 failing_since = time.monotonic()
-            time.sleep(next(delays))
+            wait_any([], also=[self.ctx.stop], timeout=next(delays))
+            if self.ctx.stop.is_set():
+                raise _Stopping
 
     def set_aside(self, message: bytes | memoryview, reason: str, exc: BaseException,
                   events: int | None) -> None:
