@@ -199,3 +199,16 @@ def write_lines_from(path, first: int, last: int, *, seconds: float) -> threadin
     t = threading.Thread(target=run)
     t.start()
     return t
+
+
+def test_check_config_refuses_a_token_for_relp(tmp_path):
+    from outputs.tcp import TcpOutputConfig
+
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    token.chmod(0o600)
+    cfg = TcpOutputConfig(address="127.0.0.1:2514", framing="relp", tls=True,
+                          auth_token_file=str(token))
+    assert any(p.startswith("auth_token_file: RELP has no token") for p in cfg.problems())
+    ok = TcpOutputConfig(address="127.0.0.1:2514", framing="relp")
+    assert ok.problems(environ={}) == []
