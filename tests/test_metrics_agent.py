@@ -34,6 +34,7 @@ def test_agent_streams_red_metrics_to_every_store(tmp_path):
     config.write_text(f"""
 [inputs.ebpf]
 probes = ["process", "tcp", "http"]
+ring_buffer_bytes = 67108864   # room for bursts on a busy 2-core machine (a loss fails the test)
 
 [pipeline.metrics]
 interval = 1.0
