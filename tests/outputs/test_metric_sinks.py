@@ -362,3 +362,41 @@ def test_json_lines_rotate_by_size(tmp_path):
             assert r["time"] > r["start"] and r["host"] == "h"
     assert got == dict(want)
     json.dumps(records)  # plain JSON
+
+
+@needs("influxd")
+def test_influxdb_with_authentication_built_from_its_config(tmp_path):
+    import logging
+
+    from common.component import Context, Stop
+    from outputs.influx import InfluxOutputConfig, build
+
+    intervals, want, _ = load(300, intervals=1)
+    influx = Influx(tmp_path, auth=True)
+    try:
+        influx.query("CREATE USER admin WITH PASSWORD 'adm1n' WITH ALL PRIVILEGES")
+        influx.auth = ("admin", "adm1n")
+        influx.create("secured")
+        secret = tmp_path / "password"
+        cfg = InfluxOutputConfig(url=influx.url, database="secured", username="admin",
+                                 password_file=str(secret))
+        secret.write_text("wrong\n")
+        assert cfg.problems() == []
+
+        def sink():
+            ctx = Context(name="output influxdb", config=cfg, host="h", stop=Stop(),
+                          consumers=[None], log=logging.getLogger("test"))
+            return build(ctx).sink
+
+        bad = sink()
+        assert bad.send(Batch(events=intervals[0])) is Verdict.RETRY  # 401: retried, an error
+        assert bad.failures.counts == {"401": 1} and not bad.healthy
+        secret.write_text("adm1n\n")
+        good = sink()
+        assert good.send(Batch(events=intervals[0])) is Verdict.OK and good.healthy
+        assert influx_counts(influx, "secured")[0] == dict(want)
+        assert InfluxOutputConfig(protocol="udp").problems() == ["address: empty: give HOST:PORT"]
+        assert InfluxOutputConfig(url="ftp://x").problems() == [
+            "url: 'ftp://x' is not http(s)://HOST[:PORT]"]
+    finally:
+        influx.stop()
