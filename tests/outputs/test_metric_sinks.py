@@ -400,3 +400,26 @@ def test_influxdb_with_authentication_built_from_its_config(tmp_path):
             "url: 'ftp://x' is not http(s)://HOST[:PORT]"]
     finally:
         influx.stop()
+
+
+def test_100000_distinct_paths_expose_at_most_the_cap_plus_one_overflow_series():
+    from common.events import HttpEvent
+    from pipeline.metrics import Aggregator
+
+    agg = Aggregator(max_series=100)
+    agg.observe(HttpEvent(time_ns=0, pid=5, tid=5, comm="api", fd=3, direction="server",
+                          method="GET", path=f"/page-{i}/view", status=200,
+                          duration_ns=1_000_000) for i in range(100_000))
+    sink = PrometheusSink(host="127.0.0.1", port=0)
+    try:
+        assert sink.send(Batch(events=agg.collect())) is Verdict.OK
+        text = urllib.request.urlopen(
+            f"http://127.0.0.1:{sink.listener.port}/metrics").read().decode()
+    finally:
+        sink.close()
+    counts = [line for line in text.splitlines()
+              if line.startswith("http_server_request_duration_seconds_count{")]
+    assert len(counts) == 101
+    (overflow,) = [line for line in counts if 'otel_metric_overflow="true"' in line]
+    assert overflow.endswith(" 99900")
+    assert sum(int(line.rsplit(" ", 1)[1]) for line in counts) == 100_000
