@@ -1,6 +1,7 @@
 """RED metrics through the real agent: `log-shuttle --config` with the eBPF input, the pipeline's
-aggregator (1 s intervals) and metric outputs at once (InfluxDB over HTTP, Prometheus, JSON
-lines), and metric records on stdout beside the http events. Debian's nginx serves a known load
+aggregator (1 s intervals) and every metric output at once (InfluxDB over HTTP, Prometheus, JSON
+lines, OTLP metrics into `log-shuttle server`), and metric records on stdout beside the http
+events. Debian's nginx serves a known load
 (2,000 requests over 4 routes with ids, 15% 404 and 10% 500, from 4 curls with keep-alive): the
 counts per route and status class that InfluxDB returns to a query and that Prometheus scraped
 equal nginx's own access log; the histograms' count and sum equal the exchanges' durations (the
@@ -14,6 +15,7 @@ from collections import Counter
 from tests.harness import Agent, wait_for
 from tests.inputs.ebpf.conftest import Nginx, needs, needs_ebpf
 from tests.outputs.peers import Influx, Prometheus, free_port
+from tests.server.helpers import Server
 from tests.outputs.nginx_load import route_of, run_load, serve_routes, workload
 
 pytestmark = [needs_ebpf, needs("nginx", "curl", "influxd", "prometheus")]
@@ -25,11 +27,14 @@ def test_agent_streams_red_metrics_to_every_store(tmp_path):
     influx = Influx(tmp_path)
     influx.create("red")
     prom_port = free_port()
+    grpc_port = free_port()
+    server = Server(tmp_path, "--insecure", grpc_port=grpc_port)
     jsonl = tmp_path / "metrics" / "red.jsonl"
     config = tmp_path / "agent.toml"
     config.write_text(f"""
 [inputs.ebpf]
 probes = ["process", "tcp", "http"]
+ring_buffer_bytes = 67108864   # room for bursts on a busy 2-core machine (a loss fails the test)
 
 [pipeline.metrics]
 interval = 1.0
@@ -46,6 +51,11 @@ listen = "127.0.0.1:{prom_port}"
 
 [[outputs.metrics_jsonl]]
 path = "{jsonl}"
+
+[[outputs.otlp_metrics]]
+address = "127.0.0.1:{grpc_port}"
+insecure = true
+temporality = "delta"
 """)
     prom = None
     try:
@@ -55,7 +65,8 @@ path = "{jsonl}"
             assert agent.proc.poll() is None, agent.stderr()
             children = agent.children()
             assert {"log-shuttle: output influxdb", "log-shuttle: output prometheus",
-                    "log-shuttle: output metrics_jsonl"} <= set(children), children
+                    "log-shuttle: output metrics_jsonl",
+                    "log-shuttle: output otlp_metrics"} <= set(children), children
             prom = Prometheus(tmp_path, [f"127.0.0.1:{prom_port}"], interval=0.5)
             run_load(nginx, tmp_path, workload())
             access = [a for a in nginx.access() if not a["path"].startswith("/ok")]
@@ -138,6 +149,16 @@ path = "{jsonl}"
                 from_file[(p["attributes"]["http.route"],
                            p["attributes"]["http.response.status_class"])] += p["count"]
         assert from_file == logged
+        # OTLP metrics (delta), as log-shuttle server stored them.
+        assert server.stop() == 0
+        from_server = Counter()
+        for r in server.records():
+            if r["name"] == "http.server.request.duration" and \
+                    r["resource"]["service.name"] == "nginx":
+                assert r["temporality"] == "delta"
+                from_server[(r["attributes"]["http.route"],
+                             r["attributes"]["http.response.status_class"])] += r["count"]
+        assert from_server == logged
         records = [json.loads(line) for line in agent.stdout().splitlines()]
         metric = [r for r in records if r.get("type") == "metric"]
         assert sum(r["count"] for r in metric if r["name"] == "http.server.request.duration"
@@ -156,5 +177,6 @@ path = "{jsonl}"
     finally:
         if prom is not None:
             prom.stop()
+        server.stop()
         influx.stop()
         nginx.stop()
