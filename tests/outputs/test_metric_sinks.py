@@ -28,7 +28,7 @@ from outputs.otlpmetrics import OtlpMetricsSink
 from outputs.prometheus import render
 from outputs.promsink import PrometheusSink
 from tests.outputs.metric_load import load
-from tests.outputs.peers import Influx, Prometheus, free_port, needs
+from tests.outputs.peers import Influx, Prometheus, needs
 
 SUM_BY_ROUTE = ('SELECT sum("count"), sum("errors"), sum("sum") FROM '
                 '"http.server.request.duration" GROUP BY "http.route", '
