@@ -44,6 +44,8 @@ class TcpFraming(str, enum.Enum):
     ndjson = "ndjson"
     syslog_octet = "syslog-octet"
     syslog_newline = "syslog-newline"
+    relp = "relp"
+    ndjson_acked = "ndjson-acked"
 
 
 class Level(str, enum.Enum):
@@ -89,7 +91,9 @@ def run(
         None, "--output-tcp", metavar="HOST:PORT", help="Ship to a TCP receiver; repeat for more."),
     tcp_framing: Optional[TcpFraming] = typer.Option(
         None, "--tcp-framing", help="TCP: ndjson (default), syslog-octet (RFC 5424 + RFC 6587 "
-                                    "octet counting) or syslog-newline."),
+                                    "octet counting), syslog-newline, relp (RFC 5424 over RELP, "
+                                    "each message confirmed: rsyslog's imrelp) or ndjson-acked "
+                                    "(batches confirmed by log-shuttle server)."),
     output_grpc: Optional[list[str]] = typer.Option(
         None, "--output-grpc", metavar="HOST:PORT",
         help="Ship to an OTLP/gRPC receiver (TLS unless --insecure); repeat for more."),

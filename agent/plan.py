@@ -47,6 +47,8 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
         from_pipeline, routes = [], []
         metrics = config.pipeline.metrics
         for kind, _, component, cfg in instances(config.outputs, OUTPUTS):
+            if "state_dir" in cfg.__struct_fields__:  # dead letters: its own, else the agent's
+                cfg = msgspec.structs.replace(cfg, state_dir=cfg.state_dir or state_dir)
             name = getattr(cfg, "name", kind)
             q = queue(f"output-{kind}" + (f"-{name}" if component.many else ""),
                       config.queue.output_bytes)

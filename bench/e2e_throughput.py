@@ -115,7 +115,7 @@ import os, sys, time
 sys.path.insert(0, sys.argv[2])
 from inputs.file.tailer import TailedFile
 from common.identity import Identity
-from outputs.records import Renderer
+from outputs.ndjson import Renderer
 f = TailedFile.open(sys.argv[1], at_end=False)
 r = Renderer(fmt="ndjson", host=os.uname().nodename,
              identity=Identity(agent="0123456789abcdef", session="00000000"))

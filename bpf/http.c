@@ -163,8 +163,9 @@ static __always_inline void note_tls_fd(u64 id, s32 fd);
 /* A read (at its exit) or a write (at its entry) of a followed descriptor, or TLS plaintext
  * (flags HTTP_FLAG_TLS): when its first bytes look like a request, it waits in the
  * connection's state; when they look like a final response and a request of the other side
- * waits, the pair goes out as one EV_HTTP_EXCHANGE. */
-static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32 flags)
+ * waits, the pair goes out as one EV_HTTP_EXCHANGE. ``ts``: when the bytes were there (0: now;
+ * an SSL_write is handled at its return, but its time is its entry's). */
+static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32 flags, u64 ts)
 {
     char head[HTTP_STATUS_LEN] = {};
     if (len < 8 || !buf)
@@ -194,7 +195,7 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
             return 0;                /* nothing waits on this side: an orphan */
         if (len >= 12 && head[9] == '1')
             return 0;                /* 1xx (100 Continue): the final response is to come */
-        u64 now = bpf_ktime_get_boot_ns();
+        u64 now = ts ? ts : bpf_ktime_get_boot_ns();
         struct http_exchange_ev *e = ev_reserve(sizeof(*e));
         if (!e) {
             c->ts_ns = 0;
@@ -247,7 +248,7 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
         return 0;
     }
     /* It waits (replacing one of the other side: the descriptor changed hands). */
-    c->ts_ns = bpf_ktime_get_boot_ns();
+    c->ts_ns = ts ? ts : bpf_ktime_get_boot_ns();
     c->tid = (u32)id;
     c->uid = (u32)bpf_get_current_uid_gid();
     c->op = op;
@@ -314,7 +315,7 @@ static __always_inline int read_exit(long ret)
     u64 len = ret;
     if (c.vec && first_iov(c.buf, &buf, &len))
         return 0;
-    return on_data(id, c.fd, HTTP_OP_READ, buf, len, 0);
+    return on_data(id, c.fd, HTTP_OP_READ, buf, len, 0, 0);
 }
 
 static __always_inline int write_enter(s32 fd, u64 buf, u64 len, u32 vec)
@@ -327,7 +328,7 @@ static __always_inline int write_enter(s32 fd, u64 buf, u64 len, u32 vec)
         if (first_iov(buf, &buf, &len))
             return 0;
     }
-    return on_data(id, fd, HTTP_OP_WRITE, buf, len, 0);
+    return on_data(id, fd, HTTP_OP_WRITE, buf, len, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return read_enter(args->fd, (u64)args->buf, 0); }
@@ -417,6 +418,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
 /* ===== 4. TLS (OpenSSL uprobes: attached by inputs/ebpf/tls.py, not at load) =============== */
 
 struct tls_call {
+    u64 ts_ns;             /* the call's entry */
     u64 ssl;               /* the SSL * */
     u64 buf;
     u64 done_ptr;          /* SSL_read_ex/SSL_write_ex: the size_t * of bytes done; else 0 */
@@ -448,6 +450,7 @@ static __always_inline int tls_enter(struct pt_regs *ctx, u32 op, int ex)
     if (is_self(id >> 32))
         return 0;
     struct tls_call t = {};
+    t.ts_ns = bpf_ktime_get_boot_ns();
     t.ssl = PT_REGS_PARM1(ctx);
     t.buf = PT_REGS_PARM2(ctx);
     t.done_ptr = ex ? PT_REGS_PARM4(ctx) : 0;
@@ -484,7 +487,8 @@ static __always_inline int tls_exit(struct pt_regs *ctx)
             return 0;        /* the socket is not known yet (a custom BIO, no syscall seen) */
         t.fd = *fd;
     }
-    return on_data(id, t.fd, t.op, t.buf, len, HTTP_FLAG_TLS);
+    /* A write's bytes were there at its entry; a read's at its return. */
+    return on_data(id, t.fd, t.op, t.buf, len, HTTP_FLAG_TLS, t.op == HTTP_OP_WRITE ? t.ts_ns : 0);
 }
 
 int tls_read_enter(struct pt_regs *ctx) { return tls_enter(ctx, HTTP_OP_READ, 0); }

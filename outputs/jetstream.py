@@ -51,7 +51,7 @@ from common.net import read_token
 from common.tls import TlsFiles, client_context
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
-from outputs.records import records
+from outputs.ndjson import records
 from outputs.runner import Backoff, OutputRunner
 
 class JetStreamOutputConfig(TlsClientOptions, kw_only=True):

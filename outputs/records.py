@@ -1,13 +1,19 @@
-"""From events to the records an output writes: one record per line.
+"""The neutral record view every output renders from: a batch's events as what they say, in no
+output's shape (no host, no formatted time, no JSON keys).
 
-This is where a LogEvent's run of lines is expanded, once, at the end of the hot path: the bytes
-are decoded as UTF-8 (invalid bytes become U+FFFD and the record is flagged ``invalid_utf8``),
-each line gets its own byte offset, and the batch is rendered as NDJSON or text in one call.
+A LogEvent's run of lines is expanded here, once, at the end of the hot path: the bytes are
+decoded as UTF-8 (invalid bytes become U+FFFD and the line is flagged), and each line gets its
+byte offset. The result is one :class:`LineRun` per event, column by column (the lines' texts and
+their offsets in two lists), so that viewing a batch makes no Python object per line besides the
+line's own string and offset; each renderer (outputs.ndjson for NDJSON and text, outputs.syslog,
+outputs.otlp) makes the one object per line its format needs, and nothing else. Any other event
+is one :class:`EventRecord`: its kind, time and fields.
 """
 
 from __future__ import annotations
 
-from itertools import accumulate, repeat
+from collections.abc import Iterable
+from itertools import accumulate
 from operator import add
 from typing import Any
 
@@ -16,40 +22,81 @@ import msgspec
 from common.events import (FORMAT_ERROR, LAST_PIECE, ONE_RECORD, PIECE, RECORD, UNTERMINATED,
                            ContainerRef, Event, LogEvent, ProcessInfo)
 from common.identity import Identity, event_id, line_prefix
-from common.timefmt import rfc3339_ns
 
 
-class LineRecord(msgspec.Struct, omit_defaults=True):
-    """One line as outputs ship it (the NDJSON object's keys, in this order)."""
+class LineRun:
+    """The lines of one LogEvent. ``texts[i]`` is line i without its newline; ``offsets``
+    iterates the byte offsets of their first bytes in the file; ``invalid`` is None when every
+    line was valid UTF-8, else one flag per line."""
 
-    time: str
-    """When the line was read, RFC 3339 UTC with nanoseconds."""
-    host: str
-    path: str
-    offset: int
-    """Byte offset of the line's first byte in the file."""
-    line: str
-    """The line without its newline."""
-    id: str = ""
-    """The record's stable id (common.identity): the same however often it is sent."""
-    piece: int | None = None
-    """For a piece of an over-long line: its number (0, 1, ...)."""
-    last_piece: bool | None = None
-    invalid_utf8: bool = False
-    unterminated: bool = False
-    """The file was let go with this line unfinished (no newline)."""
-    log_time: str | None = None
-    """A container log record's own time (RFC 3339)."""
-    stream: str | None = None
-    """A container log record's stream."""
-    format_error: bool = False
-    """The line did not parse in the input's format and is shipped raw."""
-    process: ProcessInfo | None = None
-    """The line's writer, when one process is known for it (``how`` says how it was found)."""
-    writers: list[ProcessInfo] | None = None
-    """When several processes have the file open for writing: all of them."""
-    container: ContainerRef | None = None
-    """The container whose log the file is."""
+    __slots__ = ("path", "read_ns", "texts", "_offsets", "_first", "invalid", "piece",
+                 "last_piece", "unterminated", "time_ns", "stream", "format_error", "process",
+                 "writers", "container", "id_prefix")
+
+    def __init__(self, ev: LogEvent, texts: list[str], offsets: list[int] | None,
+                 invalid: list[bool] | None, id_prefix: str = "") -> None:
+        self.id_prefix = id_prefix
+        """Each line's record id is this and its offset (common.identity); "": no ids."""
+        self.path = ev.path
+        self.read_ns = ev.read_ns
+        """When the lines were read, ns since the epoch."""
+        self.texts = texts
+        self._offsets = offsets
+        """None: one byte per character (ASCII), the offsets follow from the lengths."""
+        self._first = ev.offset
+        self.invalid = invalid
+        flags = ev.flags
+        self.piece: int | None = ev.piece if flags & PIECE else None
+        """For a piece of an over-long line: its number (0, 1, ...); else None."""
+        self.last_piece: bool | None = bool(flags & LAST_PIECE) if flags & PIECE else None
+        self.unterminated = bool(flags & UNTERMINATED)
+        """The file was let go with this line unfinished (no newline)."""
+        self.time_ns = ev.time_ns
+        """A container log record's own time (0: none)."""
+        self.stream = ev.stream
+        self.format_error = bool(flags & FORMAT_ERROR)
+        writers = ev.writers
+        self.process: ProcessInfo | None = writers[0] if len(writers) == 1 else None
+        """The lines' writer, when one process is known for them."""
+        self.writers: list[ProcessInfo] | None = writers if len(writers) > 1 else None
+        """When several processes have the file open for writing: all of them."""
+        self.container: ContainerRef | None = ev.container
+
+    @property
+    def offsets(self) -> Iterable[int]:
+        """The lines' byte offsets, in order (a new iterator each time: made in C loops, not
+        kept as a list, on the ASCII fast path)."""
+        if self._offsets is not None:
+            return self._offsets
+        texts = self.texts
+        # offset of line i = the run's offset + the lengths of the lines before it + i newlines
+        return map(add, accumulate(map(len, texts), initial=self._first), range(len(texts)))
+
+    @property
+    def ids(self) -> Iterable[str] | None:
+        """The lines' record ids, in order (a new iterator each time); None without ids."""
+        if not self.id_prefix:
+            return None
+        return map(self.id_prefix.__add__, map(str, self.offsets))
+
+
+class EventRecord:
+    """Any event but a LogEvent: its tag (``process``, ``http``...), its time (ns since the
+    epoch), its enriched process if any, and its other fields in declaration order."""
+
+    __slots__ = ("kind", "time_ns", "process", "fields", "event", "id")
+
+    def __init__(self, ev: Event, identity: Identity | None = None) -> None:
+        fields = msgspec.structs.asdict(ev)
+        self.kind: str = type(ev).__struct_config__.tag
+        self.time_ns: int = fields.pop("time_ns", 0)
+        self.process: ProcessInfo | None = fields.pop("process", None)
+        seq = fields.pop("seq", 0)
+        self.id: str = event_id(identity.agent, identity.session, seq) \
+            if identity is not None and seq else ""
+        """Its record id (common.identity), once the pipeline numbered it; "": none."""
+        self.fields: dict[str, Any] = fields
+        self.event = ev
 
 
 def _decode(raw: bytes) -> tuple[str, bool]:
@@ -59,27 +106,14 @@ def _decode(raw: bytes) -> tuple[str, bool]:
         return raw.decode("utf-8", "replace"), True
 
 
-def log_records(ev: LogEvent, host: str, agent: str = "") -> list[LineRecord]:
-    """The event's lines; with the agent's id (and the event's file identity), each with its
-    record id."""
-    t = rfc3339_ns(ev.read_ns)
+def line_run(ev: LogEvent, agent: str = "") -> LineRun:
+    """The lines of one LogEvent, decoded, with their offsets (and, given the agent's id, the
+    prefix of their record ids)."""
     prefix = line_prefix(agent, ev.fid) if agent and ev.fid else ""
-    writers = ev.writers
-    process = writers[0] if len(writers) == 1 else None
-    many = writers if len(writers) > 1 else None
-    container = ev.container
     if ev.flags & ONE_RECORD:
         raw = ev.data[:-1] if ev.data.endswith(b"\n") and not ev.flags & RECORD else ev.data
         line, bad = _decode(raw)
-        piece = ev.piece if ev.flags & PIECE else None
-        last = bool(ev.flags & LAST_PIECE) if ev.flags & PIECE else None
-        return [LineRecord(t, host, ev.path, ev.offset, line,
-                           f"{prefix}{ev.offset}" if prefix else "", piece, last, bad,
-                           bool(ev.flags & UNTERMINATED),
-                           rfc3339_ns(ev.time_ns) if ev.time_ns else None,
-                           ev.stream or None, bool(ev.flags & FORMAT_ERROR), process, many,
-                           container)]
-    path = ev.path
+        return LineRun(ev, [line], [ev.offset], [bad] if bad else None, prefix)
     try:
         text = ev.data.decode("utf-8")
     except UnicodeDecodeError:
@@ -88,80 +122,23 @@ def log_records(ev: LogEvent, host: str, agent: str = "") -> list[LineRecord]:
         # One character per byte: offsets follow from the lengths, all in C loops.
         lines = text.split("\n")
         lines.pop()
-        # offset of line i = the run's offset + the lengths of the lines before it + i newlines
-        offsets = map(add, accumulate(map(len, lines), initial=ev.offset), range(len(lines)))
-        if prefix:
-            offsets = list(offsets)
-            ids = map(prefix.__add__, map(str, offsets))
-        else:
-            ids = repeat("")
-        if process is None and many is None and container is None:
-            return list(map(LineRecord, repeat(t), repeat(host), repeat(path), offsets, lines,
-                            ids))
-        return [LineRecord(t, host, path, off, s, i, process=process, writers=many,
-                           container=container) for off, s, i in zip(offsets, lines, ids)]
+        return LineRun(ev, lines, None, None, prefix)
     raws = ev.data.split(b"\n")
     raws.pop()
-    out = []
+    texts, offsets, invalid = [], [], []
     off = ev.offset
     for raw in raws:
         line, bad = _decode(raw)
-        out.append(LineRecord(t, host, path, off, line, f"{prefix}{off}" if prefix else "",
-                              invalid_utf8=bad, process=process, writers=many,
-                              container=container))
+        texts.append(line)
+        offsets.append(off)
+        invalid.append(bad)
         off += len(raw) + 1
-    return out
+    return LineRun(ev, texts, offsets, invalid if any(invalid) else None, prefix)
 
 
-def event_record(ev: Event, host: str, identity: Identity | None = None) -> dict[str, Any]:
-    """Any other event as one record: its time, the host, ``type`` (its tag), its record id
-    (with the agent's identity, once the pipeline numbered it) and its fields."""
-    fields = msgspec.structs.asdict(ev)
-    ns = fields.pop("time_ns")
-    seq = fields.pop("seq", 0)
-    if fields.get("process", 0) is None:
-        del fields["process"]
-    head = {"time": rfc3339_ns(ns), "host": host, "type": type(ev).__struct_config__.tag}
-    if identity is not None and seq:
-        head["id"] = event_id(identity.agent, identity.session, seq)
-    return {**head, **fields}
-
-
-def records(events: list[Event], host: str,
-            identity: Identity | None = None) -> list[LineRecord | dict[str, Any]]:
-    out: list[LineRecord | dict[str, Any]] = []
+def view(events: list[Event], identity: Identity | None = None) -> list[LineRun | EventRecord]:
+    """A batch's events as the neutral view, in order: one item per event; with the agent's
+    identity, every record with its id."""
     agent = identity.agent if identity is not None else ""
-    for ev in events:
-        if isinstance(ev, LogEvent):
-            out += log_records(ev, host, agent)
-        else:
-            out.append(event_record(ev, host, identity))
-    return out
-
-
-class Renderer:
-    """Renders a batch's records as bytes: NDJSON (one object per line) or a human text form."""
-
-    def __init__(self, *, fmt: str, host: str, identity: Identity | None = None) -> None:
-        self.fmt = fmt
-        self.host = host
-        self.identity = identity
-        self._encoder = msgspec.json.Encoder()
-
-    def render(self, events: list[Event]) -> bytes:
-        recs = records(events, self.host, self.identity)
-        if self.fmt == "ndjson":
-            return self._encoder.encode_lines(recs)
-        return "".join(map(_text_line, recs)).encode("utf-8", "replace")
-
-
-def _text_line(r: LineRecord | dict[str, Any]) -> str:
-    if isinstance(r, dict):
-        rest = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("time", "host", "type"))
-        return f"{r['time']} {r['host']} [{r['type']}] {rest}\n"
-    mark = ""
-    if r.piece is not None:
-        mark = f"[piece {r.piece}{', last' if r.last_piece else ''}] "
-    if r.unterminated:
-        mark += "[no newline] "
-    return f"{r.time} {r.host} {r.path}:{r.offset} {mark}{r.line}\n"
+    return [line_run(ev, agent) if type(ev) is LogEvent else EventRecord(ev, identity)
+            for ev in events]

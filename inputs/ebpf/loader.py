@@ -266,6 +266,7 @@ class Programs:
 
     def __init__(self, probes: Sequence[str], options: ProgramOptions, *,
                  direct: bool = DIRECT_READ) -> None:
+        self.options = options
         self.objects: dict[str, Any] = {}
         self.readers: list[RingReader | CallbackReader] = []
         self._lost_seen: dict[str, int] = {}

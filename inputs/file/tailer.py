@@ -52,6 +52,9 @@ class TailedFile:
     max_line: int = HEAD_BYTES
     size_seen: int = 0
     """Its size when last looked at (a read, a glob evaluation): what a closed file may hold."""
+    moved_to: str | None = None
+    """Detached while closed: the name it was found under since (renamed, or a
+    ``/proc/<pid>/fd`` link to it deleted), to open it by."""
     reads: int = 0
     """Reads (or looks for new bytes) since it was last opened: a file had its turn, for the
     descriptor budget, once it was looked at."""

@@ -11,8 +11,13 @@ import pytest
 from common.events import LogEvent, ProcessEvent
 from common.identity import (IdentityError, agent_id, event_id, event_seq, file_id,
                              load_identity, position_of, source_of)
-from outputs.records import Renderer, log_records
+from outputs.ndjson import Renderer, line_records
+from outputs.records import line_run
 from pipeline.runner import number_events
+
+
+def log_records(ev, host, agent=""):
+    return line_records(line_run(ev, agent), host)
 
 
 def _make(state_dir: str, out) -> None:
