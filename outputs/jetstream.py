@@ -191,6 +191,8 @@ class JetStreamSink:
         self._acks: dict[int, int] = {}
         """Reply token -> index in the batch of each publish awaiting its ack."""
         self._problem: BaseException | None = None
+        self._last_error: BaseException | None = None
+        """What the client last reported (a refused login, a TLS failure), for the message."""
         self._batch: Batch | None = None
         self._messages: list[tuple[str, bytes, str]] = []
         self._done: set[int] = set()
@@ -210,7 +212,7 @@ class JetStreamSink:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure of a round is a retry
             self.stats.rounds_failed += 1
-            kind, message, level = _describe(exc)
+            kind, message, level = _describe(exc, self._last_error)
             self.failures.failed(kind, message, level=level)
             return Verdict.RETRY
         self.failures.ok()
@@ -269,7 +271,9 @@ class JetStreamSink:
             opts["user_credentials"] = cfg.creds_file
         # The first connection tries each server once (a RETRY for the runner, which backs off);
         # once connected, the client reconnects on its own for ever, across the cluster.
-        nc = await nats.connect(**opts)
+        # (bounded as a whole: a refused login makes nats-py try again and again)
+        nc = await asyncio.wait_for(nats.connect(**opts),
+                                    cfg.connect_timeout * (len(cfg.servers) + 1) + 1.0)
         nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
         self._js = nc.jetstream(timeout=cfg.ack_timeout)
@@ -284,6 +288,7 @@ class JetStreamSink:
                       if nc.connected_url else cfg.servers)
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
         self.log.debug("output %s: client error: %s", self.name, exc)
 
     async def _on_disconnected(self) -> None:
@@ -441,10 +446,18 @@ def _never_fits(error: _ApiError) -> bool:
     return "message size exceeds" in error.description.lower()
 
 
-def _describe(exc: BaseException) -> tuple[str, str, int]:
-    """(kind, message, log level) of a failed round, for the failure reporter."""
+def _describe(exc: BaseException, client_error: BaseException | None = None
+              ) -> tuple[str, str, int]:
+    """(kind, message, log level) of a failed round, for the failure reporter; a connection
+    that timed out says what the client last reported (a refused login, a TLS failure)."""
     from nats import errors as nerr
     from nats.js import errors as jerr
+
+    if client_error is not None and isinstance(exc, (asyncio.TimeoutError, nerr.NoServersError)):
+        text = str(client_error) or type(client_error).__name__
+        if "authorization" in text.lower() or isinstance(client_error, nerr.AuthorizationError):
+            return "auth", f"the server refuses our credentials: {text}", logging.ERROR
+        return "connect", f"cannot connect to a NATS server: {text}", logging.WARNING
 
     if isinstance(exc, StreamRefused):
         err = exc.error

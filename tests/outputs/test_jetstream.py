@@ -325,3 +325,59 @@ def test_token_auth(tmp_path):
         finally:
             bad.close()
 
+
+
+def test_tls_with_user_and_password(tmp_path):
+    """The cluster's node with TLS (a certificate of the tests' own CA) and a user: the output
+    verifies the server with tls_ca and logs in; a wrong password is a RETRY, not a crash."""
+    from tests.server.helpers import make_pki
+
+    pki = make_pki(tmp_path)
+    password = tmp_path / "password"
+    password.write_text("pa55\n")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("nope\n")
+    extra = (f'tls {{ cert_file: "{pki.server_cert}", key_file: "{pki.server_key}" }}\n'
+             'authorization { users: [ { user: "shipper", password: "pa55" } ] }')
+    with NatsCluster(tmp_path / "nats", nodes=1, extra=extra) as cluster:
+        opts = dict(servers=cluster.urls, create_stream=True, tls_ca=str(pki.ca),
+                    user="shipper", connect_timeout=2)
+        good = sink_from_config(JetStreamOutputConfig(**opts, password_file=str(password)),
+                                host="h", identity=Identity("0" * 16, "s"))
+        try:
+            assert good.send(_batch(20)) is Verdict.OK
+            assert good.stats.published == 20
+        finally:
+            good.close()
+        bad = sink_from_config(JetStreamOutputConfig(**opts, password_file=str(wrong)),
+                               host="h", identity=None)
+        try:
+            assert bad.send(_batch(3)) is Verdict.RETRY
+        finally:
+            bad.close()
+        untrusted = sink_from_config(JetStreamOutputConfig(
+            servers=cluster.urls, tls=True, user="shipper", password_file=str(password),
+            connect_timeout=2), host="h", identity=None)  # the system CAs: not ours
+        try:
+            assert untrusted.send(_batch(3)) is Verdict.RETRY
+        finally:
+            untrusted.close()
+
+
+def test_a_consuming_server_refuses_what_cannot_work(tmp_path):
+    """No such stream: exit 3 with the reason; stdout as output: a configuration error (exit 2:
+    a message is acknowledged only once its write is durable, which stdout cannot say)."""
+    import subprocess
+
+    from tests.harness import ROOT, agent_command
+
+    with NatsCluster(tmp_path / "nats", nodes=1) as cluster:
+        base = agent_command("server", "--from-jetstream", cluster.urls[0])
+        missing = subprocess.run([*base, "--jetstream-stream", "NOPE", "--output-dir",
+                                  str(tmp_path / "out")], capture_output=True, text=True,
+                                 env=agent_env(), cwd=ROOT, timeout=60)
+        assert missing.returncode == 3, missing.stderr
+        assert "the stream 'NOPE' does not exist" in missing.stderr
+    stdout = subprocess.run([*base, "--output-stdout"], capture_output=True, text=True,
+                            env=agent_env(), cwd=ROOT, timeout=60)
+    assert stdout.returncode == 2 and "durable" in stdout.stderr
