@@ -79,7 +79,12 @@ def run(launch: Launch) -> ExitCode:
         except BootError as exc:
             log.error("cannot start: %s", exc)
             return ExitCode.BOOT
-        runner.run()
+        publisher = _publisher(spec, runner, ctx)
+        try:
+            runner.run()
+        finally:
+            if publisher is not None:
+                publisher.stop()  # the totals it leaves are exact
         return ExitCode.OK
     except SinkClosed:
         return ExitCode.SINK_CLOSED
@@ -89,3 +94,17 @@ def run(launch: Launch) -> ExitCode:
     except BaseException:
         log.exception("%s crashed", spec.role)
         return ExitCode.FAILED
+
+
+def _publisher(spec: ChildSpec, runner: Any, ctx: Context[Any]) -> Any:
+    """The thread that publishes the component's counters (agent/observe/publish.py), when the
+    agent's HTTP listener is on; else None."""
+    if getattr(spec, "metrics", None) is None or spec.kind == "service":
+        return None
+    from agent.observe.publish import Publisher
+
+    interval, max_paths = spec.metrics
+    publisher = Publisher(role=spec.role, kind=spec.kind, runner=runner,
+                          consumers=ctx.consumers, interval=interval, max_paths=max_paths)
+    publisher.start()
+    return publisher

@@ -84,7 +84,7 @@ class PosixPlatform:
             os.dup2(stdout_fd if spec.keep_stdout else 2, 1)
             os.close(stdout_fd)
         stop = Stop()
-        if spec.kind == "input":
+        if spec.kind in ("input", "service"):
             stop.install(signal.SIGTERM)
         else:
             # The pipeline and outputs stop when their queues close and drain, never on a
