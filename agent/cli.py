@@ -5,8 +5,9 @@
     log-shuttle check-config FILE
 
 Flags override LOG_SHUTTLE_* environment variables, which override the file (see agent.config).
-Exit codes: 0 after a clean stop, 1 when the drain deadline had to kill, 2 for a configuration
-or usage error, 3 when a component could not start.
+Exit codes (common.exitcodes): 0 after a clean stop, 1 when a stop had to kill (the drain
+deadline, a second Ctrl-C), 2 for a configuration or usage error, 3 when a component could not
+start.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from setproctitle import getproctitle, setproctitle
 
 from agent.config import Config, load_config
 from common.errors import ConfigError
+from common.exitcodes import ExitCode
 from common.logs import setup_logging
-
-EXIT_CONFIG = 2
+from server.cli import command as server_command
 
 app = typer.Typer(
     add_completion=False,
@@ -43,6 +44,8 @@ class TcpFraming(str, enum.Enum):
     ndjson = "ndjson"
     syslog_octet = "syslog-octet"
     syslog_newline = "syslog-newline"
+    relp = "relp"
+    ndjson_acked = "ndjson-acked"
 
 
 class Level(str, enum.Enum):
@@ -88,7 +91,9 @@ def run(
         None, "--output-tcp", metavar="HOST:PORT", help="Ship to a TCP receiver; repeat for more."),
     tcp_framing: Optional[TcpFraming] = typer.Option(
         None, "--tcp-framing", help="TCP: ndjson (default), syslog-octet (RFC 5424 + RFC 6587 "
-                                    "octet counting) or syslog-newline."),
+                                    "octet counting), syslog-newline, relp (RFC 5424 over RELP, "
+                                    "each message confirmed: rsyslog's imrelp) or ndjson-acked "
+                                    "(batches confirmed by log-shuttle server)."),
     output_grpc: Optional[list[str]] = typer.Option(
         None, "--output-grpc", metavar="HOST:PORT",
         help="Ship to an OTLP/gRPC receiver (TLS unless --insecure); repeat for more."),
@@ -114,6 +119,10 @@ def run(
         None, "--state-dir", metavar="DIR",
         help="Where checkpoints are kept (default /var/lib/log-shuttle for root, else "
              "~/.local/state/log-shuttle)."),
+    http_listen: Optional[str] = typer.Option(
+        None, "--http-listen", metavar="HOST:PORT",
+        help="Serve /metrics, /health, /ready and /status there (loopback; e.g. "
+             "127.0.0.1:9595); `log-shuttle status` and `top` read it."),
     ebpf_http_tracing: bool = typer.Option(
         False, "--ebpf-http-tracing",
         help="Watch the host with eBPF (needs root): processes, TCP connections and HTTP/1.x "
@@ -139,6 +148,8 @@ def run(
         tls={k: v for k, v in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key),
                                ("tls_server_name", tls_server_name),
                                ("auth_token_file", auth_token_file)) if v})
+    if http_listen is not None:
+        overrides.append((["agent", "http", "listen"], http_listen))
     if ebpf_http_tracing:
         overrides.append((["inputs", "ebpf", "probes"], ["process", "tcp", "http"]))
     if ebpf_print_program:
@@ -149,7 +160,7 @@ def run(
         cfg = load_config(str(config) if config else None, overrides=overrides)
     except ConfigError as exc:
         typer.echo(f"log-shuttle: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise typer.Exit(ExitCode.CONFIG) from None
     if cfg.inputs.ebpf is not None:
         from agent import doctor
 
@@ -158,7 +169,7 @@ def run(
             if problems:  # at once, before any process starts
                 typer.echo("log-shuttle: cannot trace with eBPF:\n" +
                            "\n".join(f"  - {p}" for p in problems), err=True)
-                raise typer.Exit(doctor.EXIT_BOOT)
+                raise typer.Exit(ExitCode.BOOT)
     raise typer.Exit(start(cfg))
 
 
@@ -224,6 +235,7 @@ def network_output_overrides(
 
 def start(cfg: Config) -> int:
     """Run the supervisor with this configuration; return the exit code."""
+    from agent.observe.setup import observe, with_listener
     from agent.plan import plan
     from agent.platforms import current
     from agent.supervisor import Supervisor
@@ -231,13 +243,20 @@ def start(cfg: Config) -> int:
     current().hold_signals(Supervisor.SIGNALS)  # a stop during start-up is a stop, not a kill
     setproctitle("log-shuttle: supervisor")
     log = setup_logging("supervisor", cfg.agent.log_level)
-    specs, queues = plan(cfg)
-    log.info("log-shuttle %s: %s", _version(), ", ".join(s.role for s in specs))
-    sup = Supervisor(
-        specs, queues, host=cfg.host_name(), log_level=cfg.agent.log_level,
-        drain_timeout=cfg.agent.drain_timeout, backoff=cfg.agent.restart_backoff,
-        backoff_max=cfg.agent.restart_backoff_max, log=log)
-    return sup.run()
+    rundir = observe(cfg, log=log)
+    try:
+        specs, queues = plan(cfg)
+        if rundir is not None:
+            specs = with_listener(cfg, specs, rundir.path, version=_version())
+        log.info("log-shuttle %s: %s", _version(), ", ".join(s.role for s in specs))
+        sup = Supervisor(
+            specs, queues, host=cfg.host_name(), log_level=cfg.agent.log_level,
+            drain_timeout=cfg.agent.drain_timeout, backoff=cfg.agent.restart_backoff,
+            backoff_max=cfg.agent.restart_backoff_max, log=log, rundir=rundir)
+        return sup.run()
+    finally:
+        if rundir is not None:
+            rundir.remove()
 
 
 @app.command("doctor")
@@ -256,7 +275,7 @@ def check_config(file: Path = typer.Argument(..., dir_okay=False, help="TOML fil
         cfg = load_config(str(file))
     except ConfigError as exc:
         typer.echo(f"log-shuttle: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise typer.Exit(ExitCode.CONFIG) from None
     inputs = [f"file {f.name!r} ({', '.join(f.paths)})" for f in cfg.inputs.file]
     if cfg.inputs.ebpf is not None:
         inputs.append(f"ebpf ({', '.join(cfg.inputs.ebpf.probes)}"
@@ -266,47 +285,70 @@ def check_config(file: Path = typer.Argument(..., dir_okay=False, help="TOML fil
     outputs = [f"stdout ({cfg.outputs.stdout.format})"] if cfg.outputs.stdout else []
     outputs += [f"tcp {o.address} ({o.framing})" for o in cfg.outputs.tcp]
     outputs += [f"grpc {o.address}" for o in cfg.outputs.grpc]
+    outputs += [f"influxdb {o.address or o.url} ({o.protocol})" for o in cfg.outputs.influxdb]
+    if cfg.outputs.prometheus is not None:
+        outputs.append(f"prometheus {cfg.outputs.prometheus.listen}/metrics")
+    outputs += [f"metrics_jsonl {o.path}" for o in cfg.outputs.metrics_jsonl]
+    outputs += [f"otlp_metrics {o.address} ({o.temporality})" for o in cfg.outputs.otlp_metrics]
     typer.echo(f"{file}: ok\n  inputs: {'; '.join(inputs)}\n  outputs: {'; '.join(outputs)}")
 
 
-@app.command("server")
-def server(
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", envvar="LOG_SHUTTLE_CONFIG", dir_okay=False,
-        help="TOML configuration file (its [server] table)."),
-    grpc_listen: Optional[list[str]] = typer.Option(
-        None, "--grpc-listen", metavar="ADDR", help="OTLP/gRPC (and health) on HOST:PORT."),
-    tcp_listen: Optional[list[str]] = typer.Option(
-        None, "--tcp-listen", metavar="ADDR",
-        help="TCP on HOST:PORT: NDJSON or syslog (octet-counted or newline)."),
-    output_dir: Optional[str] = typer.Option(
-        None, "--output-dir", metavar="DIR", help="Write size-rotated NDJSON files here."),
-    output_stdout: bool = typer.Option(False, "--output-stdout", help="Write NDJSON on stdout."),
-    insecure: bool = typer.Option(False, "--insecure", help="Plaintext listeners."),
-    tls_cert: Optional[str] = typer.Option(None, "--tls-cert", metavar="FILE"),
-    tls_key: Optional[str] = typer.Option(None, "--tls-key", metavar="FILE"),
-    tls_ca: Optional[str] = typer.Option(
-        None, "--tls-ca", metavar="FILE", help="Require client certificates signed by these CAs."),
-    auth_token_file: Optional[str] = typer.Option(
-        None, "--auth-token-file", metavar="FILE",
-        help="Bearer token clients must present (or LOG_SHUTTLE_AUTH_TOKEN)."),
-    log_level: Optional[Level] = typer.Option(None, "--log-level"),
-) -> None:
-    """Receive logs (OTLP/gRPC, TCP NDJSON or syslog) and write them as NDJSON."""
-    values = {"grpc_listen": grpc_listen, "tcp_listen": tcp_listen, "output_dir": output_dir,
-              "output_stdout": output_stdout or None, "insecure": insecure or None,
-              "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca,
-              "auth_token_file": auth_token_file,
-              "log_level": log_level.value if log_level else None}
-    overrides = [(["server", k], v) for k, v in values.items() if v]
-    try:
-        cfg = load_config(str(config) if config else None, overrides=overrides, command="server")
-    except ConfigError as exc:
-        typer.echo(f"log-shuttle: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    from agent.server import serve
+def _http_address(address: str | None, config: Path | None) -> str:
+    from agent.observe.config import DEFAULT_LISTEN
 
-    raise typer.Exit(serve(cfg.server))
+    if address:
+        return address
+    if config is not None:
+        try:
+            listen = load_config(str(config)).agent.http.listen
+        except ConfigError as exc:
+            typer.echo(f"log-shuttle: {exc}", err=True)
+            raise typer.Exit(ExitCode.CONFIG) from None
+        if listen:
+            return listen
+    return DEFAULT_LISTEN
+
+
+_ADDRESS = typer.Option(None, "--address", "-a", metavar="HOST:PORT",
+                        envvar="LOG_SHUTTLE_HTTP_LISTEN",
+                        help="The agent's HTTP listener (default: the configuration's "
+                             "[agent.http] listen, else 127.0.0.1:9595).")
+_CONFIG = typer.Option(None, "--config", "-c", dir_okay=False,
+                       help="Read the listener's address from this configuration.")
+
+
+@app.command("status")
+def status_command(address: Optional[str] = _ADDRESS, config: Optional[Path] = _CONFIG,
+                   interval: float = typer.Option(1.0, "--interval", metavar="SECONDS",
+                                                  help="Between the two readings (rates).")
+                   ) -> None:
+    """Ask the running agent how it is doing: each component's throughput now, totals,
+    errors, lag, restarts (through its HTTP listener, --http-listen)."""
+    from agent.observe.status import AgentUnreachable, status
+
+    try:
+        status(_http_address(address, config), interval=interval)
+    except AgentUnreachable as exc:
+        typer.echo(f"log-shuttle: {exc}", err=True)
+        raise typer.Exit(ExitCode.FAILED) from None
+
+
+@app.command("top")
+def top_command(address: Optional[str] = _ADDRESS, config: Optional[Path] = _CONFIG,
+                interval: float = typer.Option(1.0, "--interval", metavar="SECONDS")) -> None:
+    """`status`, live (Ctrl-C to leave), with the progress of a backlog being caught up."""
+    from agent.observe.status import AgentUnreachable, top
+
+    try:
+        top(_http_address(address, config), interval=interval)
+    except AgentUnreachable as exc:
+        typer.echo(f"log-shuttle: {exc}", err=True)
+        raise typer.Exit(ExitCode.FAILED) from None
+    except KeyboardInterrupt:
+        pass
+
+
+app.command("server")(server_command)
 
 
 def main() -> None:
@@ -314,7 +356,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
 
 
 if __name__ == "__main__":

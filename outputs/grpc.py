@@ -2,7 +2,7 @@
 that any OpenTelemetry receiver takes what log-shuttle ships.
 
 One batch becomes one or more Export requests of at most ``max_records`` records (the mapping is
-in common.otlp); up to ``concurrency`` of them are in flight at once, each with a deadline,
+in outputs.otlp); up to ``concurrency`` of them are in flight at once, each with a deadline,
 gzip-compressed, with the configured headers and ``authorization: Bearer <token>``. The batch is
 OK only when every request of it succeeded: the runner acknowledges it to the inputs only then.
 When some requests fail retryably the sink remembers which ones succeeded, and the runner's next
@@ -34,14 +34,14 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (  # noqa: E4
     ExportLogsServiceRequest)
 
 from common.component import BootError, Context
-from common.events import Batch, Event, LogEvent
+from common.events import Batch
 from common.net import format_address, parse_address, read_token
-from common.otlp import container_attributes, event_log_record, export_requests, line_log_record
+from common.otlp import export_requests
 from common.tls import TlsFiles, grpc_channel_credentials
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
 from outputs.grpc_config import GrpcOutputConfig
-from outputs.records import log_records
+from outputs.otlp import otlp_records
 from outputs.runner import Backoff, OutputRunner
 
 Code = grpc.StatusCode
@@ -73,20 +73,6 @@ def build(ctx: Context[GrpcOutputConfig]) -> OutputRunner:
     return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
 
 
-def otlp_records(events: list[Event]) -> list:
-    """Every record of the events as (LogRecord, extra resource attributes)."""
-    out = []
-    now = time.time_ns()
-    for ev in events:
-        if isinstance(ev, LogEvent):
-            res = container_attributes(ev.path)
-            out += [line_log_record(rec, read_ns=ev.read_ns, res=res)
-                    for rec in log_records(ev, "")]
-        else:
-            out.append(event_log_record(ev, now_ns=now))
-    return out
-
-
 @dataclass
 class GrpcStats:
     requests_ok: int = 0
@@ -109,7 +95,7 @@ class _Outcome:
 class GrpcSink:
     def __init__(self, *, name: str, target: str, credentials: grpc.ChannelCredentials | None,
                  server_name: str = "", metadata: list[tuple[str, str]] = (), gzip: bool = True,
-                 timeout: float = 10.0, concurrency: int = 4, max_records: int = 1000,
+                 timeout: float = 10.0, concurrency: int = 4, max_records: int,
                  host: str, service_name: str = "", reconnect_max: float = 5.0,
                  log: logging.Logger | None = None) -> None:
         self.name = name
@@ -148,7 +134,7 @@ class GrpcSink:
             time.sleep(wait)  # the receiver's RetryInfo asked for at least this long
         if self._batch is not batch:
             self._batch = batch
-            self._requests = export_requests(otlp_records(batch.events), host=self.host,
+            self._requests = export_requests(otlp_records(batch.events, now_ns=time.time_ns()), host=self.host,
                                              service_name=self.service_name,
                                              max_records=self.max_records)
             self._done = set()

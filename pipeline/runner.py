@@ -32,6 +32,8 @@ from pipeline.writers import WriterCache
 
 MESSAGES_PER_TURN = 8
 """Messages taken from one input queue before the next gets its turn."""
+METRIC_POINTS_PER_BATCH = 5000
+"""Metric points per batch at most (a few hundred bytes each)."""
 
 
 def build(ctx: Context[PipelineConfig]) -> Pipeline:
@@ -65,12 +67,16 @@ class Pipeline:
                                max_delay=batch.max_delay)
         self.codec = BatchCodec()
         self.batches_sent = 0
+        self.records_out = 0
+        """Records (lines; an eBPF event is one) put on the output queues (telemetry)."""
         self.handed_on: dict[int, int] = {}
         """Input index -> the highest message seq read from it (stamped on every batch)."""
         routes = list(getattr(ctx.config, "routes", ()) or ())
         routes += ["events"] * (len(ctx.producers) - len(routes))
         self.event_queues = [p for p, r in zip(ctx.producers, routes) if r != "metrics"]
         self.metric_queues = [p for p, r in zip(ctx.producers, routes) if r != "events"]
+        self.metrics_only = [r == "metrics" for r in routes if r != "events"]
+        self.metric_points_dropped = 0
         metrics = getattr(ctx.config, "metrics", None)
         self.metrics = Aggregator.from_config(metrics, log=ctx.log) \
             if metrics is not None and metrics.enabled and self.metric_queues else None
@@ -128,13 +134,29 @@ class Pipeline:
         ctx.log.debug("inputs drained: sent %d batches", self.batches_sent)
 
     def send_metrics(self) -> None:
+        """The interval's points, in batches of at most METRIC_POINTS_PER_BATCH. A queue of an
+        output that takes only metrics is never waited on: when it is full (its store has been
+        down for a long while), the points are dropped and counted, and the events keep
+        flowing; an output that takes both (stdout) is waited on as for events."""
         points = self.metrics.collect()
-        if points:
-            self._put(self.metric_queues,
-                      self.codec.encode(Batch(events=points, source="metrics")))
+        for start in range(0, len(points), METRIC_POINTS_PER_BATCH):
+            chunk = points[start:start + METRIC_POINTS_PER_BATCH]
+            message = self.codec.encode(Batch(events=chunk, source="metrics"))
+            for p, only in zip(self.metric_queues, self.metrics_only):
+                if not only:
+                    self._put([p], message)
+                    continue
+                try:
+                    p.put_nowait(message)
+                except Full:
+                    self.metric_points_dropped += len(chunk)
+                    self.ctx.log.warning("metrics: an output's queue is full (its store is "
+                                         "down?): %d points dropped (%d in all)", len(chunk),
+                                         self.metric_points_dropped)
 
     def flush(self) -> None:
         if self.batcher:
+            self.records_out += self.batcher.count
             message = self.codec.encode(Batch(events=self.batcher.take(), source="pipeline",
                                               acks=sorted(self.handed_on.items())))
             self._put(self.event_queues, message)

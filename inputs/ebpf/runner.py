@@ -9,7 +9,7 @@ by the programs and go out as LossEvents ("ring buffer <probe>") too.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from common.component import Context
 from common.events import Batch, BatchCodec, Event, LossEvent
@@ -33,6 +33,8 @@ class EbpfInputStats:
     lost_ring_buffer: int = 0
     lost_queue_full: int = 0
     undecodable: int = 0
+    lost_by_probe: dict[str, int] = field(default_factory=dict)
+    """lost_ring_buffer per probe (the telemetry's bpf_lost_events{probe})."""
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -112,6 +114,7 @@ class EbpfInput:
         for probe, n in self.programs.lost().items():
             if n:
                 self.stats.lost_ring_buffer += n
+                self.stats.lost_by_probe[probe] = self.stats.lost_by_probe.get(probe, 0) + n
                 self.log.warning("the %s probe's ring buffer was full: %d events lost", probe, n)
                 self.out.append(LossEvent(time_ns=time.time_ns(), source=self.ctx.name,
                                           what=f"ring buffer {probe}", count=n))
