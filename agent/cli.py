@@ -319,8 +319,9 @@ _CONFIG = typer.Option(None, "--config", "-c", dir_okay=False,
 
 @app.command("status")
 def status_command(address: Optional[str] = _ADDRESS, config: Optional[Path] = _CONFIG,
-                   interval: float = typer.Option(1.0, "--interval", metavar="SECONDS",
-                                                  help="Between the two readings (rates).")
+                   interval: float = typer.Option(2.0, "--interval", metavar="SECONDS",
+                                                  help="Between the two readings (rates; "
+                                                       "components publish once a second).")
                    ) -> None:
     """Ask the running agent how it is doing: each component's throughput now, totals,
     errors, lag, restarts (through its HTTP listener, --http-listen)."""
