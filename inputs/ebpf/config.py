@@ -28,6 +28,12 @@ class EbpfInputConfig(Section):
     """At most this many seconds between a message to the pipeline and the next (when events came)."""
     send_events: Annotated[int, Meta(ge=1, le=100_000)] = 1000
     """At most this many events in one message to the pipeline."""
+    poll_interval: Annotated[float, Meta(ge=0.001, le=1.0)] = 0.02
+    """Seconds between two reads of the ring buffers (the programs do not wake the input for
+    each event; a ring buffer a quarter full wakes it at once)."""
+    tls: bool = True
+    """With the http probe: HTTPS too, from uprobes on OpenSSL's libssl (every libssl.so that
+    a process maps, including processes that start later)."""
 
     def problems(self, *, environ: Mapping[str, str] | None = None) -> list[str]:
         out = []
