@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from common.component import BootError, Context, SinkClosed, resolve_build
+from common.errors import LogShuttleError
 from common.exitcodes import ExitCode
 from common.logs import setup_logging
 
@@ -42,6 +43,9 @@ class Launch:
     log_level: str
     stop: Any
     """``ctx.stop``: ``set()``, ``is_set()``, and a ``fileno()`` that is readable once set."""
+    built: Callable[[], None] | None = None
+    """Called once the component is built, before it runs (POSIX under root: the output or
+    listener becomes the agent's user, agent/privileges.py)."""
 
 
 def child_main(enter: Callable[[], Launch]) -> NoReturn:
@@ -79,6 +83,12 @@ def run(launch: Launch) -> ExitCode:
         except BootError as exc:
             log.error("cannot start: %s", exc)
             return ExitCode.BOOT
+        if launch.built is not None:
+            try:
+                launch.built()
+            except LogShuttleError as exc:
+                log.error("cannot start: %s", exc)
+                return ExitCode.BOOT
         publisher = _publisher(spec, runner, ctx)
         try:
             runner.run()

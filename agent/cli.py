@@ -13,6 +13,7 @@ start.
 from __future__ import annotations
 
 import enum
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -235,6 +236,7 @@ def network_output_overrides(
 
 def start(cfg: Config) -> int:
     """Run the supervisor with this configuration; return the exit code."""
+    from agent import privileges
     from agent.observe.setup import observe, with_listener
     from agent.plan import plan
     from agent.platforms import current
@@ -243,11 +245,27 @@ def start(cfg: Config) -> int:
     current().hold_signals(Supervisor.SIGNALS)  # a stop during start-up is a stop, not a kill
     setproctitle("log-shuttle: supervisor")
     log = setup_logging("supervisor", cfg.agent.log_level)
-    rundir = observe(cfg, log=log)
+    root = os.geteuid() == 0 and sys.platform.startswith("linux")
+    try:
+        user = privileges.agent_user(cfg.agent.user) if root else None
+    except privileges.PrivilegeError as exc:
+        log.error("%s", exc)
+        return ExitCode.CONFIG
+    rundir = observe(cfg, log=log, owner=user[1] if user else None)
     try:
         specs, queues = plan(cfg)
         if rundir is not None:
             specs = with_listener(cfg, specs, rundir.path, version=_version())
+        if user is not None:  # root only where it is needed (agent/privileges.py)
+            try:
+                keep = privileges.assign(specs, user=user, log=log)
+                privileges.apply(privileges.Privileges(keep=keep))
+            except privileges.PrivilegeError as exc:
+                log.error("%s", exc)
+                for q in queues:
+                    q.destroy()
+                return ExitCode.BOOT
+            log.debug("supervisor keeps %s", ", ".join(sorted(keep)))
         log.info("log-shuttle %s: %s", _version(), ", ".join(s.role for s in specs))
         sup = Supervisor(
             specs, queues, host=cfg.host_name(), log_level=cfg.agent.log_level,
@@ -319,8 +337,9 @@ _CONFIG = typer.Option(None, "--config", "-c", dir_okay=False,
 
 @app.command("status")
 def status_command(address: Optional[str] = _ADDRESS, config: Optional[Path] = _CONFIG,
-                   interval: float = typer.Option(1.0, "--interval", metavar="SECONDS",
-                                                  help="Between the two readings (rates).")
+                   interval: float = typer.Option(2.0, "--interval", metavar="SECONDS",
+                                                  help="Between the two readings (rates; "
+                                                       "components publish once a second).")
                    ) -> None:
     """Ask the running agent how it is doing: each component's throughput now, totals,
     errors, lag, restarts (through its HTTP listener, --http-listen)."""

@@ -64,8 +64,11 @@ class ChildSpec:
     metrics: tuple[float, int] | None = None
     """With the agent's HTTP listener on: (interval, max_path_series) of the thread that
     publishes this component's counters (agent/observe/publish.py); None: off."""
+    capabilities: tuple[str, ...] = ()
+    """What its component declares it needs when the agent runs as root (agent/components.py)."""
     privileges: Any = None
-    """What the child keeps when the agent runs as root (agent/privileges.py); None: as is."""
+    """What the child keeps when the agent runs as root (agent.privileges.Privileges), applied
+    first thing in the child; None: as it is (not root)."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ the GIL, once a second: the component's loop never waits for it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -44,6 +45,7 @@ class Publisher:
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="metrics", daemon=True)
         self.lock = threading.Lock()
+        self.failed = False
 
     def start(self) -> None:
         self.thread.start()
@@ -63,7 +65,10 @@ class Publisher:
             try:
                 self.publish()
             except Exception:  # noqa: BLE001 - never let telemetry take the component down
-                pass
+                if not self.failed:
+                    self.failed = True
+                    logging.getLogger("log_shuttle").exception(
+                        "metrics: cannot read the component's counters (told once)")
 
     def publish(self) -> None:
         with self.lock:

@@ -22,6 +22,7 @@ from typing import Any
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 CHILDREN = "children.json"
+PREFIX = "log-shuttle-run-"
 
 
 class RunDir:
@@ -35,8 +36,9 @@ class RunDir:
         temporary directory. ``owner``: the uid of the unprivileged children (outputs, the
         listener), which must write their files here too: it gets the directory, group root
         (the privileged children keep uid 0 but no CAP_DAC_OVERRIDE), mode 0770."""
-        parent = "/run" if os.access("/run", os.W_OK) else None
-        path = tempfile.mkdtemp(prefix="log-shuttle-", dir=parent)
+        parent = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
+        _remove_stale(parent)
+        path = tempfile.mkdtemp(prefix=PREFIX, dir=parent)
         if owner is not None:
             os.chown(path, owner, 0)
             os.chmod(path, 0o770)
@@ -71,3 +73,18 @@ def read_children(path: str) -> dict[str, Any]:
             return json.load(f)
     except (OSError, ValueError):
         return {"children": []}
+
+
+def _remove_stale(parent: str) -> None:
+    """Directories of runs whose supervisor is gone (SIGKILLed: it could not remove them)."""
+    for path in glob.glob(os.path.join(parent, PREFIX + "*")):
+        pid = read_children(path).get("pid")
+        if not isinstance(pid, int):
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            continue

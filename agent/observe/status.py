@@ -71,13 +71,23 @@ class Backlog:
 class Watch:
     """Successive readings of ``/status``, and what they say together."""
 
+    WINDOW = 3.0
+    """Seconds the rates are taken over: each component publishes once a second, at its own
+    moment, so two readings a second apart would alias (0, then twice the rate)."""
+
     def __init__(self) -> None:
+        self.history: list[dict[str, Any]] = []
         self.prev: dict[str, Any] | None = None
         self.now: dict[str, Any] | None = None
         self.backlogs: dict[str, Backlog] = {}
 
     def add(self, status: dict[str, Any]) -> None:
-        self.prev, self.now = self.now, status
+        self.history.append(status)
+        while len(self.history) > 2 and \
+                status["time"] - self.history[1]["time"] >= self.WINDOW:
+            self.history.pop(0)
+        self.prev = self.history[0] if len(self.history) > 1 else None
+        self.now = status
         for c in status["components"]:
             if "file_lag_bytes" in c:
                 self.backlogs.setdefault(c["component"], Backlog()).add(
@@ -158,7 +168,7 @@ class Watch:
         return Group(*parts)
 
 
-def status(address: str, *, interval: float = 1.0, console: Console | None = None) -> None:
+def status(address: str, *, interval: float = 2.0, console: Console | None = None) -> None:
     """Print the table once (two readings ``interval`` apart, for the rates)."""
     console = console or _console()
     w = Watch()
