@@ -180,6 +180,15 @@ class HttpEvent(msgspec.Struct, tag="http", array_like=True, frozen=True):
     version: str = "HTTP/1.1"
     process: ProcessInfo | None = None
     """Set by the pipeline: the process, from its process table."""
+    boot_ns: int = 0
+    """The request's first bytes in CLOCK_BOOTTIME (exact order between the input's events;
+    with pid and fd, the exchange's key). 0: unknown."""
+    traceparent: str = ""
+    """The request's W3C ``traceparent`` header, when it lay in the captured bytes."""
+    tracestate: str = ""
+    """Its ``tracestate`` header, likewise."""
+    headers_cut: bool = False
+    """The captured request ended before its headers did (a traceparent may lie past it)."""
 
 
 class LossEvent(msgspec.Struct, tag="loss", array_like=True, frozen=True):
@@ -243,8 +252,36 @@ class MetricEvent(msgspec.Struct, tag="metric", array_like=True, frozen=True):
     values above the highest bound."""
 
 
+class SpanEvent(msgspec.Struct, tag="span", array_like=True, frozen=True):
+    """One HTTP exchange as a span (pipeline/spans.py): OpenTelemetry's span, with the semantic
+    conventions' attribute names. Ids are lower-case hex (trace 32 digits, span 16)."""
+
+    time_ns: int
+    """Start: the request's first bytes, nanoseconds since the Unix epoch."""
+    end_ns: int
+    """End: the response's first bytes (the syscall layer sees no later byte of it)."""
+    trace_id: str
+    span_id: str
+    parent_span_id: str = ""
+    kind: str = "server"
+    """"server" or "client"."""
+    name: str = ""
+    """``METHOD`` (OpenTelemetry's HTTP span name without a route)."""
+    error: bool = False
+    """Status ERROR: 5xx on the server side, 4xx and 5xx on the client side."""
+    attrs: dict[str, str | int] = {}
+    resource: dict[str, str | int] = {}
+    """``service.name``, ``process.pid``, ``process.executable.name``, ``container.id``..."""
+    tracestate: str = ""
+    parent_how: str = ""
+    """How the parent was found: "traceparent" (the request's header), "thread" (the server
+    exchange the same thread was serving), "connection" (the local client exchange whose
+    connection this server accepted), or "" (a root: a new trace)."""
+
+
 # One tagged union of every event kind (a new kind is added at the end).
-Event = Union[LogEvent, ProcessEvent, ConnEvent, HttpEvent, LossEvent, EtwEvent, MetricEvent]
+Event = Union[LogEvent, ProcessEvent, ConnEvent, HttpEvent, LossEvent, EtwEvent, MetricEvent,
+              SpanEvent]
 
 
 class Batch(msgspec.Struct, array_like=True):

@@ -8,6 +8,7 @@ import msgspec
 from msgspec import Meta
 
 from common.config import MiB, PositiveFloat, PositiveInt, Section
+from pipeline.spans import SpansConfig
 
 
 class BatchConfig(Section):
@@ -34,3 +35,4 @@ class ProcessesConfig(Section):
 class PipelineConfig(Section):
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
     processes: ProcessesConfig = msgspec.field(default_factory=ProcessesConfig)
+    spans: SpansConfig = msgspec.field(default_factory=SpansConfig)

@@ -28,6 +28,7 @@ from pipeline.config import PipelineConfig
 from pipeline.enrich import Enricher
 from pipeline.metrics import Aggregator
 from pipeline.proctable import ProcessTable
+from pipeline.spans import SpanBuilder
 from pipeline.writers import WriterCache
 
 MESSAGES_PER_TURN = 8
@@ -74,6 +75,8 @@ class Pipeline:
         metrics = getattr(ctx.config, "metrics", None)
         self.metrics = Aggregator.from_config(metrics, log=ctx.log) \
             if metrics is not None and metrics.enabled and self.metric_queues else None
+        spans = getattr(ctx.config, "spans", None)
+        self.spans = SpanBuilder(spans) if spans is not None and spans.enabled else None
 
     def run(self) -> None:
         ctx = self.ctx
@@ -99,10 +102,17 @@ class Pipeline:
                         events = self.enricher.enrich(events)
                     if self.metrics is not None:
                         self.metrics.observe(events)
-                    self.batcher.add(events, time.monotonic())
+                    now = time.monotonic()
+                    if self.spans is not None:
+                        events = events + self.spans.observe(events, now)
+                    self.batcher.add(events, now)
                     if self.batcher.full():
                         self.flush()
             now = time.monotonic()
+            if self.spans is not None and self.spans.pending:
+                expired = self.spans.expire(now)
+                if expired:
+                    self.batcher.add(expired, now)
             if self.batcher.due(now) or (not took and self.batcher):
                 # Full batches while the inputs keep the queues busy; as soon as they have
                 # nothing more to give, what is batched goes at once: waiting for max_delay
@@ -120,8 +130,14 @@ class Pipeline:
                     wait = min(wait if wait is not None else 1e9, self.next_poll - now)
                 if self.metrics is not None:
                     wait = min(wait if wait is not None else 1e9, self.metrics.time_left())
+                if self.spans is not None and self.spans.pending:
+                    left = self.spans.time_left(now)
+                    if left is not None:
+                        wait = min(wait if wait is not None else 1e9, left)
                 wait_any(open_inputs, also=[ctx.stop],
                          timeout=max(0.0, wait) if wait is not None else None)
+        if self.spans is not None and self.spans.pending:
+            self.batcher.add(self.spans.expire(float("inf")), time.monotonic())
         self.flush()
         if self.metrics is not None:
             self.send_metrics()  # the interval so far

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 from common.events import ConnEvent, Event, HttpEvent, ProcessEvent
+from common.tracecontext import find_headers
 from inputs.ebpf.http import METHODS, HttpTracker, RequestLine, StatusLine, parse
 from inputs.ebpf.layouts import (
     EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_HTTP_EXCHANGE, HEADER, HTTP_EXCHANGE, HTTP_OP_READ,
@@ -102,7 +103,8 @@ class Translator:
     def _exchange_record(self, item: tuple) -> HttpEvent | None:
         (_t, pid, tid, _uid, ts, comm, fd, op, resp_ts, _len, copied, resp_len, _pad, status,
          data) = item
-        line = data[EXCHANGE_DATA:EXCHANGE_DATA + copied].split(b"\r\n", 1)[0]
+        request = data[EXCHANGE_DATA:EXCHANGE_DATA + copied]
+        line = request.split(b"\r\n", 1)[0]
         parts = line.split(b" ", 2)
         method = _METHOD_TEXT.get(parts[0])
         if method is None or len(parts) < 2:
@@ -129,10 +131,11 @@ class Translator:
         self.http.stats.exchanges += 1
         self.stats.http += 1
         peer = self.peers.get((pid, fd))
+        tp, ts_, cut = find_headers(request)
         return HttpEvent(
             ts + self.offset_ns, pid, tid, name, fd, "server" if op == HTTP_OP_READ else "client",
             method, path, code, max(0, resp_ts - ts), peer[0] if peer else "",
-            peer[1] if peer else 0, version)
+            peer[1] if peer else 0, version, None, ts, tp, ts_, cut)
 
     def feed(self, raws: list[Raw]) -> list[Event]:
         """Events for these raw events, which must be in time order."""
@@ -209,6 +212,7 @@ class Translator:
         self.stats.http += 1
         h = raw.h
         peer = self.peers.get((h.pid, raw.fd))
+        tp, tstate, cut = find_headers(raw.data)
         return HttpEvent(
             time_ns=h.ts_ns + self.offset_ns, pid=h.pid, tid=h.tid, comm=h.comm, fd=raw.fd,
             direction="server" if raw.op == HTTP_OP_READ else "client", method=line.method,
@@ -229,4 +233,4 @@ class Translator:
             fd=ex.fd, direction=req.direction, method=req.line.method, path=req.line.path,
             status=ex.status, duration_ns=max(0, ex.response_ts_ns - req.ts_ns),
             peer_addr=peer[0] if peer else "", peer_port=peer[1] if peer else 0,
-            version=req.line.version)
+            version=req.line.version, boot_ns=req.ts_ns)

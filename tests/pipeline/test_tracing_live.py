@@ -1,0 +1,117 @@
+"""Tracing with real programs: the agent (`--ebpf-http-tracing`) watching two local Python
+services, frontend -> backend, and curl. Spans come out of the real pipeline as NDJSON
+``type: "span"`` records; the trace is one tree across the two processes, rooted at curl's
+``traceparent``."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Agent, wait_for
+from tests.inputs.ebpf.conftest import needs, needs_ebpf
+
+SERVICES = Path(__file__).with_name("services.py")
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = "00f067aa0ba902b7"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(SERVICES), *args],
+                                     stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert self.proc.stdout.readline().strip() == b"ready"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def chain(tmp_path):
+    back_port, front_port = free_port(), free_port()
+    back_log, front_log = tmp_path / "back.log", tmp_path / "front.log"
+    back = Service("backend", str(back_port), str(back_log))
+    front = Service("frontend", str(front_port), str(back_port), str(front_log))
+    yield {"front_port": front_port, "back_port": back_port, "front": front, "back": back,
+           "front_log": front_log, "back_log": back_log}
+    front.stop()
+    back.stop()
+
+
+def curl(url: str, *headers: str) -> int:
+    args = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url]
+    for h in headers:
+        args += ["-H", h]
+    return int(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+
+
+def spans_of(records: list[dict], pids: set[int]) -> list[dict]:
+    return [r for r in records if r.get("type") == "span"
+            and r["resource"]["process.pid"] in pids]
+
+
+@needs_ebpf
+@needs("curl")
+def test_frontend_backend_is_one_trace_under_curls_traceparent(chain, tmp_path):
+    pids = {chain["front"].proc.pid, chain["back"].proc.pid}
+    with Agent(tmp_path, "--ebpf-http-tracing") as agent:
+        wait_for(lambda: "tracing with probes" in agent.stderr() or agent.proc.poll() is not None,
+                 timeout=90, what="the eBPF input to start")
+        assert agent.proc.poll() is None, agent.stderr()
+        time.sleep(0.5)
+        url = f"http://127.0.0.1:{chain['front_port']}/front/"
+        assert curl(url + "tp1", f"traceparent: 00-{TRACE}-{PARENT}-01",
+                    "tracestate: vendor=1") == 200
+        assert curl(url + "plain2") == 200
+
+        def three_each():
+            spans = spans_of(agent.records(), pids)
+            return spans if len(spans) >= 6 else None
+
+        spans = wait_for(three_each, timeout=30, what="six spans of the two services")
+        assert agent.stop() == 0, agent.stderr()
+    records = agent.records()
+    spans = spans_of(records, pids)
+    assert len(spans) == 6
+    curls = {s["span_id"]: s for s in records if s.get("type") == "span"
+             and s["resource"]["process.executable.name"] == "curl"}
+    for rid in ("tp1", "plain2"):
+        tree = [s for s in spans if s["attrs"]["url.path"].endswith("/" + rid)]
+        by = {(s["resource"]["process.pid"], s["kind"]): s for s in tree}
+        front = by[(chain["front"].proc.pid, "server")]
+        call = by[(chain["front"].proc.pid, "client")]
+        back = by[(chain["back"].proc.pid, "server")]
+        assert front["trace_id"] == call["trace_id"] == back["trace_id"]
+        assert call["parent_span_id"] == front["span_id"] and call["parent_how"] == "thread"
+        assert back["parent_span_id"] == call["span_id"] and back["parent_how"] == "connection"
+        assert front["time"] <= call["time"] <= back["time"]
+        assert back["end_ns"] <= call["end_ns"] <= front["end_ns"]
+        assert call["attrs"]["server.port"] == chain["back_port"]
+        assert front["attrs"]["server.port"] == chain["front_port"]
+        assert front["attrs"]["http.response.status_code"] == 200
+        assert front["resource"]["service.name"].startswith("python")
+        assert "services.py frontend" in front["resource"]["process.command_line"]
+        if rid == "tp1":
+            assert front["trace_id"] == TRACE and front["parent_span_id"] == PARENT
+            assert front["parent_how"] == "traceparent" and front["tracestate"] == "vendor=1"
+        else:
+            # curl ran on this host too: its client span is the frontend's parent, the root.
+            root = curls[front["parent_span_id"]]
+            assert front["parent_how"] == "connection" and root["kind"] == "client"
+            assert root["trace_id"] == front["trace_id"] != TRACE
+            assert root["parent_span_id"] == "" and root["parent_how"] == ""
+            assert root["attrs"]["server.port"] == chain["front_port"]
