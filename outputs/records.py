@@ -47,6 +47,14 @@ class LineRecord(msgspec.Struct, omit_defaults=True):
     """When several processes have the file open for writing: all of them."""
     container: ContainerRef | None = None
     """The container whose log the file is."""
+    trace_id: str | None = None
+    """The trace of the request the line was written for (pipeline/logjoin.py)."""
+    span_id: str | None = None
+    """That request's span."""
+    request: dict[str, Any] | None = None
+    """That request: ``method``, ``path``, ``status``."""
+    join: str | None = None
+    """``"ambiguous"``: the writer served several requests at once; no ids, on purpose."""
 
 
 def rfc3339_ns(ns: int) -> str:
@@ -62,6 +70,19 @@ def _decode(raw: bytes) -> tuple[str, bool]:
 
 
 def log_records(ev: LogEvent, host: str) -> list[LineRecord]:
+    recs = _log_records(ev, host)
+    for j in ev.joins:
+        if j.index < len(recs):
+            r = recs[j.index]
+            if j.ambiguous:
+                r.join = "ambiguous"
+            else:
+                r.trace_id, r.span_id = j.trace_id, j.span_id
+                r.request = {"method": j.method, "path": j.path, "status": j.status}
+    return recs
+
+
+def _log_records(ev: LogEvent, host: str) -> list[LineRecord]:
     t = rfc3339_ns(ev.read_ns)
     writers = ev.writers
     process = writers[0] if len(writers) == 1 else None

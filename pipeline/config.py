@@ -8,6 +8,7 @@ import msgspec
 from msgspec import Meta
 
 from common.config import MiB, PositiveFloat, PositiveInt, Section
+from pipeline.logjoin import JoinConfig
 from pipeline.spans import SpansConfig
 
 
@@ -36,3 +37,4 @@ class PipelineConfig(Section):
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
     processes: ProcessesConfig = msgspec.field(default_factory=ProcessesConfig)
     spans: SpansConfig = msgspec.field(default_factory=SpansConfig)
+    join: JoinConfig = msgspec.field(default_factory=JoinConfig)

@@ -8,13 +8,16 @@ by the programs and go out as LossEvents ("ring buffer <probe>") too.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, fields
 
 from common.component import Context
-from common.events import Batch, BatchCodec, Event, LossEvent
+from common.events import Batch, BatchCodec, Event, LossEvent, ProcessEvent
 from common.shmqueue import Full, MessageTooLarge
 from inputs.ebpf.loader import Programs
+from inputs.ebpf.logfiles import LogFiles
+from inputs.ebpf.logwrite import LogWriteTranslator
 from inputs.ebpf.translate import Translator
 
 LOSS_CHECK_INTERVAL = 1.0
@@ -46,7 +49,15 @@ class EbpfInput:
         self.programs = programs
         self.producer = ctx.producers[0]
         self.codec = BatchCodec()
-        self.translator = Translator()
+        self.logfiles: LogFiles | None = None
+        logwrites = None
+        if "logwrite" in programs.objects:
+            self.logfiles = LogFiles(self.cfg.log_paths,
+                                     table=programs.objects["logwrite"][b"logfds"],
+                                     interval=self.cfg.log_scan_interval,
+                                     skip=frozenset({os.getpid()}))
+            logwrites = LogWriteTranslator(self.logfiles.file_of)
+        self.translator = Translator(logwrites=logwrites)
         self.stats = EbpfInputStats()
         self.out: list[Event] = []
         self.first_at = 0.0
@@ -55,6 +66,10 @@ class EbpfInput:
 
     def run(self) -> None:
         try:
+            if self.logfiles is not None:
+                n = self.logfiles.scan(time.monotonic())
+                self.log.info("following writes to log files: %d descriptors of %s", n,
+                              ", ".join(self.cfg.log_paths))
             self.log.info("tracing with probes: %s", ", ".join(self.programs.objects))
             while not self.ctx.stop.is_set():
                 timeout = self.cfg.send_interval
@@ -83,6 +98,10 @@ class EbpfInput:
             if errors:
                 self.stats.undecodable += len(errors)
                 self.log.debug("%d undecodable events, e.g. %s", len(errors), errors[0])
+            if self.logfiles is not None:
+                for ev in events:
+                    if type(ev) is ProcessEvent and ev.kind == "fork":
+                        self.logfiles.forked(ev.ppid, ev.pid)
             if events and not self.out:
                 self.first_at = time.monotonic()
             for ev in events:
@@ -90,6 +109,8 @@ class EbpfInput:
                 if len(self.out) >= self.cfg.send_events:
                     self.send()
         now = time.monotonic()
+        if self.logfiles is not None and self.logfiles.due(now):
+            self.logfiles.scan(now)
         if now >= self.next_loss_check:
             self.next_loss_check = now + LOSS_CHECK_INTERVAL
             self.check_loss()

@@ -17,6 +17,7 @@ from operator import itemgetter
 from common.events import ConnEvent, Event, HttpEvent, ProcessEvent
 from common.tracecontext import find_headers
 from inputs.ebpf.http import METHODS, HttpTracker, RequestLine, StatusLine, parse
+from inputs.ebpf.logwrite import EV_LOG_WRITE, LogWrite, LogWriteTranslator, decode_log_write
 from inputs.ebpf.layouts import (
     EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_HTTP_EXCHANGE, HEADER, HTTP_EXCHANGE, HTTP_OP_READ,
     HTTP_STATUS_LEN, SIZES, Conn, DecodeError, Exec, ExecArgs, Exit, FdClose, Fork, HttpData,
@@ -58,8 +59,11 @@ class TranslateStats:
 
 
 class Translator:
-    def __init__(self, *, http: HttpTracker | None = None) -> None:
+    def __init__(self, *, http: HttpTracker | None = None,
+                 logwrites: LogWriteTranslator | None = None) -> None:
         self.http = http or HttpTracker()
+        self.logwrites = logwrites
+        """Writes to log files (the logwrite probe), when it runs."""
         self.execs: OrderedDict[int, ExecArgs] = OrderedDict()
         """tid -> the argv of its execve() in progress."""
         self.peers: OrderedDict[tuple[int, int], tuple[str, int, int]] = OrderedDict()
@@ -87,7 +91,10 @@ class Translator:
                 items.append(unpack(data) + (data,))
                 continue
             try:
-                raw = decode(data)
+                if len(data) >= 4 and _TYPE.unpack_from(data)[0] == EV_LOG_WRITE:
+                    raw = decode_log_write(data)
+                else:
+                    raw = decode(data)
             except DecodeError as exc:
                 errors.append(str(exc))
                 continue
@@ -147,6 +154,8 @@ class Translator:
         return out
 
     def one(self, raw: Raw) -> Event | None:
+        if type(raw) is LogWrite:
+            return self.logwrites.event(raw, self.offset_ns) if self.logwrites else None
         if type(raw) is HttpExchange:
             return self._exchange(raw)
         if isinstance(raw, HttpData):

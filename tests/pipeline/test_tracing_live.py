@@ -115,3 +115,85 @@ def test_frontend_backend_is_one_trace_under_curls_traceparent(chain, tmp_path):
             assert root["trace_id"] == front["trace_id"] != TRACE
             assert root["parent_span_id"] == "" and root["parent_how"] == ""
             assert root["attrs"]["server.port"] == chain["front_port"]
+
+
+def start_agent(tmp_path, *args: str) -> Agent:
+    agent = Agent(tmp_path, "--ebpf-http-tracing", *args)
+    wait_for(lambda: "tracing with probes" in agent.stderr() or agent.proc.poll() is not None,
+             timeout=90, what="the eBPF input to start")
+    assert agent.proc.poll() is None, agent.stderr()
+    return agent
+
+
+def get(port: int, path: str, conn=None) -> int:
+    import http.client
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    resp.read()
+    if own:
+        conn.close()
+    return resp.status
+
+
+def warm_up(agent: Agent, port: int, log: Path) -> None:
+    """Requests until a line comes out joined: the file is followed from then on."""
+    def joined():
+        get(port, "/warm/up")
+        return any(r.get("trace_id") and r.get("path") == str(log) for r in agent.records())
+    wait_for(joined, timeout=30, interval=0.2, what="a first joined line")
+
+
+def lines_with_ids(records: list[dict], log: Path) -> dict[str, dict]:
+    out = {}
+    for r in records:
+        if r.get("path") == str(log) and " id=" in r.get("line", ""):
+            rid = r["line"].rsplit("id=", 1)[1]
+            if rid != "up":
+                out[rid] = r
+    return out
+
+
+@needs_ebpf
+def test_a_threaded_server_s_lines_are_joined_to_their_own_requests(tmp_path):
+    import threading
+    port, log = free_port(), tmp_path / "app.log"
+    svc = Service("backend", str(port), str(log))
+    try:
+        with start_agent(tmp_path, "--input-file", str(log)) as agent:
+            warm_up(agent, port, log)
+            ids = [f"c{c}r{r}" for c in range(16) for r in range(25)]
+
+            def client(c: int) -> None:
+                import http.client
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # keep-alive
+                for r in range(25):
+                    assert get(port, f"/j/c{c}r{r}", conn) == 200
+                conn.close()
+
+            threads = [threading.Thread(target=client, args=(c,)) for c in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            lines = wait_for(lambda: (x := lines_with_ids(agent.records(), log)) and
+                             len(x) >= len(ids) and x, timeout=30, what="every line")
+            assert agent.stop() == 0, agent.stderr()
+        records = agent.records()
+    finally:
+        svc.stop()
+    spans = {s["span_id"]: s for s in records if s.get("type") == "span"
+             and s["resource"]["process.pid"] == svc.proc.pid}
+    joined = [rid for rid, r in lines.items() if r.get("trace_id")]
+    wrong = [rid for rid in joined
+             if lines[rid]["request"]["path"] != f"/j/{rid}"
+             or spans[lines[rid]["span_id"]]["attrs"]["url.path"] != f"/j/{rid}"
+             or spans[lines[rid]["span_id"]]["trace_id"] != lines[rid]["trace_id"]]
+    share = len(joined) / len(ids)
+    print(f"threaded server: {len(joined)}/{len(ids)} lines joined ({share:.1%}), "
+          f"{len(wrong)} wrong")
+    assert wrong == []
+    assert share >= 0.99
+    for rid in joined:
+        assert lines[rid]["request"] == {"method": "GET", "path": f"/j/{rid}", "status": 200}

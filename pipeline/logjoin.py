@@ -1,0 +1,292 @@
+"""Log lines joined to the request they were written for.
+
+The eBPF input's logwrite probe reports every write() to a tailed log file (LogWriteEvent: file,
+thread, time, length, first bytes, and the exchange the thread was serving, from the http
+probe's per-thread state). Here each line of a followed file is matched to its write, and the
+write's exchange to its span (pipeline/spans.py); the line gets the span's ids and the request's
+method, path and status (``LogEvent.joins``). docs/tracing.md has the rules; in short:
+
+- A line matches the oldest pending write of its file whose length is the line's plus its
+  newline and whose first bytes are the line's (a write of several lines matches none: which
+  line belongs to which request is not known).
+- The write names an exchange when its thread was serving one request (read, not yet answered)
+  or had answered it at most ``finish_window`` seconds before (nginx logs after its response).
+  A thread seen with two requests in flight at once within ``multi_window`` seconds (an event
+  loop) makes the line ambiguous; so do two writes of the same bytes by two threads less than
+  ``reorder_ns`` apart (the file's order between them is not known).
+- A lost log-write event (a gap in the probe's per-CPU sequence, or the ring buffer full)
+  clears what is pending: a line is never matched to the next write of the same bytes.
+
+A followed file's lines wait at most ``hold`` seconds for their write and exchange, then go
+without (held in arrival order, per file; other events never wait).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from common.config import Section
+from common.events import (ONE_RECORD, Event, LineJoin, LogEvent, LogWriteEvent, LossEvent)
+from pipeline.spans import SpanBuilder
+
+_replace = msgspec.structs.replace
+MAX_WRITES = 4096
+"""Pending writes kept per file (the oldest go first)."""
+FOLLOW_NS = 60 * 10**9
+"""A file is followed (its lines wait for their writes) this long after its last write seen."""
+WRITE_KEEP_NS = 10 * 10**9
+"""A write no line took within this long is dropped."""
+
+
+class JoinConfig(Section):
+    """``[pipeline.join]``: log lines joined to their requests (needs the eBPF input)."""
+
+    enabled: bool = True
+    hold: Annotated[float, Meta(ge=0, le=5)] = 0.3
+    """Seconds at most a line of a followed file waits for its write and request."""
+    finish_window: Annotated[float, Meta(ge=0, le=10)] = 0.1
+    """A write this soon after the thread answered its request still belongs to it."""
+    multi_window: Annotated[float, Meta(ge=0)] = 10.0
+    """A thread that had two requests in flight at once this recently: its lines are ambiguous."""
+    reorder_us: Annotated[int, Meta(ge=0)] = 200
+    """Two writes of the same bytes by two threads this close: their lines are ambiguous."""
+
+
+@dataclass
+class JoinStats:
+    lines: int = 0
+    """Lines of followed files."""
+    joined: int = 0
+    ambiguous: int = 0
+    no_request: int = 0
+    """Matched to its write, whose thread served no request (or long finished)."""
+    unmatched: int = 0
+    """No write found within the hold."""
+    multi_line_writes: int = 0
+    resets: int = 0
+    """Losses that cleared the pending writes."""
+    wait_ns: list[int] = field(default_factory=list)
+    """How long joined lines waited (the last 10,000)."""
+
+
+class _Held:
+    __slots__ = ("ev", "lines", "offsets", "joins", "next", "deadline", "arrived", "source",
+                 "pending")
+
+    def __init__(self, ev: LogEvent, lines: list[bytes], now: float, deadline: float,
+                 source: tuple[int, int] | None) -> None:
+        self.ev = ev
+        self.lines = lines
+        self.joins: list[LineJoin] = []
+        self.next = 0
+        """The first line not yet decided."""
+        self.pending: tuple | None = None
+        """The current line's write, once found, while its exchange or span is awaited."""
+        self.deadline = deadline
+        self.arrived = now
+        self.source = source
+
+
+class LogJoiner:
+    def __init__(self, spans: SpanBuilder, cfg: JoinConfig | None = None) -> None:
+        cfg = cfg or JoinConfig()
+        self.spans = spans
+        self.hold = cfg.hold
+        self.finish_ns = int(cfg.finish_window * 1e9)
+        self.multi_ns = int(cfg.multi_window * 1e9)
+        self.reorder_ns = cfg.reorder_us * 1000
+        self.writes: dict[tuple[int, int], deque[LogWriteEvent]] = {}
+        self.followed: OrderedDict[tuple[int, int], int] = OrderedDict()
+        """(dev, ino) -> boot time of its last write seen."""
+        self.poison: dict[tuple, int] = {}
+        """Content keys whose next line is ambiguous (its twin write was taken with another)."""
+        self.held: dict[tuple[int, int], deque[_Held]] = {}
+        self.stats = JoinStats()
+        self.last_boot = 0
+
+    # --- input ---------------------------------------------------------------------------------
+
+    def feed(self, events: list[Event], now: float,
+             source: tuple[int, int] | None = None) -> list[Event]:
+        """Take the writes and the lines of followed files; return what goes on now."""
+        out: list[Event] = []
+        for ev in events:
+            kind = type(ev)
+            if kind is LogWriteEvent:
+                self._write(ev)
+            elif kind is LogEvent:
+                key = (ev.dev, ev.ino)
+                q = self.held.get(key)
+                if q or (key in self.followed and not ev.flags & ONE_RECORD):
+                    lines = ev.data.split(b"\n")
+                    lines.pop()
+                    if q is None:
+                        q = self.held[key] = deque()
+                    q.append(_Held(ev, lines, now, now + self.hold, source))
+                    self.stats.lines += len(lines)
+                else:
+                    out.append(ev)
+            elif kind is LossEvent and ev.what.endswith("logwrite"):
+                self._reset()
+                out.append(ev)
+            else:
+                out.append(ev)
+        if self.held:
+            out += self.release(now)
+        return out
+
+    def _write(self, w: LogWriteEvent) -> None:
+        if w.lost_before:
+            self._reset()
+        key = (w.dev, w.ino)
+        self.followed[key] = w.boot_ns
+        self.followed.move_to_end(key)
+        if len(self.followed) > 4096:
+            self.followed.popitem(last=False)
+        self.last_boot = max(self.last_boot, w.boot_ns)
+        q = self.writes.get(key)
+        if q is None:
+            q = self.writes[key] = deque(maxlen=MAX_WRITES)
+        q.append(w)
+
+    def _reset(self) -> None:
+        self.stats.resets += 1
+        for q in self.writes.values():
+            q.clear()
+        self.poison.clear()
+
+    # --- matching ------------------------------------------------------------------------------
+
+    def release(self, now: float) -> list[Event]:
+        """Held events whose lines are all decided, or whose hold is over, in order per file."""
+        out: list[Event] = []
+        for key in list(self.held):
+            q = self.held[key]
+            while q:
+                h = q[0]
+                expired = now >= h.deadline
+                self._decide(key, h, expired)
+                if h.next < len(h.lines) and not expired:
+                    break
+                q.popleft()
+                out.append(_replace(h.ev, joins=h.joins) if h.joins else h.ev)
+                if h.joins:
+                    waited = int((now - h.arrived) * 1e9)
+                    waits = self.stats.wait_ns
+                    waits.append(waited)
+                    if len(waits) > 10_000:
+                        del waits[:5_000]
+            if not q:
+                del self.held[key]
+        if self.writes:
+            self._trim()
+        return out
+
+    def _decide(self, key: tuple[int, int], h: _Held, expired: bool) -> None:
+        st = self.stats
+        while h.next < len(h.lines):
+            i = h.next
+            if h.pending is None:
+                found = self._match(key, h.lines[i])
+                if found is None:
+                    if not expired:
+                        return
+                    st.unmatched += 1
+                    h.next += 1
+                    continue
+                if found == "ambiguous":
+                    st.ambiguous += 1
+                    h.joins.append(LineJoin(i, ambiguous=True))
+                    h.next += 1
+                    continue
+                h.pending = found
+            w: LogWriteEvent = h.pending
+            verdict = self._exchange_of(w)
+            if verdict == "ambiguous":
+                st.ambiguous += 1
+                h.joins.append(LineJoin(i, ambiguous=True))
+            elif verdict is None:
+                st.no_request += 1
+            else:
+                span = self.spans.span_of(w.pid, w.req_fd, w.req_boot_ns)
+                if span is None or not span.trace_id:
+                    if not expired:
+                        return
+                    st.unmatched += 1
+                else:
+                    ev = span.ev
+                    h.joins.append(LineJoin(i, span.trace_id, span.span_id, ev.method, ev.path,
+                                            ev.status))
+                    st.joined += 1
+            h.pending = None
+            h.next += 1
+
+    def _match(self, key: tuple[int, int], line: bytes):
+        """The write of this line (taken off the pending ones), "ambiguous", or None."""
+        q = self.writes.get(key)
+        want = len(line) + 1
+        if q:
+            for n, w in enumerate(q):
+                if w.length != want:
+                    if w.length > want and line.startswith(w.head[:len(line)]) \
+                            and w.head[len(line):len(line) + 1] == b"\n":
+                        self.stats.multi_line_writes += 1  # several lines in one write
+                    continue
+                head = w.head
+                if not (line + b"\n").startswith(head):
+                    continue
+                del q[n]
+                content = (key, want, head)
+                if self.poison.get(content):
+                    self.poison[content] -= 1
+                    return "ambiguous"
+                for twin in list(q)[n:n + 64]:
+                    if twin.boot_ns - w.boot_ns > self.reorder_ns:
+                        break
+                    if twin.length == want and twin.head == head and twin.tid != w.tid:
+                        self.poison[content] = self.poison.get(content, 0) + 1
+                        return "ambiguous"
+                return w
+        return None
+
+    def _exchange_of(self, w: LogWriteEvent):
+        """"ambiguous", None (no request), or "exchange" (pid, req_fd, req_boot_ns)."""
+        if not w.req_boot_ns:
+            return None
+        if w.multi_boot_ns and w.boot_ns - w.multi_boot_ns < self.multi_ns:
+            return "ambiguous"
+        if w.resp_boot_ns and w.boot_ns - w.resp_boot_ns > self.finish_ns:
+            return None
+        return "exchange"
+
+    def _trim(self) -> None:
+        horizon = self.last_boot - WRITE_KEEP_NS
+        for key, q in list(self.writes.items()):
+            while q and q[0].boot_ns < horizon:
+                q.popleft()
+            if not q and self.followed.get(key, 0) < self.last_boot - FOLLOW_NS:
+                del self.writes[key]
+                self.followed.pop(key, None)
+
+    # --- for the pipeline's loop ---------------------------------------------------------------
+
+    def time_left(self, now: float) -> float | None:
+        if not self.held:
+            return None
+        return max(0.0, min(q[0].deadline for q in self.held.values()) - now)
+
+    def lowest_held(self) -> dict[int, int]:
+        """Per input index, the lowest message seq whose lines are still held."""
+        low: dict[int, int] = {}
+        for q in self.held.values():
+            for h in q:
+                if h.source is not None:
+                    i, seq = h.source
+                    if seq and (i not in low or seq < low[i]):
+                        low[i] = seq
+        return low
