@@ -18,7 +18,9 @@ from inputs.ebpf.config import EbpfInputConfig
 from common.errors import ConfigError
 from inputs.ebpf import options_of
 from inputs.ebpf.checks import Check, environment, problems
-from inputs.ebpf.loader import LoadError, ProgramOptions, cflags, load_probe, program_text, source_file
+from inputs.ebpf.loader import (
+    LoadError, ProgramOptions, cflags, close_probe, load_probe, program_text, source_file,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,7 +52,7 @@ def probe_checks(ready: bool) -> list[Check]:
                              "the output of `log-shuttle --ebpf-print-program`"))
             continue
         count = len(obj.tracepoint_fds)
-        obj.cleanup()
+        close_probe(obj)
         out.append(Check(name, True, f"loads ({count} tracepoints)"))
     return out
 

@@ -1,15 +1,24 @@
-"""Overhead of the eBPF input on a busy HTTP server: nginx (Debian's, one worker, a config of
-its own on a loopback port) under wrk, with and without `log-shuttle --ebpf-http-tracing`,
-alternating round by round in the same sitting.
+"""Overhead of the eBPF input, measured as users measure it: nginx (Debian's, one worker) under a
+fixed request rate, with and without `log-shuttle --ebpf-http-tracing`, alternating untraced and
+traced rounds in one sitting; nginx pinned to CPU 0, the load generator to CPU 1 (taskset).
 
-Per round: nginx's requests/s as wrk measured them. Per traced round also: the agent's CPU
-(every process of the agent, over the round's wall time), the events it delivered per second on
-its stdout (NDJSON, to a file), and the events it counted lost (LossEvents: ring buffer full or
-queue full). Prints medians with min-max and writes bench/out/ebpf_overhead.json.
+Parts (each can be left out):
+- rates: at each rate (default 1,000, 5,000, 20,000 req/s), per round: nginx's p50/p99 latency
+  (bench/loadgen.c: open loop, latency from when a request was due), the CPU added per request
+  host-wide (/proc/stat, all CPUs, traced minus untraced), split into the kernel side (the BPF
+  programs' run_time_ns, kernel.bpf_stats_enabled) and the agent (its processes' utime+stime
+  from /proc/PID/stat), and the events lost (LossEvents) or missing (HTTP events fewer than
+  2 x requests: each request is seen on nginx's side and on the generator's).
+- saturation: requests/s with the generator unlimited (16 connections), untraced vs traced.
+- floor: the kernel floor per exchange (bench/exchange.c: one process, client write, server read,
+  server write, client read over loopback, CPU time per exchange) with no programs, with empty
+  programs on the same tracepoints as ours, and with ours (read by a consumer).
 
-    sudo .venv/bin/python bench/ebpf_overhead.py [--rounds 5] [--seconds 5] [--connections 16]
+Prints medians with min-max and writes bench/out/ebpf_overhead.json.
 
-Needs root, nginx-light and wrk (./scripts/setup with LOG_SHUTTLE_SETUP_TEST=1 installs them).
+    sudo .venv/bin/python bench/ebpf_overhead.py [--rounds 3] [--seconds 5] [--rates 1000,5000,20000]
+
+Needs root, nginx-light and gcc (LOG_SHUTTLE_SETUP_TEST=1 ./scripts/setup installs them).
 """
 
 from __future__ import annotations
@@ -25,15 +34,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 TICK = os.sysconf("SC_CLK_TCK")
+SERVER_CPU = "0"
+LOAD_CPU = "1"
 
 NGINX_CONF = """
-worker_processes {workers};
+worker_processes 1;
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
@@ -45,7 +57,7 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    keepalive_requests 1000000;
+    keepalive_requests 100000000;
     server {{
         listen 127.0.0.1:{port};
         location = /ok {{ return 200 "ok\\n"; }}
@@ -55,17 +67,27 @@ http {{
 """
 
 
+def build(name: str) -> str:
+    """Compile bench/<name>.c into bench/out/<name>."""
+    OUT.mkdir(exist_ok=True)
+    src, exe = ROOT / "bench" / f"{name}.c", OUT / name
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(src)], check=True)
+    return str(exe)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_nginx(tmp: Path, workers: int) -> tuple[subprocess.Popen, int]:
+def start_nginx(tmp: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=tmp, port=port, workers=workers))
-    proc = subprocess.Popen(["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf)])
+    conf.write_text(NGINX_CONF.format(dir=tmp, port=port))
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, "nginx", "-p", str(tmp), "-e",
+                             str(tmp / "error.log"), "-c", str(conf)])
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -75,11 +97,20 @@ def start_nginx(tmp: Path, workers: int) -> tuple[subprocess.Popen, int]:
     raise SystemExit(f"nginx did not start: {(tmp / 'error.log').read_text()}")
 
 
-def wrk(port: int, seconds: int, connections: int) -> float:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
-                          f"http://127.0.0.1:{port}/ok"], capture_output=True, text=True,
-                         check=True).stdout
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+def load(loadgen: str, port: int, rate: int, seconds: float, connections: int) -> dict:
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, loadgen, str(port), "/ok", str(rate),
+                          str(seconds), str(connections)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"loadgen failed: {out.stderr}")
+    return json.loads(out.stdout)
+
+
+def host_busy_seconds() -> float:
+    """CPU-seconds all CPUs spent not idle since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq) / TICK
 
 
 def descendants(pid: int) -> list[int]:
@@ -107,123 +138,237 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICK
 
 
-def traced_round(port: int, seconds: int, connections: int, tmp: Path, *, nice: int = 0) -> dict:
-    out_path = tmp / "agent.ndjson"
-    err_path = tmp / "agent.err"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        prefix = ["nice", "-n", str(nice)] if nice else []
-        agent = subprocess.Popen([*prefix, sys.executable, "-m", "agent.cli", "--ebpf-http-tracing"],
-                                 stdout=out, stderr=err, env=env, cwd=ROOT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while "tracing with probes" not in err_path.read_text():
-            if agent.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the agent did not start: {err_path.read_text()}")
+def bpf_run_ns() -> float:
+    """Sum of run_time_ns of every loaded BPF program (kernel.bpf_stats_enabled=1)."""
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return 0.0
+    return float(sum(p.get("run_time_ns", 0) for p in json.loads(out.stdout)))
+
+
+class Agent:
+    """`log-shuttle --ebpf-http-tracing`, stdout to a file."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.out_path = tmp / "agent.ndjson"
+        self.err_path = tmp / "agent.err"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "--ebpf-http-tracing"],
+                                         stdout=out, stderr=err, env=env, cwd=ROOT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while "tracing with probes" not in self.err_path.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the agent did not start: {self.err_path.read_text()}")
             time.sleep(0.1)
-        pids = descendants(agent.pid)
-        cpu0, t0 = cpu_seconds(pids), time.monotonic()
-        rps = wrk(port, seconds, connections)
-        cpu1, t1 = cpu_seconds(pids), time.monotonic()
-        # Let the agent catch up with what the kernel buffered, then measure that too.
-        time.sleep(1.0)
-        cpu2 = cpu_seconds(pids)
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(timeout=60)
-    http = lost = other = 0
-    with open(out_path, "rb") as f:
-        for line in f:
-            rec = json.loads(line)
-            kind = rec.get("type")
-            if kind == "http":
-                http += 1
-            elif kind == "loss":
-                lost += rec["count"]
-            else:
-                other += 1
-    return {"rps": rps, "agent_cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
-            "agent_cpu_s_incl_catch_up": cpu2 - cpu0, "http_events": http, "other_events": other,
-            "http_events_per_s": http / (t1 - t0), "lost": lost}
+        time.sleep(0.5)
+        self.pids = descendants(self.proc.pid)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pids)
+
+    def stop(self) -> dict:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        http = lost = 0
+        with open(self.out_path, "rb") as f:
+            for line in f:
+                if b'"type":"http"' in line:
+                    http += 1
+                elif b'"type":"loss"' in line:
+                    lost += json.loads(line)["count"]
+        return {"http_events": http, "lost": lost}
 
 
-def kernel_only_round(port: int, seconds: int, connections: int) -> float:
-    """nginx under wrk with the probes attached and nobody reading their ring buffers: what the
-    programs cost in the kernel alone (full ring buffers make them count and drop)."""
+def measured(fn, agent: Agent | None) -> dict:
+    """Run ``fn`` (a load), with host CPU, BPF time and the agent's CPU around it."""
+    host0, bpf0 = host_busy_seconds(), bpf_run_ns()
+    agent0 = agent.cpu() if agent else 0.0
+    result = fn()
+    host1, bpf1 = host_busy_seconds(), bpf_run_ns()
+    agent1 = agent.cpu() if agent else 0.0
+    if agent:  # what the agent does for this round's events once the load stopped
+        time.sleep(0.5)
+        agent1 = agent.cpu()
+    done = max(1, result["done"])
+    result.update(host_us_per_req=1e6 * (host1 - host0) / done,
+                  bpf_us_per_req=(bpf1 - bpf0) / 1e3 / done,
+                  agent_us_per_req=1e6 * (agent1 - agent0) / done)
+    return result
+
+
+def rate_rounds(loadgen: str, port: int, tmp: Path, rate: int, args) -> dict:
+    untraced, traced = [], []
+    for i in range(args.rounds):
+        for kind in (("untraced", "traced") if i % 2 == 0 else ("traced", "untraced")):
+            if kind == "untraced":
+                untraced.append(measured(
+                    lambda: load(loadgen, port, rate, args.seconds, args.connections), None))
+                continue
+            agent = Agent(tmp)
+            try:
+                r = measured(lambda: load(loadgen, port, rate, args.seconds, args.connections),
+                             agent)
+            finally:
+                r_events = agent.stop()
+            r.update(r_events)
+            r["missing"] = max(0, 2 * r["done"] - r["http_events"])
+            traced.append(r)
+        u, t = untraced[-1], traced[-1]
+        print(f"  {rate} req/s round {i + 1}: p50 {u['p50_us']:.0f} / {t['p50_us']:.0f} us, "
+              f"p99 {u['p99_us']:.0f} / {t['p99_us']:.0f} us (untraced / traced); host CPU "
+              f"{u['host_us_per_req']:.1f} / {t['host_us_per_req']:.1f} us/req; BPF "
+              f"{t['bpf_us_per_req']:.2f} us/req, agent {t['agent_us_per_req']:.2f} us/req; "
+              f"lost {t['lost']}, missing {t['missing']}", flush=True)
+    return {"untraced": untraced, "traced": traced}
+
+
+def saturation_rounds(loadgen: str, port: int, tmp: Path, args) -> dict:
+    untraced, traced = [], []
+    for i in range(args.rounds):
+        untraced.append(load(loadgen, port, 0, args.seconds, 16)["rate"])
+        agent = Agent(tmp)
+        try:
+            traced.append(load(loadgen, port, 0, args.seconds, 16)["rate"])
+        finally:
+            agent.stop()
+        print(f"  saturation round {i + 1}: {untraced[-1]:.0f} / {traced[-1]:.0f} req/s "
+              "(untraced / traced)", flush=True)
+    return {"untraced": untraced, "traced": traced}
+
+
+def empty_programs_source() -> str:
+    """Empty programs on every tracepoint our probes attach to."""
+    import bpf
+
+    points = set()
+    for probe in bpf.PROBES:
+        text = (bpf.DIR / f"{probe}.c").read_text()
+        points.update(re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)", text))
+    return "\n".join(f"TRACEPOINT_PROBE({c}, {n}) {{ return 0; }}" for c, n in sorted(points))
+
+
+def floor_runs(exchange: str, args) -> dict:
     sys.path.insert(0, str(ROOT))
-    from inputs.ebpf.loader import ProgramOptions, Programs
+    from bcc import BPF
 
-    programs = Programs(["process", "tcp", "http"], ProgramOptions(self_pid=os.getpid()))
-    try:
-        return wrk(port, seconds, connections)
-    finally:
-        programs.close()
+    from inputs.ebpf.loader import QUIET_CFLAGS, ProgramOptions, Programs
+
+    def run(mode: str = "tcp") -> float:
+        out = subprocess.run(["taskset", "-c", LOAD_CPU, exchange, str(args.floor_exchanges),
+                              mode], capture_output=True, text=True, check=True)
+        return float(out.stdout) / 1e3
+
+    result: dict[str, list[float]] = {"none": [], "empty": [], "ours": [], "pipe_none": [],
+                                      "pipe_ours": []}
+    for i in range(args.rounds):
+        result["none"].append(run())
+        result["pipe_none"].append(run("pipe"))
+        empty = BPF(text=empty_programs_source(), cflags=QUIET_CFLAGS)
+        try:
+            result["empty"].append(run())
+        finally:
+            empty.cleanup()
+        programs = Programs(["process", "tcp", "http"], ProgramOptions(self_pid=os.getpid()))
+        stop = threading.Event()
+
+        def consume() -> None:
+            while not stop.is_set():
+                programs.wait(0.02)
+                programs.consume()
+
+        reader = threading.Thread(target=consume)
+        reader.start()
+        try:
+            result["ours"].append(run())
+            result["pipe_ours"].append(run("pipe"))
+        finally:
+            stop.set()
+            reader.join()
+            programs.close()
+        print(f"  floor round {i + 1}: none {result['none'][-1]:.2f}, empty "
+              f"{result['empty'][-1]:.2f}, ours {result['ours'][-1]:.2f} us per exchange; "
+              f"pipes: none {result['pipe_none'][-1]:.2f}, ours {result['pipe_ours'][-1]:.2f}",
+              flush=True)
+    return result
 
 
-def summary(values: list[float]) -> str:
-    return f"{statistics.median(values):.1f} (min {min(values):.1f}, max {max(values):.1f})"
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summary(values: list[float], fmt: str = ".1f") -> str:
+    return f"{med(values):{fmt}} ({min(values):{fmt}} - {max(values):{fmt}})"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--probes-only", action="store_true",
-                    help="skip the traced rounds: only without / probes attached, nobody reading")
-    ap.add_argument("--nice", type=int, default=0,
-                    help="run the agent at this niceness (e.g. 10: nginx first, more loss)")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--rates", default="1000,5000,20000")
+    ap.add_argument("--connections", type=int, default=32,
+                    help="keep-alive connections of the rate-limited load")
+    ap.add_argument("--floor-exchanges", type=int, default=200_000)
+    ap.add_argument("--skip", default="", help="comma-separated: rates, saturation, floor")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the eBPF input needs it")
-    for tool in ("nginx", "wrk"):
+    for tool in ("nginx", "gcc", "taskset", "bpftool"):
         if shutil.which(tool) is None:
             raise SystemExit(f"needs {tool} (LOG_SHUTTLE_SETUP_TEST=1 ./scripts/setup)")
+    skip = set(filter(None, args.skip.split(",")))
+    loadgen, exchange = build("loadgen"), build("exchange")
+    subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
     tmp = Path(tempfile.mkdtemp(prefix="ebpf-bench-"))
-    nginx, port = start_nginx(tmp, args.workers)
-    base: list[float] = []
-    kernel_only: list[float] = []
-    traced: list[dict] = []
+    nginx, port = start_nginx(tmp)
+    result: dict = {"rounds": args.rounds, "seconds": args.seconds, "cores": os.cpu_count(),
+                    "connections": args.connections, "loadavg_at_start": os.getloadavg()}
     try:
-        wrk(port, 1, args.connections)  # warm up
-        for i in range(args.rounds):
-            base.append(wrk(port, args.seconds, args.connections))
-            kernel_only.append(kernel_only_round(port, args.seconds, args.connections))
-            if args.probes_only:
-                print(f"round {i + 1}: without {base[-1]:.0f} req/s, probes only "
-                      f"{kernel_only[-1]:.0f} req/s", flush=True)
-                continue
-            traced.append(traced_round(port, args.seconds, args.connections, tmp, nice=args.nice))
-            print(f"round {i + 1}: without {base[-1]:.0f} req/s, probes only "
-                  f"{kernel_only[-1]:.0f} req/s, with {traced[-1]['rps']:.0f} "
-                  f"req/s, agent CPU {traced[-1]['agent_cpu_pct']:.0f}%, "
-                  f"{traced[-1]['http_events_per_s']:.0f} http events/s, lost {traced[-1]['lost']}",
-                  flush=True)
+        load(loadgen, port, 0, 1, 16)  # warm up
+        if "rates" not in skip:
+            result["rates"] = {}
+            for rate in (int(r) for r in args.rates.split(",")):
+                print(f"at {rate} req/s:", flush=True)
+                result["rates"][rate] = rate_rounds(loadgen, port, tmp, rate, args)
+        if "saturation" not in skip:
+            print("at saturation:", flush=True)
+            result["saturation"] = saturation_rounds(loadgen, port, tmp, args)
+        if "floor" not in skip:
+            print("kernel floor:", flush=True)
+            # bpf_stats costs two clock reads per program run: not in the floor.
+            subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=True)
+            result["floor"] = floor_runs(exchange, args)
     finally:
         nginx.terminate()
         nginx.wait()
+        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"])
         shutil.rmtree(tmp, ignore_errors=True)
-    if args.probes_only:
-        print(f"nginx req/s without tracing: {summary(base)}")
-        print(f"nginx req/s, probes only:    {summary(kernel_only)}")
-        return
-    with_rps = [t["rps"] for t in traced]
-    result = {
-        "rounds": args.rounds, "seconds": args.seconds, "connections": args.connections,
-        "nginx_workers": args.workers, "agent_nice": args.nice, "cores": os.cpu_count(),
-        "rps_without": base, "rps_probes_only": kernel_only, "rps_with": with_rps,
-        "slowdown_pct_of_medians": 100 * (1 - statistics.median(with_rps) / statistics.median(base)),
-        "traced": traced,
-    }
-    print(f"nginx req/s without tracing: {summary(base)}")
-    print(f"nginx req/s, probes only:    {summary(kernel_only)}  (attached, nobody reading)")
-    print(f"nginx req/s with tracing:    {summary(with_rps)}")
-    print(f"fewer req/s (medians):       {result['slowdown_pct_of_medians']:.1f}%")
-    print(f"agent CPU during the load:   {summary([t['agent_cpu_pct'] for t in traced])} % of one core")
-    print(f"http events delivered/s:     {summary([t['http_events_per_s'] for t in traced])}")
-    print(f"events lost:                 {sum(t['lost'] for t in traced)} in all rounds")
+    result["loadavg_at_end"] = os.getloadavg()
+    print("\nmedians (min - max) of the rounds")
+    for rate, r in result.get("rates", {}).items():
+        u, t = r["untraced"], r["traced"]
+        added = [b["host_us_per_req"] - a["host_us_per_req"] for a, b in zip(u, t)]
+        print(f"{rate} req/s: p50 {summary([x['p50_us'] for x in u], '.0f')} -> "
+              f"{summary([x['p50_us'] for x in t], '.0f')} us; p99 "
+              f"{summary([x['p99_us'] for x in u], '.0f')} -> "
+              f"{summary([x['p99_us'] for x in t], '.0f')} us "
+              f"({100 * (med([x['p99_us'] for x in t]) / med([x['p99_us'] for x in u]) - 1):+.0f}%)")
+        print(f"    CPU added per request (host): {summary(added, '.2f')} us; BPF programs "
+              f"{summary([x['bpf_us_per_req'] for x in t], '.2f')} us; agent "
+              f"{summary([x['agent_us_per_req'] for x in t], '.2f')} us; lost "
+              f"{sum(x['lost'] for x in t)}, missing {sum(x['missing'] for x in t)}")
+    if "saturation" in result:
+        s = result["saturation"]
+        print(f"saturation: {summary(s['untraced'], '.0f')} -> {summary(s['traced'], '.0f')} "
+              f"req/s ({100 * (med(s['traced']) / med(s['untraced']) - 1):+.0f}%)")
+    if "floor" in result:
+        f = result["floor"]
+        print(f"kernel floor per exchange: none {summary(f['none'], '.2f')} us, empty programs "
+              f"{summary(f['empty'], '.2f')} us, ours {summary(f['ours'], '.2f')} us "
+              f"(ours - none: {med(f['ours']) - med(f['none']):.2f} us); the same over pipes: "
+              f"none {summary(f['pipe_none'], '.2f')} us, ours {summary(f['pipe_ours'], '.2f')} us")
     OUT.mkdir(exist_ok=True)
     (OUT / "ebpf_overhead.json").write_text(json.dumps(result, indent=2))
 

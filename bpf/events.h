@@ -6,12 +6,18 @@
  * Only tracepoint arguments, BPF helpers and user memory are read: never a kernel struct, so the
  * programs mean the same whatever kernel headers BCC compiles them against.
  *
- * Each probe file is loaded on its own: BPF(src_file="<probe>.c", cflags=[...]).
+ * Each probe file is loaded on its own: BPF(src_file="<probe>.c", cflags=[...]). BCC rewrites
+ * map calls (map.lookup(), ...) in that file only, not in headers: code that uses a BCC map
+ * lives in the probe's own file; this header holds layouts and helpers-only code.
  * Compile-time options (cflags from inputs/ebpf/loader.py):
- *   RINGBUF_PAGES   pages of the shared ring buffer (a power of two)
+ *   EVENTS_FD       the probe's ring buffer, a map user space created (so that the programs can
+ *                   ask it how much is pending: BCC has no ringbuf_query)
+ *   RINGBUF_PAGES   pages of that ring buffer (a power of two)
+ *   WAKEUP_BYTES    pending bytes from which a submit wakes the reader (else it polls)
  *   HTTP_PAYLOAD    bytes of an HTTP payload copied (a power of two, 64..4096)
  *   SELF_PID        the agent's own eBPF process, never traced
  *   HTTP_CONNS      connections the http probe keeps a request of (an LRU map)
+ *   HTTP_FDS        descriptors the http probe follows (sockets that were accepted/connected)
  */
 #ifndef LOG_SHUTTLE_EVENTS_H
 #define LOG_SHUTTLE_EVENTS_H
@@ -27,6 +33,12 @@
 #endif
 #ifndef HTTP_CONNS
 #define HTTP_CONNS 16384  /* connections whose HTTP state the http probe keeps (LRU) */
+#endif
+#ifndef HTTP_FDS
+#define HTTP_FDS 65536    /* sockets the http probe follows */
+#endif
+#ifndef WAKEUP_BYTES
+#define WAKEUP_BYTES (RINGBUF_PAGES * 4096 / 4)
 #endif
 
 #define COMM_LEN 16
@@ -118,6 +130,12 @@ struct http_ev {
 
 /* One request and its response on a connection, paired by the http probe: the header is the
  * request's (its thread, its time: the first bytes read by a server or written by a client). */
+#define HTTP_FLAG_TLS 1    /* seen in the TLS library's plaintext (uprobes), not the syscalls */
+
+/* To carry more of an exchange (e.g. a header's value): add fields before `data` (which stays
+ * last: user space reads `copied` bytes of it), keep 8-byte alignment, and change
+ * inputs/ebpf/layouts.py's HTTP_EXCHANGE and SIZES with it (tests/inputs/ebpf/test_layouts.py
+ * compiles this header and checks the offsets). */
 struct http_exchange_ev {
     struct ev_header h;
     s32 fd;
@@ -126,7 +144,7 @@ struct http_exchange_ev {
     u32 len;              /* bytes the request's read or write moved */
     u32 copied;           /* bytes of the request in data (at most HTTP_PAYLOAD) */
     u32 response_len;     /* bytes the response's write or read moved */
-    u32 pad;
+    u32 flags;            /* HTTP_FLAG_* */
     char status[HTTP_STATUS_LEN]; /* the response's first bytes: "HTTP/1.1 200 OK\r\n" */
     char data[HTTP_PAYLOAD];      /* the request's first bytes: its request line */
 };
@@ -140,9 +158,27 @@ struct fd_close_ev {
 #ifndef EVENTS_LAYOUT_ONLY  /* the layouts alone, for a plain C compiler (the layout test) */
 
 /* Each probe is its own BPF object, with its own ring buffer and per-CPU counter of the events
- * the ring buffer had no room for (user space reads it: LossEvents). */
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+ * the ring buffer had no room for (user space reads it: LossEvents). The ring buffer is created
+ * by user space (EVENTS_FD): the programs reserve and submit with the helpers themselves. */
+#ifndef EVENTS_FD
+#error "EVENTS_FD: the ring buffer's map descriptor (inputs/ebpf/loader.py gives it)"
+#endif
+#define EVENTS ((void *)bpf_pseudo_fd(1, EVENTS_FD))
 BPF_PERCPU_ARRAY(lost, u64, 1);
+
+static __always_inline void *ev_reserve(u64 size)
+{
+    return bpf_ringbuf_reserve(EVENTS, size, 0);
+}
+
+/* Submit without waking the reader (a wake-up is an irq_work and an IPI, ~1 us, against some
+ * 25 ns without): user space polls on a short timer. Only when WAKEUP_BYTES are pending does a
+ * submit wake it, so a burst never waits for the timer with the ring filling up. */
+static __always_inline void ev_submit(void *e)
+{
+    u64 pending = bpf_ringbuf_query(EVENTS, BPF_RB_AVAIL_DATA);
+    bpf_ringbuf_submit(e, pending >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
 
 /* count_lost() is in each probe's file: BCC rewrites map calls (lost.lookup) only there. */
 

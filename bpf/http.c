@@ -1,17 +1,25 @@
 /* HTTP probe: the first bytes of reads and writes that start like HTTP/1.x, on both sides of a
  * connection (a server reads a request and writes a response; a client writes a request and
- * reads the response). Tracepoints: syscalls:sys_enter/exit_ read, recvfrom, readv, recvmsg
- * (the bytes are there at exit: the buffer is noted at entry) and syscalls:sys_enter_ write,
- * sendto, writev, sendmsg (the bytes are there at entry), plus syscalls:sys_enter_close for
- * the descriptors that carried HTTP.
+ * reads the response), in the clear at the syscalls or, for TLS, in OpenSSL's plaintext
+ * (uprobes, attached by user space to each libssl it finds).
  *
- * Only the first 16 bytes (8 when shorter) are read of every read and write; at most
- * HTTP_PAYLOAD bytes are copied, and only when they look like a request line ("GET ",
- * "POST ", ...). The probe pairs a request with its final response per (pid, fd) and sends ONE
- * event per exchange (EV_HTTP_EXCHANGE: the request's first bytes, the status line's first 16,
- * both times). A connection that pipelines (a second request before the first's response) is
- * handed to user space from then on: its reads and writes go out as EV_HTTP and
- * inputs/ebpf/http.py pairs them, in order, any number at once. */
+ * The file is in sections (BCC rewrites map calls in this file only, so they share it):
+ *   1. descriptors   which (pid, fd) are followed: sockets seen accepted or connected (and, at
+ *                    start, from /proc), forgotten at close(); any other read or write returns
+ *                    after one lookup. A new kind of descriptor to follow is a new FD_* bit.
+ *   2. pairing       per connection: a request waits, the other side's final response pairs
+ *                    with it, ONE event per exchange (EV_HTTP_EXCHANGE); a connection that
+ *                    pipelines goes to user space raw (EV_HTTP), which pairs it.
+ *   3. syscalls      read, recvfrom, readv, recvmsg (the bytes are there at exit: the buffer is
+ *                    noted at entry); write, sendto, writev, sendmsg (at entry); accept,
+ *                    connect, close for section 1.
+ *   4. TLS           SSL_read(_ex)/SSL_write(_ex) at return (the plaintext and, by then, the
+ *                    socket); SSL_set_fd, or the socket the call's own syscalls used, gives the
+ *                    fd, so the exchange joins its connection (its peer) like a clear one.
+ *
+ * Only the first 16 bytes (8 when shorter) are read of a followed read or write; at most
+ * HTTP_PAYLOAD bytes are copied, and only when they look like a request line. */
+#include <uapi/linux/ptrace.h>  /* struct pt_regs: a uprobe's registers (the user ABI) */
 #include "events.h"
 #include "serving.h"
 
@@ -24,6 +32,32 @@ static __always_inline void count_lost(void)
         *n += 1;
 }
 
+static __always_inline u64 fd_key(u64 id, s32 fd)
+{
+    return (id & 0xffffffff00000000ULL) | (u32)fd;
+}
+
+/* ===== 1. descriptors ===================================================================== */
+
+#define FD_SOCKET 1        /* a socket accept()ed or connect()ed (or a TCP socket from /proc) */
+
+BPF_HASH(fds, u64, u32, HTTP_FDS);             /* pid << 32 | fd -> FD_* bits */
+BPF_HASH(connecting, u64, s32, 16384);         /* pid_tgid -> fd of its connect() */
+
+static __always_inline int followed(u64 id, s32 fd)
+{
+    u64 key = fd_key(id, fd);
+    return fds.lookup(&key) != 0;
+}
+
+static __always_inline void follow(u64 id, s32 fd, u32 kind)
+{
+    u64 key = fd_key(id, fd);
+    fds.update(&key, &kind);
+}
+
+/* ===== 2. pairing ========================================================================= */
+
 struct io_args {
     u64 buf;               /* the buffer, or the first struct iovec when vec */
     s32 fd;
@@ -35,8 +69,9 @@ struct iovec_user {
     u64 len;
 };
 
-/* A plain hash (cheaper than an LRU one on this hot path): every entry is deleted at the exit. */
-BPF_HASH(reading, u64, struct io_args, 16384);                /* pid_tgid -> read in progress */
+/* The read in progress of each thread, from its entry to its exit: task-local storage (no hash,
+ * no lock, nothing to delete: fd < 0 marks it done). */
+BPF_TASK_STORAGE(reading, struct io_args);
 
 /* What the probe knows of a connection that carried HTTP: the request waiting for its response
  * (at most one: a second one before the first's response is pipelining, and the connection then
@@ -49,6 +84,8 @@ struct conn_state {
     u32 len;
     u32 copied;
     u32 raw;               /* 1: every HTTP read and write of it is sent as is (EV_HTTP) */
+    u32 flags;             /* HTTP_FLAG_* of the waiting request */
+    u32 pad;
     char comm[COMM_LEN];
     char data[HTTP_PAYLOAD];
 };
@@ -113,7 +150,7 @@ static __always_inline int looks_http(const char *p)
 /* A read or write as is (a connection in raw mode): user space pairs it. */
 static __always_inline void emit_raw(s32 fd, u32 op, u64 buf, u64 len)
 {
-    struct http_ev *e = events.ringbuf_reserve(sizeof(*e));
+    struct http_ev *e = ev_reserve(sizeof(*e));
     if (!e) {
         count_lost();
         return;
@@ -126,13 +163,13 @@ static __always_inline void emit_raw(s32 fd, u32 op, u64 buf, u64 len)
     if (bpf_probe_read_user(e->data, n, (void *)buf))
         n = 0;
     e->copied = n;
-    events.ringbuf_submit(e, 0);
+    ev_submit(e);
 }
 
 /* The waiting request of a connection, as the EV_HTTP it would have been. */
 static __always_inline void emit_raw_waiting(u64 key, s32 fd, struct conn_state *c)
 {
-    struct http_ev *e = events.ringbuf_reserve(sizeof(*e));
+    struct http_ev *e = ev_reserve(sizeof(*e));
     if (!e) {
         count_lost();
         return;
@@ -150,13 +187,16 @@ static __always_inline void emit_raw_waiting(u64 key, s32 fd, struct conn_state 
     if (bpf_probe_read_kernel(e->data, n, c->data))
         n = 0;
     e->copied = n;
-    events.ringbuf_submit(e, 0);
+    ev_submit(e);
 }
 
-/* A read (at its exit) or a write (at its entry) of a process: when its first bytes look like a
- * request, it waits in the connection's state; when they look like a final response and a
- * request of the other side waits, the pair goes out as one EV_HTTP_EXCHANGE. */
-static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len)
+static __always_inline void note_tls_fd(u64 id, s32 fd);
+
+/* A read (at its exit) or a write (at its entry) of a followed descriptor, or TLS plaintext
+ * (flags HTTP_FLAG_TLS): when its first bytes look like a request, it waits in the
+ * connection's state; when they look like a final response and a request of the other side
+ * waits, the pair goes out as one EV_HTTP_EXCHANGE. */
+static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32 flags)
 {
     char head[HTTP_STATUS_LEN] = {};
     if (len < 8 || !buf)
@@ -167,10 +207,13 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len)
     } else if (bpf_probe_read_user(head, 8, (void *)buf)) {
         return 0;
     }
-    if (!looks_http(head))
+    if (!looks_http(head)) {
+        if (!(flags & HTTP_FLAG_TLS))
+            note_tls_fd(id, fd);     /* maybe a TLS record, under an SSL_read/SSL_write */
         return 0;
+    }
     int response = head[1] == 'T';   /* "HTTP/1." (HEAD has 'E') */
-    u64 key = (id & 0xffffffff00000000ULL) | (u32)fd;
+    u64 key = fd_key(id, fd);
     struct conn_state *c = conns.lookup(&key);
     if (response) {
         if (!c)
@@ -186,7 +229,7 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len)
         u64 now = bpf_ktime_get_boot_ns();
         if (op == HTTP_OP_WRITE)
             serving_response(id, fd, c->ts_ns, now);
-        struct http_exchange_ev *e = events.ringbuf_reserve(sizeof(*e));
+        struct http_exchange_ev *e = ev_reserve(sizeof(*e));
         if (!e) {
             c->ts_ns = 0;
             count_lost();
@@ -203,13 +246,13 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len)
         e->response_ts_ns = now;
         e->len = c->len;
         e->response_len = len > 0xffffffff ? 0xffffffff : (u32)len;
-        e->pad = 0;
+        e->flags = c->flags | flags;
         __builtin_memcpy(e->status, head, HTTP_STATUS_LEN);
         u32 n = c->copied > HTTP_PAYLOAD ? HTTP_PAYLOAD : c->copied;
         if (bpf_probe_read_kernel(e->data, n, c->data))
             n = 0;
         e->copied = n;
-        events.ringbuf_submit(e, 0);
+        ev_submit(e);
         c->ts_ns = 0;
         return 0;
     }
@@ -248,6 +291,7 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len)
     c->tid = (u32)id;
     c->uid = (u32)bpf_get_current_uid_gid();
     c->op = op;
+    c->flags = flags;
     c->len = len > 0xffffffff ? 0xffffffff : (u32)len;
     bpf_get_current_comm(&c->comm, sizeof(c->comm));
     u32 n = len > HTTP_PAYLOAD ? HTTP_PAYLOAD : (u32)len;
@@ -256,6 +300,8 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len)
     c->copied = n;
     return 0;
 }
+
+/* ===== 3. syscalls ======================================================================== */
 
 /* The first struct iovec of an array in user memory: its base and length. */
 static __always_inline int first_iov(u64 vec, u64 *base, u64 *len)
@@ -281,41 +327,47 @@ static __always_inline u64 msghdr_iov(u64 msg)
 static __always_inline int read_enter(s32 fd, u64 buf, u32 vec)
 {
     u64 id = bpf_get_current_pid_tgid();
-    if (is_self(id >> 32))
+    if (!followed(id, fd) || is_self(id >> 32))
         return 0;
-    struct io_args a = {.buf = buf, .fd = fd, .vec = vec};
-    reading.update(&id, &a);
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    struct io_args *a = reading.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (a) {
+        a->buf = buf;
+        a->fd = fd;
+        a->vec = vec;
+    }
     return 0;
 }
 
 static __always_inline int read_exit(long ret)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    struct io_args *a = reading.lookup(&id);
-    if (!a)
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    struct io_args *a = reading.task_storage_get(task, 0, 0);
+    if (!a || a->fd < 0)
         return 0;
     struct io_args c = *a;
-    reading.delete(&id);
+    a->fd = -1;
+    u64 id = bpf_get_current_pid_tgid();
     if (ret <= 0)
         return 0;
     u64 buf = c.buf;
     u64 len = ret;
     if (c.vec && first_iov(c.buf, &buf, &len))
         return 0;
-    return on_data(id, c.fd, HTTP_OP_READ, buf, len);
+    return on_data(id, c.fd, HTTP_OP_READ, buf, len, 0);
 }
 
 static __always_inline int write_enter(s32 fd, u64 buf, u64 len, u32 vec)
 {
     u64 id = bpf_get_current_pid_tgid();
-    if (is_self(id >> 32))
+    if (!followed(id, fd) || is_self(id >> 32))
         return 0;
     if (vec) {
         len = ~0ULL;
         if (first_iov(buf, &buf, &len))
             return 0;
     }
-    return on_data(id, fd, HTTP_OP_WRITE, buf, len);
+    return on_data(id, fd, HTTP_OP_WRITE, buf, len, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return read_enter(args->fd, (u64)args->buf, 0); }
@@ -347,14 +399,50 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
     return write_enter(args->fd, msghdr_iov((u64)args->msg), 0, 1);
 }
 
+static __always_inline int accepted(long ret)
+{
+    if (ret >= 0)
+        follow(bpf_get_current_pid_tgid(), (s32)ret, FD_SOCKET);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return accepted(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return accepted(args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    s32 fd = args->fd;
+    connecting.update(&id, &fd);
+    return 0;
+}
+
+#define EINPROGRESS 115
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    s32 *fd = connecting.lookup(&id);
+    if (!fd)
+        return 0;
+    s32 f = *fd;
+    connecting.delete(&id);
+    if (args->ret == 0 || args->ret == -EINPROGRESS)
+        follow(id, f, FD_SOCKET);
+    return 0;
+}
+
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
     u64 id = bpf_get_current_pid_tgid();
-    u64 key = (id & 0xffffffff00000000ULL) | (u32)args->fd;
+    u64 key = fd_key(id, args->fd);
+    if (!fds.lookup(&key))
+        return 0;
+    fds.delete(&key);
     if (!conns.lookup(&key))
         return 0;
     conns.delete(&key);
-    struct fd_close_ev *e = events.ringbuf_reserve(sizeof(*e));
+    struct fd_close_ev *e = ev_reserve(sizeof(*e));
     if (!e) {
         count_lost();
         return 0;
@@ -362,6 +450,95 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     fill_header(&e->h, EV_FD_CLOSE);
     e->fd = args->fd;
     e->pad = 0;
-    events.ringbuf_submit(e, 0);
+    ev_submit(e);
+    return 0;
+}
+
+/* ===== 4. TLS (OpenSSL uprobes: attached by inputs/ebpf/tls.py, not at load) =============== */
+
+struct tls_call {
+    u64 ssl;               /* the SSL * */
+    u64 buf;
+    u64 done_ptr;          /* SSL_read_ex/SSL_write_ex: the size_t * of bytes done; else 0 */
+    s32 fd;                /* the socket this call's syscalls used; -1 until one is seen */
+    u32 op;
+};
+
+struct ssl_key {
+    u64 ssl;
+    u32 pid;
+    u32 pad;
+};
+
+BPF_HASH(tls_calls, u64, struct tls_call, 16384);              /* pid_tgid -> call in progress */
+BPF_TABLE("lru_hash", struct ssl_key, s32, tls_fds, 65536);    /* (pid, SSL *) -> fd */
+
+/* A followed socket's bytes that are not HTTP, read or written by a thread inside SSL_read or
+ * SSL_write: the TLS records of that call, so its SSL * is on this fd. */
+static __always_inline void note_tls_fd(u64 id, s32 fd)
+{
+    struct tls_call *t = tls_calls.lookup(&id);
+    if (t)
+        t->fd = fd;
+}
+
+static __always_inline int tls_enter(struct pt_regs *ctx, u32 op, int ex)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (is_self(id >> 32))
+        return 0;
+    struct tls_call t = {};
+    t.ssl = PT_REGS_PARM1(ctx);
+    t.buf = PT_REGS_PARM2(ctx);
+    t.done_ptr = ex ? PT_REGS_PARM4(ctx) : 0;
+    t.fd = -1;
+    t.op = op;
+    tls_calls.update(&id, &t);
+    return 0;
+}
+
+static __always_inline int tls_exit(struct pt_regs *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    struct tls_call *tp = tls_calls.lookup(&id);
+    if (!tp)
+        return 0;
+    struct tls_call t = *tp;
+    tls_calls.delete(&id);
+    long ret = PT_REGS_RC(ctx);
+    u64 len = 0;
+    if (t.done_ptr) {
+        if (ret != 1 || bpf_probe_read_user(&len, sizeof(len), (void *)t.done_ptr))
+            return 0;
+    } else {
+        if (ret <= 0)
+            return 0;
+        len = ret;
+    }
+    struct ssl_key k = {.ssl = t.ssl, .pid = id >> 32};
+    if (t.fd >= 0) {
+        tls_fds.update(&k, &t.fd);
+    } else {
+        s32 *fd = tls_fds.lookup(&k);
+        if (!fd)
+            return 0;        /* the socket is not known yet (a custom BIO, no syscall seen) */
+        t.fd = *fd;
+    }
+    return on_data(id, t.fd, t.op, t.buf, len, HTTP_FLAG_TLS);
+}
+
+int tls_read_enter(struct pt_regs *ctx) { return tls_enter(ctx, HTTP_OP_READ, 0); }
+int tls_read_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, HTTP_OP_READ, 1); }
+int tls_write_enter(struct pt_regs *ctx) { return tls_enter(ctx, HTTP_OP_WRITE, 0); }
+int tls_write_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, HTTP_OP_WRITE, 1); }
+int tls_exit_probe(struct pt_regs *ctx) { return tls_exit(ctx); }
+
+/* SSL_set_fd(ssl, fd) (nginx, Python's ssl): the socket of an SSL * before any data. */
+int tls_set_fd(struct pt_regs *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    struct ssl_key k = {.ssl = PT_REGS_PARM1(ctx), .pid = id >> 32};
+    s32 fd = (s32)PT_REGS_PARM2(ctx);
+    tls_fds.update(&k, &fd);
     return 0;
 }

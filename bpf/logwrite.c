@@ -37,7 +37,7 @@ static __always_inline int on_write(s32 fd, u64 buf, u64 len)
         s = *n + 1;
         *n = s;
     }
-    struct log_write_ev *e = events.ringbuf_reserve(sizeof(*e));
+    struct log_write_ev *e = ev_reserve(sizeof(*e));
     if (!e) {
         count_lost();
         return 0;
@@ -63,7 +63,7 @@ static __always_inline int on_write(s32 fd, u64 buf, u64 len)
     if (bpf_probe_read_user(e->data, c, (void *)buf))
         c = 0;
     e->copied = c;
-    events.ringbuf_submit(e, 0);
+    ev_submit(e);
     return 0;
 }
 

@@ -27,7 +27,7 @@ BPF_TABLE("lru_hash", u32, s32, fatal_signals, 65536);    /* tgid -> signal, def
 
 static __always_inline int emit_exec_args(const char *const *argv)
 {
-    struct exec_args_ev *e = events.ringbuf_reserve(sizeof(*e));
+    struct exec_args_ev *e = ev_reserve(sizeof(*e));
     if (!e) {
         count_lost();
         return 0;
@@ -49,7 +49,7 @@ static __always_inline int emit_exec_args(const char *const *argv)
         bpf_probe_read_user(&more, sizeof(more), &argv[ARGV_MAX]);
         e->truncated = more != NULL;
     }
-    events.ringbuf_submit(e, 0);
+    ev_submit(e);
     return 0;
 }
 
@@ -65,7 +65,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
-    struct exec_ev *e = events.ringbuf_reserve(sizeof(*e));
+    struct exec_ev *e = ev_reserve(sizeof(*e));
     if (!e) {
         count_lost();
         return 0;
@@ -78,7 +78,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     unsigned short off = args->data_loc_filename & 0xFFFF;
     if (bpf_probe_read_str(e->filename, sizeof(e->filename), (char *)args + off) < 0)
         e->filename[0] = 0;
-    events.ringbuf_submit(e, 0);
+    ev_submit(e);
     /* Killing the other threads of an exec delivers them SIGKILL: that is no exit. */
     fatal_signals.delete(&pid);
     exit_codes.delete(&pid);
@@ -126,7 +126,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     u32 child = args->child_pid;
     u32 parent = id >> 32;
     parents.update(&child, &parent);
-    struct fork_ev *e = events.ringbuf_reserve(sizeof(*e));
+    struct fork_ev *e = ev_reserve(sizeof(*e));
     if (!e) {
         count_lost();
         return 0;
@@ -134,7 +134,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     fill_header(&e->h, EV_FORK);
     e->child_pid = child;
     e->pad = 0;
-    events.ringbuf_submit(e, 0);
+    ev_submit(e);
     return 0;
 }
 
@@ -178,7 +178,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u32 tgid = id >> 32;
     if (tgid != (u32)id)
         return 0; /* a thread; the process ends with its leader */
-    struct exit_ev *e = events.ringbuf_reserve(sizeof(*e));
+    struct exit_ev *e = ev_reserve(sizeof(*e));
     if (!e) {
         count_lost();
     } else {
@@ -198,7 +198,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
             e->flags |= EXIT_HAS_SIGNAL;
             e->signal = *sig;
         }
-        events.ringbuf_submit(e, 0);
+        ev_submit(e);
     }
     exit_codes.delete(&tgid);
     fatal_signals.delete(&tgid);

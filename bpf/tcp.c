@@ -73,7 +73,7 @@ static __always_inline void emit_conn(u32 type, struct sock_info *si, u64 now, u
                                       u16 sport, u16 dport, const u8 *saddr, const u8 *daddr,
                                       u64 duration)
 {
-    struct conn_ev *e = events.ringbuf_reserve(sizeof(*e));
+    struct conn_ev *e = ev_reserve(sizeof(*e));
     if (!e) {
         count_lost();
         return;
@@ -93,7 +93,7 @@ static __always_inline void emit_conn(u32 type, struct sock_info *si, u64 now, u
     __builtin_memcpy(e->saddr, saddr, 16);
     __builtin_memcpy(e->daddr, daddr, 16);
     e->duration_ns = duration;
-    events.ringbuf_submit(e, 0);
+    ev_submit(e);
 }
 
 static __always_inline void current_info(struct sock_info *si, u32 kind, s32 fd, u64 now)

@@ -14,6 +14,7 @@ from common.component import BootError, Context, Runner
 from inputs.ebpf.config import EbpfInputConfig
 from inputs.ebpf.checks import environment, problems
 from inputs.ebpf.loader import LoadError, ProgramOptions, Programs
+from inputs.ebpf.sockets import established_socket_keys
 
 
 def options_of(cfg, *, self_pid: int = 0) -> ProgramOptions:
@@ -37,6 +38,10 @@ def build(ctx: Context[EbpfInputConfig]) -> Runner:
             programs = Programs(probes, options_of(cfg, self_pid=os.getpid()))
         except LoadError as exc:
             found = [str(exc)]
+        else:
+            # Connections older than the agent: the probe saw no accept/connect of them.
+            followed = programs.follow_sockets(established_socket_keys(skip_pid=os.getpid()))
+            ctx.log.debug("following %d TCP connections open before the agent", followed)
     if programs is None:
         message = f"{ctx.name}: cannot trace with eBPF: " + "; ".join(found)
         if cfg.optional:

@@ -3,10 +3,13 @@
 Each probe is its own C file in bpf/ and its own BPF object, loaded with
 ``BPF(src_file=<probe>.c, cflags=[...])``: the cflags carry the options (ring buffer size,
 HTTP payload size, the agent's own pid). BCC attaches every ``TRACEPOINT_PROBE`` as it loads.
-Each object has its own ring buffer and loss counter; ``Programs`` waits on all the ring
-buffers at once (epoll on their map descriptors) and hands back the raw bytes, read straight
-from the ring buffers' memory in one pass each (``RingReader``; BCC's one-callback-per-event
-``ring_buffer_consume`` only where that is not safe from Python).
+Each object has its own ring buffer, created here before the object (its descriptor is a
+cflag, ``EVENTS_FD``: the programs ask it how much is pending, to wake the reader only when
+that is much; BCC's tables have no ``ringbuf_query``), and its own loss counter. ``Programs``
+polls the ring buffers (epoll on their map descriptors, with a short timeout: the programs
+submit without waking it) and hands back the raw bytes, read straight from the ring buffers'
+memory in one pass each (``RingReader``; libbpf's one-callback-per-event consumer only where
+that is not safe from Python).
 
 ``bcc`` is imported here only, lazily, so that every module imports on machines without it;
 its exceptions become ``LoadError`` at this boundary.
@@ -21,7 +24,7 @@ import platform
 import select
 import struct
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +47,8 @@ class ProgramOptions:
     ring_buffer_bytes: int = 8 * 1024 * 1024
     self_pid: int = 0
     """Reads and writes of this process are never traced (the agent's own input)."""
+    wakeup_fraction: int = 4
+    """A submit wakes the reader when 1/this of the ring buffer is pending (else it polls)."""
 
 
 HTTP_CONNS_BYTES = 16 * 1024 * 1024
@@ -55,12 +60,36 @@ def http_conns(options: ProgramOptions) -> int:
     return max(4096, min(65536, HTTP_CONNS_BYTES // (options.http_payload_bytes + 64)))
 
 
-def cflags(options: ProgramOptions) -> list[str]:
-    """The compiler flags a probe is built with."""
-    pages = max(1, options.ring_buffer_bytes // PAGE_SIZE)
-    return [f"-I{bpf.DIR}", f"-DRINGBUF_PAGES={pages}",
+HTTP_FDS = 65536
+"""Sockets the http probe follows at once (accepted or connected, not yet closed)."""
+BPF_MAP_TYPE_RINGBUF = 27
+
+
+def ring_bytes(options: ProgramOptions) -> int:
+    return max(1, options.ring_buffer_bytes // PAGE_SIZE) * PAGE_SIZE
+
+
+def cflags(options: ProgramOptions, events_fd: int = -1) -> list[str]:
+    """The compiler flags a probe is built with (``events_fd``: its ring buffer's map)."""
+    size = ring_bytes(options)
+    return [f"-I{bpf.DIR}", f"-DEVENTS_FD={events_fd}", f"-DRINGBUF_PAGES={size // PAGE_SIZE}",
+            f"-DWAKEUP_BYTES={size // max(1, options.wakeup_fraction)}",
             f"-DHTTP_PAYLOAD={options.http_payload_bytes}", f"-DSELF_PID={options.self_pid}",
-            f"-DHTTP_CONNS={http_conns(options)}", *QUIET_CFLAGS]
+            f"-DHTTP_CONNS={http_conns(options)}", f"-DHTTP_FDS={HTTP_FDS}", *QUIET_CFLAGS]
+
+
+def create_ring(probe: str, size: int) -> int:
+    """A BPF ring buffer map of ``size`` bytes (a power of two pages); its descriptor."""
+    try:
+        from bcc import libbcc
+    except Exception as exc:
+        raise LoadError(f"cannot import bcc: {exc}") from exc
+    fd = libbcc.lib.bcc_create_map(BPF_MAP_TYPE_RINGBUF, f"ls_{probe}"[:15].encode(), 0, 0,
+                                   size, 0)
+    if fd < 0:
+        raise LoadError(f"probe {probe}: cannot create its ring buffer of {size} bytes: "
+                        f"{os.strerror(-fd) if fd < -1 else 'bpf(BPF_MAP_CREATE) failed'}")
+    return fd
 
 
 def source_file(probe: str) -> str:
@@ -96,22 +125,39 @@ def _compiler_errors(text: str) -> str:
 
 
 def load_probe(probe: str, options: ProgramOptions, *, debug: int = 0) -> tuple[Any, str]:
-    """Compile, load and attach one probe; return the BPF object and what the compiler said."""
+    """Compile, load and attach one probe; return the BPF object and what the compiler said.
+    The object's ring buffer is ``obj.ring_fd`` (``close_probe`` closes both)."""
     try:
         from bcc import BPF
     except Exception as exc:
         raise LoadError(f"cannot import bcc: {exc}") from exc
+    ring_fd = create_ring(probe, ring_bytes(options))
     with _StderrTo() as err:
         try:
-            obj = BPF(src_file=source_file(probe).encode(), cflags=cflags(options), debug=debug)
+            obj = BPF(src_file=source_file(probe).encode(), cflags=cflags(options, ring_fd),
+                      debug=debug)
         except Exception as exc:
             failure: Exception | None = exc
         else:
             failure = None
     if failure is not None:
+        os.close(ring_fd)
         detail = f"{failure}: {_compiler_errors(err.text)}"
         raise LoadError(f"probe {probe}: {detail}") from failure
+    obj.ring_fd = ring_fd
     return obj, err.text
+
+
+def close_probe(obj: Any) -> None:
+    """Detach and unload a probe, and close its ring buffer."""
+    try:
+        obj.cleanup()
+    except Exception:  # detaching is best effort: the kernel detaches at exit anyway
+        pass
+    fd = getattr(obj, "ring_fd", -1)
+    if fd >= 0:
+        os.close(fd)
+        obj.ring_fd = -1
 
 
 def program_text(probe: str, options: ProgramOptions) -> str:
@@ -120,7 +166,7 @@ def program_text(probe: str, options: ProgramOptions) -> str:
     from bcc import DEBUG_PREPROCESSOR  # noqa: F401 (checked by load_probe's import first)
 
     obj, text = load_probe(probe, options, debug=DEBUG_PREPROCESSOR)
-    obj.cleanup()
+    close_probe(obj)
     return text
 
 
@@ -185,17 +231,46 @@ class RingReader:
         self._cons.close()
 
 
+class CallbackReader:
+    """A ring buffer read through libbpf's consumer (one ctypes callback per record): where
+    reading its memory from Python is not safe (see DIRECT_READ)."""
+
+    def __init__(self, map_fd: int) -> None:
+        from bcc import libbcc
+
+        self._lib = libbcc.lib
+        self._out: list[bytes] = []
+        self._cb = libbcc._RINGBUF_CB_TYPE(self._on_record)
+        self._rb = self._lib.bpf_new_ringbuf(map_fd, self._cb, None)
+        if not self._rb:
+            raise LoadError("cannot open a ring buffer with libbpf (bpf_new_ringbuf)")
+
+    def _on_record(self, _ctx: Any, data: int, size: int) -> int:
+        self._out.append(ctypes.string_at(data, size))
+        return 0
+
+    def read(self, out: list[bytes]) -> int:
+        self._out = out
+        before = len(out)
+        self._lib.bpf_consume_ringbuf(self._rb)
+        return len(out) - before
+
+    def close(self) -> None:
+        if self._rb:
+            self._lib.bpf_free_ringbuf(self._rb)
+            self._rb = None
+
+
 class Programs:
-    """The loaded probes: their ring buffers, waited on together, and their loss counters."""
+    """The loaded probes: their ring buffers, polled together, and their loss counters."""
 
     def __init__(self, probes: Sequence[str], options: ProgramOptions, *,
                  direct: bool = DIRECT_READ) -> None:
         self.objects: dict[str, Any] = {}
-        self.readers: list[RingReader] = []
-        self._batch: list[bytes] = []
+        self.readers: list[RingReader | CallbackReader] = []
         self._lost_seen: dict[str, int] = {}
         self._epoll = select.epoll()
-        pages = max(1, options.ring_buffer_bytes // PAGE_SIZE)
+        size = ring_bytes(options)
         try:
             # The tcp probe is consumed last in each round: an HTTP event is then never handled
             # before the connect/accept that gave its descriptor its peer.
@@ -203,23 +278,17 @@ class Programs:
             for probe in sorted(probes, key=lambda p: {"logwrite": 1, "tcp": 2}.get(p, 0)):
                 obj, _ = load_probe(probe, options)
                 self.objects[probe] = obj
-                ring = obj[b"events"]
-                if direct:
-                    self.readers.append(RingReader(ring.map_fd, pages * PAGE_SIZE))
-                else:
-                    ring.open_ring_buffer(self._on_event)
-                self._epoll.register(ring.map_fd, select.EPOLLIN)
+                reader = RingReader(obj.ring_fd, size) if direct else CallbackReader(obj.ring_fd)
+                self.readers.append(reader)
+                self._epoll.register(obj.ring_fd, select.EPOLLIN)
                 self._lost_seen[probe] = 0
         except BaseException:
             self.close()
             raise
 
-    def _on_event(self, _ctx: Any, data: int, size: int) -> int:
-        self._batch.append(ctypes.string_at(data, size))
-        return 0
-
     def wait(self, timeout: float, *extra_fds: int) -> None:
-        """Sleep until a ring buffer has data, one of ``extra_fds`` is readable, or timeout."""
+        """Sleep until a ring buffer wakes us (much pending), one of ``extra_fds`` is
+        readable, or timeout (the programs do not wake us for each event: poll on a timer)."""
         for fd in extra_fds:
             try:
                 self._epoll.register(fd, select.EPOLLIN)
@@ -232,14 +301,9 @@ class Programs:
 
     def consume(self) -> list[bytes]:
         """Everything the ring buffers hold now (raw events), probe by probe, tcp last."""
-        if self.readers:
-            out: list[bytes] = []
-            for reader in self.readers:
-                reader.read(out)
-            return out
-        for obj in self.objects.values():
-            obj.ring_buffer_consume()
-        out, self._batch = self._batch, []
+        out: list[bytes] = []
+        for reader in self.readers:
+            reader.read(out)
         return out
 
     def lost(self) -> dict[str, int]:
@@ -251,14 +315,28 @@ class Programs:
             self._lost_seen[probe] = total
         return out
 
+    def follow_sockets(self, keys: Iterable[int]) -> int:
+        """Tell the http probe to follow these (pid << 32 | fd) sockets (connections older than
+        the agent, found in /proc); how many it took (its map may be full)."""
+        obj = self.objects.get("http")
+        if obj is None:
+            return 0
+        table = obj[b"fds"]
+        one = table.Leaf(1)
+        n = 0
+        for key in keys:
+            try:
+                table[table.Key(key)] = one
+            except Exception:  # the map is full: the rest are not followed
+                break
+            n += 1
+        return n
+
     def close(self) -> None:
         for reader in self.readers:
             reader.close()
         self.readers.clear()
         for obj in self.objects.values():
-            try:
-                obj.cleanup()
-            except Exception:  # detaching is best effort: the kernel detaches at exit anyway
-                pass
+            close_probe(obj)
         self.objects.clear()
         self._epoll.close()
