@@ -17,8 +17,13 @@ method, path and status (``LogEvent.joins``). docs/tracing.md has the rules; in 
 - A lost log-write event (a gap in the probe's per-CPU sequence, or the ring buffer full)
   clears what is pending: a line is never matched to the next write of the same bytes.
 
-A followed file's lines wait at most ``hold`` seconds for their write and exchange, then go
-without (held in arrival order, per file; other events never wait).
+How long a line waits is measured on the host's clock as the eBPF events tell it, so that a
+pipeline running behind (a busy host) does not give up on lines whose writes are merely still in
+its queue: a line waits for its write until a later write of any followed file has come (its
+own, if it was seen, came before), and for its request's exchange until an exchange that ended
+``hold`` seconds after the write has come (the request took longer: no join). Whatever the
+lag, no line is held more than ``max_hold`` seconds of the pipeline's own time; held lines go on
+in arrival order per file, and other events never wait.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import msgspec
 from msgspec import Meta
 
 from common.config import Section
-from common.events import (ONE_RECORD, Event, LineJoin, LogEvent, LogWriteEvent, LossEvent)
+from common.events import (ONE_RECORD, Event, HttpEvent, LineJoin, LogEvent, LogWriteEvent,
+                           LossEvent)
 from pipeline.spans import SpanBuilder
 
 _replace = msgspec.structs.replace
@@ -39,6 +45,8 @@ MAX_WRITES = 4096
 """Pending writes kept per file (the oldest go first)."""
 FOLLOW_NS = 60 * 10**9
 """A file is followed (its lines wait for their writes) this long after its last write seen."""
+SLACK_NS = 5_000_000
+"""Clocks of the eBPF input's and the file input's times may differ this much."""
 WRITE_KEEP_NS = 10 * 10**9
 """A write no line took within this long is dropped."""
 
@@ -48,7 +56,9 @@ class JoinConfig(Section):
 
     enabled: bool = True
     hold: Annotated[float, Meta(ge=0, le=5)] = 0.3
-    """Seconds at most a line of a followed file waits for its write and request."""
+    """Seconds (of the host's events) a line's write waits for its request's exchange."""
+    max_hold: Annotated[float, Meta(ge=0, le=10)] = 0.8
+    """Seconds at most a line is held by the pipeline, however far behind the events are."""
     finish_window: Annotated[float, Meta(ge=0, le=10)] = 0.1
     """A write this soon after the thread answered its request still belongs to it."""
     multi_window: Annotated[float, Meta(ge=0)] = 10.0
@@ -75,8 +85,7 @@ class JoinStats:
 
 
 class _Held:
-    __slots__ = ("ev", "lines", "offsets", "joins", "next", "deadline", "arrived", "source",
-                 "pending")
+    __slots__ = ("ev", "lines", "joins", "next", "deadline", "arrived", "source", "pending")
 
     def __init__(self, ev: LogEvent, lines: list[bytes], now: float, deadline: float,
                  source: tuple[int, int] | None) -> None:
@@ -96,7 +105,8 @@ class LogJoiner:
     def __init__(self, spans: SpanBuilder, cfg: JoinConfig | None = None) -> None:
         cfg = cfg or JoinConfig()
         self.spans = spans
-        self.hold = cfg.hold
+        self.hold_ns = int(cfg.hold * 1e9)
+        self.hold = cfg.max_hold
         self.finish_ns = int(cfg.finish_window * 1e9)
         self.multi_ns = int(cfg.multi_window * 1e9)
         self.reorder_ns = cfg.reorder_us * 1000
@@ -108,6 +118,11 @@ class LogJoiner:
         self.held: dict[tuple[int, int], deque[_Held]] = {}
         self.stats = JoinStats()
         self.last_boot = 0
+        """The latest write seen (CLOCK_BOOTTIME)."""
+        self.last_write_wall = 0
+        """The same, wall clock (what a line's read time compares with)."""
+        self.ended_boot = 0
+        """The latest end of an exchange seen (CLOCK_BOOTTIME)."""
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -131,6 +146,11 @@ class LogJoiner:
                     self.stats.lines += len(lines)
                 else:
                     out.append(ev)
+            elif kind is HttpEvent:
+                end = ev.boot_ns + ev.duration_ns
+                if end > self.ended_boot:
+                    self.ended_boot = end
+                out.append(ev)
             elif kind is LossEvent and ev.what.endswith("logwrite"):
                 self._reset()
                 out.append(ev)
@@ -148,7 +168,9 @@ class LogJoiner:
         self.followed.move_to_end(key)
         if len(self.followed) > 4096:
             self.followed.popitem(last=False)
-        self.last_boot = max(self.last_boot, w.boot_ns)
+        if w.boot_ns > self.last_boot:
+            self.last_boot = w.boot_ns
+            self.last_write_wall = w.time_ns
         q = self.writes.get(key)
         if q is None:
             q = self.writes[key] = deque(maxlen=MAX_WRITES)
@@ -194,7 +216,8 @@ class LogJoiner:
             if h.pending is None:
                 found = self._match(key, h.lines[i])
                 if found is None:
-                    if not expired:
+                    # Its write, if seen, came before any later one: wait only while none has.
+                    if not expired and self.last_write_wall <= h.ev.read_ns + SLACK_NS:
                         return
                     st.unmatched += 1
                     h.next += 1
@@ -215,7 +238,8 @@ class LogJoiner:
             else:
                 span = self.spans.span_of(w.pid, w.req_fd, w.req_boot_ns)
                 if span is None or not span.trace_id:
-                    if not expired:
+                    if not expired and (span is not None or
+                                        self.ended_boot <= w.boot_ns + self.hold_ns):
                         return
                     st.unmatched += 1
                 else:

@@ -158,6 +158,19 @@ class Pipeline:
         if self.metrics is not None:
             self.send_metrics()  # the interval so far
         ctx.log.debug("inputs drained: sent %d batches", self.batches_sent)
+        if self.spans is not None:
+            ctx.log.debug("spans: %s", self.spans.stats)
+        if self.joiner is not None:
+            st = self.joiner.stats
+            ctx.log.debug("log join: %d lines of followed files, %d joined, %d ambiguous, "
+                          "%d without a request, %d unmatched, %d multi-line writes, %d resets",
+                          st.lines, st.joined, st.ambiguous, st.no_request, st.unmatched,
+                          st.multi_line_writes, st.resets)
+            waits = sorted(st.wait_ns)
+            if waits:
+                ctx.log.debug("log join wait: p50 %.1f ms, p99 %.1f ms, max %.1f ms",
+                              waits[len(waits) // 2] / 1e6, waits[len(waits) * 99 // 100] / 1e6,
+                              waits[-1] / 1e6)
 
     def send_metrics(self) -> None:
         points = self.metrics.collect()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Agent, wait_for
+from tests.harness import Agent, agent_env, wait_for
 from tests.inputs.ebpf.conftest import needs, needs_ebpf
 
 SERVICES = Path(__file__).with_name("services.py")
@@ -118,7 +118,8 @@ def test_frontend_backend_is_one_trace_under_curls_traceparent(chain, tmp_path):
 
 
 def start_agent(tmp_path, *args: str) -> Agent:
-    agent = Agent(tmp_path, "--ebpf-http-tracing", *args)
+    env = agent_env(**{k: v for k, v in os.environ.items() if k.startswith("LOG_SHUTTLE_")})
+    agent = Agent(tmp_path, "--ebpf-http-tracing", "--log-level", "debug", *args, env=env)
     wait_for(lambda: "tracing with probes" in agent.stderr() or agent.proc.poll() is not None,
              timeout=90, what="the eBPF input to start")
     assert agent.proc.poll() is None, agent.stderr()
@@ -193,7 +194,115 @@ def test_a_threaded_server_s_lines_are_joined_to_their_own_requests(tmp_path):
     share = len(joined) / len(ids)
     print(f"threaded server: {len(joined)}/{len(ids)} lines joined ({share:.1%}), "
           f"{len(wrong)} wrong")
+    print(*[ln.split("DEBUG ", 1)[1] for ln in agent.stderr().splitlines()
+            if "DEBUG log join" in ln], sep="\n")
     assert wrong == []
     assert share >= 0.99
     for rid in joined:
         assert lines[rid]["request"] == {"method": "GET", "path": f"/j/{rid}", "status": 200}
+
+
+WRK_SCRIPT = """
+local counter = 0
+local paths = {"/ok", "/moved", "/boom", "/missing"}
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+function request()
+  counter = counter + 1
+  return wrk.format("GET", paths[counter % 4 + 1] .. "?t=" .. id .. "&n=" .. counter)
+end
+"""
+
+
+@needs_ebpf
+@needs("nginx", "wrk")
+def test_nginx_access_lines_under_wrk_are_joined_to_exactly_their_exchange(tmp_path):
+    from tests.inputs.ebpf.conftest import Nginx
+    nginx = Nginx(tmp_path)
+    script = tmp_path / "paths.lua"
+    script.write_text(WRK_SCRIPT)
+    try:
+        with start_agent(tmp_path, "--input-file", str(nginx.access_log)) as agent:
+            warm_up(agent, nginx.port, nginx.access_log)
+            subprocess.run(["wrk", "-t2", "-c16", "-d1s", "-s", str(script),
+                            nginx.url("/")], check=True, capture_output=True, timeout=60)
+            total = len(nginx.access_log.read_text().splitlines())
+            marker = f'"path":"{nginx.access_log}"'.encode()
+            wait_for(lambda: agent.stdout().count(marker) >= total, interval=0.5,
+                     timeout=60, what="every access-log line")
+            assert agent.stop() == 0, agent.stderr()
+        records = agent.records()
+    finally:
+        nginx.stop()
+    spans = {s["span_id"]: s for s in records if s.get("type") == "span"
+             and s["kind"] == "server" and s["resource"]["process.executable.name"] == "nginx"}
+    lines = [r for r in records if r.get("path") == str(nginx.access_log)
+             and "?t=" in r["line"]]
+    assert len(lines) > 1000
+    joined = wrong = ambiguous = 0
+    for r in lines:
+        pid, method, uri, status, port, _ = r["line"].split()
+        if r.get("join") == "ambiguous":
+            ambiguous += 1
+            assert "trace_id" not in r
+            continue
+        if not r.get("trace_id"):
+            continue
+        joined += 1
+        span = spans[r["span_id"]]
+        if (r["request"] != {"method": method, "path": uri, "status": int(status)}
+                or span["attrs"]["url.path"] + "?" + span["attrs"]["url.query"] != uri
+                or span["attrs"]["client.port"] != int(port)
+                or span["resource"]["process.pid"] != int(pid)):
+            wrong += 1
+    print(f"nginx under wrk: {joined}/{len(lines)} access lines joined "
+          f"({joined / len(lines):.1%}), {ambiguous} ambiguous, {wrong} wrong")
+    print(*[ln.split("DEBUG ", 1)[1] for ln in agent.stderr().splitlines()
+            if "DEBUG log join" in ln or "DEBUG spans" in ln], sep="\n")
+    assert wrong == 0, agent.stderr()
+    assert joined / len(lines) >= 0.9, agent.stderr()
+
+
+@needs_ebpf
+def test_an_event_loop_s_interleaved_lines_are_never_joined_to_a_wrong_request(tmp_path):
+    import threading
+    port, log = free_port(), tmp_path / "loop.log"
+    svc = Service("eventloop", str(port), str(log))
+    try:
+        with start_agent(tmp_path, "--input-file", str(log)) as agent:
+            get(port, "/warm/up")  # one request alone: the loop serves nothing else meanwhile
+            wait_for(lambda: any(r.get("path") == str(log) and "id=up" in r["line"]
+                                 for r in agent.records()), timeout=30, what="the first line")
+            ids = [f"c{c}r{r}" for c in range(8) for r in range(10)]
+
+            def client(c: int) -> None:
+                import http.client
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                for r in range(10):
+                    assert get(port, f"/e/c{c}r{r}", conn) == 200
+                conn.close()
+
+            threads = [threading.Thread(target=client, args=(c,)) for c in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            marker = f'"path":"{log}"'.encode()
+            wait_for(lambda: agent.stdout().count(marker) >= 3 * len(ids) + 3, interval=0.5,
+                     timeout=30, what="every line")
+            assert agent.stop() == 0, agent.stderr()
+        records = agent.records()
+    finally:
+        svc.stop()
+    lines = [r for r in records if r.get("path") == str(log) and "id=c" in r["line"]]
+    assert len(lines) == 3 * len(ids)
+    joined = [r for r in lines if r.get("trace_id")]
+    ambiguous = [r for r in lines if r.get("join") == "ambiguous"]
+    wrong = [r for r in joined if not r["line"].endswith("id=" + r["request"]["path"][3:])]
+    print(f"event loop: {len(lines)} lines, {len(joined)} joined, {len(ambiguous)} ambiguous, "
+          f"{len(wrong)} wrong")
+    assert wrong == []
+    assert len(ambiguous) > len(lines) // 2  # the loop interleaved: it was seen doing so
