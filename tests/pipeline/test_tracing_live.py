@@ -68,24 +68,31 @@ def spans_of(records: list[dict], pids: set[int]) -> list[dict]:
 @needs("curl")
 def test_frontend_backend_is_one_trace_under_curls_traceparent(chain, tmp_path):
     pids = {chain["front"].proc.pid, chain["back"].proc.pid}
-    with Agent(tmp_path, "--ebpf-http-tracing") as agent:
-        wait_for(lambda: "tracing with probes" in agent.stderr() or agent.proc.poll() is not None,
-                 timeout=90, what="the eBPF input to start")
-        assert agent.proc.poll() is None, agent.stderr()
-        time.sleep(0.5)
+    logs = (chain["front_log"], chain["back_log"])
+    with start_agent(tmp_path, "--input-file", str(logs[0]), "--input-file", str(logs[1])) \
+            as agent:
         url = f"http://127.0.0.1:{chain['front_port']}/front/"
+
+        def warm():  # until both files are followed (their first writes seen)
+            assert curl(url + "warm") == 200
+            recs = agent.records()
+            return all(any(r.get("path") == str(p) and r.get("trace_id") for r in recs)
+                       for p in logs)
+        wait_for(warm, timeout=30, interval=0.3, what="joined lines of both services")
         assert curl(url + "tp1", f"traceparent: 00-{TRACE}-{PARENT}-01",
                     "tracestate: vendor=1") == 200
         assert curl(url + "plain2") == 200
 
-        def three_each():
-            spans = spans_of(agent.records(), pids)
-            return spans if len(spans) >= 6 else None
-
-        spans = wait_for(three_each, timeout=30, what="six spans of the two services")
+        def complete():
+            recs = agent.records()
+            spans = [s for s in spans_of(recs, pids) if "warm" not in s["attrs"]["url.path"]]
+            lines = [r for r in recs if r.get("path") in map(str, logs)
+                     and ("id=tp1" in r["line"] or "id=plain2" in r["line"])]
+            return len(spans) >= 6 and len(lines) >= 6
+        wait_for(complete, timeout=30, what="six spans and six lines")
         assert agent.stop() == 0, agent.stderr()
     records = agent.records()
-    spans = spans_of(records, pids)
+    spans = [s for s in spans_of(records, pids) if "warm" not in s["attrs"]["url.path"]]
     assert len(spans) == 6
     curls = {s["span_id"]: s for s in records if s.get("type") == "span"
              and s["resource"]["process.executable.name"] == "curl"}
@@ -115,6 +122,15 @@ def test_frontend_backend_is_one_trace_under_curls_traceparent(chain, tmp_path):
             assert root["trace_id"] == front["trace_id"] != TRACE
             assert root["parent_span_id"] == "" and root["parent_how"] == ""
             assert root["attrs"]["server.port"] == chain["front_port"]
+        # Each service's lines under its own server span (the frontend's client call is made
+        # by the thread serving the frontend's request: its lines belong to that request).
+        mine = [r for r in records if r.get("path") in map(str, logs) and
+                r["line"].endswith("id=" + rid)]
+        assert len(mine) == 3
+        for r in mine:
+            want = front if r["path"] == str(logs[0]) else back
+            assert (r["trace_id"], r["span_id"]) == (want["trace_id"], want["span_id"]), r
+            assert r["request"]["path"] == want["attrs"]["url.path"]
 
 
 def start_agent(tmp_path, *args: str) -> Agent:
