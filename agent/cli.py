@@ -5,8 +5,9 @@
     log-shuttle check-config FILE
 
 Flags override LOG_SHUTTLE_* environment variables, which override the file (see agent.config).
-Exit codes: 0 after a clean stop, 1 when the drain deadline had to kill, 2 for a configuration
-or usage error, 3 when a component could not start.
+Exit codes (common.exitcodes): 0 after a clean stop, 1 when a stop had to kill (the drain
+deadline, a second Ctrl-C), 2 for a configuration or usage error, 3 when a component could not
+start.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from setproctitle import getproctitle, setproctitle
 
 from agent.config import Config, load_config
 from common.errors import ConfigError
+from common.exitcodes import ExitCode
 from common.logs import setup_logging
-
-EXIT_CONFIG = 2
+from server.cli import command as server_command
 
 app = typer.Typer(
     add_completion=False,
@@ -149,7 +150,7 @@ def run(
         cfg = load_config(str(config) if config else None, overrides=overrides)
     except ConfigError as exc:
         typer.echo(f"log-shuttle: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise typer.Exit(ExitCode.CONFIG) from None
     if cfg.inputs.ebpf is not None:
         from agent import doctor
 
@@ -158,7 +159,7 @@ def run(
             if problems:  # at once, before any process starts
                 typer.echo("log-shuttle: cannot trace with eBPF:\n" +
                            "\n".join(f"  - {p}" for p in problems), err=True)
-                raise typer.Exit(doctor.EXIT_BOOT)
+                raise typer.Exit(ExitCode.BOOT)
     raise typer.Exit(start(cfg))
 
 
@@ -256,7 +257,7 @@ def check_config(file: Path = typer.Argument(..., dir_okay=False, help="TOML fil
         cfg = load_config(str(file))
     except ConfigError as exc:
         typer.echo(f"log-shuttle: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise typer.Exit(ExitCode.CONFIG) from None
     inputs = [f"file {f.name!r} ({', '.join(f.paths)})" for f in cfg.inputs.file]
     if cfg.inputs.ebpf is not None:
         inputs.append(f"ebpf ({', '.join(cfg.inputs.ebpf.probes)}"
@@ -266,47 +267,15 @@ def check_config(file: Path = typer.Argument(..., dir_okay=False, help="TOML fil
     outputs = [f"stdout ({cfg.outputs.stdout.format})"] if cfg.outputs.stdout else []
     outputs += [f"tcp {o.address} ({o.framing})" for o in cfg.outputs.tcp]
     outputs += [f"grpc {o.address}" for o in cfg.outputs.grpc]
+    outputs += [f"influxdb {o.address or o.url} ({o.protocol})" for o in cfg.outputs.influxdb]
+    if cfg.outputs.prometheus is not None:
+        outputs.append(f"prometheus {cfg.outputs.prometheus.listen}/metrics")
+    outputs += [f"metrics_jsonl {o.path}" for o in cfg.outputs.metrics_jsonl]
+    outputs += [f"otlp_metrics {o.address} ({o.temporality})" for o in cfg.outputs.otlp_metrics]
     typer.echo(f"{file}: ok\n  inputs: {'; '.join(inputs)}\n  outputs: {'; '.join(outputs)}")
 
 
-@app.command("server")
-def server(
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", envvar="LOG_SHUTTLE_CONFIG", dir_okay=False,
-        help="TOML configuration file (its [server] table)."),
-    grpc_listen: Optional[list[str]] = typer.Option(
-        None, "--grpc-listen", metavar="ADDR", help="OTLP/gRPC (and health) on HOST:PORT."),
-    tcp_listen: Optional[list[str]] = typer.Option(
-        None, "--tcp-listen", metavar="ADDR",
-        help="TCP on HOST:PORT: NDJSON or syslog (octet-counted or newline)."),
-    output_dir: Optional[str] = typer.Option(
-        None, "--output-dir", metavar="DIR", help="Write size-rotated NDJSON files here."),
-    output_stdout: bool = typer.Option(False, "--output-stdout", help="Write NDJSON on stdout."),
-    insecure: bool = typer.Option(False, "--insecure", help="Plaintext listeners."),
-    tls_cert: Optional[str] = typer.Option(None, "--tls-cert", metavar="FILE"),
-    tls_key: Optional[str] = typer.Option(None, "--tls-key", metavar="FILE"),
-    tls_ca: Optional[str] = typer.Option(
-        None, "--tls-ca", metavar="FILE", help="Require client certificates signed by these CAs."),
-    auth_token_file: Optional[str] = typer.Option(
-        None, "--auth-token-file", metavar="FILE",
-        help="Bearer token clients must present (or LOG_SHUTTLE_AUTH_TOKEN)."),
-    log_level: Optional[Level] = typer.Option(None, "--log-level"),
-) -> None:
-    """Receive logs (OTLP/gRPC, TCP NDJSON or syslog) and write them as NDJSON."""
-    values = {"grpc_listen": grpc_listen, "tcp_listen": tcp_listen, "output_dir": output_dir,
-              "output_stdout": output_stdout or None, "insecure": insecure or None,
-              "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca,
-              "auth_token_file": auth_token_file,
-              "log_level": log_level.value if log_level else None}
-    overrides = [(["server", k], v) for k, v in values.items() if v]
-    try:
-        cfg = load_config(str(config) if config else None, overrides=overrides, command="server")
-    except ConfigError as exc:
-        typer.echo(f"log-shuttle: {exc}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    from agent.server import serve
-
-    raise typer.Exit(serve(cfg.server))
+app.command("server")(server_command)
 
 
 def main() -> None:
@@ -314,7 +283,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ from inputs.ebpf.config import EbpfInputConfig
 from inputs.etw.config import EtwInputConfig
 from inputs.file.config import FileInputConfig
 from outputs.grpc_config import GrpcOutputConfig
+from outputs.influx import InfluxOutputConfig
+from outputs.jsonlines import JsonLinesOutputConfig
+from outputs.otlpmetrics_config import OtlpMetricsOutputConfig
+from outputs.promsink import PrometheusOutputConfig
 from outputs.stdout import StdoutOutputConfig
 from outputs.tcp import TcpOutputConfig
 from pipeline.config import PipelineConfig
@@ -39,6 +43,8 @@ class Component:
     """It writes the agent's stdout (every other child has fd 1 pointed at stderr)."""
     label: str = ""
     """How messages name it (``the ETW input``); empty: its key."""
+    receives: Literal["events", "metrics"] = "events"
+    """An output's batches: the events, or the pipeline's metric points (docs/metrics.md)."""
 
 
 INPUTS: dict[str, Component] = {
@@ -53,6 +59,14 @@ OUTPUTS: dict[str, Component] = {
                         keep_stdout=True),
     "tcp": Component(config=TcpOutputConfig, build="outputs.tcp:build", many=True),
     "grpc": Component(config=GrpcOutputConfig, build="outputs.grpc:build", many=True),
+    "influxdb": Component(config=InfluxOutputConfig, build="outputs.influx:build", many=True,
+                          receives="metrics"),
+    "prometheus": Component(config=PrometheusOutputConfig, build="outputs.promsink:build",
+                            receives="metrics"),
+    "metrics_jsonl": Component(config=JsonLinesOutputConfig, build="outputs.jsonlines:build",
+                               many=True, receives="metrics"),
+    "otlp_metrics": Component(config=OtlpMetricsOutputConfig, build="outputs.otlpmetrics:build",
+                              many=True, receives="metrics"),
 }
 
 DEFAULT_OUTPUT = "stdout"

@@ -16,16 +16,13 @@ import bpf
 from agent.config import load_config
 from inputs.ebpf.config import EbpfInputConfig
 from common.errors import ConfigError
+from common.exitcodes import ExitCode
 from inputs.ebpf import options_of
 from inputs.ebpf.checks import Check, environment, problems
 from inputs.ebpf.loader import (
     LoadError, ProgramOptions, cflags, close_probe, load_probe, program_text, source_file,
 )
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BOOT = 3
-"""As the agent's: a component cannot start."""
 PROBE_CHECK_RING_BYTES = 256 * 1024
 """The doctor loads each probe with a small ring buffer: it only checks that it loads."""
 
@@ -68,9 +65,9 @@ def report(checks: list[Check], out: TextIO) -> int:
             print(f"  {'':<5} {'':<{width}}  fix: {c.fix}", file=out)
     if failed:
         print(f"result: the eBPF input cannot run here ({len(failed)} problem(s))", file=out)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     print("result: the eBPF input can run here", file=out)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def run(out: TextIO = sys.stdout) -> int:
@@ -90,7 +87,7 @@ def print_program(config_path: str | None, overrides: list[tuple[list[str], Any]
     if found:
         print("log-shuttle: cannot print the BPF programs:\n" +
               "\n".join(f"  - {p}" for p in found), file=sys.stderr)
-        return EXIT_BOOT
+        return ExitCode.BOOT
     options = options_of(cfg)
     for probe in cfg.probes:
         print(f"/* ===== probe {probe}: BPF(src_file={source_file(probe)!r}, "
@@ -99,5 +96,5 @@ def print_program(config_path: str | None, overrides: list[tuple[list[str], Any]
             print(program_text(probe, options), file=out)
         except LoadError as exc:
             print(f"log-shuttle: {exc}", file=sys.stderr)
-            return EXIT_BOOT
-    return EXIT_OK
+            return ExitCode.BOOT
+    return ExitCode.OK

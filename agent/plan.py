@@ -48,20 +48,31 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
             to_pipeline.append(q)
             specs.append(ChildSpec(role=_role("input", kind, name), kind="input",
                                    build=component.build, config=cfg, produces=[q]))
-        from_pipeline = []
+        from_pipeline, routes = [], []
+        metrics = config.pipeline.metrics
         for kind, _, component, cfg in instances(config.outputs, OUTPUTS):
             name = getattr(cfg, "name", kind)
             q = queue(f"output-{kind}" + (f"-{name}" if component.many else ""),
                       config.queue.output_bytes)
             from_pipeline.append(q)
+            route = component.receives
+            if route == "events" and kind == "stdout" and metrics.stdout:
+                route = "both"
+            routes.append(route)
             specs.append(ChildSpec(role=_role("output", kind, name), kind="output",
                                    build=component.build, config=cfg, consumes=[q],
                                    keep_stdout=component.keep_stdout))
+        on = metrics.enabled or "metrics" in routes or "both" in routes
+        pipeline_cfg = msgspec.structs.replace(
+            config.pipeline, routes=routes,
+            metrics=msgspec.structs.replace(metrics, enabled=on))
         specs.append(ChildSpec(role="pipeline", kind="pipeline", build=PIPELINE.build,
-                               config=config.pipeline, consumes=to_pipeline,
+                               config=pipeline_cfg, consumes=to_pipeline,
                                produces=from_pipeline))
         inputs = [s for s in specs if s.kind == "input"]
-        outputs = [s for s in specs if s.kind == "output"]
+        # Outputs of metric points carry no input's data: they are not on the board.
+        outputs = [s for s, r in zip((s for s in specs if s.kind == "output"), routes)
+                   if r != "metrics"]
         board = ProgressBoard.create(inputs=len(inputs), outputs=len(outputs))
         queues.append(board)
         for i, s in enumerate(inputs):

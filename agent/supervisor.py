@@ -3,7 +3,7 @@ and drains them on stop. Modelled on gunicorn's arbiter:
 
 - signal handlers only record the signal; the main loop handles it (``handle_<name>``);
 - a table ``pid -> Child``, reaped with ``waitpid(-1, WNOHANG)``;
-- a child that exits with EXIT_BOOT failed at start: the agent stops instead of restarting it;
+- a child that exits with ExitCode.BOOT failed at start: the agent stops instead of restarting it;
 - a crashed child is restarted with exponential backoff (reset once it has run for a while);
 - stop = SIGTERM to the inputs, wait while the data drains to a deadline, then SIGKILL.
 
@@ -15,31 +15,30 @@ the whole process group (systemd's default, ``timeout``) cannot cut the drain sh
 child never holds it up.
 
 The supervisor owns the queues: it creates them before the first fork and destroys them last.
+What a child process does, from its first line to its exit, is ``agent.child``; how it is started
+(fork, or a new interpreter on Windows) is the platform's (``agent.platforms``).
+
+The agent's exit code comes from what happened, not from messages: ``BOOT`` when a child could
+not start, ``FAILED`` when the stop had to kill what was left (the drain deadline, a second
+Ctrl-C), else ``OK``.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
-import select
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 from agent.platforms import current as current_platform
-from common.component import BootError, Context, Runner, SinkClosed, Stop, resolve_build
-from common.logs import setup_logging
+from common.component import Context, Runner
+from common.exitcodes import ExitCode
 from common.shmqueue import ShmQueue
-
-EXIT_OK = 0
-EXIT_CRASH = 1
-EXIT_BOOT = 3
-"""A child could not start (configuration, privileges, environment): stop the agent."""
-EXIT_SINK_CLOSED = 4
-"""An output's destination is gone for good (stdout closed): stop the agent quietly."""
+from common.wake import wait_readable
 
 STABLE_AFTER = 10.0
 """A child that ran this many seconds before it crashed restarts with the initial backoff."""
@@ -60,7 +59,8 @@ class ChildSpec:
     keep_stdout: bool = False
     """Only the stdout output keeps the agent's stdout; every other child writes fd 1 to stderr."""
     progress: Callable[[], Any] | None = None
-    """Called in the child: its view of the acknowledgement board."""
+    """Called in the child: its view of the acknowledgement board (``board.input(i)`` or
+    ``board.output(o)``; the Windows platform calls it once more to learn the seat's name)."""
 
 
 @dataclass
@@ -72,6 +72,14 @@ class Child:
     due: float | None = 0.0
     """Monotonic time at which to (re)start it; None while it runs or once it is done."""
     restarts: int = 0
+
+
+class Kill(enum.Enum):
+    """Why the supervisor kills the children that are left."""
+
+    DEADLINE = "the drain deadline passed"
+    INTERRUPT = "a second interrupt"
+    EXITING = "the supervisor is exiting"
 
 
 class Supervisor:
@@ -104,15 +112,16 @@ class Supervisor:
         self.wakeup = self.platform.wakeup()
         self.stopping = False
         self.deadline = 0.0
-        self.exit_code = EXIT_OK
+        self.boot_failed = False
+        """A child could not start: the agent exits with ExitCode.BOOT."""
+        self.killed: Kill | None = None
+        """Set when a stop had to kill a child (not when the supervisor itself is failing)."""
         self.stdout_fd = -1
-        self.supervisor_pid = 0
 
     # --- main loop ------------------------------------------------------------------------------
 
     def run(self) -> int:
         """Run until stopped; return the agent's exit code."""
-        self.supervisor_pid = os.getpid()
         self.stdout_fd = os.dup(1)
         os.dup2(2, 1)  # nothing the supervisor does can reach the data on stdout
         self._install_signals()
@@ -130,14 +139,22 @@ class Supervisor:
                 self.reap()
                 self._start_due()
                 if self.stopping and time.monotonic() >= self.deadline:
-                    self._kill_remaining("the drain deadline passed")
+                    self._kill_remaining(Kill.DEADLINE)
         finally:
-            self._kill_remaining("the supervisor is exiting")
+            self._kill_remaining(Kill.EXITING)
             for thing in self.owned:
                 thing.destroy()
             self.wakeup.close()
             os.close(self.stdout_fd)
-        return self.exit_code
+        return self.exit_code()
+
+    def exit_code(self) -> ExitCode:
+        """The agent's exit code, from what happened."""
+        if self.boot_failed:
+            return ExitCode.BOOT
+        if self.killed is not None:
+            return ExitCode.FAILED
+        return ExitCode.OK
 
     def _done(self) -> bool:
         return self.stopping and not self.pids
@@ -151,7 +168,7 @@ class Supervisor:
         if self.stopping:
             timeout = min(timeout, max(0.0, self.deadline - now))
         try:
-            select.select([self.wakeup.fileno()], [], [], timeout)
+            wait_readable([self.wakeup.fileno()], timeout)
         except InterruptedError:
             pass
         self.wakeup.clear()
@@ -166,7 +183,7 @@ class Supervisor:
 
     def handle_int(self) -> None:
         if self.stopping:
-            self._kill_remaining("a second interrupt")
+            self._kill_remaining(Kill.INTERRUPT)
             return
         self.log.info("interrupted: draining (up to %.0fs; interrupt again to stop now)",
                       self.drain_timeout)
@@ -190,70 +207,13 @@ class Supervisor:
         if child.restarts:
             for q in spec.produces:
                 q.reopen()
-        pid = self.platform.spawn(lambda: self._child_main(spec), spec, host=self.host,
-                                  log_level=self.log_level, stdout_fd=self.stdout_fd)
+        pid = self.platform.spawn(spec, host=self.host, log_level=self.log_level,
+                                  stdout_fd=self.stdout_fd)
         child.pid = pid
         child.started = time.monotonic()
         child.due = None
         self.pids[pid] = child
         self.log.debug("started %s (pid %d)", spec.role, pid)
-
-    def _child_main(self, spec: ChildSpec) -> NoReturn:
-        code = EXIT_CRASH
-        try:
-            _die_with_parent(self.supervisor_pid)
-            _keep_freed_memory()
-            signal.set_wakeup_fd(-1)
-            for name in self.SIGNALS:
-                signal.signal(getattr(signal, name), signal.SIG_DFL)
-            # Ctrl-C reaches the whole process group; only the supervisor acts on it.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            self.wakeup.close()
-            os.dup2(self.stdout_fd if spec.keep_stdout else 2, 1)
-            os.close(self.stdout_fd)
-            from setproctitle import setproctitle
-
-            setproctitle(f"log-shuttle: {spec.role}")
-            log = setup_logging(spec.role, self.log_level)
-            stop = Stop()
-            if spec.kind == "input":
-                stop.install(signal.SIGTERM)
-            else:
-                # The pipeline and outputs stop when their queues close and drain, never on a
-                # signal: a SIGTERM to the whole group (systemd, timeout) must not cut the drain.
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            if hasattr(signal, "pthread_sigmask"):
-                from agent.platforms.posix import release_signals
-
-                release_signals()
-            try:
-                ctx = Context(
-                    name=spec.role, config=spec.config, host=self.host, stop=stop,
-                    consumers=[q.consumer() for q in spec.consumes],
-                    producers=[q.producer() for q in spec.produces], log=log,
-                    progress=spec.progress() if spec.progress else None)
-                build = resolve_build(spec.build) if isinstance(spec.build, str) else spec.build
-                runner = build(ctx)
-            except BootError as exc:
-                log.error("cannot start: %s", exc)
-                code = EXIT_BOOT
-            else:
-                runner.run()
-                code = EXIT_OK
-        except SinkClosed:
-            code = EXIT_SINK_CLOSED
-        except BootError as exc:  # found once running (e.g. inotify refused): no restart loop
-            logging.getLogger("log_shuttle").error("cannot start: %s", exc)
-            code = EXIT_BOOT
-        except BaseException:
-            logging.getLogger("log_shuttle").exception("%s crashed", spec.role)
-            code = EXIT_CRASH
-        finally:
-            try:
-                logging.shutdown()
-            finally:
-                os._exit(code)
 
     def reap(self) -> None:
         for pid, code in self.platform.reap():
@@ -270,13 +230,13 @@ class Supervisor:
             self.log.debug("%s (pid %d) %s", role, pid, how)
             self._close_downstream(child)
             return
-        if code == EXIT_BOOT:
+        if code == ExitCode.BOOT:
             self.log.error("stopping: %s could not start (its message is above)", role)
-            self.exit_code = EXIT_BOOT
+            self.boot_failed = True
             self._close_downstream(child)
             self.stop()
             return
-        if code == EXIT_SINK_CLOSED:
+        if code == ExitCode.SINK_CLOSED:
             self.log.debug("%s: its destination closed; stopping", role)
             self._close_downstream(child)
             self.stop()
@@ -322,57 +282,16 @@ class Supervisor:
         if child.pid is not None:
             getattr(self.platform, how)(child.pid)
 
-    def _kill_remaining(self, why: str) -> None:
+    def _kill_remaining(self, why: Kill) -> None:
         if not self.pids:
             return
-        self.log.warning("killing %s: %s", ", ".join(c.spec.role for c in self.pids.values()), why)
+        if why is not Kill.EXITING:
+            self.killed = why
+        self.log.warning("killing %s: %s", ", ".join(c.spec.role for c in self.pids.values()),
+                         why.value)
         for child in list(self.pids.values()):
             self._signal(child, "kill")
         for pid in list(self.pids):
             self.platform.wait(pid)
             self.pids.pop(pid, None)
-        if self.exit_code == EXIT_OK and why == "the drain deadline passed":
-            self.exit_code = EXIT_CRASH
 
-
-MALLOC_MMAP_THRESHOLD = 16 * 1024 * 1024
-MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
-MALLOC_TOP_PAD = 4 * 1024 * 1024
-
-
-def _keep_freed_memory() -> None:
-    """Have glibc's malloc keep the memory of freed messages for the next ones.
-
-    Every child allocates and frees buffers of hundreds of KiB to a few MiB per message (reads,
-    encoded batches, rendered payloads). With glibc's defaults those come from fresh mmaps, or
-    from heap that is trimmed back to the kernel when freed, so every message page-faults its
-    buffers in again: measured, that was most of the file input's CPU (4.7 s of kernel time for
-    10M lines; 0.3 s with this) and half of what the agent spent per line. Larger thresholds
-    keep the freed pages mapped: the peak is the same, only the refaulting goes. No-op where
-    mallopt is missing (musl, other systems)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except AttributeError:
-        return
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-    mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
-    mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
-    mallopt(M_TOP_PAD, MALLOC_TOP_PAD)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this child when the supervisor dies, however it dies: an agent
-    without its supervisor would run on unwatched (and the file input resumes from its
-    checkpoints when the agent is started again)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the line above took effect
-        os._exit(EXIT_CRASH)

@@ -7,7 +7,7 @@ at the end, with a default for every new field.
 Log lines travel in runs: a :class:`LogEvent` holds the raw bytes of one or more consecutive
 lines of one file, with the file's identity and the byte offset of the first line. Nothing
 between the file input and an output makes a Python object per line; an output expands a
-LogEvent into one record per line when it renders (see ``common.records``).
+LogEvent into one record per line when it renders (see ``outputs.records``).
 """
 
 from __future__ import annotations

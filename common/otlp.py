@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -36,6 +35,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from common.events import Event
 from common.severity import OTLP_NUMBER, OTLP_TEXT, event_severity, line_severity
+from common.timefmt import rfc3339_ns
 
 SCOPE = "log-shuttle"
 EVENT_PREFIX = "log_shuttle."
@@ -185,10 +185,11 @@ def event_log_record(ev: Event, *, now_ns: int) -> tuple[LogRecord, tuple]:
 
 
 def export_requests(records: list[tuple[LogRecord, tuple]], *, host: str,
-                    service_name: str = "", max_records: int = 1000
+                    service_name: str = "", max_records: int
                     ) -> list[tuple[ExportLogsServiceRequest, int]]:
     """Records (each with its extra resource attributes) as Export requests of at most
-    ``max_records`` records each, in order, each with its record count."""
+    ``max_records`` records each (no default here: the gRPC output's configuration has the one
+    default), in order, each with its record count."""
     base = {"host.name": host}
     if service_name:
         base["service.name"] = service_name
@@ -210,11 +211,6 @@ def export_requests(records: list[tuple[LogRecord, tuple]], *, host: str,
 # --- server side: requests -> records ------------------------------------------------------------
 
 
-def _rfc3339(ns: int) -> str:
-    secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
-
-
 def count_records(request: ExportLogsServiceRequest) -> int:
     return sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
 
@@ -233,7 +229,7 @@ def records_of(request: ExportLogsServiceRequest) -> list[dict[str, Any]]:
 
 def _record(lr: LogRecord, host: Any, res: dict[str, Any], scope: str) -> dict[str, Any]:
     attrs = {kv.key: py_value(kv.value) for kv in lr.attributes}
-    rec: dict[str, Any] = {"time": _rfc3339(lr.time_unix_nano or lr.observed_time_unix_nano),
+    rec: dict[str, Any] = {"time": rfc3339_ns(lr.time_unix_nano or lr.observed_time_unix_nano),
                            "host": host}
     if "log.file.path" in attrs:
         rec["path"] = attrs.pop("log.file.path")

@@ -26,6 +26,8 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (AggregationTemporality, 
                                                         ScopeMetrics, Sum)
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from common.timefmt import rfc3339_ns
+
 SCOPE = "log-shuttle"
 RESOURCE_KEYS = ("service.name", "container.id")
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
@@ -97,12 +99,6 @@ def _value(v: AnyValue) -> Any:
 def metric_records(request: ExportMetricsServiceRequest) -> list[dict[str, Any]]:
     """One dict per data point: ``type`` ``metric``, name, unit, kind, temporality, times,
     resource and attributes, and the values."""
-    import time
-
-    def rfc3339(ns: int) -> str:
-        secs, frac = divmod(ns, 1_000_000_000)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
-
     out = []
     for rm in request.resource_metrics:
         res = {kv.key: _value(kv.value) for kv in rm.resource.attributes}
@@ -117,9 +113,9 @@ def metric_records(request: ExportMetricsServiceRequest) -> list[dict[str, Any]]
                     getattr(data, "aggregation_temporality", 0), "")
                 for dp in data.data_points:
                     rec: dict[str, Any] = {
-                        "time": rfc3339(dp.time_unix_nano), "host": host, "type": "metric",
+                        "time": rfc3339_ns(dp.time_unix_nano), "host": host, "type": "metric",
                         "name": m.name, "unit": m.unit, "kind": kind,
-                        "start": rfc3339(dp.start_time_unix_nano),
+                        "start": rfc3339_ns(dp.start_time_unix_nano),
                         "attributes": {kv.key: _value(kv.value) for kv in dp.attributes}}
                     if temporality:
                         rec["temporality"] = temporality

@@ -19,6 +19,7 @@ Layout, in u64 words: [magic, inputs, outputs, 0 ...] then ``sent[i]`` at 8 + i,
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 _MAGIC = 0x4B43_4153_4C53_4C31  # "1LSLSACK"
@@ -26,21 +27,43 @@ _FIRST = 8
 
 
 class ProgressBoard:
-    def __init__(self, *, inputs: int, outputs: int) -> None:
+    """The board in shared memory. The supervisor makes it (:meth:`create`) before forking; a
+    child that cannot inherit it (Windows) opens the same memory by name and :meth:`attach`es."""
+
+    def __init__(self, segment: Any, *, inputs: int, outputs: int) -> None:
+        # Private: use create() or attach().
         self.inputs = inputs
         self.outputs = outputs
-        from common.shmqueue import _backend  # the platform's shared memory, chosen there
+        self.segment = segment
+        """The shared memory (``mm``; on Windows also ``tag`` and ``size``, its name)."""
+        self._words: memoryview | None = memoryview(segment.mm).cast("Q")
 
-        segment_cls, _signal = _backend()
-        self._segment = segment_cls(
-            name="log-shuttle.progress", size=8 * (_FIRST + inputs + inputs * outputs))
-        self._words = memoryview(self._segment.mm).cast("Q")
-        self._words[0], self._words[1], self._words[2] = _MAGIC, inputs, outputs
+    @staticmethod
+    def size(*, inputs: int, outputs: int) -> int:
+        return 8 * (_FIRST + inputs + inputs * outputs)
 
     @classmethod
     def create(cls, *, inputs: int, outputs: int) -> ProgressBoard:
-        """Supervisor only, before forking."""
-        return cls(inputs=inputs, outputs=outputs)
+        """Supervisor only, before forking: a new board, every word zero."""
+        from common.shmqueue import _backend  # the platform's shared memory, chosen there
+
+        segment_cls, _signal = _backend()
+        segment = segment_cls(name="log-shuttle.progress",
+                              size=cls.size(inputs=inputs, outputs=outputs))
+        board = cls(segment, inputs=inputs, outputs=outputs)
+        board._words[0], board._words[1], board._words[2] = _MAGIC, inputs, outputs
+        return board
+
+    @classmethod
+    def attach(cls, segment: Any, *, inputs: int, outputs: int) -> ProgressBoard:
+        """The board the supervisor made, in a process that opened its memory by name."""
+        board = cls(segment, inputs=inputs, outputs=outputs)
+        header = tuple(board._words[0:3])
+        if header != (_MAGIC, inputs, outputs):
+            board.destroy()
+            raise ValueError(f"not a progress board of {inputs} inputs and {outputs} outputs "
+                             f"(header {header})")
+        return board
 
     def input(self, index: int) -> InputProgress:
         if not 0 <= index < self.inputs:
@@ -56,13 +79,14 @@ class ProgressBoard:
         if self._words is not None:
             self._words.release()
             self._words = None
-            self._segment.close()
+            self.segment.close()
 
 
 class InputProgress:
     """The board as input ``index`` sees it."""
 
     def __init__(self, board: ProgressBoard, index: int) -> None:
+        self.board, self.index = board, index
         self._words = board._words
         self._sent = _FIRST + index
         first = _FIRST + board.inputs + index
@@ -84,6 +108,7 @@ class OutputProgress:
     """The board as output ``index`` sees it."""
 
     def __init__(self, board: ProgressBoard, index: int) -> None:
+        self.board, self.index = board, index
         self._words = board._words
         self._inputs = board.inputs
         self._base = _FIRST + board.inputs + index * board.inputs

@@ -25,7 +25,6 @@ replacement is started only after its predecessor has been reaped. ``Producer`` 
 from __future__ import annotations
 
 import mmap
-import select
 import time
 from collections.abc import Sequence, Callable
 from typing import Protocol
@@ -34,6 +33,7 @@ import msgspec
 
 from common import _shm_linux
 from common.errors import LogShuttleError
+from common.wake import wait_readable
 
 __all__ = [
     "Closed",
@@ -140,13 +140,13 @@ def _backend() -> tuple[Callable[..., _Segment], Callable[[], _Signal]]:
 def wait_any(consumers: Sequence[Consumer], *, also: Sequence[object] = (),
              timeout: float | None = None) -> None:
     """Sleep until one of ``consumers`` may have a message, one of ``also`` (objects with a
-    ``fileno()`` that select takes: a stop flag) is readable, or ``timeout`` passes. The one
-    place where a process waits on several queues, so that each platform does it its way:
-    Linux selects on the eventfds; Windows waits on the queues' events, looking at ``also``
-    between slices (its select takes sockets only, and its stop flags are sockets)."""
+    ``fileno()``: a stop flag) is readable, or ``timeout`` passes. The one place where a process
+    waits on several queues, so that each platform does it its way: Linux polls the eventfds
+    (``poll``, so descriptors above 1024 work); Windows waits on the queues' events, looking at
+    ``also`` between slices (its select takes sockets only, and its stop flags are sockets)."""
     _segment, signal_cls = _backend()
     if signal_cls is _shm_linux.Signal:
-        select.select([*consumers, *also], [], [], timeout)
+        wait_readable([*consumers, *also], timeout)
         return
     from common import _shm_windows
 
@@ -158,7 +158,7 @@ def wait_any(consumers: Sequence[Consumer], *, also: Sequence[object] = (),
         _shm_windows.wait_any([c._data for c in consumers], slice_)
         if any(c.pending() for c in consumers):
             return
-        if also and select.select(list(also), [], [], 0)[0]:
+        if also and wait_readable(also, 0):
             return
         if deadline is not None and time.monotonic() >= deadline:
             return

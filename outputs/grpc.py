@@ -109,7 +109,7 @@ class _Outcome:
 class GrpcSink:
     def __init__(self, *, name: str, target: str, credentials: grpc.ChannelCredentials | None,
                  server_name: str = "", metadata: list[tuple[str, str]] = (), gzip: bool = True,
-                 timeout: float = 10.0, concurrency: int = 4, max_records: int = 1000,
+                 timeout: float = 10.0, concurrency: int = 4, max_records: int,
                  host: str, service_name: str = "", reconnect_max: float = 5.0,
                  log: logging.Logger | None = None) -> None:
         self.name = name

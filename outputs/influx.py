@@ -26,10 +26,10 @@ import time
 import urllib.parse
 from typing import Annotated, Literal
 
-import msgspec
 from msgspec import Meta
 
 from common.component import BootError, Context
+from common.config import PositiveFloat, Section, address_problems, file_problems
 from common.events import Batch, MetricEvent
 from common.net import parse_address, read_token
 from outputs.base import Verdict
@@ -39,7 +39,7 @@ from outputs.metricstate import flat_fields, metric_events
 from outputs.runner import Backoff, OutputRunner
 
 
-class InfluxOutputConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class InfluxOutputConfig(Section):
     """``[[outputs.influxdb]]``."""
 
     name: str = "influxdb"
@@ -62,12 +62,28 @@ class InfluxOutputConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     """http-v2 (and 1.8+ http): a file with the API token (``Authorization: Token ...``)."""
     tls_ca: str = ""
     """https: CA certificates to verify the server with; empty: the system's."""
-    timeout: Annotated[float, Meta(gt=0)] = 10.0
+    timeout: PositiveFloat = 10.0
     max_lines: Annotated[int, Meta(ge=1)] = 5000
     """Points per HTTP request at most (a batch is split)."""
     max_datagram: Annotated[int, Meta(ge=256, le=65507)] = 1400
     """udp: bytes per datagram at most."""
-    backoff_max: Annotated[float, Meta(gt=0)] = 30.0
+    backoff_max: PositiveFloat = 30.0
+
+    def problems(self, **_: object) -> list[str]:
+        out = []
+        if self.protocol in ("udp", "tcp"):
+            out += address_problems(self.address, key="address")
+        else:
+            url = urllib.parse.urlsplit(self.url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                out.append(f"url: {self.url!r} is not http(s)://HOST[:PORT]")
+            if self.address:
+                out.append(f"address: only for protocol udp or tcp (this is {self.protocol})")
+        for key in ("password_file", "token_file", "tls_ca"):
+            out += file_problems(getattr(self, key), key=key)
+        if self.password_file and not self.username:
+            out.append("password_file: give the username too")
+        return out
 
 
 def encode(events: list[MetricEvent], *, host: str) -> list[bytes]:

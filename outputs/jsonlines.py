@@ -1,5 +1,5 @@
-"""The JSON lines output for metrics: one metric point per line, to a file rotated by size or to
-stdout (``path = "-"``, when the stdout output is not also configured).
+"""The JSON lines output for metrics: one metric point per line, to a file rotated by size (for
+metric records on stdout, ``[pipeline.metrics] stdout = true`` hands them to the stdout output).
 
 A line::
 
@@ -16,14 +16,14 @@ once it would pass ``max_bytes`` it is renamed ``path.1`` (older ones shift to `
 
 from __future__ import annotations
 
-import errno
 import os
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
-from common.component import BootError, Context, SinkClosed
+from common.component import BootError, Context
+from common.config import Section, directory_problems
 from common.events import Batch, MetricEvent
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
@@ -32,15 +32,23 @@ from outputs.records import rfc3339_ns
 from outputs.runner import OutputRunner
 
 
-class JsonLinesOutputConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``[outputs.metrics_jsonl]``."""
+class JsonLinesOutputConfig(Section):
+    """``[[outputs.metrics_jsonl]]``."""
 
     path: str
-    """The file to write, or ``-`` for stdout."""
+    """The file to write."""
+    name: str = "metrics_jsonl"
     max_bytes: Annotated[int, Meta(ge=4096)] = 100 * 1024 * 1024
     """A file is rotated once it would pass this size."""
     max_files: Annotated[int, Meta(ge=1)] = 5
     """Rotated files kept."""
+
+    def problems(self, **_: object) -> list[str]:
+        if not self.path:
+            return ["path: give the file to write"]
+        if os.path.isdir(self.path):
+            return [f"path: {self.path} is a directory, not a file"]
+        return directory_problems(os.path.dirname(os.path.abspath(self.path)), key="path")
 
 
 class PointRecord(msgspec.Struct, omit_defaults=True):
@@ -75,10 +83,7 @@ class JsonLinesSink:
         self.fd = -1
         self.size = 0
         self.points = 0
-        if path == "-":
-            self.fd = 1
-        else:
-            self._open()
+        self._open()
 
     def _open(self) -> None:
         try:
@@ -108,15 +113,13 @@ class JsonLinesSink:
             return Verdict.OK
         data = self.encoder.encode_lines(records)
         try:
-            if self.fd != 1 and self.size and self.size + len(data) > self.max_bytes:
+            if self.size and self.size + len(data) > self.max_bytes:
                 self._rotate()
             view = memoryview(data)
             while view:
                 n = os.write(self.fd, view)
                 view = view[n:]
         except OSError as exc:
-            if self.fd == 1 and exc.errno in (errno.EPIPE, errno.ECONNRESET):
-                raise SinkClosed("stdout was closed") from exc
             if self.failures is not None:
                 self.failures.failed("write", f"writing {self.path} failed: {exc}")
             return Verdict.RETRY
@@ -127,7 +130,7 @@ class JsonLinesSink:
         return Verdict.OK
 
     def close(self) -> None:
-        if self.fd > 2:
+        if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 

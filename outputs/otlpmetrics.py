@@ -13,13 +13,10 @@ and the misconfigurations, are retried with backoff; any other rejects the batch
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc  # noqa: E402
-import msgspec  # noqa: E402
-from msgspec import Meta  # noqa: E402
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc  # noqa: E402
 
 from common.component import BootError, Context  # noqa: E402
@@ -31,29 +28,8 @@ from outputs.base import Verdict  # noqa: E402
 from outputs.failures import FailureReporter  # noqa: E402
 from outputs.grpc import MISCONFIGURED, RETRYABLE, _retry_delay  # noqa: E402
 from outputs.metricstate import Cumulative, metric_events  # noqa: E402
+from outputs.otlpmetrics_config import OtlpMetricsOutputConfig  # noqa: E402
 from outputs.runner import Backoff, OutputRunner  # noqa: E402
-
-
-class OtlpMetricsOutputConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``[[outputs.otlp_metrics]]``."""
-
-    address: str
-    """HOST:PORT of an OTLP/gRPC receiver (the same kind of endpoint as the logs')."""
-    name: str = "otlp-metrics"
-    insecure: bool = False
-    """Plaintext (no TLS)."""
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_server_name: str = ""
-    auth_token_file: str = ""
-    """A bearer token (or LOG_SHUTTLE_AUTH_TOKEN); sent only over TLS."""
-    headers: dict[str, str] = {}
-    temporality: Literal["cumulative", "delta"] = "cumulative"
-    timeout: Annotated[float, Meta(gt=0)] = 10.0
-    expiry: Annotated[float, Meta(gt=0)] = 3600.0
-    """Cumulative: a series not updated for this many seconds is forgotten."""
-    backoff_max: Annotated[float, Meta(gt=0)] = 30.0
 
 
 class OtlpMetricsSink:

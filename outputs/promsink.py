@@ -6,12 +6,9 @@ from zero (Prometheus sees a counter reset)."""
 from __future__ import annotations
 
 import threading
-from typing import Annotated
-
-import msgspec
-from msgspec import Meta
 
 from common.component import BootError, Context
+from common.config import PositiveFloat, Section, address_problems
 from common.events import Batch
 from common.net import parse_address
 from outputs.base import Verdict
@@ -21,13 +18,16 @@ from outputs.promserve import MetricsListener
 from outputs.runner import OutputRunner
 
 
-class PrometheusOutputConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class PrometheusOutputConfig(Section):
     """``[outputs.prometheus]``."""
 
     listen: str = "127.0.0.1:9464"
     """HOST:PORT of the ``/metrics`` listener (9464: OpenTelemetry's Prometheus exporter's)."""
-    expiry: Annotated[float, Meta(gt=0)] = 3600.0
+    expiry: PositiveFloat = 3600.0
     """A series not updated for this many seconds is no longer exposed."""
+
+    def problems(self, **_: object) -> list[str]:
+        return address_problems(self.listen, key="listen", listen=True)
 
 
 class PrometheusSink:

@@ -7,7 +7,6 @@ each line gets its own byte offset, and the batch is rendered as NDJSON or text 
 
 from __future__ import annotations
 
-import time
 from itertools import accumulate, repeat
 from operator import add
 from typing import Any
@@ -16,6 +15,7 @@ import msgspec
 
 from common.events import (FORMAT_ERROR, LAST_PIECE, ONE_RECORD, PIECE, RECORD, UNTERMINATED,
                            ContainerRef, Event, LogEvent, ProcessInfo)
+from common.timefmt import rfc3339_ns
 
 
 class LineRecord(msgspec.Struct, omit_defaults=True):
@@ -55,11 +55,6 @@ class LineRecord(msgspec.Struct, omit_defaults=True):
     """That request: ``method``, ``path``, ``status``."""
     join: str | None = None
     """``"ambiguous"``: the writer served several requests at once; no ids, on purpose."""
-
-
-def rfc3339_ns(ns: int) -> str:
-    secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
 
 
 def _decode(raw: bytes) -> tuple[str, bool]:

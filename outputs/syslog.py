@@ -30,16 +30,8 @@ import msgspec
 from common.events import Event, LogEvent
 from common.framing import newline_frame, octet_frame
 from common.severity import event_severity, line_severity
+from common.syslog import FACILITIES, SD_ID
 from outputs.records import LineRecord, event_record, log_records
-
-SD_ID = "logshuttle@32473"
-
-FACILITIES = {
-    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
-    "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13, "console": 14,
-    "solaris-cron": 15, "local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20,
-    "local5": 21, "local6": 22, "local7": 23,
-}
 
 Framing = Literal["octet", "newline"]
 

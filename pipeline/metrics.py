@@ -34,12 +34,9 @@ import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from typing import Annotated
-
-import msgspec
-from msgspec import Meta
 
 from common.events import ConnEvent, HttpEvent, MetricEvent, ProcessInfo
+from pipeline.config import MetricsConfig
 from pipeline.routes import RouteCache
 
 HTTP_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -56,27 +53,6 @@ OVERFLOW = "otel.metric.overflow"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
                      "PATCH"})
 """Any other method is counted as ``_OTHER`` (OpenTelemetry's rule: methods are unbounded)."""
-
-
-class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``[pipeline.metrics]``: RED metrics aggregated from the eBPF input's exchanges."""
-
-    enabled: bool = False
-    """Aggregate (also on by itself when a metrics output is configured)."""
-    interval: Annotated[float, Meta(ge=0.1)] = 10.0
-    """Seconds per aggregation interval (one point per series per interval)."""
-    http: bool = True
-    """HTTP request metrics (from the eBPF input's http probe)."""
-    tcp: bool = True
-    """TCP connection metrics (from the tcp probe)."""
-    max_series: Annotated[int, Meta(ge=1)] = 2000
-    """Series per service at most; past it, observations go to one overflow series."""
-    series_expiry: Annotated[float, Meta(gt=0)] = 3600.0
-    """A series not seen for this many seconds is forgotten."""
-    services: dict[str, str] = {}
-    """service.name overrides: executable path, executable name or container id -> name."""
-    stdout: bool = False
-    """Also hand the metric points to the stdout output (records of ``type`` metric)."""
 
 
 class _Series:

@@ -15,13 +15,22 @@ process: a pid is not reused within 20 ms.
 from __future__ import annotations
 
 import os
-import pwd
 from dataclasses import dataclass
 
 from common.events import ProcessEvent, ProcessInfo
 from pipeline.containers import from_cgroup
 
-TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _clock_tick_ns() -> int:
+    """/proc's clock tick in nanoseconds. Windows has no sysconf (and no /proc: its table is
+    fed by ETW events alone), so there the value is never used."""
+    if hasattr(os, "sysconf"):
+        return 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    return 10_000_000
+
+
+TICK_NS = _clock_tick_ns()
 START_SLACK = 20_000_000
 CMDLINE_ARGS = 32
 CMDLINE_ARG_BYTES = 256
@@ -122,7 +131,11 @@ class ProcessTable:
         name = self._users.get(uid)
         if name is None:
             try:
-                name = pwd.getpwuid(uid).pw_name
+                import pwd  # POSIX only; Windows events carry no uid
+            except ImportError:
+                pwd = None
+            try:
+                name = pwd.getpwuid(uid).pw_name if pwd is not None else ""
             except KeyError:
                 name = ""
             self._users[uid] = name

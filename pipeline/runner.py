@@ -34,6 +34,8 @@ from pipeline.writers import WriterCache
 
 MESSAGES_PER_TURN = 8
 """Messages taken from one input queue before the next gets its turn."""
+METRIC_POINTS_PER_BATCH = 5000
+"""Metric points per batch at most (a few hundred bytes each)."""
 
 
 def build(ctx: Context[PipelineConfig]) -> Pipeline:
@@ -73,6 +75,8 @@ class Pipeline:
         routes += ["events"] * (len(ctx.producers) - len(routes))
         self.event_queues = [p for p, r in zip(ctx.producers, routes) if r != "metrics"]
         self.metric_queues = [p for p, r in zip(ctx.producers, routes) if r != "events"]
+        self.metrics_only = [r == "metrics" for r in routes if r != "events"]
+        self.metric_points_dropped = 0
         metrics = getattr(ctx.config, "metrics", None)
         self.metrics = Aggregator.from_config(metrics, log=ctx.log) \
             if metrics is not None and metrics.enabled and self.metric_queues else None
@@ -173,10 +177,25 @@ class Pipeline:
                               waits[-1] / 1e6)
 
     def send_metrics(self) -> None:
+        """The interval's points, in batches of at most METRIC_POINTS_PER_BATCH. A queue of an
+        output that takes only metrics is never waited on: when it is full (its store has been
+        down for a long while), the points are dropped and counted, and the events keep
+        flowing; an output that takes both (stdout) is waited on as for events."""
         points = self.metrics.collect()
-        if points:
-            self._put(self.metric_queues,
-                      self.codec.encode(Batch(events=points, source="metrics")))
+        for start in range(0, len(points), METRIC_POINTS_PER_BATCH):
+            chunk = points[start:start + METRIC_POINTS_PER_BATCH]
+            message = self.codec.encode(Batch(events=chunk, source="metrics"))
+            for p, only in zip(self.metric_queues, self.metrics_only):
+                if not only:
+                    self._put([p], message)
+                    continue
+                try:
+                    p.put_nowait(message)
+                except Full:
+                    self.metric_points_dropped += len(chunk)
+                    self.ctx.log.warning("metrics: an output's queue is full (its store is "
+                                         "down?): %d points dropped (%d in all)", len(chunk),
+                                         self.metric_points_dropped)
 
     def flush(self) -> None:
         if self.batcher:

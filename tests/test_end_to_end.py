@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Agent, agent_command, agent_env, append, lines_of, sync, wait_for
+from tests.harness import (SESSIONS, Agent, agent_command, agent_env, append, lines_of, sync,
+                           wait_for)
 
 
 def test_lines_arrive_exactly_once_and_in_order(tmp_path):
@@ -135,6 +136,38 @@ def test_sigint_drains_like_sigterm(tmp_path):
     assert code == 0, agent.stderr()
     read = int(re.search(r"'lines_read': (\d+)", agent.stderr()).group(1))
     assert len(agent.records()) == read
+
+
+def test_a_second_ctrl_c_kills_what_is_left_and_exits_1(tmp_path):
+    p = tmp_path / "a.log"
+    p.write_bytes(b"".join(b"line %d padded to be long enough to fill pipes\n" % i
+                           for i in range(200_000)))
+    err_path = tmp_path / "agent.stderr"
+    # stdout is a pipe nobody reads: the output blocks, so the first Ctrl-C's drain cannot end
+    # before the deadline (60 s): only the second Ctrl-C ends it.
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(agent_command("--input-file", str(p), "--from-beginning",
+                                              "--drain-timeout", "60"),
+                                stdout=subprocess.PIPE, stderr=err, env=agent_env(),
+                                start_new_session=True)
+    SESSIONS.add(proc.pid)
+    try:
+        proc.stdout.read(1)  # it has started writing
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+        wait_for(lambda: "interrupted: draining" in err_path.read_text(), what="the first drain")
+        time.sleep(0.3)
+        assert proc.poll() is None  # still draining, stuck on stdout
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    err = err_path.read_text()
+    assert code == 1, err
+    assert "a second interrupt" in err and "output stdout" in err
+    assert "Traceback" not in err
 
 
 class Writer(threading.Thread):

@@ -5,20 +5,23 @@ signals interrupt. Those are the only OS-specific things it does; :class:`Platfo
 and :func:`current` picks the implementation, in this one place (one_collect's OS-trait pattern):
 
 - ``posix.PosixPlatform``: fork, POSIX signals, ``waitpid``, a self-pipe with
-  ``signal.set_wakeup_fd``. Exactly what the supervisor did before this interface existed; the
-  end-to-end tests run it.
+  ``signal.set_wakeup_fd``; in the fork, what only POSIX has (signal dispositions,
+  PR_SET_PDEATHSIG, malloc tuning). The end-to-end tests run it.
 - ``windows.WindowsPlatform``: a new interpreter per child (``subprocess`` with an explicit list
   of inherited handles), a per-child stop event instead of SIGTERM, TerminateProcess instead of
   SIGKILL, a kill-on-close job object instead of PR_SET_PDEATHSIG, a socket pair for the wake-up
   (``select`` and ``set_wakeup_fd`` take only sockets there). Never run on Windows yet: see
   docs/etw.md.
+
+Either way the component process then runs ``agent.child.child_main``, the one body of every
+child. Every module here imports on any OS (tests/agent/test_windows_imports.py).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 
 class Waker(Protocol):
@@ -47,13 +50,12 @@ class Platform(Protocol):
         them wake ``wakeup``; signals held meanwhile are delivered then. Names this OS lacks are
         skipped or mapped (Windows: CTRL_BREAK -> SIGTERM)."""
 
-    # spawn: the child starts with the stop signals held; it must release them (POSIX:
-    # agent.platforms.posix.release_signals) once its own handlers are in place.
-    def spawn(self, child_main: Callable[[], NoReturn], spec: Any, *, host: str, log_level: str,
-              stdout_fd: int = -1) -> int:
-        """Start one component process; return its pid. POSIX runs ``child_main`` in a fork;
-        Windows starts a new interpreter that rebuilds the component from ``spec`` (its stdout
-        is ``stdout_fd`` when ``spec.keep_stdout``)."""
+    def spawn(self, spec: Any, *, host: str, log_level: str, stdout_fd: int = -1) -> int:
+        """Start one component process for ``spec`` (an ``agent.supervisor.ChildSpec``) that
+        runs ``agent.child.child_main``; return its pid. POSIX forks; Windows starts a new
+        interpreter that rebuilds the component from ``spec``. Its stdout is ``stdout_fd`` when
+        ``spec.keep_stdout``, else stderr. The stop signals reach it only once its own handlers
+        are in place."""
 
     def terminate(self, pid: int) -> None:
         """Ask a child to stop and drain (SIGTERM). A child already gone is not an error."""

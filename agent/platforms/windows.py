@@ -4,8 +4,10 @@ Windows has no fork, so a child cannot inherit the supervisor's objects as they 
 
 - ``spawn`` starts ``python -m agent.platforms.windows_child`` and writes a :class:`Bootstrap`
   to its stdin: the component's role, kind, builder (``module:qualname``), configuration
-  (pickled msgspec Structs), and its queues by the names of their mapping and events, which
-  the child opens (``common._shm_windows``). Only the stdout output gets the agent's stdout.
+  (pickled msgspec Structs), its queues by the names of their mapping and events, and its seat
+  on the acknowledgement board by the name of the board's mapping, which the child opens
+  (``common._shm_windows``). Only the stdout output gets the agent's stdout. The child then runs
+  ``agent.child.child_main``, as a forked child does on POSIX.
 - ``terminate`` sets the child's stop event (its own named event; the child's watcher thread
   turns it into ``ctx.stop``), where POSIX sends SIGTERM. ``kill`` is TerminateProcess.
 - At the first spawn the supervisor puts itself in a job object with KILL_ON_JOB_CLOSE; its
@@ -21,7 +23,6 @@ Windows (docs/etw.md).
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import signal
@@ -30,9 +31,11 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, Literal
 
 from common import _shm_windows
+from common.component import resolve_build
+from common.progress import InputProgress, OutputProgress
 
 CHILD_MODULE = "agent.platforms.windows_child"
 
@@ -50,6 +53,18 @@ class QueueRef:
 
 
 @dataclass(frozen=True)
+class ProgressRef:
+    """A component's seat on the acknowledgement board, as a child process finds it."""
+
+    segment: str
+    size: int
+    inputs: int
+    outputs: int
+    side: Literal["input", "output"]
+    index: int
+
+
+@dataclass(frozen=True)
 class Bootstrap:
     """Everything a Windows child needs to build and run its component."""
 
@@ -64,6 +79,8 @@ class Bootstrap:
     log_level: str = "info"
     stop_event: str = ""
     parent_pid: int = 0
+    keep_stdout: bool = False
+    progress: ProgressRef | None = None
 
 
 def builder_path(fn: Callable[..., Any] | str) -> str:
@@ -77,12 +94,8 @@ def builder_path(fn: Callable[..., Any] | str) -> str:
     return path
 
 
-def resolve_builder(path: str) -> Callable[..., Any]:
-    module, _, qualname = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+resolve_builder = resolve_build
+"""The build function a ``module:qualname`` names (common.component's, which the child uses)."""
 
 
 def queue_ref(queue: Any) -> QueueRef:
@@ -90,6 +103,15 @@ def queue_ref(queue: Any) -> QueueRef:
     segment = queue._segment  # the queue's parts; only the Windows backend's carry names
     return QueueRef(name=queue.name, capacity=queue.capacity, segment=segment.tag,
                     size=segment.size, data=queue._data.tag, space=queue._space.tag)
+
+
+def progress_ref(view: InputProgress | OutputProgress) -> ProgressRef:
+    """Where a component sits on the board (the view ``ChildSpec.progress`` gives), by the name
+    of the board's mapping (a board made with the Windows backend)."""
+    board = view.board
+    side: Literal["input", "output"] = "input" if isinstance(view, InputProgress) else "output"
+    return ProgressRef(segment=board.segment.tag, size=board.segment.size, inputs=board.inputs,
+                       outputs=board.outputs, side=side, index=view.index)
 
 
 def encode_bootstrap(boot: Bootstrap) -> bytes:
@@ -102,6 +124,17 @@ def decode_bootstrap(data: bytes) -> Bootstrap:
     if not isinstance(boot, Bootstrap):
         raise TypeError(f"expected a Bootstrap, got {type(boot).__name__}")
     return boot
+
+
+def bootstrap_of(spec: Any, *, host: str, log_level: str, stop_event: str) -> Bootstrap:
+    """What a new interpreter needs to run ``spec`` (an ``agent.supervisor.ChildSpec``). The
+    board view is made here only to learn where the component sits on it."""
+    return Bootstrap(role=spec.role, kind=spec.kind, build=builder_path(spec.build),
+                     config=spec.config, consumes=[queue_ref(q) for q in spec.consumes],
+                     produces=[queue_ref(q) for q in spec.produces], host=host,
+                     log_level=log_level, stop_event=stop_event, parent_pid=os.getpid(),
+                     keep_stdout=spec.keep_stdout,
+                     progress=progress_ref(spec.progress()) if spec.progress else None)
 
 
 def child_command() -> list[str]:
@@ -162,14 +195,10 @@ class WindowsPlatform:
             signal.signal(signal.SIGBREAK, lambda _s, f: handler(signal.SIGTERM, f))
         signal.set_wakeup_fd(wakeup.write_fd(), warn_on_full_buffer=False)
 
-    def spawn(self, child_main: Callable[[], NoReturn], spec: Any, *, host: str, log_level: str,
-              stdout_fd: int = -1) -> int:
+    def spawn(self, spec: Any, *, host: str, log_level: str, stdout_fd: int = -1) -> int:
         self._ensure_job()
         stop = _shm_windows.Signal()
-        boot = Bootstrap(role=spec.role, kind=spec.kind, build=builder_path(spec.build),
-                         config=spec.config, consumes=[queue_ref(q) for q in spec.consumes],
-                         produces=[queue_ref(q) for q in spec.produces], host=host,
-                         log_level=log_level, stop_event=stop.tag, parent_pid=os.getpid())
+        boot = bootstrap_of(spec, host=host, log_level=log_level, stop_event=stop.tag)
         out = stdout_fd if spec.keep_stdout and stdout_fd >= 0 else sys.stderr.fileno()
         proc = subprocess.Popen(child_command(), stdin=subprocess.PIPE, stdout=out, close_fds=True)
         assert proc.stdin is not None

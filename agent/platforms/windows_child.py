@@ -1,27 +1,28 @@
 """A component process on Windows: ``python -m agent.platforms.windows_child``.
 
-Reads its :class:`~agent.platforms.windows.Bootstrap` from stdin, opens its queues by name,
-builds its component and runs it, with the exit codes of the POSIX child (``EXIT_BOOT`` when the
-build fails, ``EXIT_SINK_CLOSED``, ``EXIT_CRASH``). An input stops when its stop event is set
-(the supervisor's ``terminate``); the pipeline and outputs stop when their queues close, as on
-Linux. Never run on Windows yet (docs/etw.md).
+The Windows side of ``agent.child``: :func:`enter` reads the
+:class:`~agent.platforms.windows.Bootstrap` from stdin, opens the queues and the
+acknowledgement board by name, and makes the stop flag; ``agent.child.child_main`` then builds
+and runs the component and exits with the same codes as a POSIX child. An input stops when its
+stop event is set (the supervisor's ``terminate``); the pipeline and outputs stop when their
+queues close, as on Linux. Never run on Windows yet (docs/etw.md): the tests run :func:`enter`
+on Linux with stand-ins for the Windows mapping and events.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import NoReturn
 
-from agent.platforms.windows import Bootstrap, QueueRef, decode_bootstrap, resolve_builder
-from agent.supervisor import EXIT_BOOT, EXIT_CRASH, EXIT_OK, EXIT_SINK_CLOSED
+from agent.child import Launch, child_main
+from agent.platforms.windows import Bootstrap, ProgressRef, QueueRef, decode_bootstrap
+from agent.supervisor import ChildSpec
 from common import _shm_windows
-from common.component import BootError, Context, SinkClosed
-from common.logs import setup_logging
+from common.progress import InputProgress, OutputProgress, ProgressBoard
 from common.shmqueue import ShmQueue
 
 
@@ -54,12 +55,16 @@ def open_queue(ref: QueueRef) -> ShmQueue:
                     data=_shm_windows.Signal.attach(ref.data), space=_shm_windows.Signal.attach(ref.space))
 
 
-def run(boot: Bootstrap) -> int:
-    from setproctitle import setproctitle
+def open_progress(ref: ProgressRef) -> Callable[[], InputProgress | OutputProgress]:
+    """The component's view of the board the supervisor made, opened by its mapping's name."""
+    board = ProgressBoard.attach(_shm_windows.Segment.attach(tag=ref.segment, size=ref.size),
+                                 inputs=ref.inputs, outputs=ref.outputs)
+    return lambda: board.input(ref.index) if ref.side == "input" else board.output(ref.index)
 
-    setproctitle(f"log-shuttle: {boot.role}")
+
+def enter(boot: Bootstrap) -> Launch:
+    """First thing in the new interpreter: the component, its queues and board, its stop flag."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole console group
-    log = setup_logging(boot.role, boot.log_level)
     stop = SocketStop()
     if boot.kind == "input":
         event = _shm_windows.Signal.attach(boot.stop_event)
@@ -69,31 +74,17 @@ def run(boot: Bootstrap) -> int:
             stop.set()
 
         threading.Thread(target=watch, name="stop event", daemon=True).start()
-    try:
-        ctx = Context(name=boot.role, config=boot.config, host=boot.host, stop=stop,  # type: ignore[arg-type]
-                      consumers=[open_queue(r).consumer() for r in boot.consumes],
-                      producers=[open_queue(r).producer() for r in boot.produces], log=log)
-        runner = resolve_builder(boot.build)(ctx)
-    except BootError as exc:
-        log.error("cannot start: %s", exc)
-        return EXIT_BOOT
-    try:
-        runner.run()
-    except SinkClosed:
-        return EXIT_SINK_CLOSED
-    return EXIT_OK
+    spec = ChildSpec(role=boot.role, kind=boot.kind,  # type: ignore[arg-type]
+                     build=boot.build, config=boot.config,  # imported by agent.child
+                     consumes=[open_queue(r) for r in boot.consumes],
+                     produces=[open_queue(r) for r in boot.produces],
+                     keep_stdout=boot.keep_stdout,
+                     progress=open_progress(boot.progress) if boot.progress else None)
+    return Launch(spec=spec, host=boot.host, log_level=boot.log_level, stop=stop)
 
 
 def main() -> NoReturn:
-    code = EXIT_CRASH
-    try:
-        code = run(decode_bootstrap(sys.stdin.buffer.read()))
-    except BaseException:
-        logging.getLogger("log_shuttle").exception("crashed")
-        code = EXIT_CRASH
-    finally:
-        logging.shutdown()
-        os._exit(code)
+    child_main(lambda: enter(decode_bootstrap(sys.stdin.buffer.read())))
 
 
 if __name__ == "__main__":

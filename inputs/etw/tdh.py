@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from common.timefmt import rfc3339_ns
 from inputs.etw.errors import PayloadError
 from inputs.etw.payload import Reader
 from inputs.etw.structs import (
@@ -212,7 +213,7 @@ class _Walker:
             return r.guid(field)
         if in_type == IN_FILETIME:
             ns = r.filetime_ns(field)
-            return _rfc3339(ns) if ns else None
+            return rfc3339_ns(ns) if ns else None
         if in_type == IN_SYSTEMTIME:
             y, mo, _dow, d, h, mi, s, ms = struct.unpack("<8H", r.take(16, field))
             try:
@@ -249,12 +250,6 @@ class _Walker:
         if in_type == IN_NULL:
             return None
         raise PayloadError(f"{field}: in-type {in_type} is not supported")
-
-
-def _rfc3339(ns: int) -> str:
-    seconds, rest = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{rest:09d}Z"
 
 
 def parse_providers(buf: bytes) -> dict[str, str]:

@@ -65,6 +65,9 @@ class FileInputConfig(Section):
     """Where this input's checkpoints go; empty means the agent's state_dir."""
     writer_from_line: bool = False
     """Take a line's writer from the pid it names, syslog style ``app[1234]:`` (a best guess)."""
+    max_open_files: Annotated[int, Meta(ge=0)] = 0
+    """At most this many files open at once; the others wait and are read in turn (0: the
+    descriptor limit, raised to its hard limit at start, less a reserve for the process)."""
 
     def problems(self, *, environ: Mapping[str, str] | None = None) -> list[str]:
         out = []

@@ -15,11 +15,18 @@ except at the input's very first start (no checkpoint file at all), when files a
 read from their end like ``tail -F`` unless ``from_beginning``.
 
 Which files are followed and what becomes of them when they are rotated, copied, truncated or
-deleted is lifecycle.py's part (docs/file-input.md has the rules).
+deleted is the registry's part (registry.py): it returns what happened (changes.py) and this loop
+acts on it: sends what a let-go file still held, counts, logs, checkpoints. docs/file-input.md
+has the rules.
+
+Descriptors (limits.py): at start the soft RLIMIT_NOFILE is raised to the hard one, and at most
+``max_open_files`` files are open at once (by default the limit less a reserve for the rest of
+the process); the registry closes and opens files to read them all in turn.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import select
@@ -30,11 +37,14 @@ from dataclasses import dataclass, fields
 from common.component import BootError, Context
 from common.events import FORMAT_ERROR, PIECE, Batch, BatchCodec, LogEvent
 from common.shmqueue import Full
-from inputs.file.checkpoint import Checkpointer, Entry, StateError
+from inputs.file.changes import (Change, Closed, Followed, Ignored, Opened, OpenFailed,
+                                 Reclassified, Released, Renamed, Rotated, Truncated)
+from inputs.file.checkpoint import Checkpointer, Entry, Loaded, StateError
 from inputs.file.config import FileInputConfig
 from inputs.file.fingerprint import FINGERPRINT_BYTES
-from inputs.file.paths import Globber
-from inputs.file.lifecycle import Copy, Lifecycle, Truncated
+from inputs.file.limits import descriptor_budget, raise_descriptor_limit
+from inputs.file.paths import Globber, ScanError
+from inputs.file.registry import OUT_OF_DESCRIPTORS, Registry
 from inputs.file.tailer import TailedFile
 from inputs.file.watcher import Watcher
 
@@ -54,16 +64,24 @@ class FileInputStats:
     files_deleted: int = 0
     files_copied: int = 0
     files_idle_closed: int = 0
+    files_parked: int = 0
+    """Files closed to stay under the descriptor budget (opened again in turn)."""
+    files_waiting: int = 0
+    """Files waiting for a descriptor now (a gauge)."""
+    files_waiting_max: int = 0
     files_ignored: int = 0
     open_errors: int = 0
     lines_read: int = 0
     bytes_read: int = 0
     bytes_unread: int = 0
-    """Bytes of let-go files that could not be read (a deleted file still growing after the wait)."""
+    """Bytes of let-go files that could not be read (a deleted file still growing after the
+    wait, a file deleted while it waited for a descriptor)."""
     long_line_pieces: int = 0
     format_errors: int = 0
     batches_sent: int = 0
     checkpoints_written: int = 0
+    scan_errors: int = 0
+    """Glob evaluations that failed (out of descriptors...): nothing is concluded from them."""
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -85,11 +103,15 @@ def build(ctx: Context[FileInputConfig]) -> FileInput:
         loaded = checkpointer.load()
     except StateError as exc:
         raise BootError(str(exc)) from exc
-    return FileInput(ctx, checkpointer, loaded)
+    limit = raise_descriptor_limit(ctx.log)
+    max_open = descriptor_budget(limit=limit, configured=cfg.max_open_files,
+                                 log=ctx.log)
+    return FileInput(ctx, checkpointer, loaded, max_open=max_open, limit=limit)
 
 
-class FileInput(Lifecycle):
-    def __init__(self, ctx: Context, checkpointer: Checkpointer, loaded) -> None:
+class FileInput:
+    def __init__(self, ctx: Context[FileInputConfig], checkpointer: Checkpointer,
+                 loaded: Loaded, *, max_open: int = 0, limit: int = 0) -> None:
         self.ctx = ctx
         self.cfg = ctx.config
         self.log = ctx.log
@@ -100,8 +122,6 @@ class FileInput(Lifecycle):
         self.watcher = Watcher(self.globber, mode=self.cfg.watch, log=self.log)
         self.stats = FileInputStats()
         self.checkpointer = checkpointer
-        self.restored: dict[tuple[int, int], Entry] = loaded.entries
-        self.first_start = not loaded.existed
         if loaded.existed and self.cfg.from_beginning:
             self.log.info("resuming from the checkpoints in %s: from_beginning applies to files "
                           "without one (use another --state-dir to read everything again)",
@@ -110,17 +130,10 @@ class FileInput(Lifecycle):
             self.log.warning("%s: %d damaged line(s) skipped; %d checkpoint(s) kept; files "
                              "without one are read from their beginning", checkpointer.path,
                              loaded.damaged_lines, len(loaded.entries))
-        self.files: dict[str, TailedFile] = {}
-        """Followed files by the path that names them now."""
-        self.detached: list[TailedFile] = []
-        """Files that no path names any more, read to their end before they go."""
-        self.released: dict[tuple[int, int], tuple[TailedFile, int]] = {}
-        """Let-go files whose last lines are not acknowledged yet: identity -> (file, end)."""
-        self.copies: dict[tuple[int, int], Copy] = {}
-        self.truncated: list[Truncated] = []
-        self.ignored: dict[str, tuple[float, int, int, int]] = {}
-        """Paths left alone by ignore_older -> (mtime, device, inode, size) they had then."""
-        self.open_errors: dict[str, int] = {}
+        self.registry = Registry(cfg=self.cfg, globber=self.globber, restored=loaded.entries,
+                                 first_start=not loaded.existed, max_open=max_open)
+        self.max_open = max_open
+        self.limit = limit
         self.out: list[LogEvent] = []
         self.out_bytes = 0
         self.inflight: deque[tuple[int, dict[tuple[int, int], int]]] = deque()
@@ -129,6 +142,9 @@ class FileInput(Lifecycle):
         self.next_scan = 0.0
         self.next_checkpoint = 0.0
         self.checkpoint_dirty = False
+        self.warned_waiting = False
+        self.warned: set[int] = set()
+        """errno values already reported for all files (out of descriptors, scan errors)."""
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -137,10 +153,12 @@ class FileInput(Lifecycle):
             self.watcher.start()
         except OSError as exc:
             raise BootError(f"{self.ctx.name}: cannot watch with inotify: {exc}") from exc
+        self.poller = select.poll()
+        for fd in (self.watcher.wakeup.fileno(), self.ctx.stop.fileno()):
+            self.poller.register(fd, select.POLLIN)
         try:
             self.scan(initial=True)
-            self.restored.clear()  # entries of files not found now would only grow stale
-            if not self.files:
+            if not self.registry.files:
                 self.log.info("no file matches %s yet; waiting for one to appear",
                               ", ".join(self.globber.patterns))
             self.checkpoint(force=True)
@@ -158,9 +176,7 @@ class FileInput(Lifecycle):
             self.finish()
         finally:
             self.watcher.stop()
-            for f in [*self.files.values(), *self.detached,
-                      *(f for f, _ in self.released.values())]:
-                f.close()
+            self.registry.close_all()
 
     def finish(self) -> None:
         """At a stop: wait (a little) for the last messages to be acknowledged, then write the
@@ -178,71 +194,171 @@ class FileInput(Lifecycle):
         now = time.monotonic()
         timeout = self.cfg.poll_interval if self.watcher.polling else self.cfg.glob_interval
         timeout = min(timeout, self.next_scan - now, self.next_checkpoint - now)
-        if self.detached or self.copies or self.inflight:
+        reg = self.registry
+        if reg.detached or reg.copies or reg.waiting or self.inflight:
             timeout = min(timeout, self.cfg.poll_interval)
-        for f in self.files.values():
+        for f in reg.files.values():
             deadline = f.chain.deadline() if f.chain is not None else None
             if deadline is not None:
                 timeout = min(timeout, deadline - now)
         try:
-            select.select([self.watcher.wakeup, self.ctx.stop], [], [], max(0.0, timeout))
+            self.poller.poll(max(0.0, timeout) * 1000)
         except InterruptedError:
             pass
         self.watcher.wakeup.clear()
 
+    def scan(self, *, initial: bool = False) -> None:
+        """Evaluate the globs again (registry.scan) and act on what changed."""
+        now = time.monotonic()
+        self.next_scan = now + self.cfg.glob_interval
+        self.watcher.update()
+        try:
+            changes = self.registry.scan(now=now, initial=initial)
+        except ScanError as exc:
+            self.stats.scan_errors += 1
+            if exc.errno not in self.warned:
+                self.warned.add(exc.errno)
+                self.log.warning("%s; no file is taken for deleted from this evaluation "
+                                 "(will retry)", exc)
+            return
+        self.apply(changes, now)
+        self.warn_waiting()
+
     def round(self) -> int:
-        """Read once from every followed file; return the bytes read."""
+        """Read once from every open file; return the bytes read."""
         total = 0
         now = time.monotonic()
         now_ns = time.time_ns()
-        for f in list(self.files.values()):
+        reg = self.registry
+        for f in list(reg.files.values()):
             if f.is_open:
                 total += self.read(f, now, now_ns)
+                if f.is_open and now - f.last_data_at >= self.cfg.close_idle_after \
+                        and not f.pending and f.held_from() == f.read_pos:
+                    self.apply([reg.close_idle(f)], now)
+            if f.chain is not None:
                 self.queue(f.due(now=now, now_ns=now_ns))
-                if now - f.last_data_at >= self.cfg.close_idle_after and not f.pending \
-                        and f.held_from() == f.read_pos:
-                    f.close()
-                    self.stats.files_idle_closed += 1
-                    self.log.debug("%s: idle for %.0fs, closed until it changes", f.path,
-                                   self.cfg.close_idle_after)
-        for f in list(self.detached):
+        for f in list(reg.detached):
             n = self.read(f, now, now_ns)
             total += n
-            if n == 0 and now - f.detached_at >= self.cfg.rotate_wait:
-                self.release(f, now_ns)
+            if n == 0 and f in reg.detached and now - f.detached_at >= self.cfg.rotate_wait:
+                self.apply(reg.let_go(f, now_ns), now)
+        if reg.waiting:
+            self.apply(reg.rebalance(now), now)
         self.send()
         return total
 
     def read(self, f: TailedFile, now: float, now_ns: int) -> int:
+        changes: list[Change] = []
+        f.reads += 1  # its turn (for the descriptor budget), even when it has nothing new
         try:
             size = f.size()
             if size == f.read_pos:
                 return 0
             if f.unclassified:
                 # Its first bytes came: a new file, or a copy (copytruncate) being written when
-                # it was found empty? Look at it again as a file just found.
-                f.unclassified = False
-                if self.copy_or_truncated(f, now):
+                # it was found empty? The registry looks at it again as a file just found.
+                found = self.registry.first_bytes(f, now)
+                if found is not None:
+                    self.apply(found, now)
                     return 0
             if size < f.read_pos:
-                self.truncation(f, now, "it is shorter than the position read")
+                changes = self.registry.truncation(f, now, "it is shorter than the position read")
             elif f.fingerprint.length and not f.fingerprint.matches_fd(f.fd):
                 # Truncated and written past the position read: not a continuation.
-                self.truncation(f, now, "its first bytes changed")
+                changes = self.registry.truncation(f, now, "its first bytes changed")
             events, n = f.read(self.cfg.read_bytes, max_line=self.cfg.max_line_bytes,
                                now_ns=now_ns, now=now)
-        except OSError as exc:
-            self.log.warning("cannot read %s: %s; letting it go", f.path, exc.strerror)
-            self.release(f, now_ns)
-            return 0
-        if n:
-            self.stats.bytes_read += n
-            if f.fingerprint.length < FINGERPRINT_BYTES:
+            if n and f.fingerprint.length < FINGERPRINT_BYTES:
                 # A young file (or one just truncated): let its fingerprint cover what it has
                 # now, so that a rewrite is caught before the next read, not the next scan.
                 f.fingerprint = f.fingerprint.extend(f.fd, f.read_pos)
+        except OSError as exc:
+            self.apply(changes, now)
+            self.log.warning("cannot read %s: %s; letting it go", f.path, exc.strerror)
+            self.apply(self.registry.let_go(f, now_ns), now)
+            return 0
+        self.apply(changes, now)
+        if n:
+            self.stats.bytes_read += n
             self.queue(events)
         return n
+
+    def apply(self, changes: list[Change], now: float) -> None:
+        """Act on what the registry reports: count, log, send what let-go files held."""
+        stats, log = self.stats, self.log
+        for c in changes:
+            match c:
+                case Closed(file=f, idle=idle):
+                    if idle:
+                        stats.files_idle_closed += 1
+                        log.debug("%s: idle for %.0fs, closed until it changes", f.path,
+                                  self.cfg.close_idle_after)
+                    else:
+                        stats.files_parked += 1
+                    continue
+                case Opened(file=f, idle=idle):
+                    if idle:
+                        log.debug("%s changed: open again", f.path)
+                    continue
+                case Followed(file=f, why=why):
+                    stats.files_opened += 1
+                    if why == "copy":
+                        stats.files_copied += 1
+                    log.debug("following %s from offset %d (%s)", f.path, f.offset, why)
+                case Renamed(file=f, old_path=old):
+                    log.debug("%s is now %s", old, f.path)
+                case Rotated(file=f, deleted=deleted):
+                    if deleted:
+                        stats.files_deleted += 1
+                    else:
+                        stats.files_rotated += 1
+                    log.debug("%s: %s; reading the old file to its end", f.path,
+                              "deleted" if deleted else "rotated")
+                case Truncated(file=f, why=why):
+                    stats.files_truncated += 1
+                    log.warning("%s was truncated (%s): reading it again from its start",
+                                f.path, why)
+                    self.next_scan = now  # its copy may be there already
+                case Released(file=f, events=events, unread=unread):
+                    stats.files_closed += 1
+                    if unread:
+                        stats.bytes_unread += unread
+                        log.warning("%s: let go with %d bytes unread", f.path, unread)
+                    self.queue(events)
+                case Reclassified():
+                    stats.files_opened -= 1
+                case Ignored(path=path, age=age):
+                    stats.files_ignored += 1
+                    log.debug("%s: not modified for %.0fs (ignore_older)", path, age)
+                    continue
+                case OpenFailed(path=path, errno=err, strerror=strerror):
+                    stats.open_errors += 1
+                    if err in OUT_OF_DESCRIPTORS:
+                        if err not in self.warned:
+                            self.warned.add(err)
+                            log.warning("cannot open %s: %s (and maybe more files: will retry; "
+                                        "see max_open_files)", path, strerror)
+                    else:
+                        hint = " (will retry)" if err in (errno.EACCES, errno.EPERM) else ""
+                        log.warning("cannot open %s: %s%s", path, strerror, hint)
+                    continue
+            self.checkpoint_dirty = True
+        waiting = len(self.registry.waiting)
+        self.stats.files_waiting = waiting
+        if waiting > self.stats.files_waiting_max:
+            self.stats.files_waiting_max = waiting
+
+    def warn_waiting(self) -> None:
+        """Once, after a glob evaluation: how many files wait for a descriptor."""
+        waiting = len(self.registry.waiting)
+        if waiting and not self.warned_waiting:
+            self.warned_waiting = True
+            self.log.warning(
+                "%d of %d followed files wait for a descriptor: at most %d files are open at "
+                "once (max_open_files; the descriptor limit is %d); they are read in turn, "
+                "nothing is lost or read twice for it (counter: files_waiting)", waiting,
+                len(self.registry.files), self.max_open, self.limit)
 
     def queue(self, events: list[LogEvent]) -> None:
         for ev in events:
@@ -266,7 +382,7 @@ class FileInput(Lifecycle):
         for ev in self.out:
             key = (ev.dev, ev.ino)
             reach[key] = max(reach.get(key, 0), ev.end_offset)
-        index = self.index()
+        index = self.registry.index()
         for key in reach:
             f = index.get(key)
             if f is not None:  # never past a record the file still holds back
@@ -275,12 +391,16 @@ class FileInput(Lifecycle):
         self.out, self.out_bytes = [], 0
         while True:
             try:
-                self.producer.put(message, timeout=1.0)
+                self.producer.put(message, timeout=min(1.0, self.cfg.checkpoint_interval))
                 break
             except Full:
                 # Backpressure: the lines wait here and in the file. Even when stopping, keep
                 # trying: what was read should reach the outputs; the drain deadline bounds it.
-                continue
+                # Meanwhile what the outputs deliver is still checkpointed (this message is not
+                # in flight yet: nothing of it is).
+                self.collect_acks()
+                if time.monotonic() >= self.next_checkpoint:
+                    self.checkpoint()
         self.inflight.append((seq, reach))
         self.last_seq = seq
         self.stats.batches_sent += 1
@@ -291,7 +411,7 @@ class FileInput(Lifecycle):
         acked = self.progress.acked() if self.progress is not None else self.last_seq
         if not self.inflight or self.inflight[0][0] > acked:
             return
-        index = self.index()
+        index = self.registry.index()
         while self.inflight and self.inflight[0][0] <= acked:
             _, reach = self.inflight.popleft()
             for key, offset in reach.items():
@@ -300,20 +420,12 @@ class FileInput(Lifecycle):
                     f.acked = offset
                     self.checkpoint_dirty = True
 
-    def index(self) -> dict[tuple[int, int], TailedFile]:
-        """Every file the input knows, by identity (followed ones win over let-go ones)."""
-        index = {key: f for key, (f, _) in self.released.items()}
-        index.update((f.identity, f) for f in self.detached)
-        index.update((f.identity, f) for f in self.files.values())
-        return index
-
     def checkpoint(self, *, force: bool = False) -> None:
         self.next_checkpoint = time.monotonic() + self.cfg.checkpoint_interval
         if not (force or self.checkpoint_dirty):
             return
         entries = [Entry(f.dev, f.ino, f.fingerprint, f.path, f.acked)
-                   for f in [*self.files.values(), *self.detached,
-                             *(f for f, _ in self.released.values())]]
+                   for f in self.registry.all_files()]
         try:
             self.checkpointer.save(entries)
         except StateError as exc:

@@ -45,6 +45,11 @@ class TailedFile:
     """Flags every event of this file carries (NAMES_PID)."""
     unclassified: bool = False
     """Found empty after start: whether it is a new file or a copy shows with its first bytes."""
+    size_seen: int = 0
+    """Its size when last looked at (a read, a glob evaluation): what a closed file may hold."""
+    reads: int = 0
+    """Reads (or looks for new bytes) since it was last opened: a file had its turn, for the
+    descriptor budget, once it was looked at."""
 
     @classmethod
     def open(cls, path: str, *, offset: int | None = None, at_end: bool = False,
@@ -55,26 +60,46 @@ class TailedFile:
         holds nothing past ``offset``, from its end (``shorter="end"``)."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            st = os.fstat(fd)
-            fp = Fingerprint.of_fd(fd)
+            return cls.adopt(path, fd, offset=offset, at_end=at_end, shorter=shorter,
+                             chain=chain, now=now)
         except OSError:
             os.close(fd)
             raise
+
+    @classmethod
+    def adopt(cls, path: str, fd: int, *, offset: int | None = None, at_end: bool = False,
+              shorter: str = "restart", chain: RecordChain | None = None,
+              now: float = 0.0) -> TailedFile:
+        """Like ``open``, on a descriptor already open on ``path`` (which the file then owns)."""
+        st = os.fstat(fd)
+        fp = Fingerprint.of_fd(fd)
         if offset is None:
             offset = st.st_size if at_end else 0
         elif offset > st.st_size:
             offset = 0 if shorter == "restart" else st.st_size
         return cls(path=path, fd=fd, dev=st.st_dev, ino=st.st_ino, offset=offset,
-                   fingerprint=fp, chain=chain, last_data_at=now, acked=offset)
+                   fingerprint=fp, chain=chain, last_data_at=now, acked=offset,
+                   size_seen=st.st_size)
 
-    def reopen(self) -> bool:
-        """Open an idle-closed file again; False if ``path`` no longer holds the same file."""
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != self.identity or not self.fingerprint.matches_fd(fd):
+    def reopen(self, *, path: str | None = None) -> bool:
+        """Open a closed file again; False if ``path`` no longer holds the same file: the same
+        (device, inode) and the same first bytes (its fingerprint), so that a file whose inode
+        was reused, or that was rewritten while closed, is not taken for it. (A file only made
+        shorter is the same file, truncated: reading it finds that.) ``path``: another name to
+        open it by (a rotated file found again); its events keep the name it was followed by."""
+        fd = os.open(path or self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            same = (st.st_dev, st.st_ino) == self.identity and self.fingerprint.matches_fd(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        if not same:
             os.close(fd)
             return False
         self.fd = fd
+        self.reads = 0
+        self.size_seen = st.st_size
         return True
 
     @property
@@ -90,7 +115,8 @@ class TailedFile:
         return self.offset + len(self.pending)
 
     def size(self) -> int:
-        return os.fstat(self.fd).st_size
+        self.size_seen = os.fstat(self.fd).st_size
+        return self.size_seen
 
     def reset(self) -> None:
         """The file was truncated or rewritten: start again from its beginning."""
@@ -112,6 +138,7 @@ class TailedFile:
         """Read up to ``budget`` bytes (never more than ``max_line``); return the events for the
         complete lines and pieces (records, with a chain), and the number of bytes read."""
         data = os.pread(self.fd, min(budget, max_line), self.read_pos)
+        self.reads += 1
         if not data:
             return [], 0
         self.last_data_at = now

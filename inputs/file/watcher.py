@@ -88,7 +88,10 @@ class _Handler:
     def dispatch(self, event) -> None:  # noqa: ANN001 (watchdog's FileSystemEvent)
         w = self.watcher
         paths = [event.src_path, getattr(event, "dest_path", "")]
-        if not event.is_directory and not any(p and w.globber.matches(_str(p)) for p in paths):
+        if event.is_directory:
+            if event.event_type == "modified":
+                return  # an entry changed in it: that entry has its own event
+        elif not any(p and w.globber.matches(_str(p)) for p in paths):
             return
         if event.event_type not in ("modified", "closed", "closed_no_write", "opened"):
             w._rescan.set()

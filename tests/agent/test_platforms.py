@@ -1,9 +1,9 @@
-"""The supervisor's OS layer: the POSIX implementation for real, the Windows one as far as its
-pure logic goes (it was never run on Windows; the end-to-end tests run the POSIX one)."""
+"""The supervisor's OS layer: the POSIX implementation for real (real forks running the one
+child bootstrap, agent.child), the Windows one as far as its pure logic goes (it was never run
+on Windows; the end-to-end tests run the POSIX one)."""
 
 from __future__ import annotations
 
-import os
 import select
 import signal
 import sys
@@ -16,6 +16,10 @@ from agent.platforms import current
 from agent.platforms import windows as win
 from agent.platforms.posix import PosixPlatform
 from agent.platforms.windows_child import SocketStop
+from agent.supervisor import ChildSpec
+from common.exitcodes import ExitCode
+from common.progress import ProgressBoard
+from tests.agent import components
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX")
@@ -32,53 +36,72 @@ def _reap_all(p: PosixPlatform, n: int) -> list[tuple[int, int]]:
     return got
 
 
+def _spec(build, kind="input", config=None, **kw) -> ChildSpec:
+    return ChildSpec(role=f"test {build.__name__}", kind=kind, build=build, config=config, **kw)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX")
-def test_posix_spawn_reap_and_kill_report_exit_codes_like_waitstatus():
+def test_posix_children_run_the_one_bootstrap_and_exit_with_its_codes():
     p = PosixPlatform()
-    exits = p.spawn(lambda: os._exit(3), None, host="h", log_level="info")
-    sleeper = p.spawn(lambda: (time.sleep(60), os._exit(0)), None, host="h", log_level="info")
+    pids = {p.spawn(_spec(components.refuses, config="bad"), host="h", log_level="info"): "boot",
+            p.spawn(_spec(components.crashes), host="h", log_level="info"): "crash",
+            p.spawn(_spec(components.sink_closed, kind="output"), host="h",
+                    log_level="info"): "sink",
+            p.spawn(_spec(components.numbers, config=0), host="h", log_level="info"): "ok"}
+    sleeper = p.spawn(_spec(components.waits_for_stop, config=60), host="h", log_level="info")
     p.kill(sleeper)
-    got = dict(_reap_all(p, 2))
-    assert got == {exits: 3, sleeper: -signal.SIGKILL}
+    got = dict(_reap_all(p, 5))
+    assert {pids.get(pid, "sleeper"): code for pid, code in got.items()} == {
+        "boot": ExitCode.BOOT, "crash": ExitCode.FAILED, "sink": ExitCode.SINK_CLOSED,
+        "ok": ExitCode.OK, "sleeper": -signal.SIGKILL}
     p.kill(sleeper)  # gone: not an error
     p.terminate(sleeper)
     p.wait(sleeper)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX")
-def test_posix_terminate_is_sigterm():
-    from agent.platforms.posix import release_signals
-
+def test_posix_terminate_stops_an_input_and_not_the_pipeline_or_an_output():
     p = PosixPlatform()
-    # A child starts with the stop signals held (so that none is lost between the fork and its
-    # own handlers); it releases them once its handlers are in place.
-    pid = p.spawn(lambda: (signal.signal(signal.SIGTERM, signal.SIG_DFL), release_signals(),
-                           time.sleep(60), os._exit(0)),
-                  None, host="h", log_level="info")
-    p.terminate(pid)
-    assert _reap_all(p, 1) == [(pid, -signal.SIGTERM)]
+    inp = p.spawn(_spec(components.waits_for_stop, config=60), host="h", log_level="info")
+    out = p.spawn(_spec(components.waits_for_stop, kind="output", config=60), host="h",
+                  log_level="info")
+    time.sleep(0.5)  # both have their handlers by now
+    p.terminate(inp)
+    p.terminate(out)
+    assert _reap_all(p, 1) == [(inp, ExitCode.OK)]  # the input's stop flag: a clean exit
+    time.sleep(0.3)
+    assert p.reap() == []                            # the output ignores SIGTERM
+    p.kill(out)
+    assert _reap_all(p, 1) == [(out, -signal.SIGKILL)]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX")
 def test_posix_a_signal_sent_right_after_the_fork_waits_for_the_childs_handler():
-    from agent.platforms.posix import release_signals
+    class Slow(PosixPlatform):
+        def enter(self, spec, **kw):
+            time.sleep(0.3)  # the SIGTERM below arrives here, held
+            return super().enter(spec, **kw)
 
-    p = PosixPlatform()
-    r, w = os.pipe()
-
-    def child() -> None:
-        time.sleep(0.3)  # the SIGTERM below arrives here, held
-        signal.signal(signal.SIGTERM, lambda *_: (os.write(w, b"T"), os._exit(0)))
-        release_signals()
-        time.sleep(30)
-        os._exit(1)
-
-    pid = p.spawn(child, None, host="h", log_level="info")
+    p = Slow()
+    pid = p.spawn(_spec(components.waits_for_stop, config=30), host="h", log_level="info")
     p.terminate(pid)                                  # before the child has its handler
-    assert _reap_all(p, 1) == [(pid, 0)]              # its own handler saw it
-    assert os.read(r, 1) == b"T"
-    os.close(r)
-    os.close(w)
+    assert _reap_all(p, 1) == [(pid, ExitCode.OK)]    # its own stop flag saw it, not SIG_DFL
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX")
+def test_posix_children_see_the_acknowledgement_board():
+    board = ProgressBoard.create(inputs=1, outputs=1)
+    try:
+        p = PosixPlatform()
+        a = p.spawn(_spec(components.numbers, config=5, progress=lambda: board.input(0)),
+                    host="h", log_level="info")
+        b = p.spawn(_spec(components.acknowledges, kind="output", config=3,
+                          progress=lambda: board.output(0)), host="h", log_level="info")
+        assert sorted(_reap_all(p, 2)) == sorted([(a, 0), (b, 0)])
+        view = board.input(0)
+        assert view.acked() == 3 and view.next_seq() == 6
+    finally:
+        board.destroy()
 
 
 def test_builder_paths_round_trip_and_refuse_what_a_new_interpreter_cannot_import():

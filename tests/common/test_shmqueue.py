@@ -64,11 +64,23 @@ def _live_children() -> list[int]:
     return pids
 
 
+def _open_files() -> list[str]:
+    """What this process's descriptors point at (not their numbers: gRPC, once another test has
+    loaded it, replaces its eventfd at every fork, under another number)."""
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass  # the descriptor listdir itself used
+    return sorted(targets)
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves a child process, an fd, or a queue segment in /dev/shm."""
     shm_before = set(os.listdir("/dev/shm"))
-    fds_before = sorted(os.listdir("/proc/self/fd"))
+    fds_before = _open_files()
     yield
     left = _live_children()
     for pid in left:
@@ -78,7 +90,7 @@ def no_leaks() -> Iterator[None]:
     # Other programs may use /dev/shm meanwhile: only our names count.
     new_shm = [n for n in set(os.listdir("/dev/shm")) - shm_before if "shmqueue" in n or "test-q" in n]
     assert not new_shm, f"segments left in /dev/shm: {new_shm}"
-    assert sorted(os.listdir("/proc/self/fd")) == fds_before, "file descriptors leaked"
+    assert _open_files() == fds_before, "file descriptors leaked"
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from agent.server.frames import parse_syslog
+from server.frames import parse_syslog
 from common.events import PIECE, HttpEvent, LogEvent, LossEvent
 from common.framing import OctetDecoder
 from outputs.syslog import SyslogEncoder

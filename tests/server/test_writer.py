@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from agent.server.writer import FileWriter
+from server.writer import FileWriter
 
 
 def test_rotation_keeps_the_newest_files_in_order(tmp_path):

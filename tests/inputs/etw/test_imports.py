@@ -1,5 +1,7 @@
-"""Every module of the ETW input and of the Windows layers imports on any platform (pywintrace's
-trap: a module that touches ctypes.WinDLL at import cannot even be collected on Linux)."""
+"""Every module of the ETW input and of the Windows layers imports here, on Linux (pywintrace's
+trap: a module that touches ctypes.WinDLL at import cannot even be collected on Linux). The other
+way round, every module of the project importing with Windows as the platform, is
+tests/agent/test_windows_imports.py."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from agent.server.frames import BadFrame, parse_frame
+from server.frames import BadFrame, parse_frame
 from common.framing import AutoDecoder, FramingError
 
 READ_BYTES = 256 * 1024

@@ -18,14 +18,13 @@ import os
 import signal
 from collections import Counter
 
-from agent.config import ServerConfig
 from common.component import BootError
+from common.exitcodes import ExitCode
 from common.logs import setup_logging
 from common.net import format_address, parse_address, read_token
 from common.tls import TlsFiles, grpc_server_credentials, server_context
+from server.config import ServerConfig
 
-EXIT_OK = 0
-EXIT_BOOT = 3
 
 
 def serve(cfg: ServerConfig) -> int:
@@ -39,11 +38,11 @@ def serve(cfg: ServerConfig) -> int:
         return asyncio.run(_main(cfg, log))
     except BootError as exc:
         log.error("cannot start: %s", exc)
-        return EXIT_BOOT
+        return ExitCode.BOOT
 
 
 def _writer(cfg: ServerConfig):
-    from agent.server.writer import FileWriter, StdoutWriter
+    from server.writer import FileWriter, StdoutWriter
 
     if cfg.output_stdout:
         return StdoutWriter()
@@ -52,8 +51,8 @@ def _writer(cfg: ServerConfig):
 
 
 async def _main(cfg: ServerConfig, log: logging.Logger) -> int:
-    from agent.server.grpc import GrpcReceiver
-    from agent.server.tcp import TcpReceiver
+    from server.grpc import GrpcReceiver
+    from server.tcp import TcpReceiver
 
     counts: Counter = Counter()
     files = TlsFiles(ca=cfg.tls_ca, cert=cfg.tls_cert, key=cfg.tls_key)
@@ -112,7 +111,7 @@ async def _main(cfg: ServerConfig, log: logging.Logger) -> int:
         writer.close()
         log.info("stopped: %s", json.dumps({"records_written": writer.records, **counts},
                                            sort_keys=True))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _exception_handler(counts: Counter, log: logging.Logger):

@@ -11,15 +11,14 @@ A syslog message becomes a record with ``time``, ``host``, ``app``, ``procid``, 
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import msgspec
 
 from common.severity import NAMES as SEVERITIES
-from outputs.syslog import FACILITIES, SD_ID
+from common.syslog import FACILITY_NAMES, SD_ID
+from common.timefmt import rfc3339_ns
 
-_FACILITY_NAMES = {v: k for k, v in FACILITIES.items()}
 _json = msgspec.json.Decoder()
 _BSD = re.compile(r"^([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) (\S+) (.*)$", re.DOTALL)
 _INT_PARAMS = {"offset", "piece"}
@@ -45,27 +44,22 @@ def parse_frame(frame: bytes, *, received_ns: int) -> dict[str, Any]:
     raise BadFrame(f"neither JSON nor syslog: {frame[:24]!r}")
 
 
-def _now(ns: int) -> str:
-    secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
-
-
 def parse_syslog(frame: bytes, *, received_ns: int) -> dict[str, Any]:
     end = frame.find(b">", 1, 5)
     if end < 2 or not frame[1:end].isdigit() or int(frame[1:end]) > 191:
         raise BadFrame(f"bad syslog PRI: {frame[:8]!r}")
     pri = int(frame[1:end])
     text = frame[end + 1:].decode("utf-8", "replace")
-    rec: dict[str, Any] = {"facility": _FACILITY_NAMES.get(pri >> 3, str(pri >> 3)),
+    rec: dict[str, Any] = {"facility": FACILITY_NAMES.get(pri >> 3, str(pri >> 3)),
                            "severity": SEVERITIES[pri & 7]}
     if text.startswith("1 "):
         return _rfc5424(text[2:], rec, received_ns)
     m = _BSD.match(text)
     if m:
-        rec.update(time=_now(received_ns), host=m[2], line=m[3], format="rfc3164",
+        rec.update(time=rfc3339_ns(received_ns), host=m[2], line=m[3], format="rfc3164",
                    timestamp=m[1])
     else:
-        rec.update(time=_now(received_ns), line=text, format="rfc3164")
+        rec.update(time=rfc3339_ns(received_ns), line=text, format="rfc3164")
     return rec
 
 
@@ -79,7 +73,7 @@ def _rfc5424(text: str, rec: dict[str, Any], received_ns: int) -> dict[str, Any]
         msg = msg[1:]
     msg = msg.rstrip("\r\n")  # senders such as rsyslog end octet-counted frames with one
     nil = lambda v: None if v == "-" else v  # noqa: E731
-    rec = {"time": stamp if stamp != "-" else _now(received_ns), "host": nil(host) or "",
+    rec = {"time": stamp if stamp != "-" else rfc3339_ns(received_ns), "host": nil(host) or "",
            **_from_logshuttle(sd), "line": msg, "app": nil(app), "procid": nil(procid),
            "msgid": nil(msgid), **rec}
     if sd:

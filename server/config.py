@@ -1,0 +1,92 @@
+"""The server's configuration: the ``[server]`` table of the TOML file (the agent's file may hold
+it beside its own tables, which the server leaves to the agent), then LOG_SHUTTLE_SERVER__*
+variables, then the flags of ``log-shuttle server`` (common.configload does the layering and
+the checks; every problem is reported at once, each with its key)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from common.config import KiB, MiB, PositiveFloat, Section
+from common.configload import apply_layers, check, env_overrides, read_toml, with_origin
+from common.errors import ConfigError
+
+TABLE = "server"
+
+
+class ServerConfig(Section):
+    """``log-shuttle server``: the receiving end."""
+
+    grpc_listen: list[str] = []
+    """Addresses (HOST:PORT) for OTLP/gRPC and the gRPC health service."""
+    tcp_listen: list[str] = []
+    """Addresses for TCP: NDJSON, or syslog octet-counted or newline-framed (told per frame)."""
+    output_dir: str = "/var/lib/log-shuttle/received"
+    """Where the size-rotated NDJSON files go."""
+    output_stdout: bool = False
+    """NDJSON on stdout instead of files."""
+    insecure: bool = False
+    """Plaintext listeners (without it, tls_cert and tls_key are required)."""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    """With it, clients must present a certificate signed by these CAs (mutual TLS)."""
+    auth_token_file: str = ""
+    """A file with the bearer token clients must present (or LOG_SHUTTLE_AUTH_TOKEN)."""
+    max_message_bytes: Annotated[int, Meta(ge=1024)] = 4 * MiB
+    """Largest gRPC message or TCP frame accepted."""
+    max_connections: Annotated[int, Meta(ge=1)] = 1024
+    """TCP connections at once, per listener (more are closed at once, counted); and gRPC calls
+    at once (more are refused RESOURCE_EXHAUSTED with RetryInfo, counted)."""
+    idle_timeout: PositiveFloat = 300.0
+    """A connection silent this long is closed."""
+    file_bytes: Annotated[int, Meta(ge=4 * KiB)] = 100 * MiB
+    """A file is rotated once it is this large."""
+    max_files: Annotated[int, Meta(ge=1)] = 10
+    """Rotated files kept (the oldest are deleted)."""
+    drain_timeout: Annotated[float, Meta(ge=0)] = 5.0
+    """SIGTERM: how long in-flight calls and connections may take to finish."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def load_server_config(
+    path: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: list[tuple[list[str], Any]] = (),
+) -> ServerConfig:
+    """The ``[server]`` table of the file at ``path``, then the LOG_SHUTTLE_SERVER__* variables,
+    then ``overrides`` (key paths from the flags, such as ``["server", "tcp_listen"]``).
+
+    Raises ConfigError listing every problem found, each naming its key (or variable)."""
+    data: dict[str, Any] = read_toml(path) if path else {}
+    layers = [layer for layer in env_overrides(os.environ if environ is None else environ)
+              if layer[1][:1] == [TABLE]]
+    layers += [("command line", parts, value) for parts, value in overrides]
+    problems, origin = apply_layers(data, layers)
+    table = data.get(TABLE, {})
+    problems += with_origin(check(table, ServerConfig, TABLE), origin)
+    if not problems:
+        config = msgspec.convert(table, ServerConfig)
+        problems += check_server(config)
+        if not problems:
+            return config
+    raise ConfigError(problems, source=path)
+
+
+def check_server(s: ServerConfig) -> list[str]:
+    """Problems of the server's table that no single key shows."""
+    problems = []
+    if not s.grpc_listen and not s.tcp_listen:
+        problems.append("server: nothing to listen on: give --grpc-listen or --tcp-listen")
+    if not s.insecure and not (s.tls_cert and s.tls_key):
+        problems.append("server: give tls_cert and tls_key (--tls-cert, --tls-key), or insecure "
+                        "= true (--insecure) for plaintext")
+    if s.insecure and (s.tls_cert or s.tls_key or s.tls_ca):
+        problems.append("server: insecure (plaintext) and TLS options were both given")
+    return problems
