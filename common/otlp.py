@@ -157,6 +157,13 @@ def line_log_record(rec: Any, *, read_ns: int, res: tuple = ()) -> tuple[LogReco
         attrs.append(KeyValue(key=FLAG_ATTRS[2], value=AnyValue(bool_value=True)))
     if rec.unterminated:
         attrs.append(KeyValue(key=FLAG_ATTRS[3], value=AnyValue(bool_value=True)))
+    trace_id = getattr(rec, "trace_id", None)
+    if trace_id:  # the request the line was written for (pipeline/logjoin.py)
+        req = rec.request
+        attrs += attributes({"http.request.method": req["method"], "url.path": req["path"],
+                             "http.response.status_code": req["status"]})
+    elif getattr(rec, "join", None):
+        attrs.append(KeyValue(key="log_shuttle.join", value=AnyValue(string_value=rec.join)))
     process = getattr(rec, "process", None)
     if process is not None:
         attrs += attributes(process_attributes(process))
@@ -165,7 +172,9 @@ def line_log_record(rec: Any, *, read_ns: int, res: tuple = ()) -> tuple[LogReco
                               value=any_value([w.pid for w in rec.writers])))
     return LogRecord(observed_time_unix_nano=read_ns, severity_number=OTLP_NUMBER[sev],
                      severity_text=OTLP_TEXT[sev], body=AnyValue(string_value=rec.line),
-                     attributes=attrs), res
+                     attributes=attrs,
+                     trace_id=bytes.fromhex(trace_id) if trace_id else b"",
+                     span_id=bytes.fromhex(rec.span_id) if trace_id else b""), res
 
 
 def event_log_record(ev: Event, *, now_ns: int) -> tuple[LogRecord, tuple]:

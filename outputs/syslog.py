@@ -15,8 +15,9 @@ One message per record (a LogEvent's run of lines is expanded by ``outputs.recor
   (``log``, ``process``, ``conn``, ``http``, ``loss``, ``etw``).
 - STRUCTURED-DATA: one element ``logshuttle@32473`` (32473 is the enterprise number RFC 5612
   reserves for documentation) with the file path and byte offset of the line, its flags and
-  its writer (``comm``, ``container_id``, ``writer_how``; ``writers`` when several), or
-  the event's fields.
+  its writer (``comm``, ``container_id``, ``writer_how``; ``writers`` when several), the
+  request it was written for (``trace_id``, ``span_id``, ``http_method``, ``http_path``,
+  ``http_status``; or ``join="ambiguous"``), or the event's fields.
 - MSG: the line, UTF-8, without a BOM (MSG-ANY); invalid bytes are U+FFFD.
 """
 
@@ -119,6 +120,12 @@ class SyslogEncoder:
             params["writer_how"] = rec.process.how
         elif rec.writers:
             params["writers"] = ",".join(str(w.pid) for w in rec.writers)
+        if rec.trace_id:  # the request the line was written for (pipeline/logjoin.py)
+            params["trace_id"] = rec.trace_id
+            params["span_id"] = rec.span_id
+            params.update({f"http_{k}": v for k, v in rec.request.items()})
+        elif rec.join:
+            params["join"] = rec.join
         head = self._header(line_severity(rec.line), rec.time, app, procid, "log")
         return f"{head} {_sd(params)} {rec.line}".encode("utf-8", "replace")
 

@@ -1,4 +1,5 @@
-"""The server's gRPC receiver: OTLP LogsService/Export and the standard grpc.health.v1 service,
+"""The server's gRPC receiver: OTLP LogsService/Export, TraceService/Export (spans, stored as
+``type: "span"`` records) and the standard grpc.health.v1 service,
 on grpc.aio (the same asyncio loop as the TCP receiver).
 
 An Export is answered only after its records were written (common.otlp maps them to NDJSON
@@ -22,8 +23,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from common.otlp import records_of
+from common.otlp_traces import span_records
 
 SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -113,6 +116,21 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
+class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
+    """OTLP traces: each span written as a ``type: "span"`` record (the agent's own shape)."""
+
+    def __init__(self, *, write: Callable[[list[dict[str, Any]]], None], counts: Counter) -> None:
+        self.write = write
+        self.counts = counts
+
+    async def Export(self, request, context):  # noqa: N802 - the proto's name
+        records = span_records(request)
+        self.write(records)
+        self.counts["grpc_trace_exports"] += 1
+        self.counts["grpc_spans"] += len(records)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
 class TokenInterceptor(grpc.aio.ServerInterceptor):
     """Every call but the health service's must carry ``authorization: Bearer <token>``."""
 
@@ -156,6 +174,8 @@ class GrpcReceiver:
                      ("grpc.so_reuseport", 0)])
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
             LogsServicer(write=write, counts=counts), self.server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+            TraceServicer(write=write, counts=counts), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.ports: list[int] = []
