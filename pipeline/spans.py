@@ -4,7 +4,9 @@ trace context and its parent found as docs/tracing.md says.
 Parents, in this order (the first rule that applies wins):
 
 1. ``traceparent``: the request carried a valid W3C header in its captured bytes: its trace id,
-   and its span id as the parent (the caller was instrumented).
+   and, for a server span, its span id as the parent (the caller was instrumented). A client
+   span whose request carries one IS the span the header names (its trace and span id: the
+   caller made that id for this request), so the server it calls is its child.
 2. ``connection`` (server spans): the connection this server accepted is a connection a process
    of this host connected (the tcp probe saw both ends: same address/port pair): the client
    exchange on that connection whose interval holds this one is the parent. Frontend ->
@@ -175,8 +177,11 @@ class SpanBuilder:
         if ev.traceparent:
             parent = parse_traceparent(ev.traceparent)
             if parent is not None:
-                s.trace_id, s.parent, s.how = parent.trace_id, parent.span_id, "traceparent"
-                s.tracestate = ev.tracestate
+                s.trace_id, s.how, s.tracestate = parent.trace_id, "traceparent", ev.tracestate
+                if ev.direction == "server":
+                    s.parent = parent.span_id
+                else:  # the header names this very exchange: the caller made its id for it
+                    s.span_id = parent.span_id
                 return
         if ev.direction == "server":
             conn = self.conns.get((ev.pid, ev.fd))

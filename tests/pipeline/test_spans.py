@@ -69,6 +69,13 @@ def test_traceparent_gives_trace_and_parent():
         "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "traceparent")
 
 
+def test_a_client_request_with_a_traceparent_is_the_span_it_names():
+    b = SpanBuilder()
+    (c,) = b.observe([http("client", 5, 5, 3, 0, 1, tp=TP, comm="curl")], 0.0)
+    assert (c.trace_id, c.span_id, c.parent_span_id, c.parent_how) == (
+        "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "", "traceparent")
+
+
 def test_an_invalid_traceparent_is_ignored():
     for bad in ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                 "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Agent, agent_env, wait_for
-from tests.inputs.ebpf.conftest import needs, needs_ebpf
+from tests.harness import Agent, agent_command, agent_env, wait_for
+from tests.inputs.ebpf.conftest import ebpf_unavailable, needs, needs_ebpf
 
 SERVICES = Path(__file__).with_name("services.py")
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -322,3 +323,45 @@ def test_an_event_loop_s_interleaved_lines_are_never_joined_to_a_wrong_request(t
           f"{len(wrong)} wrong")
     assert wrong == []
     assert len(ambiguous) > len(lines) // 2  # the loop interleaved: it was seen doing so
+
+
+def test_log_shuttle_trace_draws_a_live_trace(tmp_path, chain):
+    """The frontend -> backend trace drawn from the agent's own NDJSON by `log-shuttle trace`."""
+    if not shutil.which("curl") or ebpf_unavailable():
+        pytest.skip(ebpf_unavailable() or "needs curl")
+    logs = (chain["front_log"], chain["back_log"])
+    with start_agent(tmp_path, "--input-file", str(logs[0]), "--input-file", str(logs[1])) \
+            as agent:
+        url = f"http://127.0.0.1:{chain['front_port']}/front/"
+
+        def warm():
+            assert curl(url + "warm") == 200
+            recs = agent.records()
+            return all(any(r.get("path") == str(p) and r.get("trace_id") for r in recs)
+                       for p in logs)
+        wait_for(warm, timeout=30, interval=0.3, what="joined lines of both services")
+        assert curl(url + "drawn", f"traceparent: 00-{TRACE}-{PARENT}-01") == 200
+        wait_for(lambda: sum(r.get("trace_id") == TRACE for r in agent.records()) >= 6,
+                 timeout=30, what="the trace's spans and lines")
+        assert agent.stop() == 0, agent.stderr()
+    r = subprocess.run(agent_command("trace", TRACE, "--from", str(agent.stdout_path)),
+                       capture_output=True, text=True, env=agent_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    print(r.stdout)
+    # curl's own request carried the traceparent: its client span is the one the header names,
+    # the root; the frontend's server span its child.
+    assert out[0].startswith(f"trace {TRACE}  4 spans, 3 log lines")
+    assert "CLIENT GET /front/drawn" in out[1] and "[curl pid" in out[1]
+    front = next(i for i, x in enumerate(out) if "SERVER GET /front/drawn" in x)
+    call = next(i for i, x in enumerate(out) if "CLIENT GET /back/drawn" in x)
+    back = next(i for i, x in enumerate(out) if "SERVER GET /back/drawn" in x)
+    assert front < call < back
+    assert out[call].index("CLIENT") > out[front].index("SERVER")
+    assert out[back].index("SERVER") > out[call].index("CLIENT")
+    # The frontend's two lines right under its span (before its child), the backend's under its.
+    front_lines = [x for x in out[front + 1:call] if x.rstrip().endswith("id=drawn")]
+    back_lines = [x for x in out[back + 1:] if x.rstrip().endswith("id=drawn")]
+    assert len(front_lines) == 2 and "frontend got" in front_lines[0]
+    assert "frontend backend answered" in front_lines[1]
+    assert len(back_lines) == 1 and "backend handled" in back_lines[0]
