@@ -7,8 +7,8 @@ write's exchange to its span (pipeline/spans.py); the line gets the span's ids a
 method, path and status (``LogEvent.joins``). docs/tracing.md has the rules; in short:
 
 - A line matches the oldest pending write of its file whose length is the line's plus its
-  newline and whose first bytes are the line's (a write of several lines matches none: which
-  line belongs to which request is not known).
+  newline and whose first bytes are the line's (one dict lookup; a write of several lines
+  matches none: which line belongs to which request is not known).
 - The write names an exchange when its thread was serving one request (read, not yet answered)
   or had answered it at most ``finish_window`` seconds before (nginx logs after its response).
   A thread seen with two requests in flight at once within ``multi_window`` seconds (an event
@@ -41,8 +41,11 @@ from common.events import (ONE_RECORD, Event, HttpEvent, LineJoin, LogEvent, Log
 from pipeline.spans import SpanBuilder
 
 _replace = msgspec.structs.replace
-MAX_WRITES = 4096
-"""Pending writes kept per file (the oldest go first)."""
+MAX_WRITES = 65536
+"""Pending writes kept in all (past it, the older half go)."""
+TRIM_EVERY_NS = 10**9
+LOG_HEAD = 128
+"""The logwrite probe's LOG_HEAD: how many first bytes of a write it copies."""
 FOLLOW_NS = 60 * 10**9
 """A file is followed (its lines wait for their writes) this long after its last write seen."""
 SLACK_NS = 5_000_000
@@ -77,7 +80,6 @@ class JoinStats:
     """Matched to its write, whose thread served no request (or long finished)."""
     unmatched: int = 0
     """No write found within the hold."""
-    multi_line_writes: int = 0
     resets: int = 0
     """Losses that cleared the pending writes."""
     wait_ns: list[int] = field(default_factory=list)
@@ -110,11 +112,15 @@ class LogJoiner:
         self.finish_ns = int(cfg.finish_window * 1e9)
         self.multi_ns = int(cfg.multi_window * 1e9)
         self.reorder_ns = cfg.reorder_us * 1000
-        self.writes: dict[tuple[int, int], deque[LogWriteEvent]] = {}
+        self.writes: dict[tuple[int, int], dict[tuple[int, bytes], deque[LogWriteEvent]]] = {}
+        """(dev, ino) -> (length, first bytes) -> pending writes of those bytes, oldest first."""
+        self.pending_writes = 0
+        self.next_trim = 0
+        self.head_bytes = LOG_HEAD
         self.followed: OrderedDict[tuple[int, int], int] = OrderedDict()
         """(dev, ino) -> boot time of its last write seen."""
         self.poison: dict[tuple, int] = {}
-        """Content keys whose next line is ambiguous (its twin write was taken with another)."""
+        """(file, content) whose next line is ambiguous (its twin's write was taken first)."""
         self.held: dict[tuple[int, int], deque[_Held]] = {}
         self.stats = JoinStats()
         self.last_boot = 0
@@ -171,15 +177,21 @@ class LogJoiner:
         if w.boot_ns > self.last_boot:
             self.last_boot = w.boot_ns
             self.last_write_wall = w.time_ns
-        q = self.writes.get(key)
+        by_content = self.writes.get(key)
+        if by_content is None:
+            by_content = self.writes[key] = {}
+        q = by_content.get((w.length, w.head))
         if q is None:
-            q = self.writes[key] = deque(maxlen=MAX_WRITES)
+            q = by_content[(w.length, w.head)] = deque()
         q.append(w)
+        self.pending_writes += 1
+        if self.pending_writes > MAX_WRITES:
+            self._trim(force=True)
 
     def _reset(self) -> None:
         self.stats.resets += 1
-        for q in self.writes.values():
-            q.clear()
+        self.writes.clear()
+        self.pending_writes = 0
         self.poison.clear()
 
     # --- matching ------------------------------------------------------------------------------
@@ -251,32 +263,30 @@ class LogJoiner:
             h.next += 1
 
     def _match(self, key: tuple[int, int], line: bytes):
-        """The write of this line (taken off the pending ones), "ambiguous", or None."""
-        q = self.writes.get(key)
-        want = len(line) + 1
-        if q:
-            for n, w in enumerate(q):
-                if w.length != want:
-                    if w.length > want and line.startswith(w.head[:len(line)]) \
-                            and w.head[len(line):len(line) + 1] == b"\n":
-                        self.stats.multi_line_writes += 1  # several lines in one write
-                    continue
-                head = w.head
-                if not (line + b"\n").startswith(head):
-                    continue
-                del q[n]
-                content = (key, want, head)
-                if self.poison.get(content):
-                    self.poison[content] -= 1
-                    return "ambiguous"
-                for twin in list(q)[n:n + 64]:
-                    if twin.boot_ns - w.boot_ns > self.reorder_ns:
-                        break
-                    if twin.length == want and twin.head == head and twin.tid != w.tid:
-                        self.poison[content] = self.poison.get(content, 0) + 1
-                        return "ambiguous"
-                return w
-        return None
+        """The write of this line (taken off the pending ones), "ambiguous", or None. Writes
+        are kept by content (length, first bytes): one lookup, oldest first."""
+        by_content = self.writes.get(key)
+        if not by_content:
+            return None
+        data = line + b"\n"
+        content = (len(data), data[:self.head_bytes])
+        q = by_content.get(content)
+        if not q:
+            return None
+        w = q.popleft()
+        self.pending_writes -= 1
+        if not q:
+            del by_content[content]
+        poisoned = self.poison.get((key, content))
+        if poisoned:
+            self.poison[(key, content)] = poisoned - 1
+            return "ambiguous"
+        if q and q[0].tid != w.tid and q[0].boot_ns - w.boot_ns <= self.reorder_ns:
+            # Its twin: the same bytes by another thread at the same instant. Which of the two
+            # lines came first in the file is not known: both are ambiguous.
+            self.poison[(key, content)] = 1
+            return "ambiguous"
+        return w
 
     def _exchange_of(self, w: LogWriteEvent):
         """"ambiguous", None (no request), or "exchange" (pid, req_fd, req_boot_ns)."""
@@ -288,14 +298,28 @@ class LogJoiner:
             return None
         return "exchange"
 
-    def _trim(self) -> None:
+    def _trim(self, *, force: bool = False) -> None:
+        """Writes no line took within WRITE_KEEP_NS go (all but the newest MAX_WRITES when
+        ``force``); files without writes for FOLLOW_NS are no longer followed."""
+        if not force and self.last_boot < self.next_trim:
+            return
+        self.next_trim = self.last_boot + TRIM_EVERY_NS
         horizon = self.last_boot - WRITE_KEEP_NS
-        for key, q in list(self.writes.items()):
-            while q and q[0].boot_ns < horizon:
-                q.popleft()
-            if not q and self.followed.get(key, 0) < self.last_boot - FOLLOW_NS:
+        if force:
+            times = sorted(w.boot_ns for c in self.writes.values() for q in c.values() for w in q)
+            horizon = max(horizon, times[len(times) - MAX_WRITES // 2] if times else 0)
+        n = 0
+        for key, by_content in list(self.writes.items()):
+            for content, q in list(by_content.items()):
+                while q and q[0].boot_ns < horizon:
+                    q.popleft()
+                if not q:
+                    del by_content[content]
+                n += len(q)
+            if not by_content and self.followed.get(key, 0) < self.last_boot - FOLLOW_NS:
                 del self.writes[key]
                 self.followed.pop(key, None)
+        self.pending_writes = n
 
     # --- for the pipeline's loop ---------------------------------------------------------------
 

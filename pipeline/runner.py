@@ -167,9 +167,9 @@ class Pipeline:
         if self.joiner is not None:
             st = self.joiner.stats
             ctx.log.debug("log join: %d lines of followed files, %d joined, %d ambiguous, "
-                          "%d without a request, %d unmatched, %d multi-line writes, %d resets",
+                          "%d without a request, %d unmatched, %d resets",
                           st.lines, st.joined, st.ambiguous, st.no_request, st.unmatched,
-                          st.multi_line_writes, st.resets)
+                          st.resets)
             waits = sorted(st.wait_ns)
             if waits:
                 ctx.log.debug("log join wait: p50 %.1f ms, p99 %.1f ms, max %.1f ms",
