@@ -12,6 +12,11 @@ run time (kernel.bpf_stats_enabled) per request (one request = one access-log li
 exchanges, nginx's and the load generator's), the share of access-log lines joined, and how long
 joined lines waited in the pipeline for their join (p50/p99, the pipeline's own measure).
 
+Then, in this process and without a kernel (``micro``, no noise from the host's other
+traffic, which the eBPF input sees too): the pipeline's own cost per exchange of building spans,
+and per line of the join (its write, its exchange's span looked up, the line's ids), on
+made-up events shaped like the nginx run's.
+
 Prints medians with min-max and writes bench/out/trace_join.json.
 
     sudo .venv/bin/python bench/trace_join.py [--rounds 3] [--seconds 5] [--rate 2000]
@@ -32,8 +37,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ebpf_overhead import (OUT, ROOT, build, bpf_run_ns, cpu_seconds, descendants,  # noqa: E402
+from ebpf_overhead import (OUT, ROOT, build, cpu_seconds, descendants,  # noqa: E402
                            load, start_nginx)
+
+
+def progs() -> dict[int, float]:
+    """Loaded BPF programs: id -> run_time_ns (kernel.bpf_stats_enabled)."""
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return {}
+    return {p["id"]: float(p.get("run_time_ns", 0)) for p in json.loads(out.stdout)}
 
 SETUPS = {
     "off": {"LOG_SHUTTLE_PIPELINE__SPANS__ENABLED": "false",
@@ -63,6 +76,7 @@ def nginx_with_log(tmp: Path) -> tuple[subprocess.Popen, int, Path]:
 def one_round(setup: str, loadgen: str, port: int, log: Path, tmp: Path, args) -> dict:
     out_path, err_path = tmp / f"agent-{setup}.ndjson", tmp / f"agent-{setup}.err"
     state = tempfile.mkdtemp(prefix="trace-bench-state-")
+    before = set(progs())
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOG_SHUTTLE_")}
     env.update(PYTHONPATH=str(ROOT), LOG_SHUTTLE_AGENT__STATE_DIR=state, **SETUPS[setup])
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -78,24 +92,69 @@ def one_round(setup: str, loadgen: str, port: int, log: Path, tmp: Path, args) -
     load(loadgen, port, 200, 1.0, 4)  # warm-up: the log file is followed from its first write
     time.sleep(1.0)
     pids = descendants(proc.pid)
+    ours = set(progs()) - before  # the programs this agent loaded (the host is shared)
     lines0 = out_path.read_bytes().count(str(log).encode())
-    cpu0, bpf0 = cpu_seconds(pids), bpf_run_ns()
+    cpu0 = cpu_seconds(pids)
+    bpf0 = sum(v for k, v in progs().items() if k in ours)
     result = load(loadgen, port, args.rate, args.seconds, 8)
     time.sleep(1.5)  # what the agent does for this round's events after the load
-    cpu1, bpf1 = cpu_seconds(pids), bpf_run_ns()
+    cpu1 = cpu_seconds(pids)
+    bpf1 = sum(v for k, v in progs().items() if k in ours)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     data = out_path.read_bytes()
-    lines = [ln for ln in data.splitlines()[lines0:] if b'"path":"' + str(log).encode() in ln]
+    lines = [ln for ln in data.splitlines() if b'"path":"' + str(log).encode() in ln][lines0:]
     joined = sum(b'"trace_id"' in ln for ln in lines)
     done = max(1, result["done"])
     m = WAIT.search(err_path.read_text())
-    return {"setup": setup, "requests": result["done"], "rate": result.get("rate"),
+    lost = sum(json.loads(ln)["count"] for ln in data.splitlines() if b'"type":"loss"' in ln)
+    return {"setup": setup, "requests": result["done"], "rate": result.get("rate"), "lost": lost,
             "agent_us_per_req": 1e6 * (cpu1 - cpu0) / done,
             "bpf_us_per_req": (bpf1 - bpf0) / 1e3 / done,
             "lines": len(lines), "joined_share": joined / max(1, len(lines)),
             "wait_p50_ms": float(m.group(1)) if m else None,
             "wait_p99_ms": float(m.group(2)) if m else None}
+
+
+def micro(n: int = 50_000, rounds: int = 5) -> dict:
+    """µs per exchange (spans) and per line (join) in the pipeline's code, made-up events."""
+    sys.path.insert(0, str(ROOT))
+    from common.events import HttpEvent, LogEvent, LogWriteEvent
+    from pipeline.logjoin import JoinConfig, LogJoiner
+    from pipeline.spans import SpanBuilder
+
+    t0 = 1_700_000_000 * 10**9
+    exchanges = [HttpEvent(time_ns=t0 + i * 1000, pid=10, tid=10, comm="nginx", fd=4 + i % 8,
+                           direction="server", method="GET", path=f"/ok?n={i}", status=200,
+                           duration_ns=50_000, peer_addr="127.0.0.1", peer_port=40000 + i % 8,
+                           boot_ns=10**9 + i * 1000) for i in range(n)]
+    texts = [b"127.0.0.1 - - [02/Dec/2026:18:00:00 +0000] \"GET /ok?n=%d HTTP/1.1\" 200 3 "
+             b"\"-\" \"loadgen\"" % i for i in range(n)]
+    writes = [LogWriteEvent(time_ns=t0 + i * 1000 + 60_000, pid=10, tid=10, fd=3, dev=1, ino=2,
+                            length=len(texts[i]) + 1, head=(texts[i] + b"\n")[:128],
+                            boot_ns=10**9 + i * 1000 + 60_000, req_boot_ns=10**9 + i * 1000,
+                            req_fd=4 + i % 8, resp_boot_ns=10**9 + i * 1000 + 50_000)
+              for i in range(n)]
+    runs = [LogEvent(path="/a.log", dev=1, ino=2, offset=0, data=b"\n".join(texts[k:k + 100])
+                     + b"\n", lines=len(texts[k:k + 100]), read_ns=t0 + n * 1000 + 10**6)
+            for k in range(0, n, 100)]
+    span_us, join_us, joined = [], [], 0
+    for _ in range(rounds):
+        spans = SpanBuilder()
+        t = time.perf_counter()
+        for k in range(0, n, 1000):
+            spans.observe(exchanges[k:k + 1000], 0.0)
+        span_us.append(1e6 * (time.perf_counter() - t) / n)
+        joiner = LogJoiner(spans, JoinConfig())
+        t = time.perf_counter()
+        for k in range(0, n, 1000):
+            joiner.feed(writes[k:k + 1000], 0.0)
+        for ev in runs:
+            joiner.feed([ev], 0.0)
+        join_us.append(1e6 * (time.perf_counter() - t) / n)
+        joined = joiner.stats.joined
+    return {"spans_us_per_exchange": statistics.median(span_us),
+            "join_us_per_line": statistics.median(join_us), "joined": joined, "lines": n}
 
 
 def med(rows: list[dict], key: str) -> str:
@@ -110,7 +169,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--rate", type=int, default=2000)
+    p.add_argument("--micro-only", action="store_true", help="only the in-process part")
     args = p.parse_args()
+    m = micro()
+    print(f"micro: spans {m['spans_us_per_exchange']:.2f} us per exchange, join "
+          f"{m['join_us_per_line']:.2f} us per line (write + line), {m['joined']}/{m['lines']} "
+          f"joined")
+    if args.micro_only:
+        return
     if os.geteuid() != 0:
         raise SystemExit("needs root (the eBPF input)")
     loadgen = build("loadgen")
@@ -145,6 +211,7 @@ def main() -> None:
               f"{med(rs, 'wait_p99_ms'):>20}")
     OUT.mkdir(exist_ok=True)
     (OUT / "trace_join.json").write_text(json.dumps({"rows": rows, "summary": summary,
+                                                    "micro": m,
                                                     "rate": args.rate,
                                                     "seconds": args.seconds}, indent=1))
 
