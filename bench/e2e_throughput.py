@@ -114,7 +114,7 @@ BASELINE = r"""
 import os, sys, time
 sys.path.insert(0, sys.argv[2])
 from inputs.file.tailer import TailedFile
-from outputs.records import Renderer
+from outputs.ndjson import Renderer
 f = TailedFile.open(sys.argv[1], at_end=False)
 r = Renderer(fmt="ndjson", host=os.uname().nodename)
 while True:

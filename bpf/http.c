@@ -41,8 +41,10 @@ static __always_inline u64 fd_key(u64 id, s32 fd)
 
 #define FD_SOCKET 1        /* a socket accept()ed or connect()ed (or a TCP socket from /proc) */
 
-BPF_HASH(fds, u64, u32, HTTP_FDS);             /* pid << 32 | fd -> FD_* bits */
-BPF_HASH(connecting, u64, s32, 16384);         /* pid_tgid -> fd of its connect() */
+/* LRU: a process that exits closes its descriptors without close(), so entries of dead
+ * processes stay until the least recently used go. */
+BPF_TABLE("lru_hash", u64, u32, fds, HTTP_FDS);          /* pid << 32 | fd -> FD_* bits */
+BPF_TABLE("lru_hash", u64, s32, connecting, 16384);      /* pid_tgid -> fd of its connect() */
 
 static __always_inline int followed(u64 id, s32 fd)
 {
@@ -195,8 +197,9 @@ static __always_inline void note_tls_fd(u64 id, s32 fd);
 /* A read (at its exit) or a write (at its entry) of a followed descriptor, or TLS plaintext
  * (flags HTTP_FLAG_TLS): when its first bytes look like a request, it waits in the
  * connection's state; when they look like a final response and a request of the other side
- * waits, the pair goes out as one EV_HTTP_EXCHANGE. */
-static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32 flags)
+ * waits, the pair goes out as one EV_HTTP_EXCHANGE. ``ts``: when the bytes were there (0: now;
+ * an SSL_write is handled at its return, but its time is its entry's). */
+static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32 flags, u64 ts)
 {
     char head[HTTP_STATUS_LEN] = {};
     if (len < 8 || !buf)
@@ -226,7 +229,7 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
             return 0;                /* nothing waits on this side: an orphan */
         if (len >= 12 && head[9] == '1')
             return 0;                /* 1xx (100 Continue): the final response is to come */
-        u64 now = bpf_ktime_get_boot_ns();
+        u64 now = ts ? ts : bpf_ktime_get_boot_ns();
         if (op == HTTP_OP_WRITE)
             serving_response(id, fd, c->ts_ns, now);
         struct http_exchange_ev *e = ev_reserve(sizeof(*e));
@@ -285,7 +288,7 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
         return 0;
     }
     /* It waits (replacing one of the other side: the descriptor changed hands). */
-    c->ts_ns = bpf_ktime_get_boot_ns();
+    c->ts_ns = ts ? ts : bpf_ktime_get_boot_ns();
     if (op == HTTP_OP_READ)
         serving_request(id, fd, c->ts_ns);
     c->tid = (u32)id;
@@ -354,7 +357,7 @@ static __always_inline int read_exit(long ret)
     u64 len = ret;
     if (c.vec && first_iov(c.buf, &buf, &len))
         return 0;
-    return on_data(id, c.fd, HTTP_OP_READ, buf, len, 0);
+    return on_data(id, c.fd, HTTP_OP_READ, buf, len, 0, 0);
 }
 
 static __always_inline int write_enter(s32 fd, u64 buf, u64 len, u32 vec)
@@ -367,7 +370,7 @@ static __always_inline int write_enter(s32 fd, u64 buf, u64 len, u32 vec)
         if (first_iov(buf, &buf, &len))
             return 0;
     }
-    return on_data(id, fd, HTTP_OP_WRITE, buf, len, 0);
+    return on_data(id, fd, HTTP_OP_WRITE, buf, len, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return read_enter(args->fd, (u64)args->buf, 0); }
@@ -457,6 +460,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
 /* ===== 4. TLS (OpenSSL uprobes: attached by inputs/ebpf/tls.py, not at load) =============== */
 
 struct tls_call {
+    u64 ts_ns;             /* the call's entry */
     u64 ssl;               /* the SSL * */
     u64 buf;
     u64 done_ptr;          /* SSL_read_ex/SSL_write_ex: the size_t * of bytes done; else 0 */
@@ -470,7 +474,7 @@ struct ssl_key {
     u32 pad;
 };
 
-BPF_HASH(tls_calls, u64, struct tls_call, 16384);              /* pid_tgid -> call in progress */
+BPF_TABLE("lru_hash", u64, struct tls_call, tls_calls, 16384); /* pid_tgid -> call in progress */
 BPF_TABLE("lru_hash", struct ssl_key, s32, tls_fds, 65536);    /* (pid, SSL *) -> fd */
 
 /* A followed socket's bytes that are not HTTP, read or written by a thread inside SSL_read or
@@ -488,6 +492,7 @@ static __always_inline int tls_enter(struct pt_regs *ctx, u32 op, int ex)
     if (is_self(id >> 32))
         return 0;
     struct tls_call t = {};
+    t.ts_ns = bpf_ktime_get_boot_ns();
     t.ssl = PT_REGS_PARM1(ctx);
     t.buf = PT_REGS_PARM2(ctx);
     t.done_ptr = ex ? PT_REGS_PARM4(ctx) : 0;
@@ -524,7 +529,8 @@ static __always_inline int tls_exit(struct pt_regs *ctx)
             return 0;        /* the socket is not known yet (a custom BIO, no syscall seen) */
         t.fd = *fd;
     }
-    return on_data(id, t.fd, t.op, t.buf, len, HTTP_FLAG_TLS);
+    /* A write's bytes were there at its entry; a read's at its return. */
+    return on_data(id, t.fd, t.op, t.buf, len, HTTP_FLAG_TLS, t.op == HTTP_OP_WRITE ? t.ts_ns : 0);
 }
 
 int tls_read_enter(struct pt_regs *ctx) { return tls_enter(ctx, HTTP_OP_READ, 0); }

@@ -1,10 +1,10 @@
-"""The gRPC output: OTLP logs (opentelemetry.proto.collector.logs.v1.LogsService/Export), and
-spans (opentelemetry.proto.collector.trace.v1.TraceService/Export, same endpoint), so that any
-OpenTelemetry receiver takes what log-shuttle ships. A line joined to its request carries the
-span's ``trace_id``/``span_id`` (the fields backends join logs and traces on).
+"""The gRPC output: OTLP logs (opentelemetry.proto.collector.logs.v1.LogsService/Export), so
+that any OpenTelemetry receiver takes what log-shuttle ships; spans through
+opentelemetry.proto.collector.trace.v1.TraceService/Export on the same endpoint, and a line
+joined to its request with the span's ``trace_id``/``span_id`` (what backends join on).
 
 One batch becomes one or more Export requests of at most ``max_records`` records (the mapping is
-in common.otlp); up to ``concurrency`` of them are in flight at once, each with a deadline,
+in outputs.otlp); up to ``concurrency`` of them are in flight at once, each with a deadline,
 gzip-compressed, with the configured headers and ``authorization: Bearer <token>``. The batch is
 OK only when every request of it succeeded: the runner acknowledges it to the inputs only then.
 When some requests fail retryably the sink remembers which ones succeeded, and the runner's next
@@ -39,15 +39,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: 
     ExportTraceServiceRequest)
 
 from common.component import BootError, Context
-from common.events import Batch, Event, LogEvent, SpanEvent
+from common.events import Batch
 from common.net import format_address, parse_address, read_token
-from common.otlp import container_attributes, event_log_record, export_requests, line_log_record
+from common.events import SpanEvent
+from common.otlp import export_requests
 from common.otlp_traces import span_requests
 from common.tls import TlsFiles, grpc_channel_credentials
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
 from outputs.grpc_config import GrpcOutputConfig
-from outputs.records import log_records
+from outputs.otlp import otlp_records
 from outputs.runner import Backoff, OutputRunner
 
 Code = grpc.StatusCode
@@ -77,23 +78,6 @@ def build(ctx: Context[GrpcOutputConfig]) -> OutputRunner:
         max_records=cfg.max_records, host=ctx.host, service_name=cfg.service_name,
         reconnect_max=min(cfg.backoff_max, 5.0), log=ctx.log)
     return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
-
-
-def otlp_records(events: list[Event]) -> list:
-    """Every record of the events as (LogRecord, extra resource attributes); spans are not
-    records (they go through TraceService/Export)."""
-    out = []
-    now = time.time_ns()
-    for ev in events:
-        if type(ev) is SpanEvent:
-            continue
-        if isinstance(ev, LogEvent):
-            res = container_attributes(ev.path)
-            out += [line_log_record(rec, read_ns=ev.read_ns, res=res)
-                    for rec in log_records(ev, "")]
-        else:
-            out.append(event_log_record(ev, now_ns=now))
-    return out
 
 
 @dataclass
@@ -158,7 +142,7 @@ class GrpcSink:
             time.sleep(wait)  # the receiver's RetryInfo asked for at least this long
         if self._batch is not batch:
             self._batch = batch
-            self._requests = export_requests(otlp_records(batch.events), host=self.host,
+            self._requests = export_requests(otlp_records(batch.events, now_ns=time.time_ns()), host=self.host,
                                              service_name=self.service_name,
                                              max_records=self.max_records)
             spans = [ev for ev in batch.events if type(ev) is SpanEvent]

@@ -34,6 +34,9 @@ class GrpcOutputConfig(TlsClientOptions, kw_only=True):
     """Log records per Export call."""
     service_name: str = ""
     """service.name of the resource; empty: none."""
+    state_dir: str = ""
+    """Where this output sets aside batches it can never deliver (its dead-letter file); empty:
+    the agent's state_dir."""
 
     def problems(self, *, environ: Mapping[str, str] | None = None) -> list[str]:
         out = address_problems(self.address, key="address") + super().problems(environ=environ)

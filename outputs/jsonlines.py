@@ -28,7 +28,7 @@ from common.events import Batch, MetricEvent
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
 from outputs.metricstate import metric_events
-from outputs.records import rfc3339_ns
+from common.timefmt import rfc3339_ns
 from outputs.runner import OutputRunner
 
 
@@ -84,6 +84,10 @@ class JsonLinesSink:
         self.size = 0
         self.points = 0
         self._open()
+
+    @property
+    def healthy(self) -> bool:
+        return self.failures is None or self.failures.since is None
 
     def _open(self) -> None:
         try:

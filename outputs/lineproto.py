@@ -10,10 +10,11 @@ Escaping, as InfluxDB's parser reads it back:
   ``true``/``false``; timestamps are nanoseconds.
 
 What line protocol cannot carry at all in a name or tag value is replaced, never sent broken:
-a newline or carriage return becomes a space; a backslash that would be read as an escape (the
-last character, or before a space, ``,`` or ``=``) becomes ``/``; a name starting with ``#``
-(a comment line) gets a ``_`` in front, as do the key ``time`` (InfluxDB refuses it as a tag or
-field key) and empty names. Empty tag values are left out (InfluxDB drops them anyway).
+a newline, carriage return or NUL becomes a space; a backslash that would be read as an escape
+(the last character, or before a space, ``,``, ``=`` or ``"``) becomes ``/``; a name's leading tabs
+become ``_`` (InfluxDB skips them before a measurement and before the first field); a name
+starting with ``#`` (a comment line) gets a ``_`` in front, as do the key ``time`` (InfluxDB
+refuses it as a tag or field key) and empty names. Empty tag values are left out (InfluxDB drops them anyway).
 :func:`clean_name` and :func:`clean_tag_value` say what a text becomes.
 """
 
@@ -25,8 +26,8 @@ from collections.abc import Iterable, Mapping
 
 _NAME_ESCAPE = str.maketrans({",": "\\,", " ": "\\ "})
 _KEY_ESCAPE = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
-_UNSAFE_BACKSLASH = re.compile(r"\\(?=[ ,=]|$)")
-_NEWLINES = str.maketrans({"\n": " ", "\r": " "})
+_UNSAFE_BACKSLASH = re.compile(r"\\(?=[ ,=\"]|$)")
+_NEWLINES = str.maketrans({"\n": " ", "\r": " ", "\0": " "})
 
 
 def _clean(text: str) -> str:
@@ -44,6 +45,9 @@ def clean_tag_value(text: str) -> str:
 def clean_name(text: str, *, key: bool = True) -> str:
     """What a measurement (``key=False``), tag key or field key reads back as."""
     text = _clean(text)
+    if text.startswith("\t"):  # InfluxDB skips tabs before a measurement or the fields
+        bare = text.lstrip("\t")
+        text = "_" * (len(text) - len(bare)) + bare
     if not text or (key and text == "time") or text.startswith("#"):
         text = "_" + text
     return text

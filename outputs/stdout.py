@@ -12,7 +12,7 @@ from common.component import BootError, Context, SinkClosed
 from common.config import Section
 from common.events import Batch
 from outputs.base import Verdict
-from outputs.records import Renderer
+from outputs.ndjson import Renderer
 from outputs.runner import OutputRunner
 
 
@@ -20,6 +20,9 @@ class StdoutOutputConfig(Section):
     """The ``[outputs.stdout]`` table."""
 
     format: Literal["ndjson", "text"] = "ndjson"
+    state_dir: str = ""
+    """Where this output sets aside batches it can never deliver (its dead-letter file); empty:
+    the agent's state_dir."""
 
 
 def build(ctx: Context[StdoutOutputConfig]) -> OutputRunner:

@@ -1,6 +1,6 @@
 """Events as RFC 5424 syslog messages, framed for TCP as RFC 6587 says.
 
-One message per record (a LogEvent's run of lines is expanded by ``outputs.records``)::
+One message per record of the record view (``outputs.records``)::
 
     <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [logshuttle@32473 path="..." offset="..."] MSG
 
@@ -24,15 +24,17 @@ One message per record (a LogEvent's run of lines is expanded by ``outputs.recor
 from __future__ import annotations
 
 import os
+from itertools import repeat
 from typing import Any, Literal
 
 import msgspec
 
-from common.events import Event, LogEvent
+from common.events import Event
 from common.framing import newline_frame, octet_frame
 from common.severity import event_severity, line_severity
 from common.syslog import FACILITIES, SD_ID
-from outputs.records import LineRecord, event_record, log_records
+from common.timefmt import rfc3339_ns
+from outputs.records import EventRecord, LineRun, view
 
 Framing = Literal["octet", "newline"]
 
@@ -84,61 +86,77 @@ class SyslogEncoder:
     def messages(self, events: list[Event]) -> list[bytes]:
         """One unframed RFC 5424 message per record."""
         out: list[bytes] = []
-        for ev in events:
-            if isinstance(ev, LogEvent):
-                app = _ascii_token(self.app_name or _app_name(ev.path), 48)
-                for rec in log_records(ev, self.host):
-                    out.append(self._line(rec, app))
+        for item in view(events):
+            if type(item) is LineRun:
+                out += self._lines(item)
             else:
-                out.append(self._event(ev))
+                out.append(self._event(item))
         return out
 
     def encode(self, events: list[Event]) -> bytes:
         frame = self.frame
         return b"".join([frame(m) for m in self.messages(events)])
 
-    def _header(self, severity: int, time: str, app: str, procid: str, msgid: str) -> str:
-        # time is RFC 3339 with nanoseconds; RFC 5424 takes at most microseconds.
-        stamp = time[:26] + "Z" if len(time) > 27 else time
+    def _header(self, severity: int, stamp: str, app: str, procid: str, msgid: str) -> str:
         return f"<{self.facility * 8 + severity}>1 {stamp} {self.host} {app} {procid} {msgid}"
 
-    def _line(self, rec: LineRecord, app: str) -> bytes:
-        params: dict[str, Any] = {"path": rec.path, "offset": rec.offset}
-        if rec.piece is not None:
-            params["piece"] = rec.piece
-            params["last_piece"] = bool(rec.last_piece)
-        if rec.invalid_utf8:
-            params["invalid_utf8"] = True
-        if rec.unterminated:
-            params["unterminated"] = True
+    def _lines(self, run: LineRun) -> list[bytes]:
+        app = _ascii_token(self.app_name or _app_name(run.path), 48)
+        # The structured data around each line's offset and invalid_utf8 flag, made once.
+        before = f'[{SD_ID} path="{_sd_value(run.path)}" offset="'
+        flags: dict[str, Any] = {}
+        if run.piece is not None:
+            flags["piece"] = run.piece
+            flags["last_piece"] = bool(run.last_piece)
+        after: dict[str, Any] = {}
+        if run.unterminated:
+            after["unterminated"] = True
         procid = "-"
-        if rec.process is not None:  # the writer: its pid is the PROCID, the rest goes in SD
-            procid = str(rec.process.pid)
-            params["comm"] = rec.process.comm
-            if rec.process.container_id:
-                params["container_id"] = rec.process.container_id
-            params["writer_how"] = rec.process.how
-        elif rec.writers:
-            params["writers"] = ",".join(str(w.pid) for w in rec.writers)
-        if rec.trace_id:  # the request the line was written for (pipeline/logjoin.py)
-            params["trace_id"] = rec.trace_id
-            params["span_id"] = rec.span_id
-            params.update({f"http_{k}": v for k, v in rec.request.items()})
-        elif rec.join:
-            params["join"] = rec.join
-        head = self._header(line_severity(rec.line), rec.time, app, procid, "log")
-        return f"{head} {_sd(params)} {rec.line}".encode("utf-8", "replace")
+        if run.process is not None:  # the writer: its pid is the PROCID, the rest goes in SD
+            procid = str(run.process.pid)
+            after["comm"] = run.process.comm
+            if run.process.container_id:
+                after["container_id"] = run.process.container_id
+            after["writer_how"] = run.process.how
+        elif run.writers:
+            after["writers"] = ",".join(str(w.pid) for w in run.writers)
+        mid, tail = _params(flags), _params(after)
+        # time is RFC 3339 with nanoseconds; RFC 5424 takes at most microseconds.
+        stamp = rfc3339_ns(run.read_ns)[:26] + "Z"
+        fac = self.facility * 8
+        head = f"1 {stamp} {self.host} {app} {procid} log "
+        invalid = run.invalid or repeat(False)
+        if run.joins:  # the request a line was written for (pipeline/logjoin.py)
+            joined = {j.index: _params({"join": "ambiguous"} if j.ambiguous else {
+                "trace_id": j.trace_id, "span_id": j.span_id, "http_method": j.method,
+                "http_path": j.path, "http_status": j.status}) for j in run.joins}
+            return [f'<{fac + line_severity(s)}>{head}{before}{off}"{mid}'
+                    f'{_INVALID if bad else ""}{tail}{joined.get(i, "")}] {s}'.encode(
+                        "utf-8", "replace")
+                    for i, (s, off, bad) in enumerate(zip(run.texts, run.offsets, invalid))]
+        return [f'<{fac + line_severity(s)}>{head}{before}{off}"{mid}'
+                f'{_INVALID if bad else ""}{tail}] {s}'.encode("utf-8", "replace")
+                for s, off, bad in zip(run.texts, run.offsets, invalid)]
 
-    def _event(self, ev: Event) -> bytes:
-        rec = event_record(ev, self.host)
-        kind = rec.pop("type")
-        time = rec.pop("time")
-        rec.pop("host", None)
-        pid = rec.get("pid")
-        comm = rec.get("comm") or rec.get("provider_name") or ""
+    def _event(self, rec: EventRecord) -> bytes:
+        fields = rec.fields
+        if rec.process is not None:
+            fields = {**fields, "process": rec.process}
+        pid = fields.get("pid")
+        comm = fields.get("comm") or fields.get("provider_name") or ""
         app = _ascii_token(self.app_name or comm or "log-shuttle", 48)
         procid = _ascii_token(str(pid), 128) if pid else "-"
-        text = " ".join(f"{k}={v}" for k, v in rec.items() if v not in (None, "", [], {}))
-        head = self._header(event_severity(ev), time, app, procid, kind)
+        text = " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, "", [], {}))
+        stamp = rfc3339_ns(rec.time_ns)[:26] + "Z"
+        head = self._header(event_severity(rec.event), stamp, app, procid, rec.kind)
         msg = text.replace("\n", " ")
-        return f"{head} {_sd(rec)} {kind} {msg}".encode("utf-8", "replace")
+        return f"{head} {_sd(fields)} {rec.kind} {msg}".encode("utf-8", "replace")
+
+
+_INVALID = ' invalid_utf8="true"'
+
+
+def _params(params: dict[str, Any]) -> str:
+    """SD-PARAMs after others in the element: each with its leading space."""
+    return "".join(f' {_ascii_token(k, 32).replace("=", "_")}="{_sd_value(v)}"'
+                   for k, v in params.items() if v is not None and v != "")

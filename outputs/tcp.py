@@ -1,12 +1,19 @@
 """The TCP output: batches as NDJSON or RFC 5424 syslog (octet-counted or newline-framed), over
 plain TCP or TLS, one write per batch.
 
-Delivery is best-effort, as TCP gives it: a batch is OK once the kernel took all of it. Before
-each write the sink looks whether the receiver closed the connection (a FIN or a TLS
-close_notify makes the socket readable with nothing to read), so that a receiver that stopped
-between two batches costs a reconnect, not a batch. Any failure (refused, reset, timeout, TLS,
-a rejected token) closes the connection and returns RETRY: the runner holds the batch and tries
-again with exponential backoff and jitter, its queue fills, and backpressure reaches the inputs.
+Delivery is best-effort, as TCP gives it: a batch is OK once the kernel took all of it. What the
+receiver did with it is unknown, so the sink keeps what it wrote on the current connection, up to
+``replay_bytes`` (the replay window: at least what the two sockets' buffers hold). Before each
+write it polls the socket: a reset (the receiver closed with unread bytes: they are lost with
+it), or a FIN while bytes are still unacknowledged (SIOCOUTQ), means the connection broke with
+data in flight; the sink reconnects and first writes the window again. So a receiver that keeps
+hanging up costs duplicates (what it had read of the window), not lines; what can still be lost
+is bounded by one connection's window: the lines pushed out of it before the break, counted as
+``lines_maybe_lost`` and logged. A clean FIN with everything acknowledged (the receiver read all
+and closed: an idle timeout) costs a reconnect and nothing else. Any failure (refused, reset,
+timeout, TLS, a rejected token) closes the connection and returns RETRY: the runner holds the
+batch and tries again with exponential backoff and jitter, its queue fills, and backpressure
+reaches the inputs. For nothing lost, use an acknowledged mode (RELP: outputs/relp.py).
 
 With a token (``auth_token_file`` or LOG_SHUTTLE_AUTH_TOKEN; only over TLS) the sink opens each
 connection with ``AUTH <token>\\n`` and waits for the server's ``OK\\n`` (log-shuttle server's
@@ -19,21 +26,29 @@ import logging
 import select
 import socket
 import ssl
+import struct
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Literal
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from msgspec import Meta
 
 from common.component import BootError, Context
 from common.config import PositiveFloat, TlsClientOptions, address_problems
-from common.events import Batch, Event
+from common.events import Batch, Event, event_lines
 from common.net import format_address, parse_address, read_token
 from common.tls import TlsFiles, client_context, describe
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
-from outputs.records import Renderer
+from outputs.ndjson import Renderer
+from outputs.relp import RelpSink
 from outputs.runner import Backoff, OutputRunner
 from outputs.syslog import FACILITIES, SyslogEncoder
 
 AUTH_OK = b"OK\n"
+_RDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer's FIN, even with data unread
 
 
 class TcpOutputConfig(TlsClientOptions, kw_only=True):
@@ -42,7 +57,12 @@ class TcpOutputConfig(TlsClientOptions, kw_only=True):
     address: str
     """HOST:PORT of the receiver."""
     name: str = "tcp"
-    framing: Literal["ndjson", "syslog-octet", "syslog-newline"] = "ndjson"
+    framing: Literal["ndjson", "syslog-octet", "syslog-newline", "relp", "ndjson-acked"] = \
+        "ndjson"
+    """``relp``: RFC 5424 messages over RELP (rsyslog's imrelp), each confirmed by the
+    receiver; ``ndjson-acked``: NDJSON batches that log-shuttle server acknowledges once
+    written (outputs/acked.py). Either way nothing is lost to a receiver that hangs up or
+    restarts."""
     tls: bool | None = None
     """TLS on or off; unset: on when any tls_* option is given."""
     facility: str = "user"
@@ -51,6 +71,14 @@ class TcpOutputConfig(TlsClientOptions, kw_only=True):
     """syslog APP-NAME; empty: the log file's name without extension."""
     connect_timeout: PositiveFloat = 5.0
     write_timeout: PositiveFloat = 10.0
+    """Also how long RELP waits for the receiver's answers."""
+    replay_bytes: Annotated[int, Meta(ge=0)] = 8 * 1024 * 1024
+    """Best-effort framings: what the sink keeps of what it wrote on a connection, written
+    again after the receiver resets it (0: nothing; a broken connection then loses what was in
+    flight)."""
+    state_dir: str = ""
+    """Where this output sets aside batches it can never deliver (its dead-letter file); empty:
+    the agent's state_dir."""
 
     def use_tls(self) -> bool:
         return self.tls if self.tls is not None else self.tls_files_given()
@@ -60,7 +88,10 @@ class TcpOutputConfig(TlsClientOptions, kw_only=True):
         if self.facility not in FACILITIES:
             out.append(f"facility: unknown syslog facility {self.facility!r} (one of "
                        f"{', '.join(FACILITIES)})")
-        if not self.use_tls() and self.token_given(environ):
+        if self.framing == "relp" and self.auth_token_file:
+            out.append("auth_token_file: RELP has no token (rsyslog's imrelp authenticates "
+                       "clients by TLS certificate: tls_cert, tls_key)")
+        elif not self.use_tls() and self.token_given(environ):
             out.append(f"{'auth_token_file' if self.auth_token_file else 'tls'}: a token is only "
                        f"ever sent over TLS: set tls = true (--tls-ca ...) or give no token")
         return out
@@ -78,13 +109,30 @@ def build(ctx: Context[TcpOutputConfig]) -> OutputRunner:
     files = TlsFiles(ca=cfg.tls_ca, cert=cfg.tls_cert, key=cfg.tls_key,
                      server_name=cfg.tls_server_name)
     tls = client_context(files, who=ctx.name) if cfg.use_tls() else None
+    if cfg.framing == "relp":
+        syslog = SyslogEncoder(host=ctx.host, facility=cfg.facility, app_name=cfg.app_name)
+        sink: TcpSink | RelpSink = RelpSink(
+            name=f"relp {format_address(host, port)}", host=host, port=port,
+            messages=syslog.messages, tls=tls, server_name=cfg.tls_server_name or host,
+            connect_timeout=cfg.connect_timeout, timeout=cfg.write_timeout, log=ctx.log)
+        return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
     token = read_token(cfg.auth_token_file, who=ctx.name)
+    if cfg.framing == "ndjson-acked":
+        from outputs.acked import AckedSink  # it builds on TcpSink, below
+
+        sink = AckedSink(
+            name=f"tcp {format_address(host, port)} (acknowledged)", host=host, port=port,
+            encode=Renderer(fmt="ndjson", host=ctx.host).render, tls=tls,
+            server_name=cfg.tls_server_name or host, token=token,
+            connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout, log=ctx.log)
+        return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
     sink = TcpSink(
         name=f"tcp {format_address(host, port)}", host=host, port=port,
         encode=encoder(framing=cfg.framing, host=ctx.host, facility=cfg.facility,
                        app_name=cfg.app_name),
         tls=tls, server_name=cfg.tls_server_name or host, token=token,
-        connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout, log=ctx.log)
+        connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout,
+        replay_bytes=cfg.replay_bytes, log=ctx.log)
     return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
 
 
@@ -97,11 +145,24 @@ def encoder(*, framing: str, host: str, facility: str = "user",
     return SyslogEncoder(host=host, framing=kind, facility=facility, app_name=app_name).encode
 
 
+@dataclass
+class TcpStats:
+    broken: int = 0
+    """Connections the receiver broke with data in flight (reset, or closed before acking)."""
+    lines_resent: int = 0
+    """Lines written again after a broken connection (the receiver may have some twice)."""
+    lines_maybe_lost: int = 0
+    """Lines that had left the replay window of a connection that then broke: the bound of
+    what best-effort TCP may have lost."""
+
+
 class TcpSink:
     def __init__(self, *, name: str, host: str, port: int,
                  encode: Callable[[list[Event]], bytes], tls: ssl.SSLContext | None = None,
                  server_name: str = "", token: str = "", connect_timeout: float = 5.0,
-                 write_timeout: float = 10.0, log: logging.Logger | None = None) -> None:
+                 write_timeout: float = 10.0, replay_bytes: int = 8 << 20,
+                 count_lines: Callable[[list[Event]], int] | None = None,
+                 log: logging.Logger | None = None) -> None:
         self.name = name
         self.host = host
         self.port = port
@@ -111,10 +172,22 @@ class TcpSink:
         self.token = token
         self.connect_timeout = connect_timeout
         self.write_timeout = write_timeout
+        self.replay_bytes = replay_bytes
+        self.count_lines = count_lines or _records
         self.log = log or logging.getLogger("log_shuttle")
         self.failures = FailureReporter(who=f"output {name}", log=self.log)
         self.sock: socket.socket | None = None
         self.connects = 0
+        self.bytes_sent = 0
+        self.stats = TcpStats()
+        self._window: deque[tuple[bytes, int]] = deque()
+        """(payload, lines) written on the current connection, newest last."""
+        self._window_bytes = 0
+        self._pushed_out = 0
+        """Lines of this connection that left the window (would be lost if it broke now)."""
+        self._replay: list[tuple[bytes, int]] = []
+        """What a broken connection had in its window: written first on the next one."""
+        self._last_report = 0.0
 
     def send(self, batch: Batch) -> Verdict:
         payload = self.encode(batch.events)
@@ -125,26 +198,69 @@ class TcpSink:
             sock = self._connection()
             stage = "write"
             sock.settimeout(self.write_timeout)
+            if self._replay:
+                sock.sendall(b"".join(p for p, _ in self._replay))
+                for item in self._replay:
+                    self._remember(*item)
+                self._replay = []
             sock.sendall(payload)
+            self.bytes_sent += len(payload)
         except AuthRejected as exc:
-            self._close()
+            self._close(broken=True)
             self.failures.failed("auth", f"the server rejected the token ({exc})",
                                  level=logging.ERROR)
             return Verdict.RETRY
         except ssl.SSLError as exc:
-            self._close()
+            self._close(broken=True)
             self.failures.failed("tls", f"cannot talk to {self._where()}: {describe(exc)}",
                                  level=logging.ERROR)
             return Verdict.RETRY
         except (OSError, TimeoutError) as exc:
-            self._close()
+            self._close(broken=True)
             self.failures.failed(stage, f"cannot {stage} to {self._where()}: {_reason(exc)}")
             return Verdict.RETRY
+        self._remember(payload, self.count_lines(batch.events))
         self.failures.ok()
         return Verdict.OK
 
     def close(self) -> None:
-        self._close()
+        self._close(broken=False)
+        st = self.stats
+        if st.broken:
+            self.log.warning("output %s: %d connection(s) broken by the receiver: %d line(s) "
+                             "resent (it may have some twice), up to %d line(s) may be lost",
+                             self.name, st.broken, st.lines_resent, st.lines_maybe_lost)
+
+    # --- the replay window ----------------------------------------------------------------------
+
+    def _remember(self, payload: bytes, lines: int) -> None:
+        self._window.append((payload, lines))
+        self._window_bytes += len(payload)
+        while self._window_bytes > self.replay_bytes and len(self._window) > 1:
+            old, n = self._window.popleft()
+            self._window_bytes -= len(old)
+            self._pushed_out += n
+
+    def _broke(self, why: str) -> None:
+        """The connection broke with data in flight: keep its window for the next one."""
+        lines = sum(n for _, n in self._window)
+        self.stats.broken += 1
+        self.stats.lines_resent += lines
+        self.stats.lines_maybe_lost += self._pushed_out
+        self._replay = [*self._replay, *self._window]
+        now = time.monotonic()
+        if now - self._last_report >= 30.0:
+            self._last_report = now
+            self.log.warning("output %s: %s; writing the last %d line(s) again on a new "
+                             "connection (%d broken so far, %d line(s) resent, up to %d maybe "
+                             "lost)", self.name, why, lines, self.stats.broken,
+                             self.stats.lines_resent, self.stats.lines_maybe_lost)
+        self._forget()
+
+    def _forget(self) -> None:
+        self._window.clear()
+        self._window_bytes = 0
+        self._pushed_out = 0
 
     # --- the connection -------------------------------------------------------------------------
 
@@ -152,9 +268,19 @@ class TcpSink:
         return format_address(self.host, self.port)
 
     def _connection(self) -> socket.socket:
-        if self.sock is not None and self._peer_closed(self.sock):
-            self.log.info("output %s: the receiver closed the connection; reconnecting", self.name)
-            self._close()
+        if self.sock is not None:
+            state = self._peer_state(self.sock)
+            if state == "reset":
+                self._broke("the receiver reset the connection")
+                self._close(broken=False)
+            elif state == "closed":
+                if _unacked(self.sock):
+                    self._broke("the receiver closed the connection before it had everything")
+                else:
+                    self.log.info("output %s: the receiver closed the connection; reconnecting",
+                                  self.name)
+                    self._forget()
+                self._close(broken=False)
         if self.sock is None:
             self.sock = self._connect()
             self.connects += 1
@@ -187,29 +313,42 @@ class TcpSink:
             raise AuthRejected(f"it answered {reply.strip()[:40]!r}")
 
     @staticmethod
-    def _peer_closed(sock: socket.socket) -> bool:
-        """True when the receiver sent FIN / close_notify or reset: the connection is dead."""
+    def _peer_state(sock: socket.socket) -> str:
+        """``open``, ``closed`` (FIN or TLS close_notify) or ``reset``. Polls (any descriptor
+        number), then reads what the receiver sent, if anything."""
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if not readable:
-                return False
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(sock, select.POLLIN | _RDHUP)
+                events = poller.poll(0)
+                if events and events[0][1] & select.POLLERR:
+                    return "reset"
+            else:  # Windows: select takes sockets, whatever their number
+                events = select.select([sock], [], [], 0)[0]
+        except (OSError, ValueError):
+            return "reset"
+        if not events:
+            return "open"
+        try:
             sock.setblocking(False)
             try:
                 data = sock.recv(4096)
             finally:
                 sock.setblocking(True)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-            return False  # TLS records that were not data (session tickets)
+            return "open"  # TLS records that were not data (session tickets)
         except (OSError, ValueError):
-            return True
-        return not data  # data from a receiver that should send none: ignored
+            return "reset"
+        return "open" if data else "closed"  # data from a receiver that should send none: ignored
 
-    def _close(self) -> None:
+    def _close(self, *, broken: bool) -> None:
         if self.sock is not None:
+            if broken and self._window:
+                self._broke("the connection broke")
             try:
                 # Read what the receiver sent (TLS session tickets): closing with unread bytes
                 # would reset the connection instead of ending it cleanly.
-                self._peer_closed(self.sock)
+                self._peer_state(self.sock)
                 if isinstance(self.sock, ssl.SSLSocket):
                     self.sock.settimeout(0.5)
                     self.sock = self.sock.unwrap()
@@ -220,6 +359,24 @@ class TcpSink:
             except OSError:
                 pass
             self.sock = None
+        self._forget()
+
+
+def _unacked(sock: socket.socket) -> int:
+    """Bytes written on the socket that the receiver's TCP has not acknowledged (Linux
+    SIOCOUTQ; where it is missing, every byte counts as unacknowledged: resend)."""
+    try:
+        import fcntl  # POSIX only: imported here so that the module imports on Windows
+        import termios
+
+        raw = sock.fileno()
+        return struct.unpack("i", fcntl.ioctl(raw, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (ImportError, OSError, AttributeError):
+        return 1
+
+
+def _records(events: list[Event]) -> int:
+    return sum(event_lines(ev) for ev in events)
 
 
 def _reason(exc: BaseException) -> str:

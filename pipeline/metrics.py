@@ -72,7 +72,7 @@ class _Series:
 
 
 class _Service:
-    __slots__ = ("name", "base", "series", "overflow", "overflowed")
+    __slots__ = ("name", "base", "series", "overflow", "overflowed", "reported")
 
     def __init__(self, name: str, container_id: str) -> None:
         self.name = name
@@ -83,6 +83,8 @@ class _Service:
         self.overflow: dict[str, _Series] = {}
         self.overflowed = 0
         """Observations counted in overflow series, since start."""
+        self.reported = 0
+        """``overflowed`` when it was last logged."""
 
 
 class Aggregator:
@@ -267,6 +269,12 @@ class Aggregator:
         points: list[MetricEvent] = []
         stale = now_ns - self.expiry_ns
         for svc in self.services.values():
+            if svc.overflowed != svc.reported:
+                self.log.warning("metrics: service %s: %d observations past max_series (%d) "
+                                 "counted in its overflow series this interval (%d since start)",
+                                 svc.name, svc.overflowed - svc.reported, self.max_series,
+                                 svc.overflowed)
+                svc.reported = svc.overflowed
             for table in (svc.series, svc.overflow):
                 gone = []
                 for key, s in table.items():

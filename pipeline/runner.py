@@ -69,6 +69,8 @@ class Pipeline:
                                max_delay=batch.max_delay)
         self.codec = BatchCodec()
         self.batches_sent = 0
+        self.records_out = 0
+        """Records (lines; an eBPF event is one) put on the output queues (telemetry)."""
         self.handed_on: dict[int, int] = {}
         """Input index -> the highest message seq read from it (stamped on every batch)."""
         routes = list(getattr(ctx.config, "routes", ()) or ())
@@ -199,6 +201,7 @@ class Pipeline:
 
     def flush(self) -> None:
         if self.batcher:
+            self.records_out += self.batcher.count
             acks = self.handed_on
             if self.joiner is not None and self.joiner.held:
                 # Lines still held for their join: their inputs are acknowledged only up to

@@ -1,5 +1,6 @@
-"""The server's gRPC receiver: OTLP LogsService/Export, TraceService/Export (spans, stored as
-``type: "span"`` records) and the standard grpc.health.v1 service,
+"""The server's gRPC receiver: OTLP LogsService/Export, OTLP TraceService/Export (each span a
+record of ``type`` span, common.otlp_traces), OTLP MetricsService/Export (each data
+point a record of ``type`` metric, common.otlp_metrics) and the standard grpc.health.v1 service,
 on grpc.aio (the same asyncio loop as the TCP receiver).
 
 An Export is answered only after its records were written (common.otlp maps them to NDJSON
@@ -23,12 +24,16 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import (metrics_service_pb2,
+                                                      metrics_service_pb2_grpc)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from common.otlp import records_of
+from common.otlp_metrics import metric_records
 from common.otlp_traces import span_records
 
 SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 RETRY_AFTER = 1.0
 """Seconds a client refused for too many calls at once is told to wait (RetryInfo)."""
@@ -131,6 +136,22 @@ class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
+class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
+    """OTLP metrics: every data point stored as one record of ``type`` metric
+    (common.otlp_metrics.metric_records), answered once written, as the logs are."""
+
+    def __init__(self, *, write: Callable[[list[dict[str, Any]]], None], counts: Counter) -> None:
+        self.write = write
+        self.counts = counts
+
+    async def Export(self, request, context):  # noqa: N802 - the proto's name
+        records = metric_records(request)
+        self.write(records)
+        self.counts["grpc_metric_exports"] += 1
+        self.counts["grpc_metric_points"] += len(records)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
 class TokenInterceptor(grpc.aio.ServerInterceptor):
     """Every call but the health service's must carry ``authorization: Bearer <token>``."""
 
@@ -176,6 +197,8 @@ class GrpcReceiver:
             LogsServicer(write=write, counts=counts), self.server)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
             TraceServicer(write=write, counts=counts), self.server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
+            MetricsServicer(write=write, counts=counts), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.ports: list[int] = []
@@ -190,11 +213,11 @@ class GrpcReceiver:
 
     async def start(self) -> None:
         await self.server.start()
-        for name in ("", SERVICE):
+        for name in ("", SERVICE, METRICS_SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def drain(self, timeout: float) -> None:
         """Say NOT_SERVING, refuse new calls, let calls in flight finish (up to ``timeout``)."""
-        for name in ("", SERVICE):
+        for name in ("", SERVICE, METRICS_SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(timeout)

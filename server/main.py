@@ -91,7 +91,7 @@ async def _main(cfg: ServerConfig, log: logging.Logger) -> int:
             t = TcpReceiver(host=host, port=port, tls=tls, token=token if tls else "",
                             max_message_bytes=cfg.max_message_bytes,
                             max_connections=cfg.max_connections, idle_timeout=cfg.idle_timeout,
-                            write=writer.write, counts=counts, log=log)
+                            write=writer.write, counts=counts, log=log, sync=writer.sync)
             try:
                 await t.start()
             except OSError as exc:

@@ -9,6 +9,12 @@ a counted error; the others go on.
 A token (only on TLS listeners): the first line of a connection must be ``AUTH <token>``, and is
 answered ``OK`` or ``DENIED`` (then closed). A server without a token answers ``OK`` to any
 ``AUTH`` line, so a client with a token can talk to it.
+
+The acknowledged mode (log-shuttle's TCP output with ``framing = "ndjson-acked"``,
+outputs/acked.py): a connection whose first line (after AUTH) is ``ACKED 1`` is answered
+``ACKED 1`` and then carries frames ``B <seq> <length>\n`` + ``length`` bytes of NDJSON or
+syslog lines; each is parsed, written, and synced to disk (``sync``) before the server answers
+``A <seq>``, so the agent's checkpoints advance only past what is on the server's disk.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from server.frames import BadFrame, parse_frame
 from common.framing import AutoDecoder, FramingError
 
 READ_BYTES = 256 * 1024
+ACKED_HELLO = b"ACKED 1"
 DRAIN_IDLE = 0.5
 """While draining, a connection silent this long is done."""
 
@@ -34,7 +41,7 @@ class TcpReceiver:
     def __init__(self, *, host: str, port: int, tls: ssl.SSLContext | None, token: str,
                  max_message_bytes: int, max_connections: int, idle_timeout: float,
                  write: Callable[[list[dict[str, Any]]], None], counts: Counter,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, sync: Callable[[], None] | None = None) -> None:
         self.host, self.port = host, port
         self.tls = tls
         self.token = token
@@ -42,6 +49,8 @@ class TcpReceiver:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.write = write
+        self.sync = sync or (lambda: None)
+        """Makes what ``write`` wrote durable (the acknowledged mode answers after it)."""
         self.counts = counts
         self.log = log
         self.server: asyncio.Server | None = None
@@ -112,6 +121,7 @@ class TcpReceiver:
         decoder = AutoDecoder(max_frame=self.max_message_bytes)
         first = True
         need_auth = bool(self.token)
+        records_seen = False
         while True:
             timeout = min(self.idle_timeout, DRAIN_IDLE) if self.draining else self.idle_timeout
             try:
@@ -138,8 +148,18 @@ class TcpReceiver:
                 if need_auth and (frames or decoder.pending() > 4096):
                     self._error("auth", peer, "no AUTH line first")
                     return
+                if frames and frames[0] == ACKED_HELLO and not records_seen:
+                    if len(frames) > 1 or decoder.pending():
+                        self._error("framing", peer, "bytes after ACKED 1 before its answer")
+                        return
+                    writer.write(ACKED_HELLO + b"\n")
+                    await writer.drain()
+                    self.counts["tcp_acked_connections"] += 1
+                    await self._serve_acked(reader, writer, peer)
+                    return
                 if frames:
                     first = False
+                    records_seen = True
                 records = [parse_frame(f, received_ns=now) for f in frames]
             except FramingError as exc:
                 self._error("framing", peer, str(exc))
@@ -150,6 +170,50 @@ class TcpReceiver:
             if records:
                 self.write(records)
                 self.counts["tcp_records"] += len(records)
+
+    async def _serve_acked(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           peer: str) -> None:
+        """``B <seq> <length>`` frames, each written, synced, then answered ``A <seq>``."""
+        while True:
+            timeout = min(self.idle_timeout, DRAIN_IDLE) if self.draining else self.idle_timeout
+            try:
+                header = await asyncio.wait_for(reader.readline(), timeout)
+                if not header:
+                    return  # the agent closed the connection between batches
+                parts = header.split()
+                if len(parts) != 3 or parts[0] != b"B" or not parts[1].isdigit() \
+                        or not parts[2].isdigit():
+                    self._error("framing", peer, f"not an acknowledged frame: {header[:40]!r}")
+                    return
+                seq, length = int(parts[1]), int(parts[2])
+                if length > self.max_message_bytes:
+                    self._error("framing", peer, f"a frame of {length} bytes (max_message_bytes "
+                                f"is {self.max_message_bytes})")
+                    return
+                payload = await asyncio.wait_for(reader.readexactly(length), timeout)
+            except asyncio.TimeoutError:
+                if not self.draining:
+                    self._error("idle", peer, f"nothing for {self.idle_timeout:.0f}s")
+                return
+            except asyncio.IncompleteReadError:
+                self._error("framing", peer, "the connection ended inside a frame")
+                return
+            except (asyncio.LimitOverrunError, ValueError) as exc:
+                self._error("framing", peer, f"a header line too long: {exc}")
+                return
+            now = time.time_ns()
+            try:
+                records = [parse_frame(f, received_ns=now) for f in payload.split(b"\n") if f]
+            except BadFrame as exc:
+                self._error("garbage", peer, str(exc))
+                return
+            if records:
+                self.write(records)
+                self.counts["tcp_records"] += len(records)
+            self.sync()
+            self.counts["tcp_acked_batches"] += 1
+            writer.write(b"A %d\n" % seq)
+            await writer.drain()
 
     async def _authenticate(self, line: bytes, writer: asyncio.StreamWriter, peer: str) -> bool:
         given = line[5:].strip()

@@ -86,9 +86,14 @@ class FileWriter(_Encoding):
         self.size += len(data)
         self.records += count
 
+    def sync(self) -> None:
+        """What was written is on disk (the TCP receiver's acknowledged mode answers after)."""
+        os.fsync(self.fd)
+
     def rotate(self) -> None:
         old = self.rotated()
         last = int(_ROTATED.match(os.path.basename(old[-1]))[1]) if old else 0
+        os.fsync(self.fd)  # acknowledged batches may end in this file
         os.close(self.fd)
         os.rename(self.path, os.path.join(self.directory, f"received-{last + 1}.ndjson"))
         self.rotations += 1
@@ -120,6 +125,9 @@ class StdoutWriter(_Encoding):
                     raise BrokenPipeError("stdout was closed") from exc
                 raise
             self.records += len(records)
+
+    def sync(self) -> None:
+        pass  # a pipe or a terminal: written is as durable as it gets
 
     def close(self) -> None:
         pass

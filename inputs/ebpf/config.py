@@ -35,6 +35,12 @@ class EbpfInputConfig(Section):
     """Log files (globs) whose writes are noted; the agent adds every file input's paths."""
     log_scan_interval: PositiveFloat = 2.0
     """Seconds between looks at /proc/*/fd for the processes that have those files open."""
+    poll_interval: Annotated[float, Meta(ge=0.001, le=1.0)] = 0.02
+    """Seconds between two reads of the ring buffers (the programs do not wake the input for
+    each event; a ring buffer a quarter full wakes it at once)."""
+    tls: bool = True
+    """With the http probe: HTTPS too, from uprobes on OpenSSL's libssl (every libssl.so that
+    a process maps, including processes that start later)."""
 
     def wants_logwrite(self) -> bool:
         return self.log_join and "http" in self.probes and bool(self.log_paths)

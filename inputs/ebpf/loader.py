@@ -266,6 +266,7 @@ class Programs:
 
     def __init__(self, probes: Sequence[str], options: ProgramOptions, *,
                  direct: bool = DIRECT_READ) -> None:
+        self.options = options
         self.objects: dict[str, Any] = {}
         self.readers: list[RingReader | CallbackReader] = []
         self._lost_seen: dict[str, int] = {}
@@ -317,7 +318,7 @@ class Programs:
 
     def follow_sockets(self, keys: Iterable[int]) -> int:
         """Tell the http probe to follow these (pid << 32 | fd) sockets (connections older than
-        the agent, found in /proc); how many it took (its map may be full)."""
+        the agent, found in /proc); how many it took."""
         obj = self.objects.get("http")
         if obj is None:
             return 0
@@ -327,8 +328,8 @@ class Programs:
         for key in keys:
             try:
                 table[table.Key(key)] = one
-            except Exception:  # the map is full: the rest are not followed
-                break
+            except Exception:  # the process closed it meanwhile, or the map refused: skip it
+                continue
             n += 1
         return n
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from common.component import Context
 from common.events import Batch, BatchCodec, Event, LossEvent, ProcessEvent
@@ -18,13 +18,12 @@ from common.shmqueue import Full, MessageTooLarge
 from inputs.ebpf.loader import Programs
 from inputs.ebpf.logfiles import LogFiles
 from inputs.ebpf.logwrite import LogWriteTranslator
+from inputs.ebpf.tls import TlsAttacher
 from inputs.ebpf.translate import Translator
 
 LOSS_CHECK_INTERVAL = 1.0
-POLL_INTERVAL = 0.02
-"""A round every this many seconds: the programs submit without waking the reader (a wake-up
-per event costs the traced process ~1 us), so the input polls; a ring buffer a quarter full
-wakes it at once. 20 ms of events fit many times in a ring buffer, and come in big batches."""
+TLS_SCAN_INTERVAL = 1.0
+"""Seconds between two looks at new processes' maps for a libssl to attach to."""
 
 
 @dataclass
@@ -37,6 +36,8 @@ class EbpfInputStats:
     lost_ring_buffer: int = 0
     lost_queue_full: int = 0
     undecodable: int = 0
+    lost_by_probe: dict[str, int] = field(default_factory=dict)
+    """lost_ring_buffer per probe (the telemetry's bpf_lost_events{probe})."""
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -64,6 +65,12 @@ class EbpfInput:
         self.first_at = 0.0
         self.unreported_queue_loss = 0
         self.next_loss_check = time.monotonic() + LOSS_CHECK_INTERVAL
+        self.tls: TlsAttacher | None = None
+        if self.cfg.tls and "http" in programs.objects:
+            self.tls = TlsAttacher(programs.objects["http"], log=self.log,
+                                   skip_pid=programs.options.self_pid)
+            self.tls.start()  # before run(): HTTPS is seen once the input is built
+        self.next_tls_scan = time.monotonic() + TLS_SCAN_INTERVAL
 
     def run(self) -> None:
         try:
@@ -73,7 +80,9 @@ class EbpfInput:
                               ", ".join(self.cfg.log_paths))
             self.log.info("tracing with probes: %s", ", ".join(self.programs.objects))
             while not self.ctx.stop.is_set():
-                timeout = POLL_INTERVAL
+                # The programs do not wake us for each event (it would cost the traced process
+                # ~1 us each): poll; a ring buffer a quarter full wakes us at once.
+                timeout = self.cfg.poll_interval
                 if self.out:
                     timeout = min(timeout, max(0.0, self.first_at + self.cfg.send_interval
                                                - time.monotonic()))
@@ -102,13 +111,20 @@ class EbpfInput:
                         self.logfiles.forked(ev.ppid, ev.pid)
             if events and not self.out:
                 self.first_at = time.monotonic()
-            for ev in events:
-                self.out.append(ev)
-                if len(self.out) >= self.cfg.send_events:
-                    self.send()
+            execs = self.translator.take_execs()
+            if self.tls is not None:
+                for pid in execs:
+                    self.tls.forget(pid)
+            self.out.extend(events)
+            limit = self.cfg.send_events
+            while len(self.out) >= limit:
+                self.send(limit)
         now = time.monotonic()
         if self.logfiles is not None and self.logfiles.due(now):
             self.logfiles.scan(now)
+        if self.tls is not None and now >= self.next_tls_scan:
+            self.next_tls_scan = now + TLS_SCAN_INTERVAL
+            self.tls.scan()
         if now >= self.next_loss_check:
             self.next_loss_check = now + LOSS_CHECK_INTERVAL
             self.check_loss()
@@ -119,18 +135,23 @@ class EbpfInput:
         for probe, n in self.programs.lost().items():
             if n:
                 self.stats.lost_ring_buffer += n
+                self.stats.lost_by_probe[probe] = self.stats.lost_by_probe.get(probe, 0) + n
                 self.log.warning("the %s probe's ring buffer was full: %d events lost", probe, n)
                 self.out.append(LossEvent(time_ns=time.time_ns(), source=self.ctx.name,
                                           what=f"ring buffer {probe}", count=n))
                 if len(self.out) == 1:
                     self.first_at = time.monotonic()
 
-    def send(self) -> None:
-        """Hand the batch on, or drop it if the queue is full: never wait."""
+    def send(self, limit: int = 0) -> None:
+        """Hand the batch on (at most ``limit`` events of it, 0: all), or drop it if the queue
+        is full: never wait."""
         if not self.out:
             return
-        events = self.out
-        self.out = []
+        if limit and len(self.out) > limit:
+            events, self.out = self.out[:limit], self.out[limit:]
+            self.first_at = time.monotonic()
+        else:
+            events, self.out = self.out, []
         if self.unreported_queue_loss:
             events.insert(0, LossEvent(time_ns=time.time_ns(), source=self.ctx.name,
                                        what="queue full", count=self.unreported_queue_loss))

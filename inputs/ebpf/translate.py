@@ -30,10 +30,18 @@ CONN_KINDS = {EV_CONNECT: "connect", EV_ACCEPT: "accept", EV_CLOSE: "close"}
 EXCHANGE = struct.Struct(HEADER.format + HTTP_EXCHANGE.format.lstrip("<"))
 """struct http_exchange_ev up to its data, in one piece (the hot path)."""
 EXCHANGE_DATA = SIZES["http_exchange_ev"]
-_TYPE = struct.Struct("<I")
+_STATUS_CODES: dict[bytes, int] = {}
+"""A status line's first 12 bytes ("HTTP/1.1 200") -> its code (0: not a status line)."""
 _METHOD_TEXT = {m: m.decode("ascii") for m in METHODS}
 _VERSION_TEXT = {b"HTTP/1.1": "HTTP/1.1", b"HTTP/1.0": "HTTP/1.0"}
 _TS = itemgetter(4)
+
+
+def _status_code(head: bytes) -> int:
+    """The code of a status line's first 12 bytes, 0 when they are not one."""
+    if head[:7] == b"HTTP/1." and head[8:9] == b" " and head[9:12].isdigit():
+        return int(head[9:12])
+    return 0
 
 
 def boot_offset_ns() -> int:
@@ -71,6 +79,12 @@ class Translator:
         self.offset_ns = boot_offset_ns()
         self.stats = TranslateStats()
         self._comms: dict[bytes, str] = {}
+        self._execs_seen: list[int] = []
+
+    def take_execs(self) -> list[int]:
+        """The pids that exec()ed since the last call."""
+        out, self._execs_seen = self._execs_seen, []
+        return out
 
     def resync_clock(self) -> None:
         self.offset_ns = boot_offset_ns()
@@ -80,69 +94,86 @@ class Translator:
         many records there were, and why those that could not be decoded could not.
 
         The hot path: a kernel-paired exchange goes from its bytes to its HttpEvent in one
-        step (no intermediate objects); every other record through ``layouts.decode``. Then all
-        in time order (a connection's accept before its requests)."""
+        loop (one unpack, the request line found in place, status lines and process names from
+        small caches, counters added once per call); every other record through
+        ``layouts.decode``. Then all in time order (a connection's accept before its requests)."""
         items: list[tuple] = []
         errors: list[str] = []
         unpack = EXCHANGE.unpack_from
         need = EXCHANGE_DATA
+        append = items.append
         for data in records:
-            if len(data) >= need and _TYPE.unpack_from(data)[0] == EV_HTTP_EXCHANGE:
-                items.append(unpack(data) + (data,))
+            if data[0] == EV_HTTP_EXCHANGE and len(data) >= need and not data[1] | data[2] | data[3]:
+                append(unpack(data) + (data,))
                 continue
             try:
-                if len(data) >= 4 and _TYPE.unpack_from(data)[0] == EV_LOG_WRITE:
+                if data[0] == EV_LOG_WRITE and not data[1] | data[2] | data[3]:
                     raw = decode_log_write(data)
                 else:
                     raw = decode(data)
             except DecodeError as exc:
                 errors.append(str(exc))
                 continue
-            items.append((raw.h.type, 0, 0, 0, raw.h.ts_ns, raw))
+            append((raw.h.type, 0, 0, 0, raw.h.ts_ns, raw))
         items.sort(key=_TS)
         out: list[Event] = []
+        emit = out.append
+        offset = self.offset_ns
+        peers_get = self.peers.get
+        comms = self._comms
+        codes = _STATUS_CODES
+        methods = _METHOD_TEXT
+        versions = _VERSION_TEXT
+        exchanges = unparsed = 0
         for item in items:
-            ev = self._exchange_record(item) if item[0] == EV_HTTP_EXCHANGE else self.one(item[5])
-            if ev is not None:
-                out.append(ev)
+            if item[0] != EV_HTTP_EXCHANGE:
+                ev = self.one(item[5])
+                if ev is not None:
+                    emit(ev)
+                continue
+            (_t, pid, tid, _uid, ts, comm, fd, op, resp_ts, _len, copied, resp_len, _flags,
+             status, data) = item
+            stop = need + copied
+            eol = data.find(b"\r\n", need, stop)
+            line = data[need:eol if eol >= 0 else stop]
+            parts = line.split(b" ", 2)
+            method = methods.get(parts[0])
+            if method is None or len(parts) != 3 or parts[2] not in versions:
+                parsed = parse(line)  # a line cut short ("GET /pa"), or not a request at all
+                if type(parsed) is not RequestLine:
+                    unparsed += 1
+                    continue
+                method, path, version = parsed
+            else:
+                path = parts[1].decode("utf-8", "replace")
+                version = versions[parts[2]]
+            code = 0
+            if resp_len >= 12:
+                key = status[:12]
+                code = codes.get(key, -1)
+                if code < 0:
+                    code = _status_code(key)
+                    if len(codes) < 4096:
+                        codes[key] = code
+            name = comms.get(comm)
+            if name is None:
+                name = comms[comm] = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+                if len(comms) > 4096:
+                    comms.clear()
+            peer = peers_get((pid, fd))
+            exchanges += 1
+            tp, tstate, cut = find_headers(data[need:stop])
+            emit(HttpEvent(
+                ts + offset, pid, tid, name, fd, "server" if op == HTTP_OP_READ else "client",
+                method, path, code, resp_ts - ts if resp_ts > ts else 0,
+                peer[0] if peer else "", peer[1] if peer else 0, version, None, ts, tp, tstate,
+                cut))
+        stats = self.http.stats
+        stats.requests += exchanges
+        stats.exchanges += exchanges
+        stats.unparsed += unparsed
+        self.stats.http += exchanges
         return out, len(items), errors
-
-    def _exchange_record(self, item: tuple) -> HttpEvent | None:
-        (_t, pid, tid, _uid, ts, comm, fd, op, resp_ts, _len, copied, resp_len, _pad, status,
-         data) = item
-        request = data[EXCHANGE_DATA:EXCHANGE_DATA + copied]
-        line = request.split(b"\r\n", 1)[0]
-        parts = line.split(b" ", 2)
-        method = _METHOD_TEXT.get(parts[0])
-        if method is None or len(parts) < 2:
-            parsed = parse(line)  # a line cut short ("GET /pa"), or not a request at all
-            if type(parsed) is not RequestLine:
-                self.http.stats.unparsed += 1
-                return None
-            method, path, version = parsed
-        else:
-            path = parts[1].decode("utf-8", "replace")
-            version = _VERSION_TEXT.get(parts[2]) if len(parts) == 3 else None
-            if version is None:
-                version = parse(line).version
-        code = 0
-        sl = status[:min(resp_len, HTTP_STATUS_LEN)]
-        if len(sl) >= 12 and sl[8:9] == b" " and sl[9:12].isdigit() and sl[:7] == b"HTTP/1.":
-            code = int(sl[9:12])
-        name = self._comms.get(comm)
-        if name is None:
-            name = self._comms[comm] = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
-            if len(self._comms) > 4096:
-                self._comms.clear()
-        self.http.stats.requests += 1
-        self.http.stats.exchanges += 1
-        self.stats.http += 1
-        peer = self.peers.get((pid, fd))
-        tp, ts_, cut = find_headers(request)
-        return HttpEvent(
-            ts + self.offset_ns, pid, tid, name, fd, "server" if op == HTTP_OP_READ else "client",
-            method, path, code, max(0, resp_ts - ts), peer[0] if peer else "",
-            peer[1] if peer else 0, version, None, ts, tp, ts_, cut)
 
     def feed(self, raws: list[Raw]) -> list[Event]:
         """Events for these raw events, which must be in time order."""
@@ -176,6 +207,8 @@ class Translator:
         h = raw.h
         if isinstance(raw, Exec):
             args = self.execs.pop(raw.old_pid, None)
+            if len(self._execs_seen) < 65536:
+                self._execs_seen.append(h.pid)
             return ProcessEvent(
                 kind="exec", time_ns=h.ts_ns + self.offset_ns, pid=h.pid,
                 ppid=raw.ppid or read_ppid(h.pid), tid=h.tid, uid=h.uid, comm=h.comm,

@@ -39,10 +39,28 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     assert ours == [], "\n".join(ours)
 
 
-def test_example_config_is_valid():
-    result = subprocess.run([str(AGENT), "check-config", str(CONFIG)], capture_output=True,
+def test_example_config_is_valid(tmp_path):
+    """The example, with the CA file it names made real (check-config reads TLS files)."""
+    from tests.server.helpers import make_pki
+
+    pki = make_pki(tmp_path)
+    text = CONFIG.read_text()
+    assert "/etc/log-shuttle/ca.pem" in text
+    config = tmp_path / "config.toml"
+    config.write_text(text.replace("/etc/log-shuttle/ca.pem", str(pki.ca)))
+    result = subprocess.run([str(AGENT), "check-config", str(config)], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_example_config_names_its_missing_ca_file():
+    """As shipped, on a machine without /etc/log-shuttle/ca.pem, check-config says which key."""
+    if os.path.exists("/etc/log-shuttle/ca.pem"):
+        pytest.skip("this machine has /etc/log-shuttle/ca.pem")
+    result = subprocess.run([str(AGENT), "check-config", str(CONFIG)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert "outputs.grpc[0].tls_ca" in result.stderr
 
 
 def _bounding_set() -> list[str]:

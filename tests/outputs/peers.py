@@ -54,6 +54,7 @@ bind-address = "127.0.0.1:{rpc}"
   enabled = false
 [http]
   enabled = true
+  auth-enabled = {auth}
   bind-address = "127.0.0.1:{http}"
   log-enabled = false
   pprof-enabled = false
@@ -71,14 +72,15 @@ bind-address = "127.0.0.1:{rpc}"
 class Influx:
     """InfluxDB 1.x (Debian's influxdb) with HTTP and a UDP listener (database ``udp``)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, auth: bool = False) -> None:
         self.dir = tmp / "influxdb"
         self.dir.mkdir()
         self.http_port = free_port()
         self.udp_port = free_port(socket.SOCK_DGRAM)
         conf = self.dir / "influxdb.conf"
         conf.write_text(INFLUX_CONF.format(dir=self.dir, rpc=free_port(), http=self.http_port,
-                                           udp=self.udp_port))
+                                           udp=self.udp_port, auth=str(auth).lower()))
+        self.auth = ("", "")
         self.log = self.dir / "influxd.log"
         self.proc = subprocess.Popen(["influxd", "run", "-config", str(conf)],
                                      stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
@@ -95,7 +97,9 @@ class Influx:
         if db:
             params["db"] = db
         data = urllib.parse.urlencode(params).encode()
-        with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=30) as r:
+        creds = "?" + urllib.parse.urlencode({"u": self.auth[0], "p": self.auth[1]}) \
+            if self.auth[0] else ""  # InfluxDB reads credentials from the URL only
+        with urllib.request.urlopen(f"{self.url}/query{creds}", data=data, timeout=30) as r:
             body = json.load(r)
         out = []
         for result in body["results"]:

@@ -28,7 +28,7 @@ from outputs.otlpmetrics import OtlpMetricsSink
 from outputs.prometheus import render
 from outputs.promsink import PrometheusSink
 from tests.outputs.metric_load import load
-from tests.outputs.peers import Influx, Prometheus, free_port, needs
+from tests.outputs.peers import Influx, Prometheus, needs
 
 SUM_BY_ROUTE = ('SELECT sum("count"), sum("errors"), sum("sum") FROM '
                 '"http.server.request.duration" GROUP BY "http.route", '
@@ -362,3 +362,97 @@ def test_json_lines_rotate_by_size(tmp_path):
             assert r["time"] > r["start"] and r["host"] == "h"
     assert got == dict(want)
     json.dumps(records)  # plain JSON
+
+
+@needs("influxd")
+def test_influxdb_with_authentication_built_from_its_config(tmp_path):
+    import logging
+
+    from common.component import Context, Stop
+    from outputs.influx import InfluxOutputConfig, build
+
+    intervals, want, _ = load(300, intervals=1)
+    influx = Influx(tmp_path, auth=True)
+    try:
+        influx.query("CREATE USER admin WITH PASSWORD 'adm1n' WITH ALL PRIVILEGES")
+        influx.auth = ("admin", "adm1n")
+        influx.create("secured")
+        secret = tmp_path / "password"
+        cfg = InfluxOutputConfig(url=influx.url, database="secured", username="admin",
+                                 password_file=str(secret))
+        secret.write_text("wrong\n")
+        assert cfg.problems() == []
+
+        def sink():
+            ctx = Context(name="output influxdb", config=cfg, host="h", stop=Stop(),
+                          consumers=[None], log=logging.getLogger("test"))
+            return build(ctx).sink
+
+        bad = sink()
+        assert bad.send(Batch(events=intervals[0])) is Verdict.RETRY  # 401: retried, an error
+        assert bad.failures.counts == {"401": 1} and not bad.healthy
+        secret.write_text("adm1n\n")
+        good = sink()
+        assert good.send(Batch(events=intervals[0])) is Verdict.OK and good.healthy
+        assert influx_counts(influx, "secured")[0] == dict(want)
+        assert InfluxOutputConfig(protocol="udp").problems() == ["address: empty: give HOST:PORT"]
+        assert InfluxOutputConfig(url="ftp://x").problems() == [
+            "url: 'ftp://x' is not http(s)://HOST[:PORT]"]
+    finally:
+        influx.stop()
+
+
+def test_100000_distinct_paths_expose_at_most_the_cap_plus_one_overflow_series():
+    from common.events import HttpEvent
+    from pipeline.metrics import Aggregator
+
+    agg = Aggregator(max_series=100)
+    agg.observe(HttpEvent(time_ns=0, pid=5, tid=5, comm="api", fd=3, direction="server",
+                          method="GET", path=f"/page-{i}/view", status=200,
+                          duration_ns=1_000_000) for i in range(100_000))
+    sink = PrometheusSink(host="127.0.0.1", port=0)
+    try:
+        assert sink.send(Batch(events=agg.collect())) is Verdict.OK
+        text = urllib.request.urlopen(
+            f"http://127.0.0.1:{sink.listener.port}/metrics").read().decode()
+    finally:
+        sink.close()
+    counts = [line for line in text.splitlines()
+              if line.startswith("http_server_request_duration_seconds_count{")]
+    assert len(counts) == 101
+    (overflow,) = [line for line in counts if 'otel_metric_overflow="true"' in line]
+    assert overflow.endswith(" 99900")
+    assert sum(int(line.rsplit(" ", 1)[1]) for line in counts) == 100_000
+
+
+def test_a_keep_alive_connection_the_server_closed_costs_no_retry():
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802
+            seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+            self.close_connection = True  # as an idle timeout would, without saying so
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        intervals, _, _ = load(100)
+        sink = HttpSink(name="i", host="127.0.0.1", port=server.server_address[1],
+                        target="/write?db=x", headers={}, agent_host="h")
+        for points in intervals:
+            assert sink.send(Batch(events=points)) is Verdict.OK
+            time.sleep(0.05)
+        sink.close()
+        assert len(seen) == len(intervals) and sink.failures.attempts == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -1,17 +1,21 @@
-"""Rendering events into one record per line: offsets, flags, formats."""
+"""The record view (one LineRun per event, column by column) and its NDJSON and text forms:
+offsets, flags, formats."""
 
 from __future__ import annotations
 
 import json
 
-from common.events import LAST_PIECE, PIECE, UNTERMINATED, LogEvent
-from outputs.records import Renderer, log_records, rfc3339_ns
+from common.events import (LAST_PIECE, PIECE, RECORD, UNTERMINATED, ContainerRef, HttpEvent,
+                           LogEvent)
+from outputs.ndjson import Renderer, records
+from common.timefmt import rfc3339_ns
+from outputs.records import EventRecord, LineRun, view
 
 
-def ev(data: bytes, *, offset=100, lines=None, flags=0, piece=0) -> LogEvent:
+def ev(data: bytes, *, offset=100, lines=None, flags=0, piece=0, **kw) -> LogEvent:
     return LogEvent(path="/var/log/a.log", dev=1, ino=2, offset=offset, data=data,
                     lines=data.count(b"\n") if lines is None else lines,
-                    read_ns=1_700_000_000_123_456_789, flags=flags, piece=piece)
+                    read_ns=1_700_000_000_123_456_789, flags=flags, piece=piece, **kw)
 
 
 def test_rfc3339_with_nanoseconds():
@@ -19,24 +23,40 @@ def test_rfc3339_with_nanoseconds():
     assert rfc3339_ns(5) == "1970-01-01T00:00:00.000000005Z"
 
 
-def test_ascii_run_offsets():
-    recs = log_records(ev(b"a\n\nccc\n"), "h")
-    assert [(r.offset, r.line) for r in recs] == [(100, "a"), (102, ""), (103, "ccc")]
+def test_one_view_item_per_event_with_columns_not_objects_per_line():
+    h = HttpEvent(time_ns=5, pid=10, tid=11, comm="nginx", fd=3, direction="server",
+                  method="GET", path="/x")
+    run, other = view([ev(b"a\n\nccc\n"), h])
+    assert type(run) is LineRun and type(other) is EventRecord
+    assert run.texts == ["a", "", "ccc"] and list(run.offsets) == [100, 102, 103]
+    assert run.invalid is None and run.piece is None and not run.unterminated
+    assert other.kind == "http" and other.time_ns == 5 and "time_ns" not in other.fields
+    assert other.fields["method"] == "GET" and other.process is None
 
 
 def test_utf8_and_invalid_bytes_keep_byte_offsets():
-    recs = log_records(ev("é\n".encode() + b"bad\xff\xfe\n" + b"z\n"), "h")
-    assert [(r.offset, r.line, r.invalid_utf8) for r in recs] == [
+    (run,) = view([ev("é\n".encode() + b"bad\xff\xfe\n" + b"z\n")])
+    assert list(zip(run.offsets, run.texts, run.invalid)) == [
         (100, "é", False), (103, "bad\ufffd\ufffd", True), (109, "z", False)]
+    (run,) = view([ev("é\nü\n".encode())])
+    assert list(run.offsets) == [100, 103] and run.invalid is None
 
 
 def test_piece_and_unterminated_flags():
-    (r,) = log_records(ev(b"abc", flags=PIECE, piece=0, lines=1), "h")
+    (r,) = records([ev(b"abc", flags=PIECE, piece=0, lines=1)], "h")
     assert (r.line, r.piece, r.last_piece) == ("abc", 0, False)
-    (r,) = log_records(ev(b"de\n", flags=PIECE | LAST_PIECE, piece=1, lines=1), "h")
+    (r,) = records([ev(b"de\n", flags=PIECE | LAST_PIECE, piece=1, lines=1)], "h")
     assert (r.line, r.piece, r.last_piece) == ("de", 1, True)
-    (r,) = log_records(ev(b"end", flags=UNTERMINATED, lines=1), "h")
+    (r,) = records([ev(b"end", flags=UNTERMINATED, lines=1)], "h")
     assert (r.line, r.unterminated, r.piece) == ("end", True, None)
+
+
+def test_container_record_keeps_its_time_stream_and_container():
+    c = ContainerRef(id="ab" * 32, runtime="docker")
+    (r,) = records([ev(b"hi", flags=RECORD, lines=1, time_ns=7, stream="stderr",
+                       container=c)], "h")
+    assert (r.line, r.log_time, r.stream, r.container) == (
+        "hi", "1970-01-01T00:00:00.000000007Z", "stderr", c)
 
 
 def test_ndjson_has_the_documented_keys_and_omits_unset_flags():
@@ -44,6 +64,8 @@ def test_ndjson_has_the_documented_keys_and_omits_unset_flags():
     assert out.endswith(b"\n") and out.count(b"\n") == 1
     assert json.loads(out) == {"time": "2023-11-14T22:13:20.123456789Z", "host": "web-1",
                                "path": "/var/log/a.log", "offset": 100, "line": 'hello "x"'}
+    out = Renderer(fmt="ndjson", host="web-1").render([ev(b"ok\n\xff\n")])
+    assert [json.loads(x).get("invalid_utf8", False) for x in out.splitlines()] == [False, True]
 
 
 def test_text_format():
@@ -54,8 +76,6 @@ def test_text_format():
 
 
 def test_other_events_render_with_their_type_and_fields():
-    from common.events import HttpEvent
-
     h = HttpEvent(time_ns=5, pid=10, tid=11, comm="nginx", fd=3, direction="server",
                   method="GET", path="/x", status=404, duration_ns=1500)
     out = Renderer(fmt="ndjson", host="h").render([h])

@@ -115,7 +115,9 @@ def test_cap_counts_the_rest_in_one_overflow_series(caplog):
     assert over.attrs == {"service.name": "nginx", OVERFLOW: "true"}
     assert over.count == n - 50 and sum(p.count for p in nginx) == n
     assert agg.services[("nginx", "")].overflowed == n - 50
-    assert sum(1 for r in caplog.records if "overflow" in r.getMessage()) == 1
+    assert sum(1 for r in caplog.records if "further series" in r.getMessage()) == 1
+    assert "service nginx: 99950 observations past max_series (50) counted in its overflow " \
+        "series this interval (99950 since start)" in caplog.text
     assert [p.count for p in points if p.attrs["service.name"] == "other"] == [1]
     assert agg.series_count() == 52
 

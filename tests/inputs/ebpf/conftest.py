@@ -132,7 +132,7 @@ http {{
     scgi_temp_path {dir}/scgi;
     keepalive_requests 100000;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{tls};
         location = /ok {{ return 200 "ok\\n"; }}
         location = /moved {{ return 301 /ok; }}
         location = /boom {{ return 500 "boom\\n"; }}
@@ -142,13 +142,50 @@ http {{
 """
 
 
+TLS_CONF = """ ssl;
+        ssl_certificate {dir}/cert.pem;
+        ssl_certificate_key {dir}/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3"""
+
+
+def self_signed(cert: Path, key: Path, host: str = "127.0.0.1") -> None:
+    """A self-signed certificate for ``host`` (EC P-256, valid one day), PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    pk = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crt = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+           .public_key(pk.public_key()).serial_number(x509.random_serial_number())
+           .not_valid_before(now - datetime.timedelta(minutes=5))
+           .not_valid_after(now + datetime.timedelta(days=1))
+           .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
+                          critical=False)
+           .sign(pk, hashes.SHA256()))
+    cert.write_bytes(crt.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(pk.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
+
+
 class Nginx:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, tls: bool = False) -> None:
         self.dir = tmp / "nginx"
         self.dir.mkdir()
         self.port = free_port()
+        self.scheme = "https" if tls else "http"
+        self.cert = self.dir / "cert.pem"
+        if tls:
+            self_signed(self.cert, self.dir / "key.pem")
         conf = self.dir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port))
+        conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port,
+                                          tls=TLS_CONF.format(dir=self.dir) if tls else ""))
         self.access_log = self.dir / "access.log"
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         self.proc = subprocess.Popen([nginx, "-p", str(self.dir), "-e", str(self.dir / "error.log"),
@@ -164,7 +201,7 @@ class Nginx:
                 time.sleep(0.05)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def pids(self) -> set[int]:
         with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
@@ -190,5 +227,13 @@ class Nginx:
 @pytest.fixture
 def nginx(tmp_path) -> Iterator[Nginx]:
     server = Nginx(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tls_nginx(tmp_path) -> Iterator[Nginx]:
+    """nginx serving HTTPS (HTTP/1.1 only: no http2) with a self-signed certificate."""
+    server = Nginx(tmp_path, tls=True)
     yield server
     server.stop()

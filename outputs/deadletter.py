@@ -1,0 +1,95 @@
+"""Where an output sets aside a batch it can never deliver: a dead-letter file in the state dir.
+
+A queue message that does not decode as a Batch, or a batch whose sink raises something the
+sink does not know (a bug, data it cannot render), would crash the output, and its successor
+would read the same uncommitted message again, for ever. The runner (outputs/runner.py) instead
+writes it here, counts it, says so once, acknowledges past it and goes on.
+
+One JSON object per line: ``time`` (RFC 3339, when it was set aside), ``output``, ``reason``
+(``undecodable`` or ``send raised``), ``error`` (the exception, type and message), ``events``
+(how many, when it decoded), ``bytes`` (the queue message's size) and ``message``: the queue
+message itself, base64 (msgpack of common.events.Batch: ``log-shuttle`` can read it back with
+BatchCodec once the bug is fixed), cut to ``max_bytes / 4`` with ``truncated`` set when longer.
+The file is synced before the runner acknowledges the batch. It is bounded: past
+``max_bytes / 2`` it is renamed to ``<name>.1`` (replacing the previous one) and a new one is
+started, so the two never hold more than ``max_bytes``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import time
+from dataclasses import dataclass
+
+import msgspec
+
+from common.timefmt import rfc3339_ns
+
+MiB = 1024 * 1024
+
+
+class Entry(msgspec.Struct, omit_defaults=True):
+    time: str
+    output: str
+    reason: str
+    error: str
+    bytes: int
+    message: str
+    """The queue message, base64."""
+    events: int | None = None
+    truncated: bool = False
+
+
+@dataclass
+class DeadLetters:
+    directory: str
+    output: str
+    """The output's role (``output tcp``): it names the file and each entry."""
+    max_bytes: int = 64 * MiB
+    written: int = 0
+    """Entries written by this process."""
+
+    @property
+    def path(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.output).strip("-") or "output"
+        return os.path.join(self.directory, f"dead-letters-{slug}.ndjson")
+
+    def add(self, *, message: bytes | memoryview, reason: str, error: BaseException,
+            events: int | None = None) -> str:
+        """Write one entry and sync it; returns the file's path. Raises OSError when the
+        file cannot be written."""
+        raw = bytes(message)
+        keep = max(1, self.max_bytes // 4 // 4 * 3)  # base64 grows by 4/3
+        entry = Entry(time=rfc3339_ns(time.time_ns()), output=self.output, reason=reason,
+                      error=f"{type(error).__name__}: {error}"[:2000], bytes=len(raw),
+                      message=base64.b64encode(raw[:keep]).decode("ascii"), events=events,
+                      truncated=len(raw) > keep)
+        line = msgspec.json.encode(entry) + b"\n"
+        path = self.path
+        os.makedirs(self.directory, mode=0o750, exist_ok=True)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            size = 0
+        if size and size + len(line) > self.max_bytes // 2:
+            os.replace(path, path + ".1")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.written += 1
+        return path
+
+
+def read(path: str) -> list[Entry]:
+    """The entries of a dead-letter file (for tests and for whoever replays them)."""
+    with open(path, "rb") as f:
+        return [msgspec.json.decode(line, type=Entry) for line in f if line.strip()]
+
+
+def message_of(entry: Entry) -> bytes:
+    return base64.b64decode(entry.message)

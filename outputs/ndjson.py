@@ -1,0 +1,138 @@
+"""The record view (outputs.records) as NDJSON, one object per line, or as a human text form:
+what stdout writes and the TCP output's ``ndjson`` framing sends.
+
+NDJSON is the throughput path: a run of lines becomes one :class:`LineRecord` per line, built in
+C loops (``map``), and the batch is encoded in one ``encode_lines`` call.
+"""
+
+from __future__ import annotations
+
+from itertools import repeat
+from typing import Any
+
+import msgspec
+
+from common.events import ContainerRef, Event, ProcessInfo
+from common.timefmt import rfc3339_ns
+from outputs.records import EventRecord, LineRun, view
+
+
+class LineRecord(msgspec.Struct, omit_defaults=True):
+    """One line as NDJSON (the object's keys, in this order)."""
+
+    time: str
+    """When the line was read, RFC 3339 UTC with nanoseconds."""
+    host: str
+    path: str
+    offset: int
+    """Byte offset of the line's first byte in the file."""
+    line: str
+    """The line without its newline."""
+    piece: int | None = None
+    """For a piece of an over-long line: its number (0, 1, ...)."""
+    last_piece: bool | None = None
+    invalid_utf8: bool = False
+    unterminated: bool = False
+    """The file was let go with this line unfinished (no newline)."""
+    log_time: str | None = None
+    """A container log record's own time (RFC 3339)."""
+    stream: str | None = None
+    """A container log record's stream."""
+    format_error: bool = False
+    """The line did not parse in the input's format and is shipped raw."""
+    process: ProcessInfo | None = None
+    """The line's writer, when one process is known for it (``how`` says how it was found)."""
+    writers: list[ProcessInfo] | None = None
+    """When several processes have the file open for writing: all of them."""
+    container: ContainerRef | None = None
+    """The container whose log the file is."""
+    trace_id: str | None = None
+    """The trace of the request the line was written for (pipeline/logjoin.py)."""
+    span_id: str | None = None
+    """That request's span."""
+    request: dict[str, Any] | None = None
+    """That request: ``method``, ``path``, ``status``."""
+    join: str | None = None
+    """``"ambiguous"``: the writer served several requests at once; no ids, on purpose."""
+
+
+def line_records(run: LineRun, host: str) -> list[LineRecord]:
+    recs = _line_records(run, host)
+    for j in run.joins:
+        if j.index < len(recs):
+            r = recs[j.index]
+            if j.ambiguous:
+                r.join = "ambiguous"
+            else:
+                r.trace_id, r.span_id = j.trace_id, j.span_id
+                r.request = {"method": j.method, "path": j.path, "status": j.status}
+    return recs
+
+
+def _line_records(run: LineRun, host: str) -> list[LineRecord]:
+    t = rfc3339_ns(run.read_ns)
+    path = run.path
+    if run.invalid is None and run.piece is None and not run.unterminated \
+            and not run.time_ns and not run.stream and not run.format_error:
+        if run.process is None and run.writers is None and run.container is None:
+            return list(map(LineRecord, repeat(t), repeat(host), repeat(path), run.offsets,
+                            run.texts))
+        return [LineRecord(t, host, path, off, s, process=run.process, writers=run.writers,
+                           container=run.container) for off, s in zip(run.offsets, run.texts)]
+    invalid = run.invalid or repeat(False)
+    log_time = rfc3339_ns(run.time_ns) if run.time_ns else None
+    return [LineRecord(t, host, path, off, s, run.piece, run.last_piece, bad, run.unterminated,
+                       log_time, run.stream or None, run.format_error, run.process, run.writers,
+                       run.container)
+            for off, s, bad in zip(run.offsets, run.texts, invalid)]
+
+
+def event_dict(rec: EventRecord, host: str) -> dict[str, Any]:
+    """Any other event as one object: its time, the host, ``type`` (its tag) and its fields."""
+    out = {"time": rfc3339_ns(rec.time_ns), "host": host, "type": rec.kind, **rec.fields}
+    if rec.process is not None:
+        out["process"] = rec.process
+    return out
+
+
+def records(events: list[Event], host: str) -> list[LineRecord | dict[str, Any]]:
+    out: list[LineRecord | dict[str, Any]] = []
+    for item in view(events):
+        if type(item) is LineRun:
+            out += line_records(item, host)
+        else:
+            out.append(event_dict(item, host))
+    return out
+
+
+class Renderer:
+    """Renders a batch's events as bytes: NDJSON (one object per line) or a human text form."""
+
+    def __init__(self, *, fmt: str, host: str) -> None:
+        self.fmt = fmt
+        self.host = host
+        self._encoder = msgspec.json.Encoder()
+
+    def render(self, events: list[Event]) -> bytes:
+        if self.fmt == "ndjson":
+            return self._encoder.encode_lines(records(events, self.host))
+        return "".join(text_lines(view(events), self.host)).encode("utf-8", "replace")
+
+
+def text_lines(items: list[LineRun | EventRecord], host: str) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        if type(item) is EventRecord:
+            rest = " ".join(f"{k}={v}" for k, v in item.fields.items())
+            if item.process is not None:
+                rest += f" process={item.process}"
+            out.append(f"{rfc3339_ns(item.time_ns)} {host} [{item.kind}] {rest}\n")
+            continue
+        mark = ""
+        if item.piece is not None:
+            mark = f"[piece {item.piece}{', last' if item.last_piece else ''}] "
+        if item.unterminated:
+            mark += "[no newline] "
+        head = f"{rfc3339_ns(item.read_ns)} {host} {item.path}:"
+        out += [f"{head}{off} {mark}{s}\n" for off, s in zip(item.offsets, item.texts)]
+    return out
