@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 from common.events import LineJoin, LogEvent
-from common.otlp import line_log_record
-from outputs.records import Renderer, log_records
+from outputs.ndjson import Renderer
+from outputs.otlp import line_log_records
+from outputs.records import line_run
 from outputs.syslog import SyslogEncoder
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -33,14 +34,11 @@ def test_syslog_structured_data():
 
 
 def test_otlp_log_record_carries_the_ids():
-    recs = log_records(EV, "h")
-    joined, _ = line_log_record(recs[0], read_ns=EV.read_ns)
+    (joined, _), (plain, _), (ambiguous, _) = line_log_records(line_run(EV))
     assert joined.trace_id.hex() == TRACE and joined.span_id.hex() == SPAN
     attrs = {kv.key: kv.value for kv in joined.attributes}
     assert attrs["url.path"].string_value == "/x"
     assert attrs["http.response.status_code"].int_value == 200
-    plain, _ = line_log_record(recs[1], read_ns=EV.read_ns)
     assert plain.trace_id == b"" and plain.span_id == b""
-    ambiguous, _ = line_log_record(recs[2], read_ns=EV.read_ns)
     assert {kv.key: kv.value.string_value for kv in ambiguous.attributes}["log_shuttle.join"] \
         == "ambiguous"
