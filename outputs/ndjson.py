@@ -46,9 +46,30 @@ class LineRecord(msgspec.Struct, omit_defaults=True):
     """When several processes have the file open for writing: all of them."""
     container: ContainerRef | None = None
     """The container whose log the file is."""
+    trace_id: str | None = None
+    """The trace of the request the line was written for (pipeline/logjoin.py)."""
+    span_id: str | None = None
+    """That request's span."""
+    request: dict[str, Any] | None = None
+    """That request: ``method``, ``path``, ``status``."""
+    join: str | None = None
+    """``"ambiguous"``: the writer served several requests at once; no ids, on purpose."""
 
 
 def line_records(run: LineRun, host: str) -> list[LineRecord]:
+    recs = _line_records(run, host)
+    for j in run.joins:
+        if j.index < len(recs):
+            r = recs[j.index]
+            if j.ambiguous:
+                r.join = "ambiguous"
+            else:
+                r.trace_id, r.span_id = j.trace_id, j.span_id
+                r.request = {"method": j.method, "path": j.path, "status": j.status}
+    return recs
+
+
+def _line_records(run: LineRun, host: str) -> list[LineRecord]:
     t = rfc3339_ns(run.read_ns)
     path = run.path
     if run.invalid is None and run.piece is None and not run.unterminated \
