@@ -179,6 +179,18 @@ class Agent:
     def cpu(self) -> float:
         return cpu_seconds(self.pids)
 
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU-seconds per process, by its title ("log-shuttle: input ebpf", ...)."""
+        out = {}
+        for p in self.pids:
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    title = f.read().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            out[title] = out.get(title, 0.0) + cpu_seconds([p])
+        return out
+
     def stop(self) -> dict:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
@@ -202,6 +214,7 @@ def measured(fn, agent: Agent | None) -> dict:
     """Run ``fn`` (a load), with host CPU, BPF time and the agent's CPU around it."""
     host0, bpf0 = host_busy_seconds(), bpf_run_ns()
     agent0 = agent.cpu() if agent else 0.0
+    split0 = agent.cpu_by_process() if agent else {}
     served0 = cpu_seconds(SERVED)
     result = fn()
     served1 = cpu_seconds(SERVED)
@@ -210,7 +223,10 @@ def measured(fn, agent: Agent | None) -> dict:
     if agent:  # what the agent does for this round's events once the load stopped
         time.sleep(0.5)
         agent1 = agent.cpu()
+    split1 = agent.cpu_by_process() if agent else {}
     done = max(1, result["done"])
+    result["agent_split_us_per_req"] = {k: 1e6 * (split1.get(k, v) - v) / done
+                                        for k, v in split0.items()}
     result.update(host_us_per_req=1e6 * (host1 - host0) / done,
                   served_us_per_req=1e6 * (served1 - served0 + result["loadgen_cpu_s"]) / done,
                   bpf_us_per_req=(bpf1 - bpf0) / 1e3 / done,
@@ -386,6 +402,10 @@ def main() -> None:
               f"{summary([x['bpf_us_per_req'] for x in t], '.2f')} us; agent "
               f"{summary([x['agent_us_per_req'] for x in t], '.2f')} us; lost "
               f"{sum(x['lost'] for x in t)}, missing {sum(x['missing'] for x in t)}")
+        split = ", ".join(f"{k.removeprefix('log-shuttle: ')} "
+                          f"{med([x['agent_split_us_per_req'].get(k, 0) for x in t]):.2f}"
+                          for k in t[0]["agent_split_us_per_req"])
+        print(f"    agent per process (us per request): {split}")
     if "saturation" in result:
         s = result["saturation"]
         print(f"saturation: {summary(s['untraced'], '.0f')} -> {summary(s['traced'], '.0f')} "

@@ -181,6 +181,7 @@ class TcpSink:
         self.failures = FailureReporter(who=f"output {name}", log=self.log)
         self.sock: socket.socket | None = None
         self.connects = 0
+        self.bytes_sent = 0
         self.stats = TcpStats()
         self._window: deque[tuple[bytes, int]] = deque()
         """(payload, lines) written on the current connection, newest last."""
@@ -206,6 +207,7 @@ class TcpSink:
                     self._remember(*item)
                 self._replay = []
             sock.sendall(payload)
+            self.bytes_sent += len(payload)
         except AuthRejected as exc:
             self._close(broken=True)
             self.failures.failed("auth", f"the server rejected the token ({exc})",

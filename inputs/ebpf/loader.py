@@ -275,7 +275,8 @@ class Programs:
         try:
             # The tcp probe is consumed last in each round: an HTTP event is then never handled
             # before the connect/accept that gave its descriptor its peer.
-            for probe in sorted(probes, key=lambda p: p == "tcp"):
+            # logwrite reads a public map of http's: after it.
+            for probe in sorted(probes, key=lambda p: {"logwrite": 1, "tcp": 2}.get(p, 0)):
                 obj, _ = load_probe(probe, options)
                 self.objects[probe] = obj
                 reader = RingReader(obj.ring_fd, size) if direct else CallbackReader(obj.ring_fd)
@@ -317,7 +318,7 @@ class Programs:
 
     def follow_sockets(self, keys: Iterable[int]) -> int:
         """Tell the http probe to follow these (pid << 32 | fd) sockets (connections older than
-        the agent, found in /proc); how many it took (its map may be full)."""
+        the agent, found in /proc); how many it took."""
         obj = self.objects.get("http")
         if obj is None:
             return 0
@@ -327,8 +328,8 @@ class Programs:
         for key in keys:
             try:
                 table[table.Key(key)] = one
-            except Exception:  # the map is full: the rest are not followed
-                break
+            except Exception:  # the process closed it meanwhile, or the map refused: skip it
+                continue
             n += 1
         return n
 
