@@ -79,7 +79,9 @@ def test_an_undecodable_message_is_set_aside_and_later_lines_arrive(tmp_path):
             assert agent.stop() == 0
     finally:
         rx.close()
-    dead = agent.state_dir / "dead-letters-output-tcp.ndjson"
+    # Run as root, the outputs are the agent's user: their files are in <state dir>/outputs.
+    where = agent.state_dir / "outputs" if os.geteuid() == 0 else agent.state_dir
+    dead = where / "dead-letters-output-tcp.ndjson"
     (entry,) = deadletter.read(str(dead))
     assert entry.reason == "undecodable" and entry.output == "output tcp"
     assert deadletter.message_of(entry) == GARBAGE and entry.bytes == len(GARBAGE)
