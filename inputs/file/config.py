@@ -42,6 +42,11 @@ class FileInputConfig(Section):
     """How changes are noticed: inotify through watchdog, polling, or inotify with a polling fallback."""
     poll_interval: PositiveFloat = 0.25
     """Seconds between polls of open files when no notification arrives."""
+    linger: Annotated[float, Meta(ge=0)] = 0.05
+    """After a round that read less than ``read_bytes`` from every file, seconds to let more
+    lines come before the next read: at ordinary rates one message carries many writes' lines
+    instead of one write's (a fraction of the CPU per line); a file with ``read_bytes`` waiting
+    is read again at once, so it costs nothing at full speed (0: read again at once)."""
     glob_interval: PositiveFloat = 2.0
     """Seconds between re-evaluations of the globs, in addition to directory notifications."""
     send_bytes: Annotated[int, Meta(ge=4 * KiB)] = 1 * MiB

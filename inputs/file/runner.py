@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 from common.component import BootError, Context
 from common.events import FORMAT_ERROR, PIECE, Batch, BatchCodec, LogEvent
 from common.shmqueue import Full
+from common.wake import wait_readable
 from inputs.file.changes import (Change, Closed, Followed, Ignored, Opened, OpenFailed,
                                  Reclassified, Released, Renamed, Rotated, Truncated)
 from inputs.file.checkpoint import Checkpointer, Entry, Loaded, StateError
@@ -143,6 +144,8 @@ class FileInput:
         self.next_checkpoint = 0.0
         self.checkpoint_dirty = False
         self.warned_waiting = False
+        self.capped = False
+        """A read of this round took all it could (``read_bytes``): read again at once."""
         self.warned: set[int] = set()
         """errno values already reported for all files (out of descriptors, scan errors)."""
 
@@ -164,14 +167,21 @@ class FileInput:
             self.checkpoint(force=True)
             while not self.ctx.stop.is_set():
                 now = time.monotonic()
+                # What inotify queued while this loop was busy: a new or renamed file is
+                # looked at now, not at the next glob evaluation.
+                self.watcher.wakeup.clear()
                 if now >= self.next_scan or self.watcher.take_rescan():
                     self.scan()
+                started = time.monotonic()
+                self.capped = False
                 got = self.round()
                 self.collect_acks()
                 if time.monotonic() >= self.next_checkpoint:
                     self.checkpoint()
                 if got == 0:
                     self.wait()
+                elif not self.capped and self.cfg.linger > 0:
+                    self.linger(started + self.cfg.linger)
             self.send()
             self.finish()
         finally:
@@ -190,6 +200,13 @@ class FileInput:
         self.log.debug("stopped (%d message(s) unacknowledged): %s", len(self.inflight),
                        self.stats.as_dict())
 
+    def linger(self, until: float) -> None:
+        """A round read only a little: let the writers add more before the next, so that the
+        next message carries their lines together (the stop flag still ends it at once)."""
+        timeout = min(until, self.next_scan, self.next_checkpoint) - time.monotonic()
+        if timeout > 0:
+            wait_readable([self.ctx.stop], timeout)
+
     def wait(self) -> None:
         now = time.monotonic()
         timeout = self.cfg.poll_interval if self.watcher.polling else self.cfg.glob_interval
@@ -201,11 +218,18 @@ class FileInput:
             deadline = f.chain.deadline() if f.chain is not None else None
             if deadline is not None:
                 timeout = min(timeout, deadline - now)
-        try:
-            self.poller.poll(max(0.0, timeout) * 1000)
-        except InterruptedError:
-            pass
-        self.watcher.wakeup.clear()
+        deadline = now + timeout
+        while True:
+            try:
+                self.poller.poll(max(0.0, timeout) * 1000)
+            except InterruptedError:
+                pass
+            # Events about files no glob matches wake the poll, not a round.
+            if self.watcher.wakeup.clear() is not False or self.ctx.stop.is_set():
+                return
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                return
 
     def scan(self, *, initial: bool = False) -> None:
         """Evaluate the globs again (registry.scan) and act on what changed."""
@@ -239,6 +263,8 @@ class FileInput:
             if f.chain is not None:
                 self.queue(f.due(now=now, now_ns=now_ns))
         for f in list(reg.detached):
+            if not f.is_open:
+                continue  # waits for a descriptor
             n = self.read(f, now, now_ns)
             total += n
             if n == 0 and f in reg.detached and now - f.detached_at >= self.cfg.rotate_wait:
@@ -281,6 +307,8 @@ class FileInput:
         self.apply(changes, now)
         if n:
             self.stats.bytes_read += n
+            if n >= min(self.cfg.read_bytes, self.cfg.max_line_bytes):
+                self.capped = True  # more may be waiting: no lingering
             self.queue(events)
         return n
 
