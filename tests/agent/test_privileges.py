@@ -14,7 +14,7 @@ import time
 import pytest
 
 from agent.privileges import agent_user, names, status_of
-from tests.agent.observe_helpers import LineReceiver, get_json
+from tests.agent.observe_helpers import LineReceiver, get_json, metrics, value
 from tests.harness import Agent, wait_for
 from tests.inputs.ebpf.conftest import needs_ebpf
 from tests.server.helpers import Server, free_port
@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="runs the agent as ro
               needs_ebpf]
 
 NONE = "0000000000000000"
+C = "log_shuttle_component_"
 
 
 def test_each_process_keeps_only_what_it_needs_and_the_agent_still_works(tmp_path):
@@ -102,6 +103,16 @@ insecure = true
         assert marker.name.encode() in rx.data, "the exec was not traced"
         code, ready = get_json(f"http://{address}/ready")
         assert (code, ready["ready"]) == (200, True), ready
+        # The unprivileged listener serves every process's counters, the eBPF input's too.
+        ms = wait_for(lambda: (m := metrics(address)) and
+                      (value(m, C + "sent_events_total", component="input ebpf") or 0) > 0 and
+                      (value(m, C + "sent_events_total", component="output grpc") or 0) > 200
+                      and m,
+                      timeout=10, what="the eBPF input's and the outputs' counters")
+        assert value(ms, C + "received_events_total", component="input file") == 200
+        assert value(ms, C + "bpf_lost_events_total", component="input ebpf") == 0
+        for role in ("input ebpf", "output grpc", "http"):
+            assert value(ms, C + "process_resident_memory_bytes", component=role) > 1e6
         # The outputs, unprivileged, set aside their dead letters where they can write.
         outputs_dir = agent.state_dir / "outputs"
         assert outputs_dir.stat().st_uid == user[1]
