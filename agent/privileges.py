@@ -253,8 +253,15 @@ def _user_dir(state_dir: str, user: tuple[str, int, int], log) -> str:
         if not mode & 0o001:
             os.chmod(state_dir, (mode & 0o7777) | 0o001)
             log.debug("%s: o+x, for the outputs' directory in it", state_dir)
+        from outputs.deadletter import directory_of
+
         os.makedirs(path, mode=0o700, exist_ok=True)
         os.chown(path, user[1], user[2])
+        # Made now (root): the output opens it while it builds (uid 0, no DAC override), when
+        # it could not create it in the user's directory.
+        letters = directory_of(path)
+        os.makedirs(letters, mode=0o750, exist_ok=True)
+        os.chown(letters, user[1], user[2])
     except OSError as exc:
         raise PrivilegeError(f"cannot prepare {path} for user {user[0]}: "
                              f"{exc.strerror or exc}") from exc
