@@ -12,9 +12,9 @@ from typing import Any
 
 import msgspec
 
-from common.events import ContainerRef, Event, ProcessInfo
+from common.events import ContainerRef, Event, LogEvent, ProcessInfo
 from common.timefmt import rfc3339_ns
-from outputs.records import EventRecord, LineRun, view
+from outputs.records import EventRecord, LineRun, line_run, view
 
 
 class LineRecord(msgspec.Struct, omit_defaults=True):
@@ -97,11 +97,11 @@ def event_dict(rec: EventRecord, host: str) -> dict[str, Any]:
 
 def records(events: list[Event], host: str) -> list[LineRecord | dict[str, Any]]:
     out: list[LineRecord | dict[str, Any]] = []
-    for item in view(events):
-        if type(item) is LineRun:
-            out += line_records(item, host)
+    for ev in events:  # the view, one event at a time: no list of the whole batch's runs
+        if type(ev) is LogEvent:
+            out += line_records(line_run(ev), host)
         else:
-            out.append(event_dict(item, host))
+            out.append(event_dict(EventRecord(ev), host))
     return out
 
 
