@@ -27,6 +27,7 @@ import msgspec
 
 from common.component import BootError, Context, SinkClosed
 from common.events import Batch, BatchCodec
+from common.memory import IdleTrim
 from common.shmqueue import Closed, Empty, wait_any
 from outputs.base import Sink, Verdict
 from outputs.deadletter import DeadLetters
@@ -76,6 +77,7 @@ class OutputRunner:
         self.dead_letters = dead_letters
         self.poison_after = max(1, poison_after)
         self._said_dead = False
+        self.trim = IdleTrim()
 
     def run(self) -> None:
         stop = self.ctx.stop
@@ -84,6 +86,7 @@ class OutputRunner:
                 try:
                     message = self.consumer.get_nowait(commit=False)
                 except Empty:
+                    self.trim.idle()  # what the last batches left, back to the kernel
                     wait_any([self.consumer], also=[stop])
                     continue
                 except Closed:
@@ -101,6 +104,7 @@ class OutputRunner:
                 if self.ctx.progress is not None:
                     self.ctx.progress.delivered(batch.acks)
                 self.consumer.commit()
+                self.trim.busy()
         finally:
             self.sink.close()
             self.ctx.log.debug("stopped: %s", self.stats)

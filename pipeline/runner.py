@@ -22,6 +22,7 @@ import time
 
 from common.component import BootError, Context
 from common.events import Batch, BatchCodec
+from common.memory import IdleTrim
 from common.shmqueue import Closed, Empty, Full, wait_any
 from pipeline.batcher import Batcher
 from pipeline.config import PipelineConfig
@@ -75,6 +76,7 @@ class Pipeline:
         self.metric_queues = [p for p, r in zip(ctx.producers, routes) if r != "events"]
         self.metrics_only = [r == "metrics" for r in routes if r != "events"]
         self.metric_points_dropped = 0
+        self.trim = IdleTrim(producers=ctx.producers)
         metrics = getattr(ctx.config, "metrics", None)
         self.metrics = Aggregator.from_config(metrics, log=ctx.log) \
             if metrics is not None and metrics.enabled and self.metric_queues else None
@@ -118,12 +120,17 @@ class Pipeline:
                 self.next_poll = now + self.poll_interval
             if self.metrics is not None and self.metrics.due():
                 self.send_metrics()
+            if took:
+                self.trim.busy()
             if not took and open_inputs:
+                self.trim.idle()  # what the last batches left, back to the kernel
                 wait = self.batcher.time_left(now)
                 if self.enricher is not None:
                     wait = min(wait if wait is not None else 1e9, self.next_poll - now)
                 if self.metrics is not None:
                     wait = min(wait if wait is not None else 1e9, self.metrics.time_left())
+                if self.trim.pending:  # its output rings were still being read
+                    wait = min(wait if wait is not None else 1e9, self.trim.interval)
                 wait_any(open_inputs, also=[ctx.stop],
                          timeout=max(0.0, wait) if wait is not None else None)
         self.flush()
