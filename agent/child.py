@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from common.component import BootError, Context, SinkClosed, resolve_build
+from common.errors import LogShuttleError
 from common.exitcodes import ExitCode
 from common.logs import setup_logging
 
@@ -42,6 +43,9 @@ class Launch:
     log_level: str
     stop: Any
     """``ctx.stop``: ``set()``, ``is_set()``, and a ``fileno()`` that is readable once set."""
+    built: Callable[[], None] | None = None
+    """Called once the component is built, before it runs (POSIX under root: the output or
+    listener becomes the agent's user, agent/privileges.py)."""
 
 
 def child_main(enter: Callable[[], Launch]) -> NoReturn:
@@ -79,7 +83,18 @@ def run(launch: Launch) -> ExitCode:
         except BootError as exc:
             log.error("cannot start: %s", exc)
             return ExitCode.BOOT
-        runner.run()
+        if launch.built is not None:
+            try:
+                launch.built()
+            except LogShuttleError as exc:
+                log.error("cannot start: %s", exc)
+                return ExitCode.BOOT
+        publisher = _publisher(spec, runner, ctx)
+        try:
+            runner.run()
+        finally:
+            if publisher is not None:
+                publisher.stop()  # the totals it leaves are exact
         return ExitCode.OK
     except SinkClosed:
         return ExitCode.SINK_CLOSED
@@ -89,3 +104,17 @@ def run(launch: Launch) -> ExitCode:
     except BaseException:
         log.exception("%s crashed", spec.role)
         return ExitCode.FAILED
+
+
+def _publisher(spec: ChildSpec, runner: Any, ctx: Context[Any]) -> Any:
+    """The thread that publishes the component's counters (agent/observe/publish.py), when the
+    agent's HTTP listener is on; else None."""
+    if getattr(spec, "metrics", None) is None or spec.kind == "service":
+        return None
+    from agent.observe.publish import Publisher
+
+    interval, max_paths = spec.metrics
+    publisher = Publisher(role=spec.role, kind=spec.kind, runner=runner,
+                          consumers=ctx.consumers, interval=interval, max_paths=max_paths)
+    publisher.start()
+    return publisher

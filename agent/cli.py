@@ -13,6 +13,7 @@ start.
 from __future__ import annotations
 
 import enum
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -119,6 +120,10 @@ def run(
         None, "--state-dir", metavar="DIR",
         help="Where checkpoints are kept (default /var/lib/log-shuttle for root, else "
              "~/.local/state/log-shuttle)."),
+    http_listen: Optional[str] = typer.Option(
+        None, "--http-listen", metavar="HOST:PORT",
+        help="Serve /metrics, /health, /ready and /status there (loopback; e.g. "
+             "127.0.0.1:9595); `log-shuttle status` and `top` read it."),
     ebpf_http_tracing: bool = typer.Option(
         False, "--ebpf-http-tracing",
         help="Watch the host with eBPF (needs root): processes, TCP connections and HTTP/1.x "
@@ -144,6 +149,8 @@ def run(
         tls={k: v for k, v in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key),
                                ("tls_server_name", tls_server_name),
                                ("auth_token_file", auth_token_file)) if v})
+    if http_listen is not None:
+        overrides.append((["agent", "http", "listen"], http_listen))
     if ebpf_http_tracing:
         overrides.append((["inputs", "ebpf", "probes"], ["process", "tcp", "http"]))
     if ebpf_print_program:
@@ -229,6 +236,8 @@ def network_output_overrides(
 
 def start(cfg: Config) -> int:
     """Run the supervisor with this configuration; return the exit code."""
+    from agent import privileges
+    from agent.observe.setup import observe, with_listener
     from agent.plan import plan
     from agent.platforms import current
     from agent.supervisor import Supervisor
@@ -236,13 +245,36 @@ def start(cfg: Config) -> int:
     current().hold_signals(Supervisor.SIGNALS)  # a stop during start-up is a stop, not a kill
     setproctitle("log-shuttle: supervisor")
     log = setup_logging("supervisor", cfg.agent.log_level)
-    specs, queues = plan(cfg)
-    log.info("log-shuttle %s: %s", _version(), ", ".join(s.role for s in specs))
-    sup = Supervisor(
-        specs, queues, host=cfg.host_name(), log_level=cfg.agent.log_level,
-        drain_timeout=cfg.agent.drain_timeout, backoff=cfg.agent.restart_backoff,
-        backoff_max=cfg.agent.restart_backoff_max, log=log)
-    return sup.run()
+    root = os.geteuid() == 0 and sys.platform.startswith("linux")
+    try:
+        user = privileges.agent_user(cfg.agent.user) if root else None
+    except privileges.PrivilegeError as exc:
+        log.error("%s", exc)
+        return ExitCode.CONFIG
+    rundir = observe(cfg, log=log, owner=user[1] if user else None)
+    try:
+        specs, queues = plan(cfg)
+        if rundir is not None:
+            specs = with_listener(cfg, specs, rundir.path, version=_version())
+        if user is not None:  # root only where it is needed (agent/privileges.py)
+            try:
+                keep = privileges.assign(specs, user=user, log=log)
+                privileges.apply(privileges.Privileges(keep=keep))
+            except privileges.PrivilegeError as exc:
+                log.error("%s", exc)
+                for q in queues:
+                    q.destroy()
+                return ExitCode.BOOT
+            log.debug("supervisor keeps %s", ", ".join(sorted(keep)))
+        log.info("log-shuttle %s: %s", _version(), ", ".join(s.role for s in specs))
+        sup = Supervisor(
+            specs, queues, host=cfg.host_name(), log_level=cfg.agent.log_level,
+            drain_timeout=cfg.agent.drain_timeout, backoff=cfg.agent.restart_backoff,
+            backoff_max=cfg.agent.restart_backoff_max, log=log, rundir=rundir)
+        return sup.run()
+    finally:
+        if rundir is not None:
+            rundir.remove()
 
 
 @app.command("doctor")
@@ -277,6 +309,62 @@ def check_config(file: Path = typer.Argument(..., dir_okay=False, help="TOML fil
     outputs += [f"metrics_jsonl {o.path}" for o in cfg.outputs.metrics_jsonl]
     outputs += [f"otlp_metrics {o.address} ({o.temporality})" for o in cfg.outputs.otlp_metrics]
     typer.echo(f"{file}: ok\n  inputs: {'; '.join(inputs)}\n  outputs: {'; '.join(outputs)}")
+
+
+def _http_address(address: str | None, config: Path | None) -> str:
+    from agent.observe.config import DEFAULT_LISTEN
+
+    if address:
+        return address
+    if config is not None:
+        try:
+            listen = load_config(str(config)).agent.http.listen
+        except ConfigError as exc:
+            typer.echo(f"log-shuttle: {exc}", err=True)
+            raise typer.Exit(ExitCode.CONFIG) from None
+        if listen:
+            return listen
+    return DEFAULT_LISTEN
+
+
+_ADDRESS = typer.Option(None, "--address", "-a", metavar="HOST:PORT",
+                        envvar="LOG_SHUTTLE_HTTP_LISTEN",
+                        help="The agent's HTTP listener (default: the configuration's "
+                             "[agent.http] listen, else 127.0.0.1:9595).")
+_CONFIG = typer.Option(None, "--config", "-c", dir_okay=False,
+                       help="Read the listener's address from this configuration.")
+
+
+@app.command("status")
+def status_command(address: Optional[str] = _ADDRESS, config: Optional[Path] = _CONFIG,
+                   interval: float = typer.Option(2.0, "--interval", metavar="SECONDS",
+                                                  help="Between the two readings (rates; "
+                                                       "components publish once a second).")
+                   ) -> None:
+    """Ask the running agent how it is doing: each component's throughput now, totals,
+    errors, lag, restarts (through its HTTP listener, --http-listen)."""
+    from agent.observe.status import AgentUnreachable, status
+
+    try:
+        status(_http_address(address, config), interval=interval)
+    except AgentUnreachable as exc:
+        typer.echo(f"log-shuttle: {exc}", err=True)
+        raise typer.Exit(ExitCode.FAILED) from None
+
+
+@app.command("top")
+def top_command(address: Optional[str] = _ADDRESS, config: Optional[Path] = _CONFIG,
+                interval: float = typer.Option(1.0, "--interval", metavar="SECONDS")) -> None:
+    """`status`, live (Ctrl-C to leave), with the progress of a backlog being caught up."""
+    from agent.observe.status import AgentUnreachable, top
+
+    try:
+        top(_http_address(address, config), interval=interval)
+    except AgentUnreachable as exc:
+        typer.echo(f"log-shuttle: {exc}", err=True)
+        raise typer.Exit(ExitCode.FAILED) from None
+    except KeyboardInterrupt:
+        pass
 
 
 app.command("server")(server_command)

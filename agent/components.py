@@ -29,6 +29,11 @@ from outputs.tcp import TcpOutputConfig
 from pipeline.config import PipelineConfig
 
 
+EBPF_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH",
+                     "CAP_SYS_PTRACE", "CAP_SYS_RESOURCE")
+"""What BCC needs, found by trying less (docs/operating.md)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Component:
     config: type[Section]
@@ -45,11 +50,16 @@ class Component:
     """How messages name it (``the ETW input``); empty: its key."""
     receives: Literal["events", "metrics"] = "events"
     """An output's batches: the events, or the pipeline's metric points (docs/metrics.md)."""
+    capabilities: tuple[str, ...] = ()
+    """Run as root: the capabilities its process keeps (it stays uid 0); none: it runs as the
+    agent's unprivileged user (agent/privileges.py, docs/operating.md)."""
 
 
 INPUTS: dict[str, Component] = {
-    "file": Component(config=FileInputConfig, build="inputs.file:build", many=True),
-    "ebpf": Component(config=EbpfInputConfig, build="inputs.ebpf:build"),  # Linux, as root
+    "file": Component(config=FileInputConfig, build="inputs.file:build", many=True,
+                      capabilities=("CAP_DAC_READ_SEARCH",)),  # read any log
+    "ebpf": Component(config=EbpfInputConfig, build="inputs.ebpf:build",  # Linux, as root
+                      capabilities=EBPF_CAPABILITIES),
     "etw": Component(config=EtwInputConfig, build="inputs.etw:build", platform="win32",
                      label="ETW"),
 }
@@ -72,6 +82,7 @@ OUTPUTS: dict[str, Component] = {
 DEFAULT_OUTPUT = "stdout"
 """The output used when none is configured."""
 
-PIPELINE = Component(config=PipelineConfig, build="pipeline:build")
+PIPELINE = Component(config=PipelineConfig, build="pipeline:build",
+                     capabilities=("CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"))  # others' /proc
 
 KINDS: dict[Literal["input", "output"], dict[str, Component]] = {"input": INPUTS, "output": OUTPUTS}

@@ -33,6 +33,7 @@ from msgspec import Meta
 
 from agent.components import DEFAULT_OUTPUT, INPUTS, OUTPUTS, Component
 from common.config import MiB, PositiveFloat, Section, directory_problems
+from agent.observe.config import HttpConfig
 from common.configload import apply_layers, check, env_overrides, read_toml, with_origin
 from common.errors import ConfigError
 from inputs.file.checkpoint import default_state_dir
@@ -52,6 +53,11 @@ class AgentConfig(Section):
     state_dir: str = ""
     """Where checkpoints are kept; empty means /var/lib/log-shuttle for root, else
     $XDG_STATE_HOME/log-shuttle (~/.local/state/log-shuttle)."""
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    """The agent's own HTTP listener: /metrics, /health, /ready, /status (docs/operating.md)."""
+    user: str = ""
+    """Run as root: the user the outputs and the listener run as, with no capabilities; empty:
+    ``log-shuttle`` if it exists, else ``nobody`` (docs/operating.md)."""
 
 
 class QueueConfig(Section):
@@ -155,6 +161,7 @@ def check_semantics(config: Config, *, environ: Mapping[str, str] | None = None)
                     problems.append(f"{key}.name: {name!r} is used twice; names must differ")
                 seen.add(name)
     problems += [f"pipeline.{p}" for p in config.pipeline.problems(environ=environ)]
+    problems += [f"agent.http.{p}" for p in config.agent.http.problems(environ=environ)]
     outputs = instances(config.outputs, OUTPUTS)
     if outputs and all(c.receives == "metrics" for _, _, c, _ in outputs) and \
             any(kind != "ebpf" for kind, _, _, _ in inputs):

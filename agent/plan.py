@@ -44,7 +44,8 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
             q = queue(f"input-{name}", input_bytes)
             to_pipeline.append(q)
             specs.append(ChildSpec(role=_role("input", kind, name), kind="input",
-                                   build=component.build, config=cfg, produces=[q]))
+                                   build=component.build, config=cfg, produces=[q],
+                                   capabilities=component.capabilities))
         from_pipeline, routes = [], []
         metrics = config.pipeline.metrics
         for kind, _, component, cfg in instances(config.outputs, OUTPUTS):
@@ -60,14 +61,15 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
             routes.append(route)
             specs.append(ChildSpec(role=_role("output", kind, name), kind="output",
                                    build=component.build, config=cfg, consumes=[q],
-                                   keep_stdout=component.keep_stdout))
+                                   keep_stdout=component.keep_stdout,
+                                   capabilities=component.capabilities))
         on = metrics.enabled or "metrics" in routes or "both" in routes
         pipeline_cfg = msgspec.structs.replace(
             config.pipeline, routes=routes,
             metrics=msgspec.structs.replace(metrics, enabled=on))
         specs.append(ChildSpec(role="pipeline", kind="pipeline", build=PIPELINE.build,
                                config=pipeline_cfg, consumes=to_pipeline,
-                               produces=from_pipeline))
+                               produces=from_pipeline, capabilities=PIPELINE.capabilities))
         inputs = [s for s in specs if s.kind == "input"]
         # Outputs of metric points carry no input's data: they are not on the board.
         outputs = [s for s, r in zip((s for s in specs if s.kind == "output"), routes)

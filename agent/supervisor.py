@@ -50,7 +50,7 @@ class ChildSpec:
 
     role: str
     """Shown in ``ps`` as ``log-shuttle: <role>`` and in every log line of the child."""
-    kind: Literal["input", "pipeline", "output"]
+    kind: Literal["input", "pipeline", "output", "service"]
     build: Callable[[Context], Runner] | str
     """The build function, or its ``module:function`` (imported in the child only)."""
     config: Any
@@ -61,6 +61,14 @@ class ChildSpec:
     progress: Callable[[], Any] | None = None
     """Called in the child: its view of the acknowledgement board (``board.input(i)`` or
     ``board.output(o)``; the Windows platform calls it once more to learn the seat's name)."""
+    metrics: tuple[float, int] | None = None
+    """With the agent's HTTP listener on: (interval, max_path_series) of the thread that
+    publishes this component's counters (agent/observe/publish.py); None: off."""
+    capabilities: tuple[str, ...] = ()
+    """What its component declares it needs when the agent runs as root (agent/components.py)."""
+    privileges: Any = None
+    """What the child keeps when the agent runs as root (agent.privileges.Privileges), applied
+    first thing in the child; None: as it is (not root)."""
 
 
 @dataclass
@@ -96,6 +104,7 @@ class Supervisor:
         backoff: float = 0.5,
         backoff_max: float = 30.0,
         log: logging.Logger,
+        rundir: Any = None,
     ) -> None:
         self.children = [Child(spec=s, backoff=backoff) for s in specs]
         self.owned = owned
@@ -117,6 +126,9 @@ class Supervisor:
         self.killed: Kill | None = None
         """Set when a stop had to kill a child (not when the supervisor itself is failing)."""
         self.stdout_fd = -1
+        self.rundir = rundir
+        """agent/observe/rundir.RunDir with the listener on: the table of children goes there."""
+        self.started_at = time.time()
 
     # --- main loop ------------------------------------------------------------------------------
 
@@ -127,7 +139,7 @@ class Supervisor:
         self._install_signals()
         try:
             # Consumers first, so that the first batches find someone to read them.
-            for kind in ("output", "pipeline", "input"):
+            for kind in ("service", "output", "pipeline", "input"):
                 for child in self.children:
                     if child.spec.kind == kind:
                         self.spawn(child)
@@ -214,6 +226,7 @@ class Supervisor:
         child.due = None
         self.pids[pid] = child
         self.log.debug("started %s (pid %d)", spec.role, pid)
+        self._publish_children()
 
     def reap(self) -> None:
         for pid, code in self.platform.reap():
@@ -221,7 +234,10 @@ class Supervisor:
             if child is None:
                 continue
             child.pid = None
+            if self.rundir is not None:
+                self.rundir.forget(pid)
             self._exited(child, pid, code)
+            self._publish_children()
 
     def _exited(self, child: Child, pid: int, code: int) -> None:
         role = child.spec.role
@@ -250,6 +266,18 @@ class Supervisor:
         child.due = time.monotonic() + delay
         self.log.warning("%s (pid %d) %s; restarting in %.1fs", role, pid, how, delay)
 
+    def _publish_children(self) -> None:
+        """The table of children, for the listener (``/status``, restarts, CPU and memory)."""
+        if self.rundir is None:
+            return
+        table = {"pid": os.getpid(), "started": self.started_at, "stopping": self.stopping,
+                 "children": [{"role": c.spec.role, "kind": c.spec.kind, "pid": c.pid,
+                               "restarts": c.restarts} for c in self.children]}
+        try:
+            self.rundir.write_children(table)
+        except OSError as exc:
+            self.log.debug("cannot write the table of children: %s", exc)
+
     def _start_due(self) -> None:
         if self.stopping:
             return
@@ -274,7 +302,7 @@ class Supervisor:
             if child.pid is None:
                 child.due = None
                 self._close_downstream(child)  # a child waiting to restart will not drain
-            elif child.spec.kind == "input":
+            elif child.spec.kind in ("input", "service"):
                 self._signal(child, "terminate")
 
     def _signal(self, child: Child, how: Literal["terminate", "kill"]) -> None:

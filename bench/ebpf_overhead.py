@@ -5,9 +5,11 @@ traced rounds in one sitting; nginx pinned to CPU 0, the load generator to CPU 1
 Parts (each can be left out):
 - rates: at each rate (default 1,000, 5,000, 20,000 req/s), per round: nginx's p50/p99 latency
   (bench/loadgen.c: open loop, latency from when a request was due), the CPU added per request
-  host-wide (/proc/stat, all CPUs, traced minus untraced), split into the kernel side (the BPF
-  programs' run_time_ns, kernel.bpf_stats_enabled) and the agent (its processes' utime+stime
-  from /proc/PID/stat), and the events lost (LossEvents) or missing (HTTP events fewer than
+  host-wide (/proc/stat, all CPUs, traced minus untraced), split into the kernel side (the CPU
+  time of nginx and the load generator themselves, traced minus untraced: the programs and
+  their side effects run in their syscalls; and the BPF programs' run_time_ns from
+  kernel.bpf_stats_enabled, every program of the host) and the agent (its processes'
+  utime+stime from /proc/PID/stat), and the events lost (LossEvents) or missing (HTTP events fewer than
   2 x requests: each request is seen on nginx's side and on the generator's).
 - saturation: requests/s with the generator unlimited (16 connections), untraced vs traced.
 - floor: the kernel floor per exchange (bench/exchange.c: one process, client write, server read,
@@ -98,11 +100,20 @@ def start_nginx(tmp: Path) -> tuple[subprocess.Popen, int]:
 
 
 def load(loadgen: str, port: int, rate: int, seconds: float, connections: int) -> dict:
-    out = subprocess.run(["taskset", "-c", LOAD_CPU, loadgen, str(port), "/ok", str(rate),
-                          str(seconds), str(connections)], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"loadgen failed: {out.stderr}")
-    return json.loads(out.stdout)
+    """Run the load generator; its JSON result, with its own CPU time (``loadgen_cpu_s``)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([loadgen, str(port), "/ok", str(rate), str(seconds),
+                                 str(connections)], stdout=out, stderr=err,
+                                preexec_fn=lambda: os.sched_setaffinity(0, {int(LOAD_CPU)}))
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"loadgen failed: {err.read().decode()}")
+        result = json.loads(out.read())
+    result["loadgen_cpu_s"] = usage.ru_utime + usage.ru_stime
+    return result
 
 
 def host_busy_seconds() -> float:
@@ -168,6 +179,18 @@ class Agent:
     def cpu(self) -> float:
         return cpu_seconds(self.pids)
 
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU-seconds per process, by its title ("log-shuttle: input ebpf", ...)."""
+        out = {}
+        for p in self.pids:
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    title = f.read().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            out[title] = out.get(title, 0.0) + cpu_seconds([p])
+        return out
+
     def stop(self) -> dict:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
@@ -181,18 +204,31 @@ class Agent:
         return {"http_events": http, "lost": lost}
 
 
+SERVED: list[int] = []
+"""nginx's processes (set at start): their CPU time, with the load generator's, is the CPU of
+the traced exchanges themselves, kernel side included (the programs run in their syscalls),
+without the other processes of a shared machine."""
+
+
 def measured(fn, agent: Agent | None) -> dict:
     """Run ``fn`` (a load), with host CPU, BPF time and the agent's CPU around it."""
     host0, bpf0 = host_busy_seconds(), bpf_run_ns()
     agent0 = agent.cpu() if agent else 0.0
+    split0 = agent.cpu_by_process() if agent else {}
+    served0 = cpu_seconds(SERVED)
     result = fn()
+    served1 = cpu_seconds(SERVED)
     host1, bpf1 = host_busy_seconds(), bpf_run_ns()
     agent1 = agent.cpu() if agent else 0.0
     if agent:  # what the agent does for this round's events once the load stopped
         time.sleep(0.5)
         agent1 = agent.cpu()
+    split1 = agent.cpu_by_process() if agent else {}
     done = max(1, result["done"])
+    result["agent_split_us_per_req"] = {k: 1e6 * (split1.get(k, v) - v) / done
+                                        for k, v in split0.items()}
     result.update(host_us_per_req=1e6 * (host1 - host0) / done,
+                  served_us_per_req=1e6 * (served1 - served0 + result["loadgen_cpu_s"]) / done,
                   bpf_us_per_req=(bpf1 - bpf0) / 1e3 / done,
                   agent_us_per_req=1e6 * (agent1 - agent0) / done)
     return result
@@ -218,7 +254,8 @@ def rate_rounds(loadgen: str, port: int, tmp: Path, rate: int, args) -> dict:
         u, t = untraced[-1], traced[-1]
         print(f"  {rate} req/s round {i + 1}: p50 {u['p50_us']:.0f} / {t['p50_us']:.0f} us, "
               f"p99 {u['p99_us']:.0f} / {t['p99_us']:.0f} us (untraced / traced); host CPU "
-              f"{u['host_us_per_req']:.1f} / {t['host_us_per_req']:.1f} us/req; BPF "
+              f"{u['host_us_per_req']:.1f} / {t['host_us_per_req']:.1f} us/req; nginx+loadgen "
+              f"{u['served_us_per_req']:.1f} / {t['served_us_per_req']:.1f} us/req; BPF "
               f"{t['bpf_us_per_req']:.2f} us/req, agent {t['agent_us_per_req']:.2f} us/req; "
               f"lost {t['lost']}, missing {t['missing']}", flush=True)
     return {"untraced": untraced, "traced": traced}
@@ -323,6 +360,7 @@ def main() -> None:
     subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
     tmp = Path(tempfile.mkdtemp(prefix="ebpf-bench-"))
     nginx, port = start_nginx(tmp)
+    SERVED[:] = descendants(nginx.pid)
     result: dict = {"rounds": args.rounds, "seconds": args.seconds, "cores": os.cpu_count(),
                     "connections": args.connections, "loadavg_at_start": os.getloadavg()}
     try:
@@ -355,10 +393,19 @@ def main() -> None:
               f"{summary([x['p99_us'] for x in u], '.0f')} -> "
               f"{summary([x['p99_us'] for x in t], '.0f')} us "
               f"({100 * (med([x['p99_us'] for x in t]) / med([x['p99_us'] for x in u]) - 1):+.0f}%)")
+        served = [b["served_us_per_req"] - a["served_us_per_req"] for a, b in zip(u, t)]
+        print(f"    CPU of nginx + loadgen per request: "
+              f"{summary([x['served_us_per_req'] for x in u], '.2f')} -> "
+              f"{summary([x['served_us_per_req'] for x in t], '.2f')} us (added, kernel side: "
+              f"{summary(served, '.2f')} us)")
         print(f"    CPU added per request (host): {summary(added, '.2f')} us; BPF programs "
               f"{summary([x['bpf_us_per_req'] for x in t], '.2f')} us; agent "
               f"{summary([x['agent_us_per_req'] for x in t], '.2f')} us; lost "
               f"{sum(x['lost'] for x in t)}, missing {sum(x['missing'] for x in t)}")
+        split = ", ".join(f"{k.removeprefix('log-shuttle: ')} "
+                          f"{med([x['agent_split_us_per_req'].get(k, 0) for x in t]):.2f}"
+                          for k in t[0]["agent_split_us_per_req"])
+        print(f"    agent per process (us per request): {split}")
     if "saturation" in result:
         s = result["saturation"]
         print(f"saturation: {summary(s['untraced'], '.0f')} -> {summary(s['traced'], '.0f')} "

@@ -123,14 +123,15 @@ int main(int argc, char **argv) {
             break;
         if (now >= end + 5000000000LL)
             break; /* responses that never came */
-        int timeout = 0;
+        /* Sleep until the next request is due or a response comes (ns precision: no spin). */
+        long long wait = 0;
         if (nfree == 0 || next_due > now) {
-            long long wait = next_due > now ? next_due - now : 1000000;
-            if (now >= end)
+            wait = next_due > now ? next_due - now : 100000000;
+            if (now >= end || nfree == 0)
                 wait = 100000000;
-            timeout = (int)(wait / 1000000);
         }
-        int n = epoll_wait(ep, evs, 256, timeout);
+        struct timespec ts = {.tv_sec = wait / 1000000000LL, .tv_nsec = wait % 1000000000LL};
+        int n = epoll_pwait2(ep, evs, 256, &ts, NULL);
         for (int k = 0; k < n; k++) {
             struct conn *c = &conns[evs[k].data.u32];
             ssize_t r = read(c->fd, c->buf + c->have, RBUF - c->have);

@@ -40,8 +40,10 @@ static __always_inline u64 fd_key(u64 id, s32 fd)
 
 #define FD_SOCKET 1        /* a socket accept()ed or connect()ed (or a TCP socket from /proc) */
 
-BPF_HASH(fds, u64, u32, HTTP_FDS);             /* pid << 32 | fd -> FD_* bits */
-BPF_HASH(connecting, u64, s32, 16384);         /* pid_tgid -> fd of its connect() */
+/* LRU: a process that exits closes its descriptors without close(), so entries of dead
+ * processes stay until the least recently used go. */
+BPF_TABLE("lru_hash", u64, u32, fds, HTTP_FDS);          /* pid << 32 | fd -> FD_* bits */
+BPF_TABLE("lru_hash", u64, s32, connecting, 16384);      /* pid_tgid -> fd of its connect() */
 
 static __always_inline int followed(u64 id, s32 fd)
 {
@@ -432,7 +434,7 @@ struct ssl_key {
     u32 pad;
 };
 
-BPF_HASH(tls_calls, u64, struct tls_call, 16384);              /* pid_tgid -> call in progress */
+BPF_TABLE("lru_hash", u64, struct tls_call, tls_calls, 16384); /* pid_tgid -> call in progress */
 BPF_TABLE("lru_hash", struct ssl_key, s32, tls_fds, 65536);    /* (pid, SSL *) -> fd */
 
 /* A followed socket's bytes that are not HTTP, read or written by a thread inside SSL_read or

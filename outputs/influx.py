@@ -190,23 +190,18 @@ class HttpSink:
 
     def _post(self, chunk: list[bytes]) -> Verdict:
         body = b"".join(chunk)
-        try:
-            if self.conn is None:
-                if self.tls is not None:
-                    self.conn = http.client.HTTPSConnection(self.host, self.port,
-                                                            timeout=self.timeout,
-                                                            context=self.tls)
-                else:
-                    self.conn = http.client.HTTPConnection(self.host, self.port,
-                                                           timeout=self.timeout)
-            self.conn.request("POST", self.target, body=body, headers=self.headers)
-            response = self.conn.getresponse()
-            text = response.read()[:500].decode("utf-8", "replace")
-            status = response.status
-        except (OSError, http.client.HTTPException) as exc:
-            self._close()
-            self.failures.failed("connect", f"write to {self.host}:{self.port} failed: {exc}")
-            return Verdict.RETRY
+        for attempt in (0, 1):
+            reused = self.conn is not None
+            try:
+                status, text, response = self._request(body)
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                self._close()
+                if reused and attempt == 0:
+                    continue  # the server closed an idle keep-alive connection: a new one
+                self.failures.failed("connect",
+                                     f"write to {self.host}:{self.port} failed: {exc}")
+                return Verdict.RETRY
         if 200 <= status < 300:
             self.points_sent += len(chunk)
             return Verdict.OK
@@ -226,6 +221,19 @@ class HttpSink:
         self.failures.failed(str(status), f"InfluxDB answered HTTP {status}: {text.strip()}",
                              level=level)
         return Verdict.RETRY
+
+    def _request(self, body: bytes) -> tuple[int, str, http.client.HTTPResponse]:
+        if self.conn is None:
+            if self.tls is not None:
+                self.conn = http.client.HTTPSConnection(self.host, self.port,
+                                                        timeout=self.timeout, context=self.tls)
+            else:
+                self.conn = http.client.HTTPConnection(self.host, self.port,
+                                                       timeout=self.timeout)
+        self.conn.request("POST", self.target, body=body, headers=self.headers)
+        response = self.conn.getresponse()
+        text = response.read()[:500].decode("utf-8", "replace")
+        return response.status, text, response
 
     def _close(self) -> None:
         if self.conn is not None:

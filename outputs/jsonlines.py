@@ -85,6 +85,10 @@ class JsonLinesSink:
         self.points = 0
         self._open()
 
+    @property
+    def healthy(self) -> bool:
+        return self.failures is None or self.failures.since is None
+
     def _open(self) -> None:
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)

@@ -38,6 +38,11 @@ class PrometheusSink:
         self.lock = threading.Lock()
         self.listener = MetricsListener(host=host, port=port, render=self.render, log=log)
 
+    @property
+    def healthy(self) -> bool:
+        """Adding points up cannot fail; whether Prometheus scrapes is Prometheus' to say."""
+        return True
+
     def render(self) -> bytes:
         with self.lock:
             return render(list(self.state))

@@ -206,11 +206,13 @@ class RelpSink:
     @staticmethod
     def _peer_closed(sock: socket.socket) -> bool:
         """A FIN or reset while no answer is due: the session is over."""
+        if not hasattr(select, "poll"):
+            return False  # Windows: a dead connection shows when the answers do not come
+        rdhup = getattr(select, "POLLRDHUP", 0)
         poller = select.poll()
-        poller.register(sock, select.POLLIN | select.POLLRDHUP)
+        poller.register(sock, select.POLLIN | rdhup)
         events = poller.poll(0)
-        return bool(events and events[0][1] & (select.POLLRDHUP | select.POLLHUP |
-                                               select.POLLERR))
+        return bool(events and events[0][1] & (rdhup | select.POLLHUP | select.POLLERR))
 
     def _drop_connection(self) -> None:
         if self.sock is not None:

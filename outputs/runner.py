@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import msgspec
 
 from common.component import BootError, Context, SinkClosed
-from common.events import Batch, BatchCodec
+from common.events import Batch, BatchCodec, event_lines
 from common.memory import IdleTrim
 from common.shmqueue import Closed, Empty, wait_any
 from outputs.base import Sink, Verdict
@@ -54,6 +54,9 @@ class OutputStats:
     batches_retried: int = 0
     batches_dropped: int = 0
     batches_dead: int = 0
+    records_sent: int = 0
+    """Records (lines; an eBPF event is one) delivered: the telemetry's sent_events."""
+    records_dropped: int = 0
     """Set aside in the dead-letter file (undecodable, or the sink raised)."""
     events_sent: int = 0
 
@@ -71,6 +74,8 @@ class OutputRunner:
         self.codec = BatchCodec()
         self.backoff = backoff or Backoff()
         self.stats = OutputStats()
+        self.failing_since: float | None = None
+        """While a batch is being retried: since when (monotonic); read by the telemetry."""
         state_dir = getattr(ctx.config, "state_dir", "")
         if dead_letters is None and state_dir:
             dead_letters = DeadLetters(directory=state_dir, output=ctx.name)
@@ -130,19 +135,22 @@ class OutputRunner:
             if verdict is Verdict.OK:
                 self.stats.batches_sent += 1
                 self.stats.events_sent += len(batch.events)
+                self.stats.records_sent += sum(map(event_lines, batch.events))
+                self.failing_since = None
                 if failing_since is not None:
                     self.ctx.log.info("%s: delivering again after %.1fs", self.sink.name,
                                       time.monotonic() - failing_since)
                 return
             if verdict is Verdict.DROP:
                 self.stats.batches_dropped += 1
+                self.stats.records_dropped += sum(map(event_lines, batch.events))
                 self.ctx.log.error("%s: dropped a batch of %d events that the receiver rejects",
                                    self.sink.name, len(batch.events))
                 return
             self.stats.batches_retried += 1
             if delays is None:
                 delays = self.backoff.delays()
-                failing_since = time.monotonic()
+                failing_since = self.failing_since = time.monotonic()
             wait_any([], also=[self.ctx.stop], timeout=next(delays))
             if self.ctx.stop.is_set():
                 raise _Stopping

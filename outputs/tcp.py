@@ -48,6 +48,7 @@ from outputs.runner import Backoff, OutputRunner
 from outputs.syslog import FACILITIES, SyslogEncoder
 
 AUTH_OK = b"OK\n"
+_RDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer's FIN, even with data unread
 
 
 class TcpOutputConfig(TlsClientOptions, kw_only=True):
@@ -177,6 +178,7 @@ class TcpSink:
         self.failures = FailureReporter(who=f"output {name}", log=self.log)
         self.sock: socket.socket | None = None
         self.connects = 0
+        self.bytes_sent = 0
         self.stats = TcpStats()
         self._window: deque[tuple[bytes, int]] = deque()
         """(payload, lines) written on the current connection, newest last."""
@@ -202,6 +204,7 @@ class TcpSink:
                     self._remember(*item)
                 self._replay = []
             sock.sendall(payload)
+            self.bytes_sent += len(payload)
         except AuthRejected as exc:
             self._close(broken=True)
             self.failures.failed("auth", f"the server rejected the token ({exc})",
@@ -313,16 +316,19 @@ class TcpSink:
     def _peer_state(sock: socket.socket) -> str:
         """``open``, ``closed`` (FIN or TLS close_notify) or ``reset``. Polls (any descriptor
         number), then reads what the receiver sent, if anything."""
-        poller = select.poll()
-        poller.register(sock, select.POLLIN | select.POLLRDHUP)
         try:
-            events = poller.poll(0)
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(sock, select.POLLIN | _RDHUP)
+                events = poller.poll(0)
+                if events and events[0][1] & select.POLLERR:
+                    return "reset"
+            else:  # Windows: select takes sockets, whatever their number
+                events = select.select([sock], [], [], 0)[0]
         except (OSError, ValueError):
             return "reset"
         if not events:
             return "open"
-        if events[0][1] & select.POLLERR:
-            return "reset"
         try:
             sock.setblocking(False)
             try:

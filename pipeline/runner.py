@@ -68,6 +68,8 @@ class Pipeline:
                                max_delay=batch.max_delay)
         self.codec = BatchCodec()
         self.batches_sent = 0
+        self.records_out = 0
+        """Records (lines; an eBPF event is one) put on the output queues (telemetry)."""
         self.handed_on: dict[int, int] = {}
         """Input index -> the highest message seq read from it (stamped on every batch)."""
         routes = list(getattr(ctx.config, "routes", ()) or ())
@@ -161,6 +163,7 @@ class Pipeline:
 
     def flush(self) -> None:
         if self.batcher:
+            self.records_out += self.batcher.count
             message = self.codec.encode(Batch(events=self.batcher.take(), source="pipeline",
                                               acks=sorted(self.handed_on.items())))
             self._put(self.event_queues, message)

@@ -73,7 +73,7 @@ class Agent:
     def records(self) -> list[dict]:
         """The NDJSON records written so far (a line still being written is left out)."""
         data = self.stdout()
-        return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
+        return [json.loads(line) for line in complete_lines(data)]
 
     def wait_records(self, n: int, *, timeout: float = 20.0) -> list[dict]:
         def enough():
@@ -129,6 +129,11 @@ class Agent:
         if self.proc.poll() is None:
             self.stop()
         self.close()
+
+
+def complete_lines(data: bytes) -> list[bytes]:
+    """The whole lines of ``data``: a file read while it is written may end inside a line."""
+    return data[: data.rfind(b"\n") + 1].splitlines()
 
 
 def append(path: Path, data: bytes) -> None:

@@ -5,11 +5,15 @@ events. Debian's nginx serves a known load
 (2,000 requests over 4 routes with ids, 15% 404 and 10% 500, from 4 curls with keep-alive): the
 counts per route and status class that InfluxDB returns to a query and that Prometheus scraped
 equal nginx's own access log; the histograms' count and sum equal the exchanges' durations (the
-http events on stdout); TCP connections are counted per peer."""
+http events on stdout); TCP connections are counted per peer. nginx and curl run from copies
+that ``[pipeline.metrics] services`` names by executable path (the probes see the whole host,
+where other nginx and curl may be busy), which tests the overrides too."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections import Counter
 
 from tests.harness import Agent, wait_for
@@ -21,7 +25,14 @@ from tests.outputs.nginx_load import route_of, run_load, serve_routes, workload
 pytestmark = [needs_ebpf, needs("nginx", "curl", "influxd", "prometheus")]
 
 
-def test_agent_streams_red_metrics_to_every_store(tmp_path):
+def test_agent_streams_red_metrics_to_every_store(tmp_path, monkeypatch):
+    # The probes see the whole host, where other nginx and curl may run: this test's own run
+    # from copies, which the configuration names as services of their own (by executable path).
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("nginx", "curl"):
+        shutil.copy2(shutil.which(tool) or f"/usr/sbin/{tool}", bindir / tool)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     nginx = Nginx(tmp_path)
     serve_routes(nginx)
     influx = Influx(tmp_path)
@@ -39,6 +50,7 @@ ring_buffer_bytes = 67108864   # room for bursts on a busy 2-core machine (a los
 [pipeline.metrics]
 interval = 1.0
 stdout = true
+services = {{ "{bindir}/nginx" = "red-nginx", "{bindir}/curl" = "red-curl" }}
 
 [outputs.stdout]
 
@@ -76,7 +88,7 @@ temporality = "delta"
             def influx_counts():
                 rows = influx.query(
                     'SELECT sum("count") FROM "http.server.request.duration" WHERE '
-                    '"service.name" = \'nginx\' GROUP BY "http.route", '
+                    '"service.name" = \'red-nginx\' GROUP BY "http.route", '
                     '"http.response.status_class"', db="red")
                 return {(r["tags"]["http.route"], r["tags"]["http.response.status_class"]):
                         r["values"][0][1] for r in rows}
@@ -90,7 +102,7 @@ temporality = "delta"
                                      f"losses {losses[:5]}; {agent.stderr()[-3000:]}") from None
             rows = influx.query(
                 'SELECT sum("count"), sum("errors"), sum("sum"), sum("le_+Inf") FROM '
-                '"http.server.request.duration" WHERE "service.name" = \'nginx\' '
+                '"http.server.request.duration" WHERE "service.name" = \'red-nginx\' '
                 'GROUP BY "http.route", "http.response.status_class"', db="red")
             stored = {(r["tags"]["http.route"], r["tags"]["http.response.status_class"]):
                       r["values"][0][1:] for r in rows}
@@ -98,12 +110,12 @@ temporality = "delta"
                 {k: (n if k[1] == "5xx" else 0) for k, n in logged.items()}
             assert all(v[3] == v[0] for v in stored.values())  # le_+Inf is the count
             (client,) = influx.query('SELECT sum("count") FROM "http.client.request.duration" '
-                                     'WHERE "service.name" = \'curl\'', db="red")
+                                     'WHERE "service.name" = \'red-curl\'', db="red")
             assert client["values"][0][1] == 2000
 
             def tcp(measurement):
                 found = influx.query(f'SELECT sum("count") FROM "{measurement}" WHERE '
-                                     '"service.name" = \'nginx\' AND "direction" = \'server\' '
+                                     '"service.name" = \'red-nginx\' AND "direction" = \'server\' '
                                      'GROUP BY "network.peer.address", "server.port"', db="red")
                 return {(r["tags"]["network.peer.address"], r["tags"]["server.port"]):
                         r["values"][0][1] for r in found}
@@ -120,7 +132,7 @@ temporality = "delta"
                                      f"{tcp('tcp.connection.duration')}; losses {losses[:5]}"
                                      ) from None
             q = ('sum by (http_route, http_response_status_class) '
-                 '(http_server_request_duration_seconds_count{service_name="nginx"})')
+                 '(http_server_request_duration_seconds_count{service_name="red-nginx"})')
 
             def scraped():
                 return {(r["metric"]["http_route"], r["metric"]["http_response_status_class"]):
@@ -137,7 +149,7 @@ temporality = "delta"
             except AssertionError as exc:
                 raise AssertionError(f"{exc}: it has {last}") from None
             (total,) = prom.query(
-                'sum(http_server_request_duration_seconds_sum{service_name="nginx"})')
+                'sum(http_server_request_duration_seconds_sum{service_name="red-nginx"})')
             prom_sum = float(total["value"][1])
             assert agent.stop() == 0
         # JSON lines: the same counts; stdout: metric records beside the http events.
@@ -145,7 +157,7 @@ temporality = "delta"
         from_file = Counter()
         for p in points:
             if p["name"] == "http.server.request.duration" and \
-                    p["attributes"]["service.name"] == "nginx":
+                    p["attributes"]["service.name"] == "red-nginx":
                 from_file[(p["attributes"]["http.route"],
                            p["attributes"]["http.response.status_class"])] += p["count"]
         assert from_file == logged
@@ -154,7 +166,7 @@ temporality = "delta"
         from_server = Counter()
         for r in server.records():
             if r["name"] == "http.server.request.duration" and \
-                    r["resource"]["service.name"] == "nginx":
+                    r["resource"]["service.name"] == "red-nginx":
                 assert r["temporality"] == "delta"
                 from_server[(r["attributes"]["http.route"],
                              r["attributes"]["http.response.status_class"])] += r["count"]
@@ -162,7 +174,7 @@ temporality = "delta"
         records = [json.loads(line) for line in agent.stdout().splitlines()]
         metric = [r for r in records if r.get("type") == "metric"]
         assert sum(r["count"] for r in metric if r["name"] == "http.server.request.duration"
-                   and r["attrs"]["service.name"] == "nginx") == 2000
+                   and r["attrs"]["service.name"] == "red-nginx") == 2000
         # The histograms' sums are the exchanges' durations, as the http events say.
         servers = nginx.pids()
         exchanges = [r for r in records if r.get("type") == "http" and r["pid"] in servers

@@ -69,6 +69,9 @@ class PosixPlatform:
     def enter(self, spec: Any, *, parent: int, host: str, log_level: str,
               stdout_fd: int) -> Launch:
         """In the fork, first thing: the process as a component needs it."""
+        privileges = getattr(spec, "privileges", None)
+        if privileges is not None:
+            _drop(privileges, spec.role)  # before anything of the component runs
         _die_with_parent(parent)
         _keep_freed_memory()
         signal.set_wakeup_fd(-1)
@@ -84,14 +87,17 @@ class PosixPlatform:
             os.dup2(stdout_fd if spec.keep_stdout else 2, 1)
             os.close(stdout_fd)
         stop = Stop()
-        if spec.kind == "input":
+        if spec.kind in ("input", "service"):
             stop.install(signal.SIGTERM)
         else:
             # The pipeline and outputs stop when their queues close and drain, never on a
             # signal: a SIGTERM to the whole group (systemd, timeout) must not cut the drain.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         release_signals()
-        return Launch(spec=spec, host=host, log_level=log_level, stop=stop)
+        built = None
+        if privileges is not None and privileges.user is not None:
+            built = lambda: _become_user(privileges, parent)  # noqa: E731
+        return Launch(spec=spec, host=host, log_level=log_level, stop=stop, built=built)
 
     def terminate(self, pid: int) -> None:
         self._send(pid, signal.SIGTERM)
@@ -152,6 +158,27 @@ def _keep_freed_memory() -> None:
     mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
     mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
     mallopt(M_TOP_PAD, MALLOC_TOP_PAD)
+
+
+def _drop(privileges: Any, role: str) -> None:
+    """Become what the supervisor worked out for this child (agent/privileges.py); a child
+    that cannot is not run (exit BOOT: the agent stops with the message)."""
+    from agent.privileges import PrivilegeError, apply
+
+    try:
+        apply(privileges)
+    except PrivilegeError as exc:
+        os.write(2, f"log-shuttle: {role}: {exc}\n".encode())
+        os._exit(ExitCode.BOOT)
+
+
+def _become_user(privileges: Any, parent: int) -> None:
+    """After the build: the user, no capabilities (agent/privileges.py). Raises
+    PrivilegeError (the component does not run)."""
+    from agent.privileges import become_user
+
+    become_user(privileges)
+    _die_with_parent(parent)  # a change of user clears PR_SET_PDEATHSIG: set it again
 
 
 def _die_with_parent(parent: int) -> None:

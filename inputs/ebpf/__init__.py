@@ -1,8 +1,10 @@
 """The eBPF input: watches the whole host through BPF programs on tracepoints (bpf/): process
-lifecycle, TCP connections and HTTP/1.x requests, with no change to the applications. The only
-part of the agent that needs root. Split by concern: ``checks`` (what the machine must have),
-``loader`` (BCC), ``layouts`` (raw event bytes), ``http`` (parsing and pairing), ``translate``
-(raw events to Events), ``runner`` (the loop). docs/ebpf.md tells the whole story.
+lifecycle, TCP connections and HTTP/1.x requests (HTTPS too, through uprobes on OpenSSL), with
+no change to the applications. The only part of the agent that needs root. Split by concern:
+``config`` (its table), ``checks`` (what the machine must have), ``loader`` (BCC, ring
+buffers), ``sockets`` (connections older than the agent), ``tls`` (libssl uprobes), ``layouts``
+(raw event bytes), ``http`` (parsing and pairing), ``translate`` (raw events to Events),
+``runner`` (the loop). docs/ebpf.md tells the whole story.
 """
 
 from __future__ import annotations

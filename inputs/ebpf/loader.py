@@ -317,7 +317,7 @@ class Programs:
 
     def follow_sockets(self, keys: Iterable[int]) -> int:
         """Tell the http probe to follow these (pid << 32 | fd) sockets (connections older than
-        the agent, found in /proc); how many it took (its map may be full)."""
+        the agent, found in /proc); how many it took."""
         obj = self.objects.get("http")
         if obj is None:
             return 0
@@ -327,8 +327,8 @@ class Programs:
         for key in keys:
             try:
                 table[table.Key(key)] = one
-            except Exception:  # the map is full: the rest are not followed
-                break
+            except Exception:  # the process closed it meanwhile, or the map refused: skip it
+                continue
             n += 1
         return n
 

@@ -9,10 +9,10 @@ by the programs and go out as LossEvents ("ring buffer <probe>") too.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from common.component import Context
-from common.events import Batch, BatchCodec, Event, LossEvent, ProcessEvent
+from common.events import Batch, BatchCodec, Event, LossEvent
 from common.shmqueue import Full, MessageTooLarge
 from inputs.ebpf.loader import Programs
 from inputs.ebpf.tls import TlsAttacher
@@ -33,6 +33,8 @@ class EbpfInputStats:
     lost_ring_buffer: int = 0
     lost_queue_full: int = 0
     undecodable: int = 0
+    lost_by_probe: dict[str, int] = field(default_factory=dict)
+    """lost_ring_buffer per probe (the telemetry's bpf_lost_events{probe})."""
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -90,14 +92,14 @@ class EbpfInput:
                 self.log.debug("%d undecodable events, e.g. %s", len(errors), errors[0])
             if events and not self.out:
                 self.first_at = time.monotonic()
+            execs = self.translator.take_execs()
             if self.tls is not None:
-                for ev in events:
-                    if type(ev) is ProcessEvent and ev.kind == "exec":
-                        self.tls.forget(ev.pid)
-            for ev in events:
-                self.out.append(ev)
-                if len(self.out) >= self.cfg.send_events:
-                    self.send()
+                for pid in execs:
+                    self.tls.forget(pid)
+            self.out.extend(events)
+            limit = self.cfg.send_events
+            while len(self.out) >= limit:
+                self.send(limit)
         now = time.monotonic()
         if self.tls is not None and now >= self.next_tls_scan:
             self.next_tls_scan = now + TLS_SCAN_INTERVAL
@@ -112,18 +114,23 @@ class EbpfInput:
         for probe, n in self.programs.lost().items():
             if n:
                 self.stats.lost_ring_buffer += n
+                self.stats.lost_by_probe[probe] = self.stats.lost_by_probe.get(probe, 0) + n
                 self.log.warning("the %s probe's ring buffer was full: %d events lost", probe, n)
                 self.out.append(LossEvent(time_ns=time.time_ns(), source=self.ctx.name,
                                           what=f"ring buffer {probe}", count=n))
                 if len(self.out) == 1:
                     self.first_at = time.monotonic()
 
-    def send(self) -> None:
-        """Hand the batch on, or drop it if the queue is full: never wait."""
+    def send(self, limit: int = 0) -> None:
+        """Hand the batch on (at most ``limit`` events of it, 0: all), or drop it if the queue
+        is full: never wait."""
         if not self.out:
             return
-        events = self.out
-        self.out = []
+        if limit and len(self.out) > limit:
+            events, self.out = self.out[:limit], self.out[limit:]
+            self.first_at = time.monotonic()
+        else:
+            events, self.out = self.out, []
         if self.unreported_queue_loss:
             events.insert(0, LossEvent(time_ns=time.time_ns(), source=self.ctx.name,
                                        what="queue full", count=self.unreported_queue_loss))

@@ -74,6 +74,12 @@ class Translator:
         self.offset_ns = boot_offset_ns()
         self.stats = TranslateStats()
         self._comms: dict[bytes, str] = {}
+        self._execs_seen: list[int] = []
+
+    def take_execs(self) -> list[int]:
+        """The pids that exec()ed since the last call."""
+        out, self._execs_seen = self._execs_seen, []
+        return out
 
     def resync_clock(self) -> None:
         self.offset_ns = boot_offset_ns()
@@ -189,6 +195,8 @@ class Translator:
         h = raw.h
         if isinstance(raw, Exec):
             args = self.execs.pop(raw.old_pid, None)
+            if len(self._execs_seen) < 65536:
+                self._execs_seen.append(h.pid)
             return ProcessEvent(
                 kind="exec", time_ns=h.ts_ns + self.offset_ns, pid=h.pid,
                 ppid=raw.ppid or read_ppid(h.pid), tid=h.tid, uid=h.uid, comm=h.comm,

@@ -77,7 +77,8 @@ class Registry:
         self.files: dict[str, TailedFile] = {}
         """Followed files by the path that names them now (open or closed)."""
         self.detached: list[TailedFile] = []
-        """Files that no path names any more, read to their end before they go (always open)."""
+        """Files that no path names any more, read to their end before they go (open, or
+        waiting for a descriptor under the name they were found by: ``moved_to``)."""
         self.released: dict[Identity, tuple[TailedFile, int]] = {}
         """Let-go files whose last lines may not be acknowledged yet: identity -> (file, end)."""
         self.copies: dict[Identity, Copy] = {}
@@ -93,6 +94,8 @@ class Registry:
         """The files in ``waiting``."""
         self._idle: set[TailedFile] = set()
         """Files closed because they were idle (not for the budget)."""
+        self._listed: dict[str, dict[int, list[str]]] = {}
+        """Directories listed in this evaluation: inode -> paths (to find renamed files)."""
         self._held: dict[Identity, list[str]] | None = None
         """Deleted files other processes hold open, looked up once per evaluation if needed."""
         self._prefixes: dict[int, dict[str, TailedFile]] | None = None
@@ -125,6 +128,7 @@ class Registry:
         found = self.globber.resolve()
         self._prefixes = None
         self._held = None
+        self._listed = {}
         out: list[Change] = []
         where = {(st.st_dev, st.st_ino): path for path, st in found.items()}
         for path, f in list(self.files.items()):
@@ -346,6 +350,7 @@ class Registry:
         if f in self.detached:
             self.detached.remove(f)
             f.detached_at = None
+            f.moved_to = None
         elif self.files.get(f.path) is f:
             del self.files[f.path]
         old, f.path = f.path, path
@@ -356,11 +361,14 @@ class Registry:
                 quiet: bool = False) -> None:
         if self.files.get(f.path) is f:
             del self.files[f.path]
-        if not f.is_open and not self._open_moved(f):
-            # Closed, and not found again: nothing more can be read from it (idle-closed files
-            # were read to their end; a file waiting for a descriptor may have had more).
-            self._release(f, time.time_ns(), out)
-            return
+        if not f.is_open:
+            f.moved_to = self._find_moved(f)
+            if f.moved_to is None:
+                # Closed, with nothing left to read, or not found again: let go (an idle-closed
+                # file was read to its end; one waiting for a descriptor is counted unread).
+                self._release(f, time.time_ns(), out)
+                return
+            self._enqueue(f)  # read to its end by that name, in its turn
         f.detached_at = now
         self.detached.append(f)
         if not quiet:
@@ -369,28 +377,43 @@ class Registry:
             if copy.of is f:  # renamed away rather than truncated: the copy is a plain copy
                 copy.seen_at = -1e9
 
-    def _open_moved(self, f: TailedFile) -> bool:
-        """A closed file with bytes left whose path names it no more: look for it by inode in
-        its directory (logrotate renames within it), or, deleted, among the descriptors of the
-        processes that still hold it open (its writer), and open it there to read it to its
-        end."""
-        if f.size_seen <= f.read_pos:
-            return False
-        try:
-            with os.scandir(os.path.dirname(f.path)) as entries:
-                names = [e.path for e in entries if e.inode() == f.ino]
-        except OSError:
-            names = []
-        if self._held is None:
-            self._held = held_open()
-        for name in [*names, *self._held.get(f.identity, [])]:
+    def _find_moved(self, f: TailedFile) -> str | None:
+        """A closed file whose path names it no more: look for it by inode in its directory
+        (logrotate renames within it), or, deleted, among the descriptors of the processes that
+        still hold it open (its writer, before it reopens). The name it can be opened by, if it
+        has bytes left there."""
+        for where in ("directory", "processes"):
+            if where == "directory":
+                names = self._in_directory(f)
+            else:  # only if not found in its directory: this looks at every process
+                if self._held is None:
+                    self._held = held_open()
+                names = self._held.get(f.identity, [])
+            for name in names:
+                try:
+                    st = os.stat(name)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) != f.identity:
+                    continue
+                f.size_seen = st.st_size
+                return name if st.st_size != f.read_pos else None
+        return None
+
+    def _in_directory(self, f: TailedFile) -> list[str]:
+        """Paths in ``f``'s directory with its inode (the directory listed once per
+        evaluation)."""
+        directory = os.path.dirname(f.path)
+        inodes = self._listed.get(directory)
+        if inodes is None:
+            inodes = self._listed[directory] = {}
             try:
-                if f.reopen(path=name):
-                    self.opened[f] = None
-                    return True
+                with os.scandir(directory) as entries:
+                    for e in entries:
+                        inodes.setdefault(e.inode(), []).append(e.path)
             except OSError:
-                continue
-        return False
+                pass
+        return inodes.get(f.ino, [])
 
     def let_go(self, f: TailedFile, now_ns: int) -> list[Change]:
         """Stop following ``f`` (a detached file read to its end, a file that cannot be read)."""
@@ -455,7 +478,12 @@ class Registry:
         while self.waiting and len(self.opened) < self.max_open:
             f = self.waiting.popleft()
             self._queued.discard(f)
-            if self.files.get(f.path) is not f or f.is_open:
+            if f.is_open:
+                continue
+            if self.files.get(f.path) is not f:
+                if f.moved_to is not None and f in self.detached:
+                    if not self._admit_moved(f, out):
+                        break
                 continue
             try:
                 same = f.reopen()
@@ -474,6 +502,24 @@ class Registry:
             else:
                 self._release(f, time.time_ns(), out)
                 self._follow(f.path, offset=None, now=now, why="replaced", out=out)
+
+    def _admit_moved(self, f: TailedFile, out: list[Change]) -> bool:
+        """Open a detached file that waited, by the name it was found under; False if out of
+        descriptors (it waits on)."""
+        try:
+            same = f.reopen(path=f.moved_to)
+        except OSError as exc:
+            if exc.errno in OUT_OF_DESCRIPTORS:
+                self.waiting.appendleft(f)
+                self._queued.add(f)
+                return False
+            same = False
+        if same:
+            self.opened[f] = None
+            out.append(Opened(f, False))
+        else:  # gone meanwhile (compressed and deleted): what it had is counted unread
+            self._release(f, time.time_ns(), out)
+        return True
 
     def _close(self, f: TailedFile) -> None:
         f.close()

@@ -268,6 +268,8 @@ class FileInput:
             if f.chain is not None:
                 self.queue(f.due(now=now, now_ns=now_ns))
         for f in list(reg.detached):
+            if not f.is_open:
+                continue  # waits for a descriptor
             n = self.read(f, now, now_ns)
             total += n
             if n == 0 and f in reg.detached and now - f.detached_at >= self.cfg.rotate_wait:

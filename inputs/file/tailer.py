@@ -47,6 +47,9 @@ class TailedFile:
     """Found empty after start: whether it is a new file or a copy shows with its first bytes."""
     size_seen: int = 0
     """Its size when last looked at (a read, a glob evaluation): what a closed file may hold."""
+    moved_to: str | None = None
+    """Detached while closed: the name it was found under since (renamed, or a
+    ``/proc/<pid>/fd`` link to it deleted), to open it by."""
     reads: int = 0
     """Reads (or looks for new bytes) since it was last opened: a file had its turn, for the
     descriptor budget, once it was looked at."""

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT, SESSIONS, Agent, append, lines_of, sync, wait_for
+from tests.harness import (ROOT, SESSIONS, Agent, append, complete_lines, lines_of, sync,
+                           wait_for)
 
 WRITER = ROOT / "tests" / "writer.py"
 LOGROTATE = "/usr/sbin/logrotate"
@@ -26,7 +27,7 @@ needs_logrotate = pytest.mark.skipif(not os.path.exists(LOGROTATE),
 
 def seqs_in(data: bytes) -> list[int]:
     out = []
-    for line in data.splitlines():
+    for line in complete_lines(data):  # the agent may be writing the last one
         rec = json.loads(line)
         m = re.match(r"seq (\d{8}) ", rec["line"])
         if m:

@@ -294,7 +294,12 @@ def test_a_waiting_file_renamed_away_is_found_by_inode_and_read_to_its_end(tmp_p
     os.rename(waiting.path, tmp_path / "rotated.1")        # renamed out of the glob
     changes = r.scan(now=1)
     assert [(type(c).__name__, c.file) for c in changes] == [("Rotated", waiting)]
-    assert waiting.is_open and r.detached == [waiting]
+    assert r.detached == [waiting] and waiting.moved_to == str(tmp_path / "rotated.1")
+    assert not waiting.is_open and list(r.waiting) == [waiting]   # still within the budget
+    other = next(f for f in r.files.values() if f.is_open)
+    read_all(other)
+    changes = r.rebalance(now=2)                            # its turn
+    assert kinds(changes) == ["Closed", "Opened"] and changes[1].file is waiting
     assert read_all(waiting) == lines(Path(waiting.path).name, 20)
 
 
@@ -389,7 +394,9 @@ def test_a_waiting_file_deleted_while_its_writer_holds_it_is_read_to_its_end(tmp
         os.unlink(waiting.path)
         changes = r.scan(now=1)
         assert [(type(c).__name__, c.file) for c in changes] == [("Rotated", waiting)]
-        assert waiting.is_open and r.detached == [waiting]
+        assert r.detached == [waiting] and waiting.moved_to.startswith(f"/proc/{writer.pid}/fd/")
+        read_all(next(f for f in r.files.values() if f.is_open))
+        assert kinds(r.rebalance(now=2)) == ["Closed", "Opened"] and waiting.is_open
         assert read_all(waiting) == lines(Path(waiting.path).name, 20)
     finally:
         writer.kill()

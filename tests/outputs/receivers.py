@@ -1,7 +1,7 @@
 """Receivers that misbehave, for the TCP output's tests: real sockets served by a thread.
 
 :class:`HangUpReceiver` closes every connection after reading ``cut`` bytes (with the rest
-unread, so the kernel resets it) for ``hangup`` seconds, then reads everything: the receiver of
+unread, so the kernel resets it) for ``hangup`` seconds from its first connection, then reads everything: the receiver of
 issue 16 ("closes every connection after 1 KB for 20 s, then a good one"), scaled to seconds.
 :class:`HangUpProxy` does the same in front of a real receiver (rsyslog's imrelp), relaying
 bytes both ways. :func:`tally` counts sequence-numbered lines: lost and duplicated.
@@ -24,7 +24,8 @@ class HangUpReceiver:
         self.port = self.sock.getsockname()[1]
         self.cut = cut
         self.hangup = hangup
-        self.started = time.monotonic()
+        self.started: float | None = None
+        """When the first connection came: the hang-ups last ``hangup`` seconds from then."""
         self.data: list[bytes] = []
         """Complete lines received, every connection's, in arrival order."""
         self.connections = 0
@@ -34,6 +35,8 @@ class HangUpReceiver:
         self._thread.start()
 
     def hanging_up(self) -> bool:
+        if self.started is None:
+            self.started = time.monotonic()
         return time.monotonic() - self.started < self.hangup
 
     def _serve(self) -> None:
@@ -80,7 +83,8 @@ class HangUpProxy:
         self.target = target
         self.cut = cut
         self.hangup = hangup
-        self.started = time.monotonic()
+        self.started: float | None = None
+        """When the first connection came: the hang-ups last ``hangup`` seconds from then."""
         self.connections = 0
         self.cut_connections = 0
         self._stop = threading.Event()
@@ -101,6 +105,8 @@ class HangUpProxy:
                         client.close()
                         continue
                     self.connections += 1
+                    if self.started is None:
+                        self.started = time.monotonic()
                     state = [0, time.monotonic() - self.started < self.hangup]
                     pairs[client] = (upstream, state, True)
                     pairs[upstream] = (client, state, False)

@@ -28,7 +28,7 @@ from outputs.otlpmetrics import OtlpMetricsSink
 from outputs.prometheus import render
 from outputs.promsink import PrometheusSink
 from tests.outputs.metric_load import load
-from tests.outputs.peers import Influx, Prometheus, free_port, needs
+from tests.outputs.peers import Influx, Prometheus, needs
 
 SUM_BY_ROUTE = ('SELECT sum("count"), sum("errors"), sum("sum") FROM '
                 '"http.server.request.duration" GROUP BY "http.route", '
@@ -423,3 +423,36 @@ def test_100000_distinct_paths_expose_at_most_the_cap_plus_one_overflow_series()
     (overflow,) = [line for line in counts if 'otel_metric_overflow="true"' in line]
     assert overflow.endswith(" 99900")
     assert sum(int(line.rsplit(" ", 1)[1]) for line in counts) == 100_000
+
+
+def test_a_keep_alive_connection_the_server_closed_costs_no_retry():
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802
+            seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+            self.close_connection = True  # as an idle timeout would, without saying so
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        intervals, _, _ = load(100)
+        sink = HttpSink(name="i", host="127.0.0.1", port=server.server_address[1],
+                        target="/write?db=x", headers={}, agent_host="h")
+        for points in intervals:
+            assert sink.send(Batch(events=points)) is Verdict.OK
+            time.sleep(0.05)
+        sink.close()
+        assert len(seen) == len(intervals) and sink.failures.attempts == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness import ROOT, agent_command, agent_env, wait_for
+from tests.harness import ROOT, agent_command, agent_env, complete_lines, wait_for
 
 SYSLOG_NG = ROOT / ".cache" / "syslog-ng"
 
@@ -95,8 +95,8 @@ class Server:
                          key=lambda p: int(p.stem.split("-")[1]))
         for path in [*rotated, self.dir / "received.ndjson"]:
             if path.exists():
-                for line in path.read_bytes().splitlines():
-                    out.append(json.loads(line))
+                # the server may be writing the last line
+                out += [json.loads(line) for line in complete_lines(path.read_bytes())]
         return out
 
     def stats(self) -> dict:
