@@ -92,7 +92,8 @@ class OutputRunner:
                     message = self.consumer.get_nowait(commit=False)
                 except Empty:
                     self.trim.idle()  # what the last batches left, back to the kernel
-                    wait_any([self.consumer], also=[stop])
+                    wait_any([self.consumer], also=[stop],
+                             timeout=self.trim.interval if self.trim.pending else None)
                     continue
                 except Closed:
                     return

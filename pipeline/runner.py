@@ -104,6 +104,8 @@ class Pipeline:
                         self.handed_on[index[id(c)]] = batch.seq
                     events = batch.events
                     if self.enricher is not None:
+                        if time.monotonic() >= self.next_poll:
+                            self.poll_processes()
                         events = self.enricher.enrich(events)
                     if self.metrics is not None:
                         self.metrics.observe(events)
@@ -116,19 +118,16 @@ class Pipeline:
                 # nothing more to give, what is batched goes at once: waiting for max_delay
                 # would only add latency (a 1000-line batch takes 100 ms at 10k lines/s).
                 self.flush()
-            if self.enricher is not None and now >= self.next_poll:
-                self.enricher.table.poll(now)
-                self.enricher.writers.forget_older_than(now - 600)
-                self.next_poll = now + self.poll_interval
             if self.metrics is not None and self.metrics.due():
                 self.send_metrics()
             if took:
                 self.trim.busy()
             if not took and open_inputs:
                 self.trim.idle()  # what the last batches left, back to the kernel
+                # No wake-up for the process table: it is polled when events come and it is
+                # older than poll_interval, before they are enriched (an idle agent reads no
+                # /proc; what it would miss is a process that came and went with no event).
                 wait = self.batcher.time_left(now)
-                if self.enricher is not None:
-                    wait = min(wait if wait is not None else 1e9, self.next_poll - now)
                 if self.metrics is not None:
                     wait = min(wait if wait is not None else 1e9, self.metrics.time_left())
                 if self.trim.pending:  # its output rings were still being read
@@ -139,6 +138,12 @@ class Pipeline:
         if self.metrics is not None:
             self.send_metrics()  # the interval so far
         ctx.log.debug("inputs drained: sent %d batches", self.batches_sent)
+
+    def poll_processes(self) -> None:
+        now = time.monotonic()
+        self.enricher.table.poll(now)
+        self.enricher.writers.forget_older_than(now - 600)
+        self.next_poll = now + self.poll_interval
 
     def send_metrics(self) -> None:
         """The interval's points, in batches of at most METRIC_POINTS_PER_BATCH. A queue of an

@@ -215,7 +215,9 @@ class FileInput:
     def wait(self) -> None:
         now = time.monotonic()
         timeout = self.cfg.poll_interval if self.watcher.polling else self.cfg.glob_interval
-        timeout = min(timeout, self.next_scan - now, self.next_checkpoint - now)
+        timeout = min(timeout, self.next_scan - now)
+        if self.checkpoint_dirty or self.inflight:  # else the checkpoint timer has nothing to do
+            timeout = min(timeout, self.next_checkpoint - now)
         reg = self.registry
         if reg.detached or reg.copies or reg.waiting or self.inflight:
             timeout = min(timeout, self.cfg.poll_interval)
