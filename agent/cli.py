@@ -370,6 +370,48 @@ def top_command(address: Optional[str] = _ADDRESS, config: Optional[Path] = _CON
 app.command("server")(server_command)
 
 
+_SOURCES = typer.Option(
+    None, "--from", metavar="PATH",
+    help="The server's output directory or an NDJSON file of the agent (repeatable); default: "
+         "the server's default directory (or LOG_SHUTTLE_SERVER__OUTPUT_DIR).")
+
+
+@app.command("trace")
+def trace_command(trace_id: str = typer.Argument(..., help="32 hex digits."),
+                  sources: Optional[list[str]] = _SOURCES) -> None:
+    """Draw one trace: its spans as a waterfall, each joined log line under its span."""
+    from agent import traceview
+
+    paths = traceview.default_sources(sources)
+    try:
+        t = traceview.load_trace(trace_id, paths)
+    except OSError as exc:
+        typer.echo(f"log-shuttle: cannot read {exc.filename}: {exc.strerror}", err=True)
+        raise typer.Exit(ExitCode.CONFIG) from None
+    typer.echo(traceview.render(t), nl=False)
+    if not t.spans:
+        raise typer.Exit(1)
+
+
+@app.command("traces")
+def traces_command(sources: Optional[list[str]] = _SOURCES,
+                   slowest: bool = typer.Option(False, "--slowest", help="Slowest first."),
+                   errors: bool = typer.Option(False, "--errors",
+                                               help="Only traces with an error span."),
+                   limit: int = typer.Option(20, "--limit", "-n", min=1)) -> None:
+    """List the traces found: the most recent first (or the slowest, or those with errors)."""
+    from agent import traceview
+
+    paths = traceview.default_sources(sources)
+    try:
+        items = traceview.summaries(paths)
+    except OSError as exc:
+        typer.echo(f"log-shuttle: cannot read {exc.filename}: {exc.strerror}", err=True)
+        raise typer.Exit(ExitCode.CONFIG) from None
+    typer.echo(traceview.render_list(items, slowest=slowest, errors=errors, limit=limit),
+               nl=False)
+
+
 def main() -> None:
     getproctitle()  # before anything touches the environment (setproctitle's advice)
     try:

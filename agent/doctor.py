@@ -35,6 +35,7 @@ def preflight() -> list[str]:
 def probe_checks(ready: bool) -> list[Check]:
     """Load, attach and unload each probe, when the machine is ``ready`` for it."""
     out = []
+    http = None  # logwrite reads a public map of http's: http stays loaded for its check
     for probe in bpf.PROBES:
         name = f"probe {probe}"
         if not ready:
@@ -49,8 +50,13 @@ def probe_checks(ready: bool) -> list[Check]:
                              "the output of `log-shuttle --ebpf-print-program`"))
             continue
         count = len(obj.tracepoint_fds)
-        close_probe(obj)
+        if probe == "http":
+            http = obj
+        else:
+            close_probe(obj)
         out.append(Check(name, True, f"loads ({count} tracepoints)"))
+    if http is not None:
+        close_probe(http)
     return out
 
 

@@ -37,9 +37,13 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
     try:
         to_pipeline = []
         state_dir = config.agent.state_dir or default_state_dir()
+        tailed = [p for _, _, _, cfg in instances(config.inputs, INPUTS)
+                  for p in getattr(cfg, "paths", ())]
         for kind, _, component, cfg in instances(config.inputs, INPUTS):
             if "state_dir" in cfg.__struct_fields__:  # a component's own, else the agent's
                 cfg = msgspec.structs.replace(cfg, state_dir=cfg.state_dir or state_dir)
+            if "log_paths" in cfg.__struct_fields__:  # the eBPF input follows writes to them
+                cfg = msgspec.structs.replace(cfg, log_paths=[*cfg.log_paths, *tailed])
             name = getattr(cfg, "name", kind)
             q = queue(f"input-{name}", input_bytes)
             to_pipeline.append(q)

@@ -21,6 +21,7 @@
  * HTTP_PAYLOAD bytes are copied, and only when they look like a request line. */
 #include <uapi/linux/ptrace.h>  /* struct pt_regs: a uprobe's registers (the user ABI) */
 #include "events.h"
+#include "serving.h"
 
 /* One more event the ring buffer had no room for (read by user space: LossEvents). */
 static __always_inline void count_lost(void)
@@ -93,6 +94,37 @@ struct conn_state {
 
 BPF_TABLE("lru_hash", u64, struct conn_state, conns, HTTP_CONNS); /* pid << 32 | fd */
 BPF_PERCPU_ARRAY(conn_zero, struct conn_state, 1);  /* a zeroed entry (too big for the stack) */
+
+/* What each thread serves (bpf/serving.h), public: the logwrite probe reads it. */
+BPF_TABLE_PUBLIC("lru_hash", u64, struct serving, serving, SERVING_THREADS);
+
+/* A server thread read a request (ts: its key with pid and fd; 0: one user space pairs). */
+static __always_inline void serving_request(u64 id, s32 fd, u64 ts)
+{
+    struct serving *s = serving.lookup(&id);
+    if (!s) {
+        struct serving n = {.req_ts = ts, .fd = fd};
+        serving.update(&id, &n);
+        return;
+    }
+    if (s->req_ts && !s->resp_ts && s->fd != fd)
+        s->multi_ts = ts ? ts : bpf_ktime_get_boot_ns();  /* another one is still in flight */
+    s->req_ts = ts;
+    s->resp_ts = 0;
+    s->fd = fd;
+}
+
+/* A server thread wrote the response to the request of (fd, req_ts). */
+static __always_inline void serving_response(u64 id, s32 fd, u64 req_ts, u64 ts)
+{
+    struct serving *s = serving.lookup(&id);
+    if (!s)
+        return;
+    if (s->fd == fd && s->req_ts == req_ts)
+        s->resp_ts = ts;
+    else
+        s->multi_ts = ts;  /* it answers a request it did not read last */
+}
 
 static __always_inline int looks_http(const char *p)
 {
@@ -198,6 +230,8 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
         if (len >= 12 && head[9] == '1')
             return 0;                /* 1xx (100 Continue): the final response is to come */
         u64 now = ts ? ts : bpf_ktime_get_boot_ns();
+        if (op == HTTP_OP_WRITE)
+            serving_response(id, fd, c->ts_ns, now);
         struct http_exchange_ev *e = ev_reserve(sizeof(*e));
         if (!e) {
             c->ts_ns = 0;
@@ -237,6 +271,8 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
             return 0;
     }
     if (c->raw) {
+        if (op == HTTP_OP_READ)
+            serving_request(id, fd, 0);
         emit_raw(fd, op, buf, len);
         return 0;
     }
@@ -244,6 +280,8 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
         /* Pipelining: a second request before the first's response. From now on user space
          * pairs this connection's requests and responses, in order. */
         c->raw = 1;
+        if (op == HTTP_OP_READ)
+            serving_request(id, fd, 0);
         emit_raw_waiting(key, fd, c);
         c->ts_ns = 0;
         emit_raw(fd, op, buf, len);
@@ -251,6 +289,8 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
     }
     /* It waits (replacing one of the other side: the descriptor changed hands). */
     c->ts_ns = ts ? ts : bpf_ktime_get_boot_ns();
+    if (op == HTTP_OP_READ)
+        serving_request(id, fd, c->ts_ns);
     c->tid = (u32)id;
     c->uid = (u32)bpf_get_current_uid_gid();
     c->op = op;

@@ -72,6 +72,21 @@ class ContainerRef(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str = ""
 
 
+class LineJoin(msgspec.Struct, array_like=True, frozen=True):
+    """The request a line of a LogEvent was written for (pipeline/logjoin.py)."""
+
+    index: int
+    """The line's number in the event's run (0 for its first)."""
+    trace_id: str = ""
+    span_id: str = ""
+    method: str = ""
+    path: str = ""
+    status: int = 0
+    ambiguous: bool = False
+    """The writing thread served more than one request at once (or two writers wrote the same
+    bytes at the same instant): no ids, on purpose."""
+
+
 class LogEvent(msgspec.Struct, tag="log", array_like=True, frozen=True):
     """One or more consecutive lines read from one file.
 
@@ -102,6 +117,8 @@ class LogEvent(msgspec.Struct, tag="log", array_like=True, frozen=True):
     """Set by the pipeline: the processes that wrote (or could have written) these lines."""
     container: ContainerRef | None = None
     """Set by the pipeline for a container runtime's log file."""
+    joins: list[LineJoin] = []
+    """Set by the pipeline: the lines joined to their request (or found ambiguous)."""
 
     @property
     def end_offset(self) -> int:
@@ -180,6 +197,15 @@ class HttpEvent(msgspec.Struct, tag="http", array_like=True, frozen=True):
     version: str = "HTTP/1.1"
     process: ProcessInfo | None = None
     """Set by the pipeline: the process, from its process table."""
+    boot_ns: int = 0
+    """The request's first bytes in CLOCK_BOOTTIME (exact order between the input's events;
+    with pid and fd, the exchange's key). 0: unknown."""
+    traceparent: str = ""
+    """The request's W3C ``traceparent`` header, when it lay in the captured bytes."""
+    tracestate: str = ""
+    """Its ``tracestate`` header, likewise."""
+    headers_cut: bool = False
+    """The captured request ended before its headers did (a traceparent may lie past it)."""
 
 
 class LossEvent(msgspec.Struct, tag="loss", array_like=True, frozen=True):
@@ -243,8 +269,65 @@ class MetricEvent(msgspec.Struct, tag="metric", array_like=True, frozen=True):
     values above the highest bound."""
 
 
+class SpanEvent(msgspec.Struct, tag="span", array_like=True, frozen=True):
+    """One HTTP exchange as a span (pipeline/spans.py): OpenTelemetry's span, with the semantic
+    conventions' attribute names. Ids are lower-case hex (trace 32 digits, span 16)."""
+
+    time_ns: int
+    """Start: the request's first bytes, nanoseconds since the Unix epoch."""
+    end_ns: int
+    """End: the response's first bytes (the syscall layer sees no later byte of it)."""
+    trace_id: str
+    span_id: str
+    parent_span_id: str = ""
+    kind: str = "server"
+    """"server" or "client"."""
+    name: str = ""
+    """``METHOD`` (OpenTelemetry's HTTP span name without a route)."""
+    error: bool = False
+    """Status ERROR: 5xx on the server side, 4xx and 5xx on the client side."""
+    attrs: dict[str, str | int] = {}
+    resource: dict[str, str | int] = {}
+    """``service.name``, ``process.pid``, ``process.executable.name``, ``container.id``..."""
+    tracestate: str = ""
+    parent_how: str = ""
+    """How the parent was found: "traceparent" (the request's header), "thread" (the server
+    exchange the same thread was serving), "connection" (the local client exchange whose
+    connection this server accepted), or "" (a root: a new trace)."""
+
+
+class LogWriteEvent(msgspec.Struct, tag="logwrite", array_like=True, frozen=True):
+    """A write() to a tailed log file, seen by the eBPF input's logwrite probe, with the exchange
+    the writing thread was serving. The pipeline joins it to the line it wrote (pipeline/
+    logjoin.py) and does not hand it on."""
+
+    time_ns: int
+    pid: int
+    tid: int
+    fd: int
+    dev: int
+    ino: int
+    """The file's identity (what user space found the descriptor to be)."""
+    length: int
+    """Bytes given to write()."""
+    head: bytes
+    """The write's first bytes (at most the probe's LOG_HEAD)."""
+    boot_ns: int
+    req_boot_ns: int = 0
+    """The request the thread read last (CLOCK_BOOTTIME; with pid and req_fd, its exchange's
+    key); 0: none, or one no line may be joined to."""
+    req_fd: int = -1
+    resp_boot_ns: int = 0
+    """When the thread answered that request; 0: in flight at the write."""
+    multi_boot_ns: int = 0
+    """The last time the thread had two requests in flight at once; 0: never."""
+    lost_before: int = 0
+    """Log writes the kernel could not report just before this one (on its CPU)."""
+
+
 # One tagged union of every event kind (a new kind is added at the end).
-Event = Union[LogEvent, ProcessEvent, ConnEvent, HttpEvent, LossEvent, EtwEvent, MetricEvent]
+Event = Union[LogEvent, ProcessEvent, ConnEvent, HttpEvent, LossEvent, EtwEvent, MetricEvent,
+              SpanEvent, LogWriteEvent]
 
 
 class Batch(msgspec.Struct, array_like=True):

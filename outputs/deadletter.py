@@ -5,6 +5,9 @@ sink does not know (a bug, data it cannot render), would crash the output, and i
 would read the same uncommitted message again, for ever. The runner (outputs/runner.py) instead
 writes it here, counts it, says so once, acknowledges past it and goes on.
 
+The file is ``<state_dir>/dead-letters/<output>.ndjson`` (``output tcp`` -> ``output-tcp.ndjson``),
+``state_dir`` being the output's: under root, ``<agent state dir>/outputs``, which the
+supervisor made for the user the outputs run as (agent/privileges.py).
 One JSON object per line: ``time`` (RFC 3339, when it was set aside), ``output``, ``reason``
 (``undecodable`` or ``send raised``), ``error`` (the exception, type and message), ``events``
 (how many, when it decoded), ``bytes`` (the queue message's size) and ``message``: the queue
@@ -54,7 +57,7 @@ class DeadLetters:
     @property
     def path(self) -> str:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.output).strip("-") or "output"
-        return os.path.join(self.directory, f"dead-letters-{slug}.ndjson")
+        return os.path.join(self.directory, f"{slug}.ndjson")
 
     def add(self, *, message: bytes | memoryview, reason: str, error: BaseException,
             events: int | None = None) -> str:
@@ -83,6 +86,11 @@ class DeadLetters:
             os.close(fd)
         self.written += 1
         return path
+
+
+def directory_of(state_dir: str) -> str:
+    """Where the outputs of an agent with this state dir keep their dead letters."""
+    return os.path.join(state_dir, "dead-letters")
 
 
 def read(path: str) -> list[Entry]:

@@ -1,5 +1,7 @@
 """The gRPC output: OTLP logs (opentelemetry.proto.collector.logs.v1.LogsService/Export), so
-that any OpenTelemetry receiver takes what log-shuttle ships.
+that any OpenTelemetry receiver takes what log-shuttle ships; spans through
+opentelemetry.proto.collector.trace.v1.TraceService/Export on the same endpoint, and a line
+joined to its request with the span's ``trace_id``/``span_id`` (what backends join on).
 
 One batch becomes one or more Export requests of at most ``max_records`` records (the mapping is
 in outputs.otlp); up to ``concurrency`` of them are in flight at once, each with a deadline,
@@ -32,11 +34,16 @@ import grpc  # noqa: E402
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc  # noqa: E402
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (  # noqa: E402
     ExportLogsServiceRequest)
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+    ExportTraceServiceRequest)
 
 from common.component import BootError, Context
 from common.events import Batch
 from common.net import format_address, parse_address, read_token
+from common.events import SpanEvent
 from common.otlp import export_requests
+from common.otlp_traces import span_requests
 from common.tls import TlsFiles, grpc_channel_credentials
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
@@ -122,8 +129,9 @@ class GrpcSink:
         else:
             self.channel = grpc.secure_channel(target, credentials, options=options)
         self.stub = logs_service_pb2_grpc.LogsServiceStub(self.channel)
+        self.trace_stub = trace_service_pb2_grpc.TraceServiceStub(self.channel)
         self._batch: Batch | None = None
-        self._requests: list[tuple[ExportLogsServiceRequest, int]] = []
+        self._requests: list[tuple[ExportLogsServiceRequest | ExportTraceServiceRequest, int]] = []
         self._done: set[int] = set()
         self._rejected = 0
         self._not_before = 0.0
@@ -137,6 +145,10 @@ class GrpcSink:
             self._requests = export_requests(otlp_records(batch.events, now_ns=time.time_ns()), host=self.host,
                                              service_name=self.service_name,
                                              max_records=self.max_records)
+            spans = [ev for ev in batch.events if type(ev) is SpanEvent]
+            if spans:  # spans to the same endpoint, through TraceService/Export
+                self._requests += span_requests(spans, host=self.host,
+                                                max_spans=self.max_records)
             self._done = set()
             self._rejected = 0
         retry: list[_Outcome] = []
@@ -178,7 +190,9 @@ class GrpcSink:
         while pending or flight:
             while pending and len(flight) < self.concurrency:
                 i = pending.pop(0)
-                future = self.stub.Export.future(
+                stub = self.trace_stub if type(self._requests[i][0]) is ExportTraceServiceRequest \
+                    else self.stub
+                future = stub.Export.future(
                     self._requests[i][0], timeout=self.timeout, metadata=self.metadata,
                     compression=self.compression)
                 flight.append((i, future))
@@ -199,7 +213,8 @@ class GrpcSink:
             return _Outcome(rejected=count, message=message, code=code.name)
         self.stats.requests_ok += 1
         partial = response.partial_success
-        rejected = min(partial.rejected_log_records, count)
+        rejected = min(getattr(partial, "rejected_log_records", 0) or
+                       getattr(partial, "rejected_spans", 0), count)
         self.stats.records_sent += count - rejected
         return _Outcome(rejected=rejected, message=partial.error_message or "partial success")
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import msgspec
 
-from common.events import ContainerRef, Event, ProcessInfo
+from common.events import ContainerRef, Event, LogEvent, ProcessInfo
 from common.timefmt import rfc3339_ns
-from outputs.records import EventRecord, LineRun, view
+from outputs.records import EventRecord, LineRun, line_run, view
 
 
 class LineRecord(msgspec.Struct, omit_defaults=True):
@@ -46,9 +46,30 @@ class LineRecord(msgspec.Struct, omit_defaults=True):
     """When several processes have the file open for writing: all of them."""
     container: ContainerRef | None = None
     """The container whose log the file is."""
+    trace_id: str | None = None
+    """The trace of the request the line was written for (pipeline/logjoin.py)."""
+    span_id: str | None = None
+    """That request's span."""
+    request: dict[str, Any] | None = None
+    """That request: ``method``, ``path``, ``status``."""
+    join: str | None = None
+    """``"ambiguous"``: the writer served several requests at once; no ids, on purpose."""
 
 
 def line_records(run: LineRun, host: str) -> list[LineRecord]:
+    recs = _line_records(run, host)
+    for j in run.joins:
+        if j.index < len(recs):
+            r = recs[j.index]
+            if j.ambiguous:
+                r.join = "ambiguous"
+            else:
+                r.trace_id, r.span_id = j.trace_id, j.span_id
+                r.request = {"method": j.method, "path": j.path, "status": j.status}
+    return recs
+
+
+def _line_records(run: LineRun, host: str) -> list[LineRecord]:
     t = rfc3339_ns(run.read_ns)
     path = run.path
     if run.invalid is None and run.piece is None and not run.unterminated \
@@ -76,11 +97,11 @@ def event_dict(rec: EventRecord, host: str) -> dict[str, Any]:
 
 def records(events: list[Event], host: str) -> list[LineRecord | dict[str, Any]]:
     out: list[LineRecord | dict[str, Any]] = []
-    for item in view(events):
-        if type(item) is LineRun:
-            out += line_records(item, host)
+    for ev in events:  # the view, one event at a time: no list of the whole batch's runs
+        if type(ev) is LogEvent:
+            out += line_records(line_run(ev), host)
         else:
-            out.append(event_dict(item, host))
+            out.append(event_dict(EventRecord(ev), host))
     return out
 
 

@@ -81,6 +81,18 @@ def line_log_records(run: LineRun) -> list[tuple[LogRecord, tuple]]:
         out.append((LogRecord(observed_time_unix_nano=read_ns, severity_number=OTLP_NUMBER[sev],
                               severity_text=OTLP_TEXT[sev], body=AnyValue(string_value=text),
                               attributes=attrs + rest), res))
+    for j in run.joins:  # the request each joined line was written for (pipeline/logjoin.py)
+        if j.index < len(out):
+            rec = out[j.index][0]
+            if j.ambiguous:
+                rec.attributes.append(KeyValue(key="log_shuttle.join",
+                                               value=AnyValue(string_value="ambiguous")))
+                continue
+            rec.trace_id = bytes.fromhex(j.trace_id)
+            rec.span_id = bytes.fromhex(j.span_id)
+            rec.attributes.extend(attributes({"http.request.method": j.method,
+                                              "url.path": j.path,
+                                              "http.response.status_code": j.status}))
     return out
 
 
@@ -97,11 +109,14 @@ def event_log_record(rec: EventRecord, *, now_ns: int) -> tuple[LogRecord, tuple
 
 
 def otlp_records(events: list[Event], *, now_ns: int) -> list[tuple[LogRecord, tuple]]:
-    """Every record of the events as (LogRecord, extra resource attributes), in order."""
+    """Every record of the events as (LogRecord, extra resource attributes), in order; spans
+    are not records (the gRPC output sends them through TraceService/Export)."""
     out: list[tuple[LogRecord, tuple]] = []
     for item in view(events):
         if type(item) is LineRun:
             out += line_log_records(item)
+        elif item.kind == "span":
+            continue
         else:
             out.append(event_log_record(item, now_ns=now_ns))
     return out

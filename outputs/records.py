@@ -30,7 +30,7 @@ class LineRun:
 
     __slots__ = ("path", "read_ns", "texts", "_offsets", "_first", "invalid", "piece",
                  "last_piece", "unterminated", "time_ns", "stream", "format_error", "process",
-                 "writers", "container")
+                 "writers", "container", "joins")
 
     def __init__(self, ev: LogEvent, texts: list[str], offsets: list[int] | None,
                  invalid: list[bool] | None) -> None:
@@ -58,6 +58,8 @@ class LineRun:
         self.writers: list[ProcessInfo] | None = writers if len(writers) > 1 else None
         """When several processes have the file open for writing: all of them."""
         self.container: ContainerRef | None = ev.container
+        self.joins = ev.joins
+        """The lines joined to their requests (or found ambiguous): LineJoins by line index."""
 
     @property
     def offsets(self) -> Iterable[int]:

@@ -30,7 +30,7 @@ from common.events import Batch, BatchCodec, event_lines
 from common.memory import IdleTrim
 from common.shmqueue import Closed, Empty, wait_any
 from outputs.base import Sink, Verdict
-from outputs.deadletter import DeadLetters
+from outputs.deadletter import DeadLetters, directory_of
 
 
 @dataclass
@@ -78,7 +78,7 @@ class OutputRunner:
         """While a batch is being retried: since when (monotonic); read by the telemetry."""
         state_dir = getattr(ctx.config, "state_dir", "")
         if dead_letters is None and state_dir:
-            dead_letters = DeadLetters(directory=state_dir, output=ctx.name)
+            dead_letters = DeadLetters(directory=directory_of(state_dir), output=ctx.name)
         self.dead_letters = dead_letters
         self.poison_after = max(1, poison_after)
         self._said_dead = False

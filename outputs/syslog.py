@@ -15,8 +15,9 @@ One message per record of the record view (``outputs.records``)::
   (``log``, ``process``, ``conn``, ``http``, ``loss``, ``etw``).
 - STRUCTURED-DATA: one element ``logshuttle@32473`` (32473 is the enterprise number RFC 5612
   reserves for documentation) with the file path and byte offset of the line, its flags and
-  its writer (``comm``, ``container_id``, ``writer_how``; ``writers`` when several), or
-  the event's fields.
+  its writer (``comm``, ``container_id``, ``writer_how``; ``writers`` when several), the
+  request it was written for (``trace_id``, ``span_id``, ``http_method``, ``http_path``,
+  ``http_status``; or ``join="ambiguous"``), or the event's fields.
 - MSG: the line, UTF-8, without a BOM (MSG-ANY); invalid bytes are U+FFFD.
 """
 
@@ -125,6 +126,14 @@ class SyslogEncoder:
         fac = self.facility * 8
         head = f"1 {stamp} {self.host} {app} {procid} log "
         invalid = run.invalid or repeat(False)
+        if run.joins:  # the request a line was written for (pipeline/logjoin.py)
+            joined = {j.index: _params({"join": "ambiguous"} if j.ambiguous else {
+                "trace_id": j.trace_id, "span_id": j.span_id, "http_method": j.method,
+                "http_path": j.path, "http_status": j.status}) for j in run.joins}
+            return [f'<{fac + line_severity(s)}>{head}{before}{off}"{mid}'
+                    f'{_INVALID if bad else ""}{tail}{joined.get(i, "")}] {s}'.encode(
+                        "utf-8", "replace")
+                    for i, (s, off, bad) in enumerate(zip(run.texts, run.offsets, invalid))]
         return [f'<{fac + line_severity(s)}>{head}{before}{off}"{mid}'
                 f'{_INVALID if bad else ""}{tail}] {s}'.encode("utf-8", "replace")
                 for s, off, bad in zip(run.texts, run.offsets, invalid)]

@@ -9,6 +9,8 @@ import msgspec
 from msgspec import Meta
 
 from common.config import MiB, PositiveFloat, PositiveInt, Section
+from pipeline.logjoin import JoinConfig
+from pipeline.spans import SpansConfig
 
 
 class BatchConfig(Section):
@@ -57,6 +59,8 @@ class MetricsConfig(Section):
 class PipelineConfig(Section):
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
     processes: ProcessesConfig = msgspec.field(default_factory=ProcessesConfig)
+    spans: SpansConfig = msgspec.field(default_factory=SpansConfig)
+    join: JoinConfig = msgspec.field(default_factory=JoinConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     routes: list[Literal["events", "metrics", "both"]] = []
     """Set by the agent's plan, not by users: what each output queue of the pipeline gets, in

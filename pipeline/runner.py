@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 
 from common.component import BootError, Context
-from common.events import Batch, BatchCodec
+from common.events import Batch, BatchCodec, LogWriteEvent
 from common.memory import IdleTrim
 from common.shmqueue import Closed, Empty, Full, wait_any
 from pipeline.batcher import Batcher
@@ -29,6 +29,8 @@ from pipeline.config import PipelineConfig
 from pipeline.enrich import Enricher
 from pipeline.metrics import Aggregator
 from pipeline.proctable import ProcessTable
+from pipeline.logjoin import LogJoiner
+from pipeline.spans import SpanBuilder
 from pipeline.writers import WriterCache
 
 MESSAGES_PER_TURN = 8
@@ -82,6 +84,11 @@ class Pipeline:
         metrics = getattr(ctx.config, "metrics", None)
         self.metrics = Aggregator.from_config(metrics, log=ctx.log) \
             if metrics is not None and metrics.enabled and self.metric_queues else None
+        spans = getattr(ctx.config, "spans", None)
+        self.spans = SpanBuilder(spans) if spans is not None and spans.enabled else None
+        join = getattr(ctx.config, "join", None)
+        self.joiner = LogJoiner(self.spans, join) \
+            if self.spans is not None and join is not None and join.enabled else None
 
     def run(self) -> None:
         ctx = self.ctx
@@ -109,10 +116,23 @@ class Pipeline:
                         events = self.enricher.enrich(events)
                     if self.metrics is not None:
                         self.metrics.observe(events)
-                    self.batcher.add(events, time.monotonic())
+                    now = time.monotonic()
+                    if self.spans is not None:
+                        events = events + self.spans.observe(events, now)
+                    if self.joiner is not None:
+                        events = self.joiner.feed(events, now, (index[id(c)], batch.seq))
+                    elif events and any(type(e) is LogWriteEvent for e in events):
+                        events = [e for e in events if type(e) is not LogWriteEvent]
+                    self.batcher.add(events, now)
                     if self.batcher.full():
                         self.flush()
             now = time.monotonic()
+            if self.spans is not None and self.spans.pending:
+                expired = self.spans.expire(now)
+                if expired:
+                    self.batcher.add(expired, now)
+            if self.joiner is not None and self.joiner.held:
+                self.batcher.add(self.joiner.release(now), now)
             if self.batcher.due(now) or (not took and self.batcher):
                 # Full batches while the inputs keep the queues busy; as soon as they have
                 # nothing more to give, what is batched goes at once: waiting for max_delay
@@ -132,12 +152,37 @@ class Pipeline:
                     wait = min(wait if wait is not None else 1e9, self.metrics.time_left())
                 if self.trim.pending:  # its output rings were still being read
                     wait = min(wait if wait is not None else 1e9, self.trim.interval)
+                if self.spans is not None and self.spans.pending:
+                    left = self.spans.time_left(now)
+                    if left is not None:
+                        wait = min(wait if wait is not None else 1e9, left)
+                if self.joiner is not None and self.joiner.held:
+                    left = self.joiner.time_left(now)
+                    if left is not None:
+                        wait = min(wait if wait is not None else 1e9, left)
                 wait_any(open_inputs, also=[ctx.stop],
                          timeout=max(0.0, wait) if wait is not None else None)
+        if self.spans is not None and self.spans.pending:
+            self.batcher.add(self.spans.expire(float("inf")), time.monotonic())
+        if self.joiner is not None and self.joiner.held:
+            self.batcher.add(self.joiner.release(float("inf")), time.monotonic())
         self.flush()
         if self.metrics is not None:
             self.send_metrics()  # the interval so far
         ctx.log.debug("inputs drained: sent %d batches", self.batches_sent)
+        if self.spans is not None:
+            ctx.log.debug("spans: %s", self.spans.stats)
+        if self.joiner is not None:
+            st = self.joiner.stats
+            ctx.log.debug("log join: %d lines of followed files, %d joined, %d ambiguous, "
+                          "%d without a request, %d unmatched, %d resets",
+                          st.lines, st.joined, st.ambiguous, st.no_request, st.unmatched,
+                          st.resets)
+            waits = sorted(st.wait_ns)
+            if waits:
+                ctx.log.debug("log join wait: p50 %.1f ms, p99 %.1f ms, max %.1f ms",
+                              waits[len(waits) // 2] / 1e6, waits[len(waits) * 99 // 100] / 1e6,
+                              waits[-1] / 1e6)
 
     def poll_processes(self) -> None:
         now = time.monotonic()
@@ -169,8 +214,14 @@ class Pipeline:
     def flush(self) -> None:
         if self.batcher:
             self.records_out += self.batcher.count
+            acks = self.handed_on
+            if self.joiner is not None and self.joiner.held:
+                # Lines still held for their join: their inputs are acknowledged only up to
+                # the message before them (a restart from checkpoints reads them again).
+                low = self.joiner.lowest_held()
+                acks = {i: min(seq, low[i] - 1) if i in low else seq for i, seq in acks.items()}
             message = self.codec.encode(Batch(events=self.batcher.take(), source="pipeline",
-                                              acks=sorted(self.handed_on.items())))
+                                              acks=sorted(acks.items())))
             self._put(self.event_queues, message)
             self.batches_sent += 1
         for c in self.ctx.consumers:

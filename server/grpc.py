@@ -1,4 +1,5 @@
-"""The server's gRPC receiver: OTLP LogsService/Export, OTLP MetricsService/Export (each data
+"""The server's gRPC receiver: OTLP LogsService/Export, OTLP TraceService/Export (each span a
+record of ``type`` span, common.otlp_traces), OTLP MetricsService/Export (each data
 point a record of ``type`` metric, common.otlp_metrics) and the standard grpc.health.v1 service,
 on grpc.aio (the same asyncio loop as the TCP receiver).
 
@@ -25,9 +26,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import (metrics_service_pb2,
                                                       metrics_service_pb2_grpc)
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from common.otlp import records_of
 from common.otlp_metrics import metric_records
+from common.otlp_traces import span_records
 
 SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
@@ -118,6 +121,21 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
+class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
+    """OTLP traces: each span written as a ``type: "span"`` record (the agent's own shape)."""
+
+    def __init__(self, *, write: Callable[[list[dict[str, Any]]], None], counts: Counter) -> None:
+        self.write = write
+        self.counts = counts
+
+    async def Export(self, request, context):  # noqa: N802 - the proto's name
+        records = span_records(request)
+        self.write(records)
+        self.counts["grpc_trace_exports"] += 1
+        self.counts["grpc_spans"] += len(records)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
 class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
     """OTLP metrics: every data point stored as one record of ``type`` metric
     (common.otlp_metrics.metric_records), answered once written, as the logs are."""
@@ -177,6 +195,8 @@ class GrpcReceiver:
                      ("grpc.so_reuseport", 0)])
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
             LogsServicer(write=write, counts=counts), self.server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+            TraceServicer(write=write, counts=counts), self.server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
             MetricsServicer(write=write, counts=counts), self.server)
         self.health = health.aio.HealthServicer()

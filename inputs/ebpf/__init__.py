@@ -36,7 +36,8 @@ def build(ctx: Context[EbpfInputConfig]) -> Runner:
     programs = None
     if not found:
         try:
-            programs = Programs(cfg.probes, options_of(cfg, self_pid=os.getpid()))
+            probes = list(cfg.probes) + (["logwrite"] if cfg.wants_logwrite() else [])
+            programs = Programs(probes, options_of(cfg, self_pid=os.getpid()))
         except LoadError as exc:
             found = [str(exc)]
         else:

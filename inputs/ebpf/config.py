@@ -28,12 +28,22 @@ class EbpfInputConfig(Section):
     """At most this many seconds between a message to the pipeline and the next (when events came)."""
     send_events: Annotated[int, Meta(ge=1, le=100_000)] = 1000
     """At most this many events in one message to the pipeline."""
+    log_join: bool = True
+    """With the http probe and log files to follow: note the writes to them (the logwrite probe,
+    docs/tracing.md), so that the pipeline joins each line to the request it was written for."""
+    log_paths: list[str] = []
+    """Log files (globs) whose writes are noted; the agent adds every file input's paths."""
+    log_scan_interval: PositiveFloat = 2.0
+    """Seconds between looks at /proc/*/fd for the processes that have those files open."""
     poll_interval: Annotated[float, Meta(ge=0.001, le=1.0)] = 0.02
     """Seconds between two reads of the ring buffers (the programs do not wake the input for
     each event; a ring buffer a quarter full wakes it at once)."""
     tls: bool = True
     """With the http probe: HTTPS too, from uprobes on OpenSSL's libssl (every libssl.so that
     a process maps, including processes that start later)."""
+
+    def wants_logwrite(self) -> bool:
+        return self.log_join and "http" in self.probes and bool(self.log_paths)
 
     def problems(self, *, environ: Mapping[str, str] | None = None) -> list[str]:
         out = []

@@ -275,7 +275,8 @@ class Programs:
         try:
             # The tcp probe is consumed last in each round: an HTTP event is then never handled
             # before the connect/accept that gave its descriptor its peer.
-            for probe in sorted(probes, key=lambda p: p == "tcp"):
+            # logwrite reads a public map of http's: after it.
+            for probe in sorted(probes, key=lambda p: {"logwrite": 1, "tcp": 2}.get(p, 0)):
                 obj, _ = load_probe(probe, options)
                 self.objects[probe] = obj
                 reader = RingReader(obj.ring_fd, size) if direct else CallbackReader(obj.ring_fd)

@@ -8,13 +8,16 @@ by the programs and go out as LossEvents ("ring buffer <probe>") too.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, fields
 
 from common.component import Context
-from common.events import Batch, BatchCodec, Event, LossEvent
+from common.events import Batch, BatchCodec, Event, LossEvent, ProcessEvent
 from common.shmqueue import Full, MessageTooLarge
 from inputs.ebpf.loader import Programs
+from inputs.ebpf.logfiles import LogFiles
+from inputs.ebpf.logwrite import LogWriteTranslator
 from inputs.ebpf.tls import TlsAttacher
 from inputs.ebpf.translate import Translator
 
@@ -48,7 +51,15 @@ class EbpfInput:
         self.programs = programs
         self.producer = ctx.producers[0]
         self.codec = BatchCodec()
-        self.translator = Translator()
+        self.logfiles: LogFiles | None = None
+        logwrites = None
+        if "logwrite" in programs.objects:
+            self.logfiles = LogFiles(self.cfg.log_paths,
+                                     table=programs.objects["logwrite"][b"logfds"],
+                                     interval=self.cfg.log_scan_interval,
+                                     skip=frozenset({os.getpid()}))
+            logwrites = LogWriteTranslator(self.logfiles.file_of)
+        self.translator = Translator(logwrites=logwrites)
         self.stats = EbpfInputStats()
         self.out: list[Event] = []
         self.first_at = 0.0
@@ -63,6 +74,10 @@ class EbpfInput:
 
     def run(self) -> None:
         try:
+            if self.logfiles is not None:
+                n = self.logfiles.scan(time.monotonic())
+                self.log.info("following writes to log files: %d descriptors of %s", n,
+                              ", ".join(self.cfg.log_paths))
             self.log.info("tracing with probes: %s", ", ".join(self.programs.objects))
             while not self.ctx.stop.is_set():
                 # The programs do not wake us for each event (it would cost the traced process
@@ -90,6 +105,10 @@ class EbpfInput:
             if errors:
                 self.stats.undecodable += len(errors)
                 self.log.debug("%d undecodable events, e.g. %s", len(errors), errors[0])
+            if self.logfiles is not None:
+                for ev in events:
+                    if type(ev) is ProcessEvent and ev.kind == "fork":
+                        self.logfiles.forked(ev.ppid, ev.pid)
             if events and not self.out:
                 self.first_at = time.monotonic()
             execs = self.translator.take_execs()
@@ -101,6 +120,8 @@ class EbpfInput:
             while len(self.out) >= limit:
                 self.send(limit)
         now = time.monotonic()
+        if self.logfiles is not None and self.logfiles.due(now):
+            self.logfiles.scan(now)
         if self.tls is not None and now >= self.next_tls_scan:
             self.next_tls_scan = now + TLS_SCAN_INTERVAL
             self.tls.scan()

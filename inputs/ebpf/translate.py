@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 from common.events import ConnEvent, Event, HttpEvent, ProcessEvent
+from common.tracecontext import find_headers
 from inputs.ebpf.http import METHODS, HttpTracker, RequestLine, StatusLine, parse
+from inputs.ebpf.logwrite import EV_LOG_WRITE, LogWrite, LogWriteTranslator, decode_log_write
 from inputs.ebpf.layouts import (
     EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_HTTP_EXCHANGE, HEADER, HTTP_EXCHANGE, HTTP_OP_READ,
     HTTP_STATUS_LEN, SIZES, Conn, DecodeError, Exec, ExecArgs, Exit, FdClose, Fork, HttpData,
@@ -65,8 +67,11 @@ class TranslateStats:
 
 
 class Translator:
-    def __init__(self, *, http: HttpTracker | None = None) -> None:
+    def __init__(self, *, http: HttpTracker | None = None,
+                 logwrites: LogWriteTranslator | None = None) -> None:
         self.http = http or HttpTracker()
+        self.logwrites = logwrites
+        """Writes to log files (the logwrite probe), when it runs."""
         self.execs: OrderedDict[int, ExecArgs] = OrderedDict()
         """tid -> the argv of its execve() in progress."""
         self.peers: OrderedDict[tuple[int, int], tuple[str, int, int]] = OrderedDict()
@@ -102,7 +107,10 @@ class Translator:
                 append(unpack(data) + (data,))
                 continue
             try:
-                raw = decode(data)
+                if data[0] == EV_LOG_WRITE and not data[1] | data[2] | data[3]:
+                    raw = decode_log_write(data)
+                else:
+                    raw = decode(data)
             except DecodeError as exc:
                 errors.append(str(exc))
                 continue
@@ -154,10 +162,12 @@ class Translator:
                     comms.clear()
             peer = peers_get((pid, fd))
             exchanges += 1
+            tp, tstate, cut = find_headers(data[need:stop])
             emit(HttpEvent(
                 ts + offset, pid, tid, name, fd, "server" if op == HTTP_OP_READ else "client",
                 method, path, code, resp_ts - ts if resp_ts > ts else 0,
-                peer[0] if peer else "", peer[1] if peer else 0, version))
+                peer[0] if peer else "", peer[1] if peer else 0, version, None, ts, tp, tstate,
+                cut))
         stats = self.http.stats
         stats.requests += exchanges
         stats.exchanges += exchanges
@@ -175,6 +185,8 @@ class Translator:
         return out
 
     def one(self, raw: Raw) -> Event | None:
+        if type(raw) is LogWrite:
+            return self.logwrites.event(raw, self.offset_ns) if self.logwrites else None
         if type(raw) is HttpExchange:
             return self._exchange(raw)
         if isinstance(raw, HttpData):
@@ -242,6 +254,7 @@ class Translator:
         self.stats.http += 1
         h = raw.h
         peer = self.peers.get((h.pid, raw.fd))
+        tp, tstate, cut = find_headers(raw.data)
         return HttpEvent(
             time_ns=h.ts_ns + self.offset_ns, pid=h.pid, tid=h.tid, comm=h.comm, fd=raw.fd,
             direction="server" if raw.op == HTTP_OP_READ else "client", method=line.method,
@@ -262,4 +275,4 @@ class Translator:
             fd=ex.fd, direction=req.direction, method=req.line.method, path=req.line.path,
             status=ex.status, duration_ns=max(0, ex.response_ts_ns - req.ts_ns),
             peer_addr=peer[0] if peer else "", peer_port=peer[1] if peer else 0,
-            version=req.line.version)
+            version=req.line.version, boot_ns=req.ts_ns)

@@ -17,6 +17,7 @@ from common.errors import ConfigError
 from common.events import Batch, BatchCodec, HttpEvent, MetricEvent
 from common.shmqueue import Empty, Full, ShmQueue
 from pipeline.config import MetricsConfig, PipelineConfig, ProcessesConfig
+from pipeline.spans import SpansConfig
 from pipeline.runner import build
 
 
@@ -74,6 +75,7 @@ def test_the_pipeline_sends_metric_points_only_where_routed():
     try:
         source, events_q, metrics_q, both_q = queues
         cfg = PipelineConfig(processes=ProcessesConfig(enabled=False),
+                             spans=SpansConfig(enabled=False),  # routing only, no spans
                              metrics=MetricsConfig(enabled=True, interval=60),
                              routes=["events", "metrics", "both"])
         stop = Stop()
@@ -116,6 +118,7 @@ def test_a_full_metrics_queue_drops_points_and_never_stops_the_events(caplog):
     try:
         source, events_q, metrics_q = queues
         cfg = PipelineConfig(processes=ProcessesConfig(enabled=False),
+                             spans=SpansConfig(enabled=False),  # routing only, no spans
                              metrics=MetricsConfig(enabled=True, interval=0.1),
                              routes=["events", "metrics"])
         filler = metrics_q.producer()

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import mmap
 import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 from common import _shm_linux
 from common.shmqueue import _HEADER_SIZE, _W_CAPACITY, ShmQueue
@@ -60,9 +63,12 @@ def test_an_undecodable_message_is_set_aside_and_later_lines_arrive(tmp_path):
     log = tmp_path / "app.log"
     log.write_bytes(b"".join(b"seq=%06d before\n" % i for i in range(100)))
     rx = Receiver()
+    # A state dir the outputs' user can reach (pytest's directories are root's, mode 0700).
+    state = Path(tempfile.mkdtemp(prefix="log-shuttle-poison-"))
+    state.chmod(0o711)
     try:
         with Agent(tmp_path, "--input-file", str(log), "--from-beginning",
-                   "--output-tcp", f"127.0.0.1:{rx.port}") as agent:
+                   "--output-tcp", f"127.0.0.1:{rx.port}", state_dir=state) as agent:
             wait_for(lambda: tally(rx.lines, 100).lost == 0, what="the first 100 lines")
             children = agent.children()
             pipeline, output = children["log-shuttle: pipeline"], children["log-shuttle: output tcp"]
@@ -77,13 +83,27 @@ def test_an_undecodable_message_is_set_aside_and_later_lines_arrive(tmp_path):
             wait_for(lambda: tally(rx.lines, 200).lost == 0, what="the lines after the poison")
             assert agent.children()["log-shuttle: output tcp"] == output  # never crashed
             assert agent.stop() == 0
+        # Under root the outputs run as the agent's user, in <state dir>/outputs
+        # (agent/privileges.py).
+        outputs_dir = state / "outputs" if os.geteuid() == 0 else state
+        dead = outputs_dir / "dead-letters" / "output-tcp.ndjson"
+        assert dead.stat().st_uid == _output_uid()
+        (entry,) = deadletter.read(str(dead))
     finally:
         rx.close()
-    dead = agent.state_dir / "dead-letters-output-tcp.ndjson"
-    (entry,) = deadletter.read(str(dead))
+        shutil.rmtree(state, ignore_errors=True)
     assert entry.reason == "undecodable" and entry.output == "output tcp"
     assert deadletter.message_of(entry) == GARBAGE and entry.bytes == len(GARBAGE)
     err = agent.stderr()
     said = [line for line in err.splitlines() if "set a batch aside" in line]
     assert len(said) == 1 and str(dead) in said[0], err[-3000:]
     assert "output tcp crashed" not in err
+
+
+def _output_uid() -> int:
+    """The uid the agent's outputs run as (the agent's user under root, else ours)."""
+    if os.geteuid() != 0:
+        return os.geteuid()
+    from agent.privileges import agent_user
+
+    return agent_user()[1]

@@ -1,0 +1,84 @@
+"""W3C Trace Context: the ``traceparent`` and ``tracestate`` headers of a captured request, and
+new trace and span ids.
+
+The eBPF input captures a bounded prefix of each request (``http_payload_bytes``): its request
+line and as many header lines as fit. ``find_headers`` looks for the two headers anywhere in that
+prefix (any case, any position among the headers); a header whose line the bound cuts is not
+taken (a cut id is no id), and ``cut`` tells that the headers went on past the bound, so that a
+span without a traceparent can say its context may have been missed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from typing import NamedTuple
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+MAX_TRACESTATE = 512
+"""The spec's limit on what a vendor must propagate of tracestate (characters)."""
+
+
+class Found(NamedTuple):
+    traceparent: str
+    tracestate: str
+    cut: bool
+    """The captured bytes ended inside the request's headers."""
+
+
+class Parent(NamedTuple):
+    trace_id: str
+    span_id: str
+    sampled: bool
+
+
+def find_headers(request: bytes) -> Found:
+    """``traceparent`` and ``tracestate`` among the header lines of a request's captured bytes."""
+    end = request.find(b"\r\n\r\n")
+    cut = end < 0
+    head = request if cut else request[:end + 2]
+    low = head.lower()
+    return Found(_value(head, low, b"\ntraceparent:"), _value(head, low, b"\ntracestate:")[
+        :MAX_TRACESTATE], cut)
+
+
+def _value(head: bytes, low: bytes, name: bytes) -> str:
+    i = low.find(name)
+    if i < 0:
+        return ""
+    j = head.find(b"\r\n", i + len(name))
+    if j < 0:
+        return ""  # the bound cut this line: its value is not whole
+    return head[i + len(name):j].strip(b" \t").decode("ascii", "replace")
+
+
+def parse_traceparent(value: str) -> Parent | None:
+    """The parent a valid ``traceparent`` names; None for anything the spec says to ignore
+    (version ff, all-zero ids, wrong lengths or characters, extra fields in version 00)."""
+    m = _TRACEPARENT.match(value.strip())
+    if m is None:
+        return None
+    version, trace_id, span_id, flags, rest = m.groups()
+    if version == "ff" or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    if version == "00" and rest:
+        return None
+    return Parent(trace_id, span_id, bool(int(flags, 16) & 1))
+
+
+_random = random.Random(os.urandom(32))
+"""Ids need to be unique, not secret: a PRNG seeded from the OS (as OpenTelemetry's SDK does),
+a few hundred nanoseconds instead of a getrandom() call each; seeded again in every forked child
+(a restarted pipeline must not draw its predecessor's ids)."""
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
+
+
+def new_trace_id() -> str:
+    return f"{_random.getrandbits(128) or 1:032x}"
+
+
+def new_span_id() -> str:
+    return f"{_random.getrandbits(64) or 1:016x}"

@@ -1,0 +1,364 @@
+"""Spans from HTTP exchanges: every exchange the eBPF input pairs becomes a SpanEvent, with its
+trace context and its parent found as docs/tracing.md says.
+
+Parents, in this order (the first rule that applies wins):
+
+1. ``traceparent``: the request carried a valid W3C header in its captured bytes: its trace id,
+   and, for a server span, its span id as the parent (the caller was instrumented). A client
+   span whose request carries one IS the span the header names (its trace and span id: the
+   caller made that id for this request), so the server it calls is its child.
+2. ``connection`` (server spans): the connection this server accepted is a connection a process
+   of this host connected (the tcp probe saw both ends: same address/port pair): the client
+   exchange on that connection whose interval holds this one is the parent. Frontend ->
+   backend on one host is one trace.
+3. ``thread`` (client spans of processes that accept connections): the server exchange the same
+   thread was serving when it sent this request (its interval holds this one) is the parent.
+4. None of these: a root, with a new trace id.
+
+A parent's exchange ends after its child's, so its event comes later: a span that may have a
+local parent (2 or 3) waits for it at most ``hold`` seconds (then it becomes a root), and while
+its parent waits for its own. Spans go out as soon as their trace id is known; those that need no
+wait (1, 4) at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from typing import Annotated
+
+from msgspec import Meta
+
+from common.config import Section
+from common.events import ConnEvent, Event, HttpEvent, ProcessInfo, SpanEvent
+from common.tracecontext import new_span_id, new_trace_id, parse_traceparent
+
+MAX_PER_KEY = 64
+"""Recent spans kept per thread and per connection, for parents to be found among."""
+KEEP_NS = 30 * 10**9
+"""Spans older than this (by their end) are no longer looked at as parents."""
+
+
+class SpansConfig(Section):
+    """``[pipeline.spans]``: a span per HTTP exchange of the eBPF input."""
+
+    enabled: bool = True
+    hold: Annotated[float, Meta(ge=0, le=10)] = 0.5
+    """Seconds a span may wait for a parent on this host (its exchange ends later) before it is
+    sent as a root."""
+    services: dict[str, str] = {}
+    """service.name overrides: container id (or its first 12 characters), executable path or
+    name -> name. Otherwise the executable's name."""
+    max_pending: Annotated[int, Meta(ge=16)] = 65536
+    """Spans waiting at most; past it the oldest go out as roots."""
+
+
+def service_name(comm: str, proc: ProcessInfo | None, overrides: dict[str, str]) -> str:
+    exe = proc.exe if proc is not None else ""
+    container = proc.container_id if proc is not None else ""
+    name = comm or (proc.comm if proc is not None else "")
+    if overrides:
+        for key in (container, container[:12], exe, os.path.basename(exe), name):
+            if key and key in overrides:
+                return overrides[key]
+    return os.path.basename(exe) or name or "unknown"
+
+
+class _Span:
+    __slots__ = ("ev", "span_id", "start", "end", "trace_id", "parent", "how", "tracestate",
+                 "children", "deadline", "want", "sent", "local")
+
+    def __init__(self, ev: HttpEvent, now: float) -> None:
+        self.ev = ev
+        self.span_id = new_span_id()
+        self.start = ev.boot_ns or ev.time_ns
+        self.end = self.start + ev.duration_ns
+        self.trace_id = ""
+        self.parent = ""
+        self.how = ""
+        self.tracestate = ""
+        self.children: list[_Span] = []
+        """Spans waiting for this one's trace id."""
+        self.deadline = now
+        self.want: tuple | None = None
+        """What parent it waits for: ("conn", pid, fd) or ("thread", pid, tid)."""
+        self.sent = False
+        self.local: tuple[str, int] | None = None
+
+    def holds(self, other: _Span) -> bool:
+        return self.start <= other.start and other.end <= self.end
+
+
+class SpanBuilder:
+    """Feed it the pipeline's events (``observe``), call ``expire`` on a timer; both return the
+    SpanEvents ready to go."""
+
+    def __init__(self, cfg: SpansConfig | None = None, *, host_attrs: dict | None = None) -> None:
+        cfg = cfg or SpansConfig()
+        self.hold = cfg.hold
+        self.overrides = dict(cfg.services)
+        self.max_pending = cfg.max_pending
+        self.conns: OrderedDict[tuple[int, int], tuple[str, int, str, int]] = OrderedDict()
+        """(pid, fd) -> (local address, local port, peer address, peer port)."""
+        self.connectors: OrderedDict[tuple[str, int, str, int], tuple[int, int]] = OrderedDict()
+        """(client address, port, server address, port) -> the connecting (pid, fd)."""
+        self.servers: OrderedDict[int, None] = OrderedDict()
+        """Pids that accepted a TCP connection: their client spans may have a thread parent."""
+        self.by_thread: dict[tuple[int, int], deque[_Span]] = {}
+        self.by_conn: dict[tuple[int, int], deque[_Span]] = {}
+        self.waiting: dict[tuple, list[_Span]] = {}
+        self.pending: OrderedDict[int, _Span] = OrderedDict()
+        """Spans waiting for a trace id, by id(), oldest first (deadlines grow with it)."""
+        self.exchanges: OrderedDict[tuple[int, int, int], _Span] = OrderedDict()
+        """(pid, fd, boot_ns) -> its span: what the log join looks exchanges up by."""
+        self.resource_cache: dict[tuple, dict] = {}
+        self._ready: list[_Span] = []
+        """Spans whose parent was already sent when they found it: to send."""
+        self.stats = {"spans": 0, "roots": 0, "traceparent": 0, "thread": 0, "connection": 0,
+                      "expired": 0}
+
+    # --- input ---------------------------------------------------------------------------------
+
+    def observe(self, events: Iterable[Event], now: float) -> list[SpanEvent]:
+        out: list[SpanEvent] = []
+        for ev in events:
+            kind = type(ev)
+            if kind is HttpEvent:
+                self._exchange(ev, now, out)
+            elif kind is ConnEvent:
+                self._conn(ev)
+        return out
+
+    def _conn(self, ev: ConnEvent) -> None:
+        key = (ev.pid, ev.fd)
+        if ev.kind == "close":
+            if self.conns.get(key, (None,) * 4)[1:2] == (ev.sport,):
+                del self.conns[key]
+            return
+        if ev.fd < 0:
+            return
+        self.conns[key] = (ev.saddr, ev.sport, ev.daddr, ev.dport)
+        self.conns.move_to_end(key)
+        if len(self.conns) > 65536:
+            self.conns.popitem(last=False)
+        if ev.kind == "connect":
+            self.connectors[(ev.saddr, ev.sport, ev.daddr, ev.dport)] = key
+            if len(self.connectors) > 65536:
+                self.connectors.popitem(last=False)
+        elif ev.kind == "accept":
+            self.servers[ev.pid] = None
+            self.servers.move_to_end(ev.pid)
+            if len(self.servers) > 65536:
+                self.servers.popitem(last=False)
+
+    def _exchange(self, ev: HttpEvent, now: float, out: list[SpanEvent]) -> None:
+        s = _Span(ev, now)
+        self.stats["spans"] += 1
+        server = ev.direction == "server"
+        s.local = self.conns.get((ev.pid, ev.fd))
+        key = (ev.pid, ev.fd, s.start)
+        self.exchanges[key] = s
+        if len(self.exchanges) > 65536:
+            self.exchanges.popitem(last=False)
+        if server:
+            self._remember(self.by_thread, (ev.pid, ev.tid), s)
+        else:
+            self._remember(self.by_conn, (ev.pid, ev.fd), s)
+        # Is this span the parent some waiting span wants?
+        self._adopt(("thread", ev.pid, ev.tid) if server else ("conn", ev.pid, ev.fd), s)
+        self._place(s, now, out)
+        if s.trace_id:
+            self._send(s, out)
+        self._trim(out)
+
+    def _place(self, s: _Span, now: float, out: list[SpanEvent]) -> None:
+        ev = s.ev
+        if ev.traceparent:
+            parent = parse_traceparent(ev.traceparent)
+            if parent is not None:
+                s.trace_id, s.how, s.tracestate = parent.trace_id, "traceparent", ev.tracestate
+                if ev.direction == "server":
+                    s.parent = parent.span_id
+                else:  # the header names this very exchange: the caller made its id for it
+                    s.span_id = parent.span_id
+                return
+        if ev.direction == "server":
+            conn = self.conns.get((ev.pid, ev.fd))
+            client = self.connectors.get((conn[2], conn[3], conn[0], conn[1])) if conn else None
+            if client is not None:
+                self._wait_or_join(s, ("conn",) + client, self.by_conn.get(client), "connection",
+                                   now)
+                return
+        elif ev.pid in self.servers:
+            self._wait_or_join(s, ("thread", ev.pid, ev.tid),
+                               self.by_thread.get((ev.pid, ev.tid)), "thread", now)
+            return
+        s.trace_id = new_trace_id()
+
+    def _wait_or_join(self, s: _Span, want: tuple, candidates, how: str, now: float) -> None:
+        for p in reversed(candidates or ()):
+            if p is not s and p.holds(s):
+                self._link(p, s, how)
+                return
+        s.want = want
+        s.how = how
+        s.deadline = now + self.hold
+        self.waiting.setdefault(want, []).append(s)
+        self.pending[id(s)] = s
+
+    def _link(self, parent: _Span, child: _Span, how: str) -> None:
+        child.parent = parent.span_id
+        child.how = how
+        if parent.trace_id:
+            child.trace_id = parent.trace_id
+        else:
+            parent.children.append(child)
+            self.pending[id(child)] = child
+
+    def _adopt(self, want: tuple, parent: _Span) -> None:
+        waiters = self.waiting.get(want)
+        if not waiters:
+            return
+        keep = []
+        for child in waiters:
+            if child.want == want and not child.trace_id and parent.holds(child):
+                child.want = None
+                self._link(parent, child, child.how)
+                if child.trace_id:
+                    self._ready.append(child)
+            elif child.want == want:
+                keep.append(child)
+        if keep:
+            self.waiting[want] = keep
+        else:
+            del self.waiting[want]
+
+    def _remember(self, index: dict, key: tuple, s: _Span) -> None:
+        q = index.get(key)
+        if q is None:
+            q = index[key] = deque(maxlen=MAX_PER_KEY)
+            if len(index) > 65536:
+                for k in list(index)[:1024]:
+                    del index[k]
+        q.append(s)
+
+    # --- output --------------------------------------------------------------------------------
+
+    def _send(self, s: _Span, out: list[SpanEvent]) -> None:
+        """Send a span whose trace id is known, then every span that waited for it."""
+        stack = [s]
+        while stack:
+            x = stack.pop()
+            if x.sent:
+                continue
+            x.sent = True
+            self.pending.pop(id(x), None)
+            self.stats[x.how or "roots"] += 1
+            out.append(self._event(x))
+            for c in x.children:
+                c.trace_id = x.trace_id
+                stack.append(c)
+            x.children = []
+
+    def _trim(self, out: list[SpanEvent]) -> None:
+        ready, self._ready = self._ready, []
+        for s in ready:
+            self._send(s, out)
+        while len(self.pending) > self.max_pending:
+            _, s = next(iter(self.pending.items()))
+            self._give_up(s, out)
+
+    def expire(self, now: float) -> list[SpanEvent]:
+        """Spans whose wait for a parent is over go out as roots."""
+        out: list[SpanEvent] = []
+        for s in list(self.pending.values()):
+            if s.deadline > now:
+                break
+            if not s.sent and s.want is not None:
+                self._give_up(s, out)
+        self._trim(out)
+        return out
+
+    def time_left(self, now: float) -> float | None:
+        for s in self.pending.values():
+            if s.want is not None:
+                return max(0.0, s.deadline - now)
+        return None
+
+    def _give_up(self, s: _Span, out: list[SpanEvent]) -> None:
+        if s.want is not None:
+            waiters = self.waiting.get(s.want)
+            if waiters and s in waiters:
+                waiters.remove(s)
+                if not waiters:
+                    del self.waiting[s.want]
+            s.want = None
+        if not s.trace_id:
+            self.stats["expired"] += 1
+            s.trace_id = new_trace_id()
+            s.parent = ""
+            s.how = ""
+        self._send(s, out)
+
+    def _event(self, s: _Span) -> SpanEvent:
+        ev = s.ev
+        server = ev.direction == "server"
+        status = ev.status
+        error = status >= 500 or (not server and status >= 400)
+        path, _, query = ev.path.partition("?")
+        attrs: dict[str, str | int] = {"http.request.method": ev.method, "url.path": path}
+        if query:
+            attrs["url.query"] = query
+        if status:
+            attrs["http.response.status_code"] = status
+        if error:
+            attrs["error.type"] = str(status)
+        attrs["network.protocol.version"] = ev.version.partition("/")[2] or ev.version
+        local = s.local
+        if ev.peer_addr:
+            attrs["network.peer.address"] = ev.peer_addr
+            attrs["network.peer.port"] = ev.peer_port
+        if server:
+            if local:
+                attrs["server.address"] = local[0]
+                attrs["server.port"] = local[1]
+            if ev.peer_addr:
+                attrs["client.address"] = ev.peer_addr
+                attrs["client.port"] = ev.peer_port
+        elif ev.peer_addr:
+            attrs["server.address"] = ev.peer_addr
+            attrs["server.port"] = ev.peer_port
+            attrs["url.full"] = f"http://{ev.peer_addr}:{ev.peer_port}{ev.path}"
+        attrs["thread.id"] = ev.tid
+        if ev.headers_cut and not ev.traceparent:
+            attrs["log_shuttle.headers_cut"] = 1
+        start = ev.time_ns
+        return SpanEvent(start, start + ev.duration_ns, s.trace_id, s.span_id, s.parent,
+                         ev.direction, ev.method, error, attrs, self._resource(ev), s.tracestate,
+                         s.how)
+
+    def _resource(self, ev: HttpEvent) -> dict[str, str | int]:
+        proc = ev.process
+        key = (ev.pid, proc.start_ns if proc is not None else 0, ev.comm)
+        res = self.resource_cache.get(key)
+        if res is None:
+            if len(self.resource_cache) > 65536:
+                self.resource_cache.clear()
+            res = {"service.name": service_name(ev.comm, proc, self.overrides),
+                   "process.pid": ev.pid, "process.executable.name": ev.comm}
+            if proc is not None:
+                if proc.exe:
+                    res["process.executable.path"] = proc.exe
+                if proc.cmdline:
+                    res["process.command_line"] = " ".join(proc.cmdline)
+                if proc.container_id:
+                    res["container.id"] = proc.container_id
+                if proc.pod_uid:
+                    res["k8s.pod.uid"] = proc.pod_uid
+            self.resource_cache[key] = res
+        return res
+
+    def span_of(self, pid: int, fd: int, boot_ns: int) -> _Span | None:
+        """The span of an exchange (its request's first bytes at ``boot_ns``), for the log join."""
+        return self.exchanges.get((pid, fd, boot_ns))

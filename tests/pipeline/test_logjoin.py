@@ -1,0 +1,116 @@
+"""The log join's rules on made-up events (real programs: tests/pipeline/test_tracing_live.py):
+a line takes its own write, never a twin's; losses clear what is pending; event loops and
+same-bytes races are ambiguous; a request answered long ago is no request; the hold is bounded."""
+
+from __future__ import annotations
+
+from common.events import HttpEvent, LogEvent, LogWriteEvent, LossEvent
+from pipeline.logjoin import JoinConfig, LogJoiner
+from pipeline.spans import SpanBuilder
+
+MS = 1_000_000
+T0 = 1_700_000_000 * 10**9
+FILE = (8, 99)
+
+
+def exchange(fd, start_ms, dur_ms, path, pid=10, tid=11):
+    return HttpEvent(time_ns=T0 + start_ms * MS, pid=pid, tid=tid, comm="srv", fd=fd,
+                     direction="server", method="GET", path=path, status=200,
+                     duration_ns=dur_ms * MS, boot_ns=start_ms * MS)
+
+
+def write(line, at_ms, req=None, *, tid=11, resp_ms=0, multi_ms=0, lost=0, length=None):
+    data = line + b"\n"
+    req_fd, req_ms = req or (-1, 0)
+    return LogWriteEvent(time_ns=T0 + at_ms * MS, pid=10, tid=tid, fd=3, dev=FILE[0],
+                         ino=FILE[1], length=len(data) if length is None else length,
+                         head=data[:128], boot_ns=at_ms * MS, req_boot_ns=req_ms * MS,
+                         req_fd=req_fd, resp_boot_ns=resp_ms * MS, multi_boot_ns=multi_ms * MS,
+                         lost_before=lost)
+
+
+def lines(*ls, read_ms=50, offset=0):
+    data = b"".join(x + b"\n" for x in ls)
+    return LogEvent(path="/l", dev=FILE[0], ino=FILE[1], offset=offset, data=data,
+                    lines=len(ls), read_ns=T0 + read_ms * MS)
+
+
+def joiner(**cfg):
+    spans = SpanBuilder()
+    return spans, LogJoiner(spans, JoinConfig(**cfg))
+
+
+def run(j, spans, events, now=0.0):
+    """What the joiner hands on, but the http events (which always pass)."""
+    spans.observe(events, now)
+    return [e for e in j.feed(events, now) if not isinstance(e, HttpEvent)]
+
+
+def test_identical_lines_take_their_own_writes_in_order():
+    spans, j = joiner()
+    evs = [exchange(4, 1, 5, "/a"), exchange(5, 10, 5, "/b"),
+           write(b"same", 3, (4, 1)), write(b"same", 12, (5, 10)), write(b"later", 60)]
+    assert run(j, spans, evs) == []  # no line yet
+    (ev,) = run(j, spans, [lines(b"same", b"same")])
+    a, b = ev.joins
+    assert (a.index, a.path, b.index, b.path) == (0, "/a", 1, "/b")
+    assert a.trace_id and a.span_id != b.span_id
+
+
+def test_a_twin_write_by_another_thread_at_the_same_instant_makes_both_ambiguous():
+    spans, j = joiner()
+    evs = [exchange(4, 1, 5, "/a"), exchange(5, 1, 5, "/b", tid=12),
+           write(b"same", 3, (4, 1)), write(b"same", 3, (5, 1), tid=12), write(b"x", 60)]
+    run(j, spans, evs)
+    (ev,) = run(j, spans, [lines(b"same", b"same")])
+    assert [x.ambiguous for x in ev.joins] == [True, True]
+
+
+def test_an_event_loop_thread_is_ambiguous_and_a_long_finished_request_is_none():
+    spans, j = joiner()
+    evs = [exchange(4, 1, 5, "/a"), write(b"loop", 3, (4, 1), multi_ms=2),
+           write(b"idle", 200, (4, 1), resp_ms=6), write(b"x", 300)]
+    run(j, spans, evs)
+    (ev,) = run(j, spans, [lines(b"loop", b"idle", read_ms=250)])
+    assert [(x.index, x.ambiguous) for x in ev.joins] == [(0, True)]
+    assert j.stats.no_request == 1
+
+
+def test_a_lost_write_clears_what_is_pending_so_no_line_takes_a_twin():
+    spans, j = joiner()
+    evs = [exchange(4, 1, 5, "/a"), exchange(5, 10, 5, "/b"),
+           write(b"same", 3, (4, 1)), write(b"same", 12, (5, 10), lost=1), write(b"x", 60)]
+    run(j, spans, evs)
+    # The first line's write came before the loss; its twin's own write was lost: the pending
+    # writes were cleared, and the write of 12 ms is the second line's... or the lost one's.
+    (ev,) = run(j, spans, [lines(b"same", read_ms=50)], now=1.0)
+    assert [x.path for x in ev.joins] == ["/b"] or ev.joins == []
+    assert j.stats.resets == 1
+
+
+def test_a_line_waits_for_its_write_only_while_no_later_write_came_and_never_past_max_hold():
+    spans, j = joiner(max_hold=0.8)
+    run(j, spans, [write(b"old", 1)])
+    assert run(j, spans, [lines(b"mine", read_ms=50)], now=0.0) == []  # its write may come
+    assert j.release(0.5) == []
+    (ev,) = j.release(0.8)  # max_hold: goes without
+    assert ev.joins == [] and j.stats.unmatched == 1
+    run(j, spans, [lines(b"mine2", read_ms=50)], now=1.0)
+    (ev,) = run(j, spans, [write(b"newer", 70)], now=1.01)  # a later write came: not its
+    assert ev.joins == [] and j.stats.unmatched == 2
+
+
+def test_a_line_written_in_flight_waits_for_its_exchange():
+    spans, j = joiner()
+    run(j, spans, [write(b"working", 3, (4, 1)), write(b"x", 60)])
+    assert run(j, spans, [lines(b"working")], now=0.0) == []
+    (ev,) = run(j, spans, [exchange(4, 1, 30, "/slow")], now=0.05)
+    assert ev.joins[0].path == "/slow"
+
+
+def test_lines_of_files_without_writes_pass_at_once_and_losses_reset():
+    spans, j = joiner()
+    other = LogEvent(path="/o", dev=1, ino=2, offset=0, data=b"a\n", lines=1, read_ns=T0)
+    assert run(j, spans, [other]) == [other]
+    loss = LossEvent(time_ns=1, source="input ebpf", what="ring buffer logwrite", count=3)
+    assert run(j, spans, [loss]) == [loss] and j.stats.resets == 1

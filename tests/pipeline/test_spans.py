@@ -1,0 +1,163 @@
+"""The span builder's rules on made-up events (the kernel's part is tested with real servers in
+tests/pipeline/test_tracing_live.py): attributes, traceparent, the thread and connection parents,
+the hold bound."""
+
+from __future__ import annotations
+
+from common.events import ConnEvent, HttpEvent, ProcessInfo, SpanEvent
+from common.tracecontext import find_headers, parse_traceparent
+from pipeline.spans import SpanBuilder, SpansConfig
+
+MS = 1_000_000
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def http(direction, pid, tid, fd, start_ms, dur_ms, *, path="/x", status=200, tp="", peer=("", 0),
+         comm="srv", process=None):
+    return HttpEvent(time_ns=1_700_000_000_000 * MS + start_ms * MS, pid=pid, tid=tid, comm=comm,
+                     fd=fd, direction=direction, method="GET", path=path, status=status,
+                     duration_ns=dur_ms * MS, peer_addr=peer[0], peer_port=peer[1],
+                     process=process, boot_ns=10**9 + start_ms * MS, traceparent=tp)
+
+
+def conn(kind, pid, fd, local, peer):
+    return ConnEvent(kind=kind, time_ns=1, pid=pid, fd=fd, saddr=local[0], sport=local[1],
+                     daddr=peer[0], dport=peer[1])
+
+
+def test_a_server_span_has_the_semantic_conventions_and_a_new_trace():
+    b = SpanBuilder()
+    proc = ProcessInfo(pid=10, comm="nginx", exe="/usr/sbin/nginx",
+                       cmdline=["nginx:", "worker", "process"], container_id="ab" * 32)
+    out = b.observe([conn("accept", 10, 4, ("127.0.0.1", 8080), ("127.0.0.1", 5555)),
+                     http("server", 10, 10, 4, 0, 3, path="/a?b=1", status=503,
+                          peer=("127.0.0.1", 5555), process=proc, comm="nginx")], 0.0)
+    (s,) = out
+    assert isinstance(s, SpanEvent) and s.kind == "server" and s.name == "GET"
+    assert len(s.trace_id) == 32 and len(s.span_id) == 16 and s.parent_span_id == ""
+    assert s.end_ns - s.time_ns == 3 * MS and s.error
+    assert s.attrs["url.path"] == "/a" and s.attrs["url.query"] == "b=1"
+    assert s.attrs["http.response.status_code"] == 503 and s.attrs["error.type"] == "503"
+    assert (s.attrs["server.address"], s.attrs["server.port"]) == ("127.0.0.1", 8080)
+    assert (s.attrs["client.address"], s.attrs["client.port"]) == ("127.0.0.1", 5555)
+    assert s.attrs["network.protocol.version"] == "1.1"
+    assert s.resource == {"service.name": "nginx", "process.pid": 10,
+                          "process.executable.name": "nginx",
+                          "process.executable.path": "/usr/sbin/nginx",
+                          "process.command_line": "nginx: worker process",
+                          "container.id": "ab" * 32}
+
+
+def test_status_error_rules_differ_by_side():
+    b = SpanBuilder()
+    server404, client404 = b.observe([http("server", 1, 1, 3, 0, 1, status=404),
+                                      http("client", 2, 2, 3, 0, 1, status=404)], 0.0)
+    assert not server404.error and client404.error
+    assert "error.type" not in server404.attrs and client404.attrs["error.type"] == "404"
+
+
+def test_service_name_is_overridable():
+    b = SpanBuilder(SpansConfig(services={"python3": "shop"}))
+    (s,) = b.observe([http("server", 1, 1, 3, 0, 1, comm="python3")], 0.0)
+    assert s.resource["service.name"] == "shop"
+
+
+def test_traceparent_gives_trace_and_parent():
+    b = SpanBuilder()
+    (s,) = b.observe([http("server", 1, 1, 3, 0, 1, tp=TP)], 0.0)
+    assert (s.trace_id, s.parent_span_id, s.parent_how) == (
+        "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "traceparent")
+
+
+def test_a_client_request_with_a_traceparent_is_the_span_it_names():
+    b = SpanBuilder()
+    (c,) = b.observe([http("client", 5, 5, 3, 0, 1, tp=TP, comm="curl")], 0.0)
+    assert (c.trace_id, c.span_id, c.parent_span_id, c.parent_how) == (
+        "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "", "traceparent")
+
+
+def test_an_invalid_traceparent_is_ignored():
+    for bad in ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", "junk"):
+        assert parse_traceparent(bad) is None, bad
+    b = SpanBuilder()
+    (s,) = b.observe([http("server", 1, 1, 3, 0, 1, tp="junk")], 0.0)
+    assert s.parent_how == "" and s.parent_span_id == ""
+
+
+def test_headers_are_found_anywhere_and_a_cut_one_is_not_taken():
+    req = (b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\nTraceParent: " + TP.encode() +
+           b"\r\ntracestate: k=v\r\n\r\n")
+    found = find_headers(req)
+    assert found.traceparent == TP and found.tracestate == "k=v" and not found.cut
+    cut = find_headers(req[:60])
+    assert cut.traceparent == "" and cut.cut
+    assert find_headers(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody traceparent: 1\r\n").traceparent == ""
+
+
+def frontend_backend(order):
+    """curl -> frontend (pid 100, thread 101) -> backend (pid 200, thread 201), one host.
+    The frontend reads at 0, calls the backend over its fd 7 (port 40000 -> 9000) from 2 to 8;
+    the backend serves from 3 to 7; the frontend answers at 10."""
+    setup = [conn("accept", 100, 5, ("127.0.0.1", 8000), ("127.0.0.1", 30000)),
+             conn("connect", 100, 7, ("127.0.0.1", 40000), ("127.0.0.1", 9000)),
+             conn("accept", 200, 4, ("127.0.0.1", 9000), ("127.0.0.1", 40000))]
+    ex = {"front": http("server", 100, 101, 5, 0, 10, path="/front", tp=TP),
+          "call": http("client", 100, 101, 7, 2, 6, path="/back",
+                       peer=("127.0.0.1", 9000)),
+          "back": http("server", 200, 201, 4, 3, 4, path="/back", peer=("127.0.0.1", 40000))}
+    b = SpanBuilder()
+    out = b.observe(setup, 0.0)
+    for name in order:
+        out += b.observe([ex[name]], 0.01)
+    return b, {s.attrs["url.path"] + ":" + s.kind: s for s in out}
+
+
+def test_frontend_to_backend_is_one_trace_in_the_order_events_come():
+    b, spans = frontend_backend(["back", "call", "front"])  # the order the kernel ends them
+    front, call, back = spans["/front:server"], spans["/back:client"], spans["/back:server"]
+    assert front.trace_id == call.trace_id == back.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert call.parent_span_id == front.span_id and call.parent_how == "thread"
+    assert back.parent_span_id == call.span_id and back.parent_how == "connection"
+    assert front.parent_span_id == "00f067aa0ba902b7"
+    assert not b.pending
+
+
+def test_any_arrival_order_gives_the_same_tree():
+    for order in (["front", "call", "back"], ["call", "back", "front"], ["back", "front", "call"]):
+        _, spans = frontend_backend(order)
+        front, call, back = spans["/front:server"], spans["/back:client"], spans["/back:server"]
+        assert call.parent_span_id == front.span_id, order
+        assert back.parent_span_id == call.span_id, order
+        assert len({front.trace_id, call.trace_id, back.trace_id}) == 1
+
+
+def test_a_parent_that_never_comes_makes_a_root_after_the_hold():
+    b = SpanBuilder(SpansConfig(hold=0.5))
+    b.observe([conn("accept", 100, 5, ("127.0.0.1", 8000), ("127.0.0.1", 30000))], 0.0)
+    assert b.observe([http("client", 100, 101, 7, 2, 6)], 1.0) == []  # waits: 100 serves
+    assert b.time_left(1.2) == 0.3 or abs(b.time_left(1.2) - 0.3) < 1e-9
+    assert b.expire(1.4) == []
+    (s,) = b.expire(1.5)
+    assert s.parent_how == "" and s.parent_span_id == "" and len(s.trace_id) == 32
+    assert not b.pending and not b.waiting
+
+
+def test_a_client_of_a_process_that_serves_nothing_goes_at_once():
+    b = SpanBuilder()
+    (s,) = b.observe([http("client", 300, 300, 3, 0, 1, comm="curl")], 0.0)
+    assert s.kind == "client" and s.parent_how == ""
+
+
+def test_a_server_exchange_that_does_not_hold_the_client_one_is_not_its_parent():
+    b = SpanBuilder(SpansConfig(hold=0.5))
+    b.observe([conn("accept", 100, 5, ("127.0.0.1", 8000), ("127.0.0.1", 30000))], 0.0)
+    b.observe([http("server", 100, 101, 5, 0, 1)], 0.0)  # an earlier request of the thread
+    assert b.observe([http("client", 100, 101, 7, 2, 6)], 0.0) == []
+    later = b.observe([http("server", 100, 101, 5, 20, 5)], 0.1)  # does not hold 2..8 either
+    assert [s.kind for s in later] == ["server"]
+    (root,) = b.expire(0.6)
+    assert root.parent_how == ""
