@@ -63,8 +63,11 @@ class Writer:
     """Appends ``seq=NNNNNN <pad>`` lines to ``path`` from a thread, ``rate`` lines a second,
     until stopped (or ``total`` lines)."""
 
-    def __init__(self, path: Path, *, rate: int, total: int | None = None) -> None:
+    def __init__(self, path: Path, *, rate: int, total: int | None = None,
+                 pad: str = PAD, prefix: str = "seq") -> None:
         self.path = path
+        self.prefix = prefix
+        self.pad = pad
         self.rate = rate
         self.total = total
         self.written = 0
@@ -77,10 +80,14 @@ class Writer:
         while not self._stop.is_set() and (self.total is None or self.written < self.total):
             n = chunk if self.total is None else min(chunk, self.total - self.written)
             first = self.written
-            append(self.path, "".join(f"seq={i:06d} {PAD}\n"
+            append(self.path, "".join(f"{self.prefix}={i:06d} {self.pad}\n"
                                       for i in range(first, first + n)).encode())
             self.written += n
             time.sleep(n / self.rate)
+
+    def join(self) -> int:
+        self._thread.join()
+        return self.written
 
     def stop(self) -> int:
         self._stop.set()
