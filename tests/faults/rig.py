@@ -6,15 +6,19 @@ lost and duplicated at each receiver (``tests/outputs/receivers.tally``), and th
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import select
 import socket
+import struct
+import subprocess
+import termios
 import threading
 import time
 from pathlib import Path
 
-from tests.harness import append
+from tests.harness import append, wait_for
 from tests.outputs.receivers import Tally, tally
 from tests.server.helpers import Server
 
@@ -108,13 +112,48 @@ class LineReceiver:
         self.reading = threading.Event()
         if reading:
             self.reading.set()
+        self.crashes = 0
+        self.sender_queued = 0
+        """Bytes the agent's kernel still held for a crashed connection (its Send-Q, from ss):
+        written, not yet taken by the receiver, discarded by the reset."""
+        self.died: list[bytes] = []
+        """Lines a crash destroyed: received by the kernel, not yet read (the socket buffer)."""
+        self._crash = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
+    def crash(self) -> None:
+        """Drop every connection as a receiver that dies does: a reset, whatever it had
+        received and not read lost with it (the listener stays)."""
+        self._crash.set()
+        wait_for(lambda: not self._crash.is_set(), what="the receiver to crash")
+
+    def _send_q(self) -> int:
+        """Bytes queued in the kernel by the senders connected to this receiver (ss Send-Q)."""
+        ss = subprocess.run(["ss", "-tnH", "state", "established", f"dport = :{self.port}"],
+                            capture_output=True, text=True, check=True)
+        return sum(int(line.split()[1]) for line in ss.stdout.splitlines() if line.strip())
+
     def _serve(self) -> None:
         conns: dict[socket.socket, bytes] = {}
         while not self._stop.is_set():
+            if self._crash.is_set():
+                # the agent's Send-Q before and after the receiver's buffers are looked at:
+                # bytes that move between the two are counted at least once
+                queued = self._send_q()
+                for c, partial in conns.items():
+                    unread = struct.unpack("i", fcntl.ioctl(c, termios.FIONREAD,
+                                                            b"\0\0\0\0"))[0]
+                    data = c.recv(unread, socket.MSG_PEEK) if unread else b""
+                    self.died += (partial + data).split(b"\n")
+                    queued = max(queued, self._send_q())
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    c.close()
+                conns.clear()
+                self.sender_queued += queued
+                self.crashes += 1
+                self._crash.clear()
             watch = [self.sock, *conns] if self.reading.is_set() else [self.sock]
             ready, _, _ = select.select(watch, [], [], 0.02)
             for s in ready:
