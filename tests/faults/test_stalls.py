@@ -12,7 +12,7 @@ import time
 
 from tests.faults.rig import (BATCH_BYTES, QUEUE_BYTES, SEND_BYTES, LineReceiver, Writer,
                               agent_config, counts, memory_kib, seed)
-from tests.faults.test_kills import _report, _targets
+from tests.faults.test_kills import IN_FLIGHT_LINES, _report, _targets
 from tests.harness import Agent, wait_for
 from tests.server.helpers import Server, free_port
 
@@ -61,7 +61,9 @@ def test_outputs_stopped_and_continued_lose_nothing_and_recover(tmp_path):
     assert len(stopped) == 3
     for name, t in figures.items():
         assert t.lost == 0, (name, t)
-        assert t.duplicated == 0, (name, t)  # nothing broke: nothing is sent twice
+        # nothing broke, but a gRPC call whose deadline passed while its process was stopped
+        # is retried: at most what was in flight is sent twice
+        assert t.duplicated <= IN_FLIGHT_LINES, (name, t)
 
 
 LINES = 500_000
