@@ -251,12 +251,17 @@ def start(cfg: Config) -> int:
     except privileges.PrivilegeError as exc:
         log.error("%s", exc)
         return ExitCode.CONFIG
+    if user is not None and not privileges.can_switch_users():
+        log.info("the outputs and the listener stay uid 0 (with no capabilities): switching "
+                 "them to %s takes %s, which this process does not have", user[0],
+                 ", ".join(sorted(privileges.SWITCHING - privileges.effective())))
+        user = None
     rundir = observe(cfg, log=log, owner=user[1] if user else None)
     try:
         specs, queues = plan(cfg)
         if rundir is not None:
             specs = with_listener(cfg, specs, rundir.path, version=_version())
-        if user is not None:  # root only where it is needed (agent/privileges.py)
+        if root:  # root only where it is needed (agent/privileges.py)
             try:
                 keep = privileges.assign(specs, user=user, log=log)
                 privileges.apply(privileges.Privileges(keep=keep))

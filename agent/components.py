@@ -29,9 +29,10 @@ from outputs.tcp import TcpOutputConfig
 from pipeline.config import PipelineConfig
 
 
-EBPF_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH",
-                     "CAP_SYS_PTRACE", "CAP_SYS_RESOURCE")
-"""What BCC needs, found by trying less (docs/operating.md)."""
+EBPF_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE")
+"""Found by trying less (docs/operating.md): CAP_BPF and CAP_PERFMON load and attach the
+tracepoint programs and the libssl uprobes (uid 0 owns tracefs: no CAP_SYS_ADMIN on 5.8+);
+CAP_SYS_PTRACE reads other users' /proc/PID/maps and /proc/PID/root to find their libssl."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,6 +22,7 @@ import time
 
 from common.component import BootError, Context
 from common.events import Batch, BatchCodec, LogWriteEvent
+from common.memory import IdleTrim
 from common.shmqueue import Closed, Empty, Full, wait_any
 from pipeline.batcher import Batcher
 from pipeline.config import PipelineConfig
@@ -79,6 +80,7 @@ class Pipeline:
         self.metric_queues = [p for p, r in zip(ctx.producers, routes) if r != "events"]
         self.metrics_only = [r == "metrics" for r in routes if r != "events"]
         self.metric_points_dropped = 0
+        self.trim = IdleTrim(producers=ctx.producers)
         metrics = getattr(ctx.config, "metrics", None)
         self.metrics = Aggregator.from_config(metrics, log=ctx.log) \
             if metrics is not None and metrics.enabled and self.metric_queues else None
@@ -109,6 +111,8 @@ class Pipeline:
                         self.handed_on[index[id(c)]] = batch.seq
                     events = batch.events
                     if self.enricher is not None:
+                        if time.monotonic() >= self.next_poll:
+                            self.poll_processes()
                         events = self.enricher.enrich(events)
                     if self.metrics is not None:
                         self.metrics.observe(events)
@@ -134,18 +138,20 @@ class Pipeline:
                 # nothing more to give, what is batched goes at once: waiting for max_delay
                 # would only add latency (a 1000-line batch takes 100 ms at 10k lines/s).
                 self.flush()
-            if self.enricher is not None and now >= self.next_poll:
-                self.enricher.table.poll(now)
-                self.enricher.writers.forget_older_than(now - 600)
-                self.next_poll = now + self.poll_interval
             if self.metrics is not None and self.metrics.due():
                 self.send_metrics()
+            if took:
+                self.trim.busy()
             if not took and open_inputs:
+                self.trim.idle()  # what the last batches left, back to the kernel
+                # No wake-up for the process table: it is polled when events come and it is
+                # older than poll_interval, before they are enriched (an idle agent reads no
+                # /proc; what it would miss is a process that came and went with no event).
                 wait = self.batcher.time_left(now)
-                if self.enricher is not None:
-                    wait = min(wait if wait is not None else 1e9, self.next_poll - now)
                 if self.metrics is not None:
                     wait = min(wait if wait is not None else 1e9, self.metrics.time_left())
+                if self.trim.pending:  # its output rings were still being read
+                    wait = min(wait if wait is not None else 1e9, self.trim.interval)
                 if self.spans is not None and self.spans.pending:
                     left = self.spans.time_left(now)
                     if left is not None:
@@ -177,6 +183,12 @@ class Pipeline:
                 ctx.log.debug("log join wait: p50 %.1f ms, p99 %.1f ms, max %.1f ms",
                               waits[len(waits) // 2] / 1e6, waits[len(waits) * 99 // 100] / 1e6,
                               waits[-1] / 1e6)
+
+    def poll_processes(self) -> None:
+        now = time.monotonic()
+        self.enricher.table.poll(now)
+        self.enricher.writers.forget_older_than(now - 600)
+        self.next_poll = now + self.poll_interval
 
     def send_metrics(self) -> None:
         """The interval's points, in batches of at most METRIC_POINTS_PER_BATCH. A queue of an
