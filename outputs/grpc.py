@@ -119,6 +119,8 @@ class GrpcSink:
         self.log = log or logging.getLogger("log_shuttle")
         self.failures = FailureReporter(who=f"output {name}", log=self.log)
         self.stats = GrpcStats()
+        self.bytes_sent = 0
+        """Bytes of the Export requests the receiver accepted (serialized, before compression)."""
         options = [("grpc.initial_reconnect_backoff_ms", 100),
                    ("grpc.min_reconnect_backoff_ms", 100),
                    ("grpc.max_reconnect_backoff_ms", int(reconnect_max * 1000)),
@@ -161,6 +163,7 @@ class GrpcSink:
                 retry.append(outcome)
                 continue
             self._done.add(index)
+            self.bytes_sent += self._requests[index][0].ByteSize()
             if outcome.rejected:
                 self._rejected += outcome.rejected
                 self.stats.records_rejected += outcome.rejected
