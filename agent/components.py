@@ -20,6 +20,7 @@ from inputs.ebpf.config import EbpfInputConfig
 from inputs.etw.config import EtwInputConfig
 from inputs.file.config import FileInputConfig
 from outputs.grpc_config import GrpcOutputConfig
+from outputs.jetstream import JetStreamOutputConfig
 from outputs.influx import InfluxOutputConfig
 from outputs.jsonlines import JsonLinesOutputConfig
 from outputs.otlpmetrics_config import OtlpMetricsOutputConfig
@@ -70,6 +71,8 @@ OUTPUTS: dict[str, Component] = {
                         keep_stdout=True),
     "tcp": Component(config=TcpOutputConfig, build="outputs.tcp:build", many=True),
     "grpc": Component(config=GrpcOutputConfig, build="outputs.grpc:build", many=True),
+    "jetstream": Component(config=JetStreamOutputConfig, build="outputs.jetstream:build",
+                           many=True),
     "influxdb": Component(config=InfluxOutputConfig, build="outputs.influx:build", many=True,
                           receives="metrics"),
     "prometheus": Component(config=PrometheusOutputConfig, build="outputs.promsink:build",

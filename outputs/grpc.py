@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any
 from dataclasses import dataclass, field
 
 # gRPC's core logs every failed handshake on stderr; the sink says it once, in its own words.
@@ -76,7 +77,7 @@ def build(ctx: Context[GrpcOutputConfig]) -> OutputRunner:
         credentials=credentials, server_name=cfg.tls_server_name, metadata=metadata,
         gzip=cfg.compression == "gzip", timeout=cfg.timeout, concurrency=cfg.concurrency,
         max_records=cfg.max_records, host=ctx.host, service_name=cfg.service_name,
-        reconnect_max=min(cfg.backoff_max, 5.0), log=ctx.log)
+        reconnect_max=min(cfg.backoff_max, 5.0), log=ctx.log, identity=ctx.identity)
     return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
 
 
@@ -104,7 +105,8 @@ class GrpcSink:
                  server_name: str = "", metadata: list[tuple[str, str]] = (), gzip: bool = True,
                  timeout: float = 10.0, concurrency: int = 4, max_records: int,
                  host: str, service_name: str = "", reconnect_max: float = 5.0,
-                 log: logging.Logger | None = None) -> None:
+                 log: logging.Logger | None = None, identity: Any = None) -> None:
+        self.identity = identity
         self.name = name
         self.target = target
         self.metadata = tuple(metadata)
@@ -144,7 +146,8 @@ class GrpcSink:
             time.sleep(wait)  # the receiver's RetryInfo asked for at least this long
         if self._batch is not batch:
             self._batch = batch
-            self._requests = export_requests(otlp_records(batch.events, now_ns=time.time_ns()), host=self.host,
+            self._requests = export_requests(otlp_records(batch.events, now_ns=time.time_ns(),
+                                                          identity=self.identity), host=self.host,
                                              service_name=self.service_name,
                                              max_records=self.max_records)
             spans = [ev for ev in batch.events if type(ev) is SpanEvent]
