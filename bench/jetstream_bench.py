@@ -214,7 +214,8 @@ def main() -> None:
                 print(f"round {i + 1}: " + ", ".join(
                     f"{k} {args.lines / v[-1]['seconds']:,.0f} lines/s" for k, v in runs.items()))
     print()
-    print("| run | lines/s | CPU µs/line (shipper) | peak memory MiB | nats-server CPU µs/line (3 nodes) |")
+    print("| run | lines/s | CPU µs/line (shipper) | peak memory MiB "
+          "| nats-server CPU µs/line (3 nodes) |")
     print("|---|---|---|---|---|")
     print(summary("log-shuttle file -> JetStream (R3)", runs["jet"], args.lines))
     print(summary("bare nats-py publish_async, same lines (R3)", runs["bare"], args.lines))
