@@ -61,10 +61,12 @@ class AgentConfig(Section):
 
 
 class QueueConfig(Section):
-    input_bytes: Annotated[int, Meta(ge=1 * MiB)] = 16 * MiB
-    """Capacity of each input -> pipeline queue, in bytes."""
-    output_bytes: Annotated[int, Meta(ge=1 * MiB)] = 16 * MiB
-    """Capacity of each pipeline -> output queue, in bytes."""
+    input_bytes: Annotated[int, Meta(ge=0)] = 0
+    """Capacity of each input -> pipeline queue, in bytes; 0: what the batch settings need
+    (see ``queue_bytes``), at least 1 MiB. A ring's pages take memory only once written, and
+    are given back when it empties (common/shmqueue.py)."""
+    output_bytes: Annotated[int, Meta(ge=0)] = 0
+    """Capacity of each pipeline -> output queue, in bytes; 0: as for input_bytes."""
 
 
 def _tables(name: str, registry: dict[str, Component]) -> type[Section]:
@@ -179,23 +181,42 @@ def check_semantics(config: Config, *, environ: Mapping[str, str] | None = None)
 _PLATFORMS = {"win32": "Windows", "linux": "Linux", "darwin": "macOS"}
 
 
-def _check_queues(config: Config, inputs: list[tuple[str, str, Component, Section]]) -> list[str]:
-    """The queues must hold what goes through them. A batch is closed after the input message
-    that filled it: it may hold one more message. The pipeline commits input messages only once
-    their batch is out, so an input queue must hold a whole batch's worth of uncommitted
-    messages, twice over, or the input waits on it; an output queue, two batches."""
-    problems = []
-    batch = config.pipeline.batch
+def _queue_need(config: Config, inputs: list[tuple[str, str, Component, Section]]
+                ) -> tuple[int, int, str]:
+    """What the queues must hold, and the largest input message and where it comes from. A
+    batch is closed after the input message that filled it: it may hold one more message. The
+    pipeline commits input messages only once their batch is out, so an input queue must hold a
+    whole batch's worth of uncommitted messages, twice over, or the input waits on it; an output
+    queue, two batches."""
     largest, where = 0, ""
     for kind, index, _component, cfg in inputs:
         if cfg.message_bytes() > largest:
             largest, where = cfg.message_bytes(), f"inputs.{kind}{index}"
-    need = 2 * (batch.max_bytes + largest)
-    if largest and config.queue.input_bytes < need:
+    return 2 * (config.pipeline.batch.max_bytes + largest), largest, where
+
+
+def queue_bytes(config: Config) -> tuple[int, int]:
+    """The capacities of the input and output queues: as configured, or (0) what the batch
+    settings need, rounded up to a MiB, at least 1 MiB (6 MiB with the defaults)."""
+    need, _, _ = _queue_need(config, instances(config.inputs, INPUTS))
+    auto = max(1 * MiB, -(-need // MiB) * MiB)
+    return config.queue.input_bytes or auto, config.queue.output_bytes or auto
+
+
+def _check_queues(config: Config, inputs: list[tuple[str, str, Component, Section]]) -> list[str]:
+    """The queues must hold what goes through them (``_queue_need``)."""
+    problems = []
+    batch = config.pipeline.batch
+    need, largest, where = _queue_need(config, inputs)
+    if config.queue.input_bytes and config.queue.input_bytes < 1 * MiB:
+        problems.append(f"queue.input_bytes: {config.queue.input_bytes} is below 1 MiB")
+    if config.queue.output_bytes and config.queue.output_bytes < 1 * MiB:
+        problems.append(f"queue.output_bytes: {config.queue.output_bytes} is below 1 MiB")
+    if largest and config.queue.input_bytes and config.queue.input_bytes < need:
         problems.append(f"queue.input_bytes: {config.queue.input_bytes} is too small for batches "
                         f"of pipeline.batch.max_bytes = {batch.max_bytes} and messages of up to "
                         f"{largest} bytes from {where} (needs at least {need})")
-    if config.queue.output_bytes < need:
+    if config.queue.output_bytes and config.queue.output_bytes < need:
         problems.append(f"queue.output_bytes: {config.queue.output_bytes} is too small for a batch "
                         f"(needs at least {need})")
     return problems

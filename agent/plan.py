@@ -14,7 +14,7 @@ from __future__ import annotations
 import msgspec
 
 from agent.components import INPUTS, OUTPUTS, PIPELINE
-from agent.config import Config, instances
+from agent.config import Config, instances, queue_bytes
 from agent.supervisor import ChildSpec
 from common.progress import ProgressBoard
 from common.shmqueue import ShmQueue
@@ -33,6 +33,7 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
         queues.append(q)
         return q
 
+    input_bytes, output_bytes = queue_bytes(config)
     try:
         to_pipeline = []
         state_dir = config.agent.state_dir or default_state_dir()
@@ -44,7 +45,7 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
             if "log_paths" in cfg.__struct_fields__:  # the eBPF input follows writes to them
                 cfg = msgspec.structs.replace(cfg, log_paths=[*cfg.log_paths, *tailed])
             name = getattr(cfg, "name", kind)
-            q = queue(f"input-{name}", config.queue.input_bytes)
+            q = queue(f"input-{name}", input_bytes)
             to_pipeline.append(q)
             specs.append(ChildSpec(role=_role("input", kind, name), kind="input",
                                    build=component.build, config=cfg, produces=[q],
@@ -56,7 +57,7 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
                 cfg = msgspec.structs.replace(cfg, state_dir=cfg.state_dir or state_dir)
             name = getattr(cfg, "name", kind)
             q = queue(f"output-{kind}" + (f"-{name}" if component.many else ""),
-                      config.queue.output_bytes)
+                      output_bytes)
             from_pipeline.append(q)
             route = component.receives
             if route == "events" and kind == "stdout" and metrics.stdout:

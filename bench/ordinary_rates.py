@@ -49,6 +49,8 @@ from bench.shippers import (OUT, Sink, build_sink, cpu_seconds, kib, line, make_
                             stop_shipper, tree)
 
 SHIPPERS = ("log-shuttle", "fluent-bit")
+CODE = [ROOT]
+"""Whose log-shuttle runs (--code: another checkout, to compare before and after)."""
 
 
 # --- the shippers -------------------------------------------------------------------------------
@@ -166,7 +168,7 @@ class Running:
 def launch(name: str, pattern: str, port: int, tmp: tempfile.TemporaryDirectory) -> Running:
     work = Path(tmp.name)
     # This checkout's code, whatever the virtual environment has installed.
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(CODE[0])}
     proc = subprocess.Popen(shipper_cmd(name, pattern, port, work), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True, env=env)
     return Running(proc, work, tmp)
@@ -305,7 +307,10 @@ def main() -> None:
     ap.add_argument("--idle-files", type=int, default=100)
     ap.add_argument("--shippers", default=",".join(SHIPPERS))
     ap.add_argument("--json", help="also write every figure to this file")
+    ap.add_argument("--code", help="run the log-shuttle of this checkout (default: this one)")
     args = ap.parse_args()
+    if args.code:
+        CODE[0] = Path(args.code).resolve()
     names = [n for n in args.shippers.split(",") if n]
     if "fluent-bit" in names and fluent_bit() is None:
         print("Fluent Bit skipped: FLUENT_BIT is not set to an executable (build it from its "

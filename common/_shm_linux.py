@@ -43,6 +43,17 @@ class Segment:
             # The mapping (and the private duplicate of the fd that mmap keeps) hold the memory.
             os.close(fd)
 
+    def release(self, start: int, end: int) -> None:
+        """Give the pages of bytes ``start`` to ``end`` back to the kernel (``start`` rounded up,
+        ``end`` down, to pages): they read as zeroes after, and take no memory until written.
+        MADV_REMOVE frees the shared memory itself (not just this process's view of it) and
+        unmaps it from every process that maps it."""
+        page = mmap.PAGESIZE
+        start = -(-start // page) * page
+        end = end // page * page
+        if end > start:
+            self.mm.madvise(mmap.MADV_REMOVE, start, end - start)
+
     def close(self) -> None:
         self.mm.close()
 

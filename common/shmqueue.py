@@ -102,6 +102,11 @@ _HEADER_SIZE = 384  # the data area starts here
 _STAMP = 0x5153_4C4C
 _RECORD_HEADER = 8
 _MIN_CAPACITY = 64
+RELEASE_AFTER = 1 << 20
+"""The producer gives the ring's pages back to the kernel when it finds the ring empty and has
+written at least this much since it last did: a ring of 16 MiB that carries a trickle then holds
+about this much memory, not 16 MiB in each process that maps it (a burst that filled it is
+given back once drained)."""
 _MAX_CAPACITY = 1 << 32  # the record length is a u32
 
 
@@ -265,7 +270,8 @@ class ShmQueue:
 class Producer:
     """The producing end of a queue. Get it with :meth:`ShmQueue.producer`."""
 
-    __slots__ = ("_queue", "_mm", "_words", "_cap", "_base", "_max", "_tail", "_notify", "_space")
+    __slots__ = ("_queue", "_mm", "_words", "_cap", "_base", "_max", "_tail", "_notify", "_space",
+                 "_written", "_release")
 
     def __init__(self, queue: ShmQueue) -> None:
         self._queue = queue
@@ -277,6 +283,9 @@ class Producer:
         self._tail = queue._words[_W_TAIL]
         self._notify = queue._data.set
         self._space = queue._space
+        self._written = 0
+        """Bytes written into the ring since its pages were last given back."""
+        self._release = getattr(queue._segment, "release", None)
 
     def put(self, data: bytes | bytearray | memoryview, *, timeout: float | None = None) -> None:
         """Append one message, blocking while there is no room (at most ``timeout`` seconds,
@@ -295,7 +304,13 @@ class Producer:
         need = (n + 15) & ~7  # record header + payload padded to 8
         cap = self._cap
         tail = self._tail
-        if need > cap - (tail - words[_W_HEAD]):
+        head = words[_W_HEAD]
+        if head == tail and self._written >= RELEASE_AFTER and self._release is not None:
+            # Empty: every byte of the ring is free, and free bytes are the producer's alone
+            # (the consumer reads only below tail), so their pages can go.
+            self._release(self._base, self._base + cap)
+            self._written = 0
+        if need > cap - (tail - head):
             self._wait_for_space(need, timeout)
         base = self._base
         pos = tail % cap
@@ -313,6 +328,7 @@ class Producer:
             self._mm[base:base + n - first] = view[first:]
             view.release()
         tail += need
+        self._written += need
         # Local first: should an exception (a signal handler's) come between the two lines, the
         # record is published with the next one instead of being overwritten by it.
         self._tail = tail
@@ -320,6 +336,16 @@ class Producer:
         words[_W_MSGS_PUT] += 1
         words[_W_BYTES_PUT] += n
         self._notify()
+
+    def release(self) -> bool:
+        """When the ring is empty, give the pages the producer wrote since it last did back to
+        the kernel (put does it by itself once RELEASE_AFTER bytes went through; a producer
+        that goes idle calls this, so that a burst's pages do not stay); whether it did."""
+        if self._written and self._words[_W_HEAD] == self._tail and self._release is not None:
+            self._release(self._base, self._base + self._cap)
+            self._written = 0
+            return True
+        return False
 
     def put_nowait(self, data: bytes | bytearray | memoryview) -> None:
         """put() without waiting: raises Full when the message does not fit now."""

@@ -1,5 +1,5 @@
 """Waking a process that sleeps on descriptors: :class:`Wakeup`, a self-pipe set from a signal
-handler (through ``signal.set_wakeup_fd``) or from another thread (a watchdog observer), and
+handler (through ``signal.set_wakeup_fd``) or from another thread, and
 :func:`wait_readable`, the sleep itself, with ``poll`` so that descriptors numbered above
 FD_SETSIZE (1024; a busy agent has them) work."""
 

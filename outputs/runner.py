@@ -27,6 +27,7 @@ import msgspec
 
 from common.component import BootError, Context, SinkClosed
 from common.events import Batch, BatchCodec, event_lines
+from common.memory import IdleTrim
 from common.shmqueue import Closed, Empty, wait_any
 from outputs.base import Sink, Verdict
 from outputs.deadletter import DeadLetters, directory_of
@@ -81,6 +82,7 @@ class OutputRunner:
         self.dead_letters = dead_letters
         self.poison_after = max(1, poison_after)
         self._said_dead = False
+        self.trim = IdleTrim()
 
     def run(self) -> None:
         stop = self.ctx.stop
@@ -89,7 +91,9 @@ class OutputRunner:
                 try:
                     message = self.consumer.get_nowait(commit=False)
                 except Empty:
-                    wait_any([self.consumer], also=[stop])
+                    self.trim.idle()  # what the last batches left, back to the kernel
+                    wait_any([self.consumer], also=[stop],
+                             timeout=self.trim.interval if self.trim.pending else None)
                     continue
                 except Closed:
                     return
@@ -106,6 +110,7 @@ class OutputRunner:
                 if self.ctx.progress is not None:
                     self.ctx.progress.delivered(batch.acks)
                 self.consumer.commit()
+                self.trim.busy()
         finally:
             self.sink.close()
             self.ctx.log.debug("stopped: %s", self.stats)

@@ -20,8 +20,13 @@ from __future__ import annotations
 
 import time
 
+import msgspec
+
 from common.component import BootError, Context
-from common.events import Batch, BatchCodec, LogWriteEvent
+from common.events import (Batch, BatchCodec, ConnEvent, EtwEvent, Event, HttpEvent, LogEvent,
+                           LogWriteEvent, LossEvent, ProcessEvent)
+from common.identity import event_seq
+from common.memory import IdleTrim
 from common.shmqueue import Closed, Empty, Full, wait_any
 from pipeline.batcher import Batcher
 from pipeline.config import PipelineConfig
@@ -32,6 +37,9 @@ from pipeline.logjoin import LogJoiner
 from pipeline.spans import SpanBuilder
 from pipeline.writers import WriterCache
 
+_replace = msgspec.structs.replace
+_NUMBERED = (ProcessEvent, ConnEvent, HttpEvent, LossEvent, EtwEvent)
+"""The events that get a record id of their own (log lines have theirs from their offsets)."""
 MESSAGES_PER_TURN = 8
 """Messages taken from one input queue before the next gets its turn."""
 METRIC_POINTS_PER_BATCH = 5000
@@ -58,6 +66,16 @@ def build(ctx: Context[PipelineConfig]) -> Pipeline:
     return Pipeline(ctx, enricher)
 
 
+def number_events(events: list[Event], input_index: int, message_seq: int) -> list[Event]:
+    """Give every event that no file holds its sequence for a record id: the input's index, its
+    message's seq and the event's place in it, all of which a replay of the message (a
+    restarted pipeline reads it again) gives again. Log lines are numbered by their offsets."""
+    if all(type(ev) is LogEvent for ev in events):
+        return events
+    return [_replace(ev, seq=event_seq(input_index, message_seq, i))
+            if type(ev) in _NUMBERED and not ev.seq else ev for i, ev in enumerate(events)]
+
+
 class Pipeline:
     def __init__(self, ctx: Context, enricher: Enricher | None = None) -> None:
         self.ctx = ctx
@@ -79,6 +97,7 @@ class Pipeline:
         self.metric_queues = [p for p, r in zip(ctx.producers, routes) if r != "events"]
         self.metrics_only = [r == "metrics" for r in routes if r != "events"]
         self.metric_points_dropped = 0
+        self.trim = IdleTrim(producers=ctx.producers)
         metrics = getattr(ctx.config, "metrics", None)
         self.metrics = Aggregator.from_config(metrics, log=ctx.log) \
             if metrics is not None and metrics.enabled and self.metric_queues else None
@@ -108,7 +127,11 @@ class Pipeline:
                     if batch.seq:
                         self.handed_on[index[id(c)]] = batch.seq
                     events = batch.events
+                    if batch.seq:
+                        events = number_events(events, index[id(c)], batch.seq)
                     if self.enricher is not None:
+                        if time.monotonic() >= self.next_poll:
+                            self.poll_processes()
                         events = self.enricher.enrich(events)
                     if self.metrics is not None:
                         self.metrics.observe(events)
@@ -134,18 +157,20 @@ class Pipeline:
                 # nothing more to give, what is batched goes at once: waiting for max_delay
                 # would only add latency (a 1000-line batch takes 100 ms at 10k lines/s).
                 self.flush()
-            if self.enricher is not None and now >= self.next_poll:
-                self.enricher.table.poll(now)
-                self.enricher.writers.forget_older_than(now - 600)
-                self.next_poll = now + self.poll_interval
             if self.metrics is not None and self.metrics.due():
                 self.send_metrics()
+            if took:
+                self.trim.busy()
             if not took and open_inputs:
+                self.trim.idle()  # what the last batches left, back to the kernel
+                # No wake-up for the process table: it is polled when events come and it is
+                # older than poll_interval, before they are enriched (an idle agent reads no
+                # /proc; what it would miss is a process that came and went with no event).
                 wait = self.batcher.time_left(now)
-                if self.enricher is not None:
-                    wait = min(wait if wait is not None else 1e9, self.next_poll - now)
                 if self.metrics is not None:
                     wait = min(wait if wait is not None else 1e9, self.metrics.time_left())
+                if self.trim.pending:  # its output rings were still being read
+                    wait = min(wait if wait is not None else 1e9, self.trim.interval)
                 if self.spans is not None and self.spans.pending:
                     left = self.spans.time_left(now)
                     if left is not None:
@@ -177,6 +202,12 @@ class Pipeline:
                 ctx.log.debug("log join wait: p50 %.1f ms, p99 %.1f ms, max %.1f ms",
                               waits[len(waits) // 2] / 1e6, waits[len(waits) * 99 // 100] / 1e6,
                               waits[-1] / 1e6)
+
+    def poll_processes(self) -> None:
+        now = time.monotonic()
+        self.enricher.table.poll(now)
+        self.enricher.writers.forget_older_than(now - 600)
+        self.next_poll = now + self.poll_interval
 
     def send_metrics(self) -> None:
         """The interval's points, in batches of at most METRIC_POINTS_PER_BATCH. A queue of an

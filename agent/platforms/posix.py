@@ -131,7 +131,7 @@ class PosixPlatform:
 
 
 MALLOC_MMAP_THRESHOLD = 16 * 1024 * 1024
-MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
+MALLOC_TRIM_THRESHOLD = 8 * 1024 * 1024
 MALLOC_TOP_PAD = 4 * 1024 * 1024
 
 
@@ -143,8 +143,9 @@ def _keep_freed_memory() -> None:
     from heap that is trimmed back to the kernel when freed, so every message page-faults its
     buffers in again: measured, that was most of the file input's CPU (4.7 s of kernel time for
     10M lines; 0.3 s with this) and half of what the agent spent per line. Larger thresholds
-    keep the freed pages mapped: the peak is the same, only the refaulting goes. No-op where
-    mallopt is missing (musl, other systems)."""
+    keep the freed pages mapped: the peak is the same, only the refaulting goes; a process that
+    runs out of work gives them back (common.memory.IdleTrim). No-op where mallopt is missing
+    (musl, other systems)."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes

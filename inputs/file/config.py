@@ -39,7 +39,7 @@ class FileInputConfig(Section):
     read_bytes: Annotated[int, Meta(ge=4 * KiB)] = 256 * KiB
     """At most this much is read from one file per round, so that busy files do not starve others."""
     watch: Literal["auto", "inotify", "poll"] = "auto"
-    """How changes are noticed: inotify through watchdog, polling, or inotify with a polling fallback."""
+    """How changes are noticed: inotify, polling, or inotify with a polling fallback."""
     poll_interval: PositiveFloat = 0.25
     """Seconds between polls of open files when no notification arrives."""
     linger: Annotated[float, Meta(ge=0)] = 0.05

@@ -29,8 +29,8 @@ IN_Q_OVERFLOW = 0x4000
 IN_IGNORED = 0x8000
 IN_ONLYDIR = 0x0100_0000
 IN_ISDIR = 0x4000_0000
-IN_NONBLOCK = os.O_NONBLOCK
-IN_CLOEXEC = getattr(os, "O_CLOEXEC", 0o2000000)
+IN_NONBLOCK = 0o4000  # O_NONBLOCK on Linux (os has none on Windows, where this is never used)
+IN_CLOEXEC = 0o2000000  # O_CLOEXEC on Linux
 
 ENTRY_CHANGED = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
 """A directory entry appeared, went or was renamed: the globs must be evaluated again."""

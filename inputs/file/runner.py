@@ -36,6 +36,7 @@ from dataclasses import dataclass, fields
 
 from common.component import BootError, Context
 from common.events import FORMAT_ERROR, PIECE, Batch, BatchCodec, LogEvent
+from common.memory import IdleTrim
 from common.shmqueue import Full
 from common.wake import wait_readable
 from inputs.file.changes import (Change, Closed, Followed, Ignored, Opened, OpenFailed,
@@ -144,6 +145,7 @@ class FileInput:
         self.next_checkpoint = 0.0
         self.checkpoint_dirty = False
         self.warned_waiting = False
+        self.trim = IdleTrim(producers=ctx.producers)
         self.capped = False
         """A read of this round took all it could (``read_bytes``): read again at once."""
         self.warned: set[int] = set()
@@ -179,9 +181,12 @@ class FileInput:
                 if time.monotonic() >= self.next_checkpoint:
                     self.checkpoint()
                 if got == 0:
+                    self.trim.idle()  # what the last reads left, back to the kernel
                     self.wait()
-                elif not self.capped and self.cfg.linger > 0:
-                    self.linger(started + self.cfg.linger)
+                else:
+                    self.trim.busy()
+                    if not self.capped and self.cfg.linger > 0:
+                        self.linger(started + self.cfg.linger)
             self.send()
             self.finish()
         finally:
@@ -210,7 +215,9 @@ class FileInput:
     def wait(self) -> None:
         now = time.monotonic()
         timeout = self.cfg.poll_interval if self.watcher.polling else self.cfg.glob_interval
-        timeout = min(timeout, self.next_scan - now, self.next_checkpoint - now)
+        timeout = min(timeout, self.next_scan - now)
+        if self.checkpoint_dirty or self.inflight:  # else the checkpoint timer has nothing to do
+            timeout = min(timeout, self.next_checkpoint - now)
         reg = self.registry
         if reg.detached or reg.copies or reg.waiting or self.inflight:
             timeout = min(timeout, self.cfg.poll_interval)

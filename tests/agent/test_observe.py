@@ -170,9 +170,9 @@ def test_status_and_top_show_the_components_and_a_backlogs_progress(tmp_path):
     log.write_bytes(b"".join(b"a backlog line %07d ..........................\n" % i
                              for i in range(n)))  # 1.4 MiB, ~6 MB as NDJSON
     rx = LineReceiver(rate=500_000)  # a slow receiver: the backlog takes ~12 s
-    config = tmp_path / "agent.toml"  # small reads: batches of 1,000 lines, acknowledged often
+    config = tmp_path / "agent.toml"  # small reads and messages: acknowledged often
     config.write_text(f'[[inputs.file]]\npaths = ["{log}"]\nfrom_beginning = true\n'
-                      f'read_bytes = 16384\n[[outputs.tcp]]\naddress = "127.0.0.1:{rx.port}"\n')
+                      f'read_bytes = 16384\nsend_bytes = 16384\n[[outputs.tcp]]\naddress = "127.0.0.1:{rx.port}"\n')
     agent, address = _agent(tmp_path, "--config", str(config))
     session = f"ls-top-{os.getpid()}"
     try:
