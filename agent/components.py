@@ -30,10 +30,12 @@ from outputs.tcp import TcpOutputConfig
 from pipeline.config import PipelineConfig
 
 
-EBPF_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE")
+EBPF_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH")
 """Found by trying less (docs/operating.md): CAP_BPF and CAP_PERFMON load and attach the
 tracepoint programs and the libssl uprobes (uid 0 owns tracefs: no CAP_SYS_ADMIN on 5.8+);
-CAP_SYS_PTRACE reads other users' /proc/PID/maps and /proc/PID/root to find their libssl."""
+CAP_SYS_PTRACE reads other users' /proc/PID/maps and /proc/PID/root to find their libssl;
+with CAP_DAC_READ_SEARCH it also lists their /proc/PID/fd, to find the descriptors of the tailed
+log files that the log-write probe follows (nginx's workers run as another user)."""
 
 
 @dataclass(frozen=True, kw_only=True)

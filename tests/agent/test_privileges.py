@@ -72,7 +72,7 @@ insecure = true
                 (role, st)
         expected = {
             "input file": {"CAP_DAC_READ_SEARCH"},
-            "input ebpf": {"CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE"},
+            "input ebpf": {"CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"},
             "pipeline": {"CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"},
         }
         for role, want in expected.items():
