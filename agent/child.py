@@ -77,7 +77,8 @@ def run(launch: Launch) -> ExitCode:
                 name=spec.role, config=spec.config, host=launch.host, stop=launch.stop,
                 consumers=[q.consumer() for q in spec.consumes],
                 producers=[q.producer() for q in spec.produces], log=log,
-                progress=spec.progress() if spec.progress else None)
+                progress=spec.progress() if spec.progress else None,
+                identity=getattr(spec, "identity", None))
             build = resolve_build(spec.build) if isinstance(spec.build, str) else spec.build
             runner = build(ctx)
         except BootError as exc:

@@ -245,18 +245,33 @@ def start(cfg: Config) -> int:
     current().hold_signals(Supervisor.SIGNALS)  # a stop during start-up is a stop, not a kill
     setproctitle("log-shuttle: supervisor")
     log = setup_logging("supervisor", cfg.agent.log_level)
+    from common.identity import IdentityError, load_identity
+    from inputs.file.checkpoint import default_state_dir
+
+    try:  # the agent id for record ids, kept in the state directory (made on first start)
+        identity = load_identity(cfg.agent.state_dir or default_state_dir())
+    except IdentityError as exc:
+        log.error("cannot start: %s", exc)
+        return ExitCode.BOOT
     root = os.geteuid() == 0 and sys.platform.startswith("linux")
     try:
         user = privileges.agent_user(cfg.agent.user) if root else None
     except privileges.PrivilegeError as exc:
         log.error("%s", exc)
         return ExitCode.CONFIG
+    if user is not None and not privileges.can_switch_users():
+        log.info("the outputs and the listener stay uid 0 (with no capabilities): switching "
+                 "them to %s takes %s, which this process does not have", user[0],
+                 ", ".join(sorted(privileges.SWITCHING - privileges.effective())))
+        user = None
     rundir = observe(cfg, log=log, owner=user[1] if user else None)
     try:
         specs, queues = plan(cfg)
         if rundir is not None:
             specs = with_listener(cfg, specs, rundir.path, version=_version())
-        if user is not None:  # root only where it is needed (agent/privileges.py)
+        for spec in specs:
+            spec.identity = identity
+        if root:  # root only where it is needed (agent/privileges.py)
             try:
                 keep = privileges.assign(specs, user=user, log=log)
                 privileges.apply(privileges.Privileges(keep=keep))

@@ -20,6 +20,7 @@ from inputs.ebpf.config import EbpfInputConfig
 from inputs.etw.config import EtwInputConfig
 from inputs.file.config import FileInputConfig
 from outputs.grpc_config import GrpcOutputConfig
+from outputs.jetstream import JetStreamOutputConfig
 from outputs.influx import InfluxOutputConfig
 from outputs.jsonlines import JsonLinesOutputConfig
 from outputs.otlpmetrics_config import OtlpMetricsOutputConfig
@@ -29,9 +30,10 @@ from outputs.tcp import TcpOutputConfig
 from pipeline.config import PipelineConfig
 
 
-EBPF_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH",
-                     "CAP_SYS_PTRACE", "CAP_SYS_RESOURCE")
-"""What BCC needs, found by trying less (docs/operating.md)."""
+EBPF_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE")
+"""Found by trying less (docs/operating.md): CAP_BPF and CAP_PERFMON load and attach the
+tracepoint programs and the libssl uprobes (uid 0 owns tracefs: no CAP_SYS_ADMIN on 5.8+);
+CAP_SYS_PTRACE reads other users' /proc/PID/maps and /proc/PID/root to find their libssl."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +71,8 @@ OUTPUTS: dict[str, Component] = {
                         keep_stdout=True),
     "tcp": Component(config=TcpOutputConfig, build="outputs.tcp:build", many=True),
     "grpc": Component(config=GrpcOutputConfig, build="outputs.grpc:build", many=True),
+    "jetstream": Component(config=JetStreamOutputConfig, build="outputs.jetstream:build",
+                           many=True),
     "influxdb": Component(config=InfluxOutputConfig, build="outputs.influx:build", many=True,
                           receives="metrics"),
     "prometheus": Component(config=PrometheusOutputConfig, build="outputs.promsink:build",

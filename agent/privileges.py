@@ -88,11 +88,22 @@ def agent_user(name: str = "") -> tuple[str, int, int]:
     return "65534", 65534, 65534
 
 
-def plan(kept: dict[str, tuple[str, ...]], *, user: tuple[str, int, int]
-         ) -> dict[str, Privileges]:
-    """Per role: the capabilities it declared (it stays uid 0), or none (it becomes ``user``)."""
-    return {role: Privileges(keep=frozenset(caps)) if caps else Privileges(user=user)
-            for role, caps in kept.items()}
+SWITCHING = frozenset({"CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN"})
+"""What making children of another user takes (switch, signal them, give them their
+directories). A bounding set without them (a systemd unit's CapabilityBoundingSet, a
+container's cap-drop) leaves the outputs and the listener uid 0, still with no capabilities."""
+
+
+def effective() -> frozenset[str]:
+    """This process's effective capabilities."""
+    try:
+        return frozenset(names(status_of()["CapEff"]))
+    except (OSError, KeyError):
+        return frozenset()
+
+
+def can_switch_users() -> bool:
+    return SWITCHING <= effective()
 
 
 def supervisor_keeps(children: list[Privileges]) -> frozenset[str]:
@@ -119,10 +130,13 @@ def apply(p: Privileges) -> None:
         return
     libc = _libc()
     keep = {CAPS[c] for c in (p.keep if p.user is None else BUILDING_AS_USER)}
+    have = {CAPS[c] for c in effective() if c in CAPS}
+    keep &= have  # what a restricted bounding set took already cannot be kept
     try:
-        for cap in range(last_cap() + 1):
-            if cap not in keep:
-                _prctl(libc, PR_CAPBSET_DROP, cap)
+        if CAPS["CAP_SETPCAP"] in have:  # else the bounding set is as we found it
+            for cap in range(last_cap() + 1):
+                if cap not in keep:
+                    _prctl(libc, PR_CAPBSET_DROP, cap)
         _prctl(libc, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
         _capset(libc, keep)
         _prctl(libc, PR_SET_NO_NEW_PRIVS, 1)
@@ -210,10 +224,11 @@ def names(mask_hex: str) -> set[str]:
 
 # --- the supervisor's part -----------------------------------------------------------------
 
-def assign(specs: list, *, user: tuple[str, int, int], log) -> frozenset[str]:
+def assign(specs: list, *, user: tuple[str, int, int] | None, log) -> frozenset[str]:
     """Work out every child's privileges (``spec.privileges``) and prepare what the
     unprivileged ones write to (an output's dead letters: ``<state_dir>/outputs``, owned by
-    the user); return what the supervisor itself must keep."""
+    the user); return what the supervisor itself must keep. ``user`` None: the children that
+    declare nothing stay uid 0, with no capabilities."""
     import msgspec
 
     for s in specs:
@@ -224,7 +239,8 @@ def assign(specs: list, *, user: tuple[str, int, int], log) -> frozenset[str]:
             s.config = msgspec.structs.replace(s.config,
                                                state_dir=_user_dir(state_dir, user, log))
         log.debug("%s runs as %s", s.role, s.privileges.describe())
-    return supervisor_keeps([s.privileges for s in specs])
+    keep = supervisor_keeps([s.privileges for s in specs])
+    return keep if user is not None else keep - SWITCHING
 
 
 def _user_dir(state_dir: str, user: tuple[str, int, int], log) -> str:
@@ -237,8 +253,15 @@ def _user_dir(state_dir: str, user: tuple[str, int, int], log) -> str:
         if not mode & 0o001:
             os.chmod(state_dir, (mode & 0o7777) | 0o001)
             log.debug("%s: o+x, for the outputs' directory in it", state_dir)
+        from outputs.deadletter import directory_of
+
         os.makedirs(path, mode=0o700, exist_ok=True)
         os.chown(path, user[1], user[2])
+        # Made now (root): the output opens it while it builds (uid 0, no DAC override), when
+        # it could not create it in the user's directory.
+        letters = directory_of(path)
+        os.makedirs(letters, mode=0o750, exist_ok=True)
+        os.chown(letters, user[1], user[2])
     except OSError as exc:
         raise PrivilegeError(f"cannot prepare {path} for user {user[0]}: "
                              f"{exc.strerror or exc}") from exc

@@ -114,9 +114,11 @@ BASELINE = r"""
 import os, sys, time
 sys.path.insert(0, sys.argv[2])
 from inputs.file.tailer import TailedFile
+from common.identity import Identity
 from outputs.ndjson import Renderer
 f = TailedFile.open(sys.argv[1], at_end=False)
-r = Renderer(fmt="ndjson", host=os.uname().nodename)
+r = Renderer(fmt="ndjson", host=os.uname().nodename,
+             identity=Identity(agent="0123456789abcdef", session="00000000"))
 while True:
     events, n = f.read(256 * 1024, max_line=1024 * 1024, now_ns=time.time_ns())
     if not n:

@@ -77,6 +77,8 @@ class Context(Generic[C]):
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("log_shuttle"))
     progress: Any = None
     """This component's view of the acknowledgement board (common.progress), if it has one."""
+    identity: Any = None
+    """The agent's id and session (common.identity.Identity), for record ids; None: no ids."""
 
 
 def resolve_build(path: str) -> Callable[[Context[Any]], Runner]:

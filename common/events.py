@@ -119,6 +119,9 @@ class LogEvent(msgspec.Struct, tag="log", array_like=True, frozen=True):
     """Set by the pipeline for a container runtime's log file."""
     joins: list[LineJoin] = []
     """Set by the pipeline: the lines joined to their request (or found ambiguous)."""
+    fid: int = 0
+    """The file's identity for record ids (common.identity.file_id: device, inode, first line);
+    0: unknown. A line's id is the agent's id, this and the line's offset."""
 
     @property
     def end_offset(self) -> int:
@@ -152,6 +155,8 @@ class ProcessEvent(msgspec.Struct, tag="process", array_like=True, frozen=True):
     """"ebpf", "proc" (a /proc poll or the rundown) or "etw"."""
     process: ProcessInfo | None = None
     """Set by the pipeline: the process, from its process table."""
+    seq: int = 0
+    """Set by the pipeline: the event's sequence for its record id (common.identity.event_seq)."""
 
 
 class ConnEvent(msgspec.Struct, tag="conn", array_like=True, frozen=True):
@@ -174,6 +179,8 @@ class ConnEvent(msgspec.Struct, tag="conn", array_like=True, frozen=True):
     fd: int = -1
     process: ProcessInfo | None = None
     """Set by the pipeline: the process, from its process table."""
+    seq: int = 0
+    """Set by the pipeline: the event's sequence for its record id (common.identity.event_seq)."""
 
 
 class HttpEvent(msgspec.Struct, tag="http", array_like=True, frozen=True):
@@ -206,6 +213,8 @@ class HttpEvent(msgspec.Struct, tag="http", array_like=True, frozen=True):
     """Its ``tracestate`` header, likewise."""
     headers_cut: bool = False
     """The captured request ended before its headers did (a traceparent may lie past it)."""
+    seq: int = 0
+    """Set by the pipeline: the event's sequence for its record id (common.identity.event_seq)."""
 
 
 class LossEvent(msgspec.Struct, tag="loss", array_like=True, frozen=True):
@@ -217,6 +226,8 @@ class LossEvent(msgspec.Struct, tag="loss", array_like=True, frozen=True):
     what: str
     """Where: e.g. "ring buffer" (the kernel found it full) or "queue full"."""
     count: int
+    seq: int = 0
+    """Set by the pipeline: the event's sequence for its record id (common.identity.event_seq)."""
 
 
 class EtwEvent(msgspec.Struct, tag="etw", array_like=True, frozen=True):
@@ -235,6 +246,8 @@ class EtwEvent(msgspec.Struct, tag="etw", array_like=True, frozen=True):
     provider_name: str = ""
     task: str = ""
     fields: dict[str, str | int | float | bool | None] = {}
+    seq: int = 0
+    """Set by the pipeline: the event's sequence for its record id (common.identity.event_seq)."""
 
 
 class MetricEvent(msgspec.Struct, tag="metric", array_like=True, frozen=True):

@@ -27,6 +27,8 @@ from common.timefmt import rfc3339_ns
 SCOPE = "log-shuttle"
 EVENT_PREFIX = "log_shuttle."
 ATTR_OFFSET = "log_shuttle.offset"
+ATTR_ID = "log_shuttle.record_id"
+"""The record's stable id (common.identity): a receiver can drop what it already has."""
 FLAG_ATTRS = ("log_shuttle.piece", "log_shuttle.last_piece", "log_shuttle.invalid_utf8",
               "log_shuttle.unterminated")
 
@@ -146,6 +148,8 @@ def _record(lr: LogRecord, host: Any, res: dict[str, Any], scope: str) -> dict[s
     attrs = {kv.key: py_value(kv.value) for kv in lr.attributes}
     rec: dict[str, Any] = {"time": rfc3339_ns(lr.time_unix_nano or lr.observed_time_unix_nano),
                            "host": host}
+    if ATTR_ID in attrs:
+        rec["id"] = attrs.pop(ATTR_ID)
     if "log.file.path" in attrs:
         rec["path"] = attrs.pop("log.file.path")
         attrs.pop("log.file.name", None)

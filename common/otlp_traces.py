@@ -13,7 +13,6 @@ any OpenTelemetry SDK come out the same way.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -23,6 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from common.events import SpanEvent
 from common.otlp import SCOPE, _scope_version, attributes, py_value
+from common.timefmt import rfc3339_ns
 
 ATTR_PARENT_HOW = "log_shuttle.parent_how"
 _KIND = {"server": Span.SPAN_KIND_SERVER, "client": Span.SPAN_KIND_CLIENT,
@@ -67,11 +67,6 @@ def count_spans(request: ExportTraceServiceRequest) -> int:
     return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
 
 
-def _rfc3339(ns: int) -> str:
-    secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
-
-
 def span_records(request: ExportTraceServiceRequest) -> list[dict[str, Any]]:
     """One dict per Span, as the agent writes its span records."""
     out = []
@@ -82,7 +77,7 @@ def span_records(request: ExportTraceServiceRequest) -> list[dict[str, Any]]:
             for sp in ss.spans:
                 attrs = {kv.key: py_value(kv.value) for kv in sp.attributes}
                 rec: dict[str, Any] = {
-                    "time": _rfc3339(sp.start_time_unix_nano), "host": host, "type": "span",
+                    "time": rfc3339_ns(sp.start_time_unix_nano), "host": host, "type": "span",
                     "end_ns": sp.end_time_unix_nano, "trace_id": sp.trace_id.hex(),
                     "span_id": sp.span_id.hex(), "parent_span_id": sp.parent_span_id.hex(),
                     "kind": _KIND_NAME.get(sp.kind, "internal"), "name": sp.name,

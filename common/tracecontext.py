@@ -73,7 +73,8 @@ _random = random.Random(os.urandom(32))
 """Ids need to be unique, not secret: a PRNG seeded from the OS (as OpenTelemetry's SDK does),
 a few hundred nanoseconds instead of a getrandom() call each; seeded again in every forked child
 (a restarted pipeline must not draw its predecessor's ids)."""
-os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
+if hasattr(os, "register_at_fork"):  # POSIX; Windows children are spawned, not forked
+    os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 
 
 def new_trace_id() -> str:

@@ -53,6 +53,17 @@ class DeadLetters:
     max_bytes: int = 64 * MiB
     written: int = 0
     """Entries written by this process."""
+    dir_fd: int = -1
+    """The directory, opened when this is made (while the output builds): an output that then
+    becomes the agent's unprivileged user (agent/privileges.py) still reaches it when one of
+    its parents is closed to that user; -1: by its path."""
+
+    def __post_init__(self) -> None:
+        try:
+            os.makedirs(self.directory, mode=0o750, exist_ok=True)
+            self.dir_fd = os.open(self.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            self.dir_fd = -1
 
     @property
     def path(self) -> str:
@@ -71,14 +82,20 @@ class DeadLetters:
                       truncated=len(raw) > keep)
         line = msgspec.json.encode(entry) + b"\n"
         path = self.path
-        os.makedirs(self.directory, mode=0o750, exist_ok=True)
+        at: dict = {}
+        name = path
+        if self.dir_fd >= 0:
+            at, name = {"dir_fd": self.dir_fd}, os.path.basename(path)
+        else:
+            os.makedirs(self.directory, mode=0o750, exist_ok=True)
         try:
-            size = os.stat(path).st_size
+            size = os.stat(name, **at).st_size
         except FileNotFoundError:
             size = 0
         if size and size + len(line) > self.max_bytes // 2:
-            os.replace(path, path + ".1")
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            os.replace(name, name + ".1", src_dir_fd=at.get("dir_fd"),
+                       dst_dir_fd=at.get("dir_fd"))
+        fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640, **at)
         try:
             os.write(fd, line)
             os.fsync(fd)

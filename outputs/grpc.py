@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any
 from dataclasses import dataclass, field
 
 # gRPC's core logs every failed handshake on stderr; the sink says it once, in its own words.
@@ -76,7 +77,7 @@ def build(ctx: Context[GrpcOutputConfig]) -> OutputRunner:
         credentials=credentials, server_name=cfg.tls_server_name, metadata=metadata,
         gzip=cfg.compression == "gzip", timeout=cfg.timeout, concurrency=cfg.concurrency,
         max_records=cfg.max_records, host=ctx.host, service_name=cfg.service_name,
-        reconnect_max=min(cfg.backoff_max, 5.0), log=ctx.log)
+        reconnect_max=min(cfg.backoff_max, 5.0), log=ctx.log, identity=ctx.identity)
     return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
 
 
@@ -104,7 +105,8 @@ class GrpcSink:
                  server_name: str = "", metadata: list[tuple[str, str]] = (), gzip: bool = True,
                  timeout: float = 10.0, concurrency: int = 4, max_records: int,
                  host: str, service_name: str = "", reconnect_max: float = 5.0,
-                 log: logging.Logger | None = None) -> None:
+                 log: logging.Logger | None = None, identity: Any = None) -> None:
+        self.identity = identity
         self.name = name
         self.target = target
         self.metadata = tuple(metadata)
@@ -117,6 +119,8 @@ class GrpcSink:
         self.log = log or logging.getLogger("log_shuttle")
         self.failures = FailureReporter(who=f"output {name}", log=self.log)
         self.stats = GrpcStats()
+        self.bytes_sent = 0
+        """Bytes of the Export requests the receiver accepted (serialized, before compression)."""
         options = [("grpc.initial_reconnect_backoff_ms", 100),
                    ("grpc.min_reconnect_backoff_ms", 100),
                    ("grpc.max_reconnect_backoff_ms", int(reconnect_max * 1000)),
@@ -142,7 +146,8 @@ class GrpcSink:
             time.sleep(wait)  # the receiver's RetryInfo asked for at least this long
         if self._batch is not batch:
             self._batch = batch
-            self._requests = export_requests(otlp_records(batch.events, now_ns=time.time_ns()), host=self.host,
+            self._requests = export_requests(otlp_records(batch.events, now_ns=time.time_ns(),
+                                                          identity=self.identity), host=self.host,
                                              service_name=self.service_name,
                                              max_records=self.max_records)
             spans = [ev for ev in batch.events if type(ev) is SpanEvent]
@@ -158,6 +163,7 @@ class GrpcSink:
                 retry.append(outcome)
                 continue
             self._done.add(index)
+            self.bytes_sent += self._requests[index][0].ByteSize()
             if outcome.rejected:
                 self._rejected += outcome.rejected
                 self.stats.records_rejected += outcome.rejected

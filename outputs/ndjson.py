@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from common.events import ContainerRef, Event, LogEvent, ProcessInfo
+from common.identity import Identity
 from common.timefmt import rfc3339_ns
 from outputs.records import EventRecord, LineRun, line_run, view
 
@@ -28,6 +29,8 @@ class LineRecord(msgspec.Struct, omit_defaults=True):
     """Byte offset of the line's first byte in the file."""
     line: str
     """The line without its newline."""
+    id: str = ""
+    """The record's stable id (common.identity): the same however often it is sent."""
     piece: int | None = None
     """For a piece of an over-long line: its number (0, 1, ...)."""
     last_piece: bool | None = None
@@ -72,50 +75,58 @@ def line_records(run: LineRun, host: str) -> list[LineRecord]:
 def _line_records(run: LineRun, host: str) -> list[LineRecord]:
     t = rfc3339_ns(run.read_ns)
     path = run.path
+    ids = run.ids or repeat("")
     if run.invalid is None and run.piece is None and not run.unterminated \
             and not run.time_ns and not run.stream and not run.format_error:
         if run.process is None and run.writers is None and run.container is None:
             return list(map(LineRecord, repeat(t), repeat(host), repeat(path), run.offsets,
-                            run.texts))
-        return [LineRecord(t, host, path, off, s, process=run.process, writers=run.writers,
-                           container=run.container) for off, s in zip(run.offsets, run.texts)]
+                            run.texts, ids))
+        return [LineRecord(t, host, path, off, s, i, process=run.process, writers=run.writers,
+                           container=run.container)
+                for off, s, i in zip(run.offsets, run.texts, ids)]
     invalid = run.invalid or repeat(False)
     log_time = rfc3339_ns(run.time_ns) if run.time_ns else None
-    return [LineRecord(t, host, path, off, s, run.piece, run.last_piece, bad, run.unterminated,
-                       log_time, run.stream or None, run.format_error, run.process, run.writers,
-                       run.container)
-            for off, s, bad in zip(run.offsets, run.texts, invalid)]
+    return [LineRecord(t, host, path, off, s, i, run.piece, run.last_piece, bad,
+                       run.unterminated, log_time, run.stream or None, run.format_error,
+                       run.process, run.writers, run.container)
+            for off, s, bad, i in zip(run.offsets, run.texts, invalid, ids)]
 
 
 def event_dict(rec: EventRecord, host: str) -> dict[str, Any]:
     """Any other event as one object: its time, the host, ``type`` (its tag) and its fields."""
-    out = {"time": rfc3339_ns(rec.time_ns), "host": host, "type": rec.kind, **rec.fields}
+    out = {"time": rfc3339_ns(rec.time_ns), "host": host, "type": rec.kind}
+    if rec.id:
+        out["id"] = rec.id
+    out.update(rec.fields)
     if rec.process is not None:
         out["process"] = rec.process
     return out
 
 
-def records(events: list[Event], host: str) -> list[LineRecord | dict[str, Any]]:
+def records(events: list[Event], host: str,
+            identity: Identity | None = None) -> list[LineRecord | dict[str, Any]]:
     out: list[LineRecord | dict[str, Any]] = []
+    agent = identity.agent if identity is not None else ""
     for ev in events:  # the view, one event at a time: no list of the whole batch's runs
         if type(ev) is LogEvent:
-            out += line_records(line_run(ev), host)
+            out += line_records(line_run(ev, agent), host)
         else:
-            out.append(event_dict(EventRecord(ev), host))
+            out.append(event_dict(EventRecord(ev, identity), host))
     return out
 
 
 class Renderer:
     """Renders a batch's events as bytes: NDJSON (one object per line) or a human text form."""
 
-    def __init__(self, *, fmt: str, host: str) -> None:
+    def __init__(self, *, fmt: str, host: str, identity: Identity | None = None) -> None:
         self.fmt = fmt
         self.host = host
+        self.identity = identity
         self._encoder = msgspec.json.Encoder()
 
     def render(self, events: list[Event]) -> bytes:
         if self.fmt == "ndjson":
-            return self._encoder.encode_lines(records(events, self.host))
+            return self._encoder.encode_lines(records(events, self.host, self.identity))
         return "".join(text_lines(view(events), self.host)).encode("utf-8", "replace")
 
 

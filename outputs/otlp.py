@@ -17,13 +17,15 @@ semantic-convention attributes of the fields that have one (``process.pid``,
 from __future__ import annotations
 
 import os
+from itertools import repeat
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from common.events import ContainerRef, Event
-from common.otlp import (ATTR_OFFSET, EVENT_PREFIX, FLAG_ATTRS, any_value, attributes,
+from common.identity import Identity
+from common.otlp import (ATTR_ID, ATTR_OFFSET, EVENT_PREFIX, FLAG_ATTRS, any_value, attributes,
                          process_attributes)
 from common.severity import OTLP_NUMBER, OTLP_TEXT, event_severity, line_severity
 from outputs.records import EventRecord, LineRun, view
@@ -72,10 +74,13 @@ def line_log_records(run: LineRun) -> list[tuple[LogRecord, tuple]]:
                              value=any_value([w.pid for w in run.writers])))
     read_ns = run.read_ns
     invalid = run.invalid or [False] * len(run.texts)
+    ids = run.ids or repeat("")
     out = []
-    for text, off, bad in zip(run.texts, run.offsets, invalid):
+    for text, off, bad, rid in zip(run.texts, run.offsets, invalid, ids):
         sev = line_severity(text)
         attrs = [*common, KeyValue(key=ATTR_OFFSET, value=AnyValue(int_value=off)), *flags]
+        if rid:
+            attrs.append(KeyValue(key=ATTR_ID, value=AnyValue(string_value=rid)))
         if bad:
             attrs.append(invalid_attr)
         out.append((LogRecord(observed_time_unix_nano=read_ns, severity_number=OTLP_NUMBER[sev],
@@ -102,17 +107,20 @@ def event_log_record(rec: EventRecord, *, now_ns: int) -> tuple[LogRecord, tuple
                              if k in _SEMCONV and v not in (None, "", [], 0)}
     if rec.process is not None:
         attrs.update(process_attributes(rec.process))
+    if rec.id:
+        attrs[ATTR_ID] = rec.id
     return LogRecord(time_unix_nano=rec.time_ns, observed_time_unix_nano=now_ns,
                      severity_number=OTLP_NUMBER[sev], severity_text=OTLP_TEXT[sev],
                      event_name=EVENT_PREFIX + rec.kind, body=any_value(rec.fields),
                      attributes=attributes(attrs)), ()
 
 
-def otlp_records(events: list[Event], *, now_ns: int) -> list[tuple[LogRecord, tuple]]:
+def otlp_records(events: list[Event], *, now_ns: int, identity: Identity | None = None
+                 ) -> list[tuple[LogRecord, tuple]]:
     """Every record of the events as (LogRecord, extra resource attributes), in order; spans
     are not records (the gRPC output sends them through TraceService/Export)."""
     out: list[tuple[LogRecord, tuple]] = []
-    for item in view(events):
+    for item in view(events, identity):
         if type(item) is LineRun:
             out += line_log_records(item)
         elif item.kind == "span":

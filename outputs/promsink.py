@@ -5,6 +5,8 @@ from zero (Prometheus sees a counter reset)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 
 from common.component import BootError, Context
@@ -37,6 +39,10 @@ class PrometheusSink:
         self.state = Cumulative(expiry=expiry)
         self.lock = threading.Lock()
         self.listener = MetricsListener(host=host, port=port, render=self.render, log=log)
+        self.log = log or logging.getLogger("log_shuttle")
+        self.share = ""
+        """With the agent's own listener on: the file in its run directory where the
+        exposition is also written (once per batch: per metrics interval), for its /metrics."""
 
     @property
     def healthy(self) -> bool:
@@ -52,7 +58,18 @@ class PrometheusSink:
         with self.lock:
             self.state.add(points)
             self.state.expire()
+        if self.share:
+            self._share()
         return Verdict.OK
+
+    def _share(self) -> None:
+        tmp = self.share + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(self.render())
+            os.replace(tmp, self.share)
+        except OSError as exc:
+            self.log.debug("cannot share the exposition in %s: %s", self.share, exc)
 
     def close(self) -> None:
         self.listener.close()
@@ -63,5 +80,8 @@ def build(ctx: Context) -> OutputRunner:
     if len(ctx.consumers) != 1:
         raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
     host, port = parse_address(cfg.listen, who=ctx.name, listen=True)
-    return OutputRunner(ctx, PrometheusSink(host=host, port=port, expiry=cfg.expiry,
-                                            log=ctx.log))
+    sink = PrometheusSink(host=host, port=port, expiry=cfg.expiry, log=ctx.log)
+    rundir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")  # the agent's listener is on
+    if rundir:
+        sink.share = os.path.join(rundir, "red-metrics.prom")
+    return OutputRunner(ctx, sink)

@@ -21,6 +21,7 @@ import msgspec
 
 from common.events import (FORMAT_ERROR, LAST_PIECE, ONE_RECORD, PIECE, RECORD, UNTERMINATED,
                            ContainerRef, Event, LogEvent, ProcessInfo)
+from common.identity import Identity, event_id, line_prefix
 
 
 class LineRun:
@@ -30,10 +31,12 @@ class LineRun:
 
     __slots__ = ("path", "read_ns", "texts", "_offsets", "_first", "invalid", "piece",
                  "last_piece", "unterminated", "time_ns", "stream", "format_error", "process",
-                 "writers", "container", "joins")
+                 "writers", "container", "joins", "id_prefix")
 
     def __init__(self, ev: LogEvent, texts: list[str], offsets: list[int] | None,
-                 invalid: list[bool] | None) -> None:
+                 invalid: list[bool] | None, id_prefix: str = "") -> None:
+        self.id_prefix = id_prefix
+        """Each line's record id is this and its offset (common.identity); "": no ids."""
         self.path = ev.path
         self.read_ns = ev.read_ns
         """When the lines were read, ns since the epoch."""
@@ -71,18 +74,29 @@ class LineRun:
         # offset of line i = the run's offset + the lengths of the lines before it + i newlines
         return map(add, accumulate(map(len, texts), initial=self._first), range(len(texts)))
 
+    @property
+    def ids(self) -> Iterable[str] | None:
+        """The lines' record ids, in order (a new iterator each time); None without ids."""
+        if not self.id_prefix:
+            return None
+        return map(self.id_prefix.__add__, map(str, self.offsets))
+
 
 class EventRecord:
     """Any event but a LogEvent: its tag (``process``, ``http``...), its time (ns since the
     epoch), its enriched process if any, and its other fields in declaration order."""
 
-    __slots__ = ("kind", "time_ns", "process", "fields", "event")
+    __slots__ = ("kind", "time_ns", "process", "fields", "event", "id")
 
-    def __init__(self, ev: Event) -> None:
+    def __init__(self, ev: Event, identity: Identity | None = None) -> None:
         fields = msgspec.structs.asdict(ev)
         self.kind: str = type(ev).__struct_config__.tag
         self.time_ns: int = fields.pop("time_ns", 0)
         self.process: ProcessInfo | None = fields.pop("process", None)
+        seq = fields.pop("seq", 0)
+        self.id: str = event_id(identity.agent, identity.session, seq) \
+            if identity is not None and seq else ""
+        """Its record id (common.identity), once the pipeline numbered it; "": none."""
         self.fields: dict[str, Any] = fields
         self.event = ev
 
@@ -94,12 +108,14 @@ def _decode(raw: bytes) -> tuple[str, bool]:
         return raw.decode("utf-8", "replace"), True
 
 
-def line_run(ev: LogEvent) -> LineRun:
-    """The lines of one LogEvent, decoded, with their offsets."""
+def line_run(ev: LogEvent, agent: str = "") -> LineRun:
+    """The lines of one LogEvent, decoded, with their offsets (and, given the agent's id, the
+    prefix of their record ids)."""
+    prefix = line_prefix(agent, ev.fid) if agent and ev.fid else ""
     if ev.flags & ONE_RECORD:
         raw = ev.data[:-1] if ev.data.endswith(b"\n") and not ev.flags & RECORD else ev.data
         line, bad = _decode(raw)
-        return LineRun(ev, [line], [ev.offset], [bad] if bad else None)
+        return LineRun(ev, [line], [ev.offset], [bad] if bad else None, prefix)
     try:
         text = ev.data.decode("utf-8")
     except UnicodeDecodeError:
@@ -108,7 +124,7 @@ def line_run(ev: LogEvent) -> LineRun:
         # One character per byte: offsets follow from the lengths, all in C loops.
         lines = text.split("\n")
         lines.pop()
-        return LineRun(ev, lines, None, None)
+        return LineRun(ev, lines, None, None, prefix)
     raws = ev.data.split(b"\n")
     raws.pop()
     texts, offsets, invalid = [], [], []
@@ -119,9 +135,12 @@ def line_run(ev: LogEvent) -> LineRun:
         offsets.append(off)
         invalid.append(bad)
         off += len(raw) + 1
-    return LineRun(ev, texts, offsets, invalid if any(invalid) else None)
+    return LineRun(ev, texts, offsets, invalid if any(invalid) else None, prefix)
 
 
-def view(events: list[Event]) -> list[LineRun | EventRecord]:
-    """A batch's events as the neutral view, in order: one item per event."""
-    return [line_run(ev) if type(ev) is LogEvent else EventRecord(ev) for ev in events]
+def view(events: list[Event], identity: Identity | None = None) -> list[LineRun | EventRecord]:
+    """A batch's events as the neutral view, in order: one item per event; with the agent's
+    identity, every record with its id."""
+    agent = identity.agent if identity is not None else ""
+    return [line_run(ev, agent) if type(ev) is LogEvent else EventRecord(ev, identity)
+            for ev in events]

@@ -11,6 +11,7 @@ from typing import Literal
 from common.component import BootError, Context, SinkClosed
 from common.config import Section
 from common.events import Batch
+from common.identity import Identity
 from outputs.base import Verdict
 from outputs.ndjson import Renderer
 from outputs.runner import OutputRunner
@@ -28,15 +29,17 @@ class StdoutOutputConfig(Section):
 def build(ctx: Context[StdoutOutputConfig]) -> OutputRunner:
     if len(ctx.consumers) != 1:
         raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
-    return OutputRunner(ctx, StdoutSink(fmt=ctx.config.format, host=ctx.host))
+    return OutputRunner(ctx, StdoutSink(fmt=ctx.config.format, host=ctx.host,
+                                           identity=ctx.identity))
 
 
 class StdoutSink:
     name = "stdout"
 
-    def __init__(self, *, fmt: str, host: str, fd: int = 1) -> None:
+    def __init__(self, *, fmt: str, host: str, fd: int = 1, identity: Identity | None = None
+                 ) -> None:
         self.fd = fd
-        self.renderer = Renderer(fmt=fmt, host=host)
+        self.renderer = Renderer(fmt=fmt, host=host, identity=identity)
 
     def send(self, batch: Batch) -> Verdict:
         self.write(self.renderer.render(batch.events))

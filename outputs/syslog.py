@@ -31,6 +31,7 @@ import msgspec
 
 from common.events import Event
 from common.framing import newline_frame, octet_frame
+from common.identity import Identity
 from common.severity import event_severity, line_severity
 from common.syslog import FACILITIES, SD_ID
 from common.timefmt import rfc3339_ns
@@ -75,18 +76,19 @@ class SyslogEncoder:
     """Renders a batch's events as framed RFC 5424 messages, in one bytes object."""
 
     def __init__(self, *, host: str, framing: Framing = "octet", facility: str = "user",
-                 app_name: str = "") -> None:
+                 app_name: str = "", identity: Identity | None = None) -> None:
         if facility not in FACILITIES:
             raise ValueError(f"unknown syslog facility {facility!r}")
         self.host = _ascii_token(host, 255)
         self.facility = FACILITIES[facility]
         self.app_name = app_name
         self.frame = octet_frame if framing == "octet" else newline_frame
+        self.identity = identity
 
     def messages(self, events: list[Event]) -> list[bytes]:
         """One unframed RFC 5424 message per record."""
         out: list[bytes] = []
-        for item in view(events):
+        for item in view(events, self.identity):
             if type(item) is LineRun:
                 out += self._lines(item)
             else:
@@ -126,17 +128,19 @@ class SyslogEncoder:
         fac = self.facility * 8
         head = f"1 {stamp} {self.host} {app} {procid} log "
         invalid = run.invalid or repeat(False)
+        ids = (f' id="{i}"' for i in run.ids) if run.id_prefix else repeat("")
         if run.joins:  # the request a line was written for (pipeline/logjoin.py)
             joined = {j.index: _params({"join": "ambiguous"} if j.ambiguous else {
                 "trace_id": j.trace_id, "span_id": j.span_id, "http_method": j.method,
                 "http_path": j.path, "http_status": j.status}) for j in run.joins}
-            return [f'<{fac + line_severity(s)}>{head}{before}{off}"{mid}'
+            return [f'<{fac + line_severity(s)}>{head}{before}{off}"{rid}{mid}'
                     f'{_INVALID if bad else ""}{tail}{joined.get(i, "")}] {s}'.encode(
                         "utf-8", "replace")
-                    for i, (s, off, bad) in enumerate(zip(run.texts, run.offsets, invalid))]
-        return [f'<{fac + line_severity(s)}>{head}{before}{off}"{mid}'
+                    for i, (s, off, bad, rid) in enumerate(zip(run.texts, run.offsets, invalid,
+                                                               ids))]
+        return [f'<{fac + line_severity(s)}>{head}{before}{off}"{rid}{mid}'
                 f'{_INVALID if bad else ""}{tail}] {s}'.encode("utf-8", "replace")
-                for s, off, bad in zip(run.texts, run.offsets, invalid)]
+                for s, off, bad, rid in zip(run.texts, run.offsets, invalid, ids)]
 
     def _event(self, rec: EventRecord) -> bytes:
         fields = rec.fields
@@ -147,6 +151,8 @@ class SyslogEncoder:
         app = _ascii_token(self.app_name or comm or "log-shuttle", 48)
         procid = _ascii_token(str(pid), 128) if pid else "-"
         text = " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, "", [], {}))
+        if rec.id:
+            fields = {"id": rec.id, **fields}
         stamp = rfc3339_ns(rec.time_ns)[:26] + "Z"
         head = self._header(event_severity(rec.event), stamp, app, procid, rec.kind)
         msg = text.replace("\n", " ")

@@ -38,6 +38,7 @@ from msgspec import Meta
 from common.component import BootError, Context
 from common.config import PositiveFloat, TlsClientOptions, address_problems
 from common.events import Batch, Event, event_lines
+from common.identity import Identity
 from common.net import format_address, parse_address, read_token
 from common.tls import TlsFiles, client_context, describe
 from outputs.base import Verdict
@@ -110,7 +111,8 @@ def build(ctx: Context[TcpOutputConfig]) -> OutputRunner:
                      server_name=cfg.tls_server_name)
     tls = client_context(files, who=ctx.name) if cfg.use_tls() else None
     if cfg.framing == "relp":
-        syslog = SyslogEncoder(host=ctx.host, facility=cfg.facility, app_name=cfg.app_name)
+        syslog = SyslogEncoder(host=ctx.host, facility=cfg.facility, app_name=cfg.app_name,
+                               identity=ctx.identity)
         sink: TcpSink | RelpSink = RelpSink(
             name=f"relp {format_address(host, port)}", host=host, port=port,
             messages=syslog.messages, tls=tls, server_name=cfg.tls_server_name or host,
@@ -122,27 +124,28 @@ def build(ctx: Context[TcpOutputConfig]) -> OutputRunner:
 
         sink = AckedSink(
             name=f"tcp {format_address(host, port)} (acknowledged)", host=host, port=port,
-            encode=Renderer(fmt="ndjson", host=ctx.host).render, tls=tls,
+            encode=Renderer(fmt="ndjson", host=ctx.host, identity=ctx.identity).render, tls=tls,
             server_name=cfg.tls_server_name or host, token=token,
             connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout, log=ctx.log)
         return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
     sink = TcpSink(
         name=f"tcp {format_address(host, port)}", host=host, port=port,
         encode=encoder(framing=cfg.framing, host=ctx.host, facility=cfg.facility,
-                       app_name=cfg.app_name),
+                       app_name=cfg.app_name, identity=ctx.identity),
         tls=tls, server_name=cfg.tls_server_name or host, token=token,
         connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout,
         replay_bytes=cfg.replay_bytes, log=ctx.log)
     return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
 
 
-def encoder(*, framing: str, host: str, facility: str = "user",
-            app_name: str = "") -> Callable[[list[Event]], bytes]:
+def encoder(*, framing: str, host: str, facility: str = "user", app_name: str = "",
+            identity: Identity | None = None) -> Callable[[list[Event]], bytes]:
     """The function that renders a batch's events as the bytes to write."""
     if framing == "ndjson":
-        return Renderer(fmt="ndjson", host=host).render
+        return Renderer(fmt="ndjson", host=host, identity=identity).render
     kind = {"syslog-octet": "octet", "syslog-newline": "newline"}[framing]
-    return SyslogEncoder(host=host, framing=kind, facility=facility, app_name=app_name).encode
+    return SyslogEncoder(host=host, framing=kind, facility=facility, app_name=app_name,
+                         identity=identity).encode
 
 
 @dataclass

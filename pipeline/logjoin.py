@@ -21,9 +21,11 @@ How long a line waits is measured on the host's clock as the eBPF events tell it
 pipeline running behind (a busy host) does not give up on lines whose writes are merely still in
 its queue: a line waits for its write until a later write of any followed file has come (its
 own, if it was seen, came before), and for its request's exchange until an exchange that ended
-``hold`` seconds after the write has come (the request took longer: no join). Whatever the
-lag, no line is held more than ``max_hold`` seconds of the pipeline's own time; held lines go on
-in arrival order per file, and other events never wait.
+``hold`` seconds after the write has come (the request took longer: no join), and in all at
+most until events ``max_hold`` seconds newer than the line's read time have come. Whatever the
+events say (they may stop, or lag far behind an overloaded pipeline), no line is held more
+than ``max_lag`` seconds of the pipeline's own time. Held lines go on in arrival order per file;
+other events never wait.
 """
 
 from __future__ import annotations
@@ -61,7 +63,11 @@ class JoinConfig(Section):
     hold: Annotated[float, Meta(ge=0, le=5)] = 0.3
     """Seconds (of the host's events) a line's write waits for its request's exchange."""
     max_hold: Annotated[float, Meta(ge=0, le=10)] = 0.8
-    """Seconds at most a line is held by the pipeline, however far behind the events are."""
+    """Seconds at most a line waits for its join, on the host's clock as the eBPF events tell
+    it (from the line's read time to the newest event the pipeline has taken)."""
+    max_lag: Annotated[float, Meta(ge=0, le=60)] = 5.0
+    """Seconds at most a line is held by the pipeline whatever the events say (they may stop
+    coming, or lag this far behind: the pipeline is overloaded)."""
     finish_window: Annotated[float, Meta(ge=0, le=10)] = 0.1
     """A write this soon after the thread answered its request still belongs to it."""
     multi_window: Annotated[float, Meta(ge=0)] = 10.0
@@ -108,7 +114,8 @@ class LogJoiner:
         cfg = cfg or JoinConfig()
         self.spans = spans
         self.hold_ns = int(cfg.hold * 1e9)
-        self.hold = cfg.max_hold
+        self.max_hold_ns = int(cfg.max_hold * 1e9)
+        self.hold = cfg.max_lag
         self.finish_ns = int(cfg.finish_window * 1e9)
         self.multi_ns = int(cfg.multi_window * 1e9)
         self.reorder_ns = cfg.reorder_us * 1000
@@ -129,6 +136,8 @@ class LogJoiner:
         """The same, wall clock (what a line's read time compares with)."""
         self.ended_boot = 0
         """The latest end of an exchange seen (CLOCK_BOOTTIME)."""
+        self.seen_wall = 0
+        """The newest eBPF event taken (a write, an exchange's end), wall clock."""
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -156,6 +165,8 @@ class LogJoiner:
                 end = ev.boot_ns + ev.duration_ns
                 if end > self.ended_boot:
                     self.ended_boot = end
+                    if ev.time_ns + ev.duration_ns > self.seen_wall:
+                        self.seen_wall = ev.time_ns + ev.duration_ns
                 out.append(ev)
             elif kind is LossEvent and ev.what.endswith("logwrite"):
                 self._reset()
@@ -177,6 +188,8 @@ class LogJoiner:
         if w.boot_ns > self.last_boot:
             self.last_boot = w.boot_ns
             self.last_write_wall = w.time_ns
+            if w.time_ns > self.seen_wall:
+                self.seen_wall = w.time_ns
         by_content = self.writes.get(key)
         if by_content is None:
             by_content = self.writes[key] = {}
@@ -203,7 +216,8 @@ class LogJoiner:
             q = self.held[key]
             while q:
                 h = q[0]
-                expired = now >= h.deadline
+                expired = now >= h.deadline or \
+                    self.seen_wall >= h.ev.read_ns + self.max_hold_ns
                 self._decide(key, h, expired)
                 if h.next < len(h.lines) and not expired:
                     break

@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import time
 
+import msgspec
+
 from common.component import BootError, Context
-from common.events import Batch, BatchCodec, LogWriteEvent
+from common.events import (Batch, BatchCodec, ConnEvent, EtwEvent, Event, HttpEvent, LogEvent,
+                           LogWriteEvent, LossEvent, ProcessEvent)
+from common.identity import event_seq
 from common.memory import IdleTrim
 from common.shmqueue import Closed, Empty, Full, wait_any
 from pipeline.batcher import Batcher
@@ -33,6 +37,9 @@ from pipeline.logjoin import LogJoiner
 from pipeline.spans import SpanBuilder
 from pipeline.writers import WriterCache
 
+_replace = msgspec.structs.replace
+_NUMBERED = (ProcessEvent, ConnEvent, HttpEvent, LossEvent, EtwEvent)
+"""The events that get a record id of their own (log lines have theirs from their offsets)."""
 MESSAGES_PER_TURN = 8
 """Messages taken from one input queue before the next gets its turn."""
 METRIC_POINTS_PER_BATCH = 5000
@@ -57,6 +64,16 @@ def build(ctx: Context[PipelineConfig]) -> Pipeline:
                       (time.perf_counter() - t0) * 1e3)
         enricher = Enricher(table, WriterCache(refresh=cfg.writer_refresh))
     return Pipeline(ctx, enricher)
+
+
+def number_events(events: list[Event], input_index: int, message_seq: int) -> list[Event]:
+    """Give every event that no file holds its sequence for a record id: the input's index, its
+    message's seq and the event's place in it, all of which a replay of the message (a
+    restarted pipeline reads it again) gives again. Log lines are numbered by their offsets."""
+    if all(type(ev) is LogEvent for ev in events):
+        return events
+    return [_replace(ev, seq=event_seq(input_index, message_seq, i))
+            if type(ev) in _NUMBERED and not ev.seq else ev for i, ev in enumerate(events)]
 
 
 class Pipeline:
@@ -110,6 +127,8 @@ class Pipeline:
                     if batch.seq:
                         self.handed_on[index[id(c)]] = batch.seq
                     events = batch.events
+                    if batch.seq:
+                        events = number_events(events, index[id(c)], batch.seq)
                     if self.enricher is not None:
                         if time.monotonic() >= self.next_poll:
                             self.poll_processes()

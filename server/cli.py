@@ -42,6 +42,14 @@ def command(
         None, "--auth-token-file", metavar="FILE",
         help="Bearer token clients must present (or LOG_SHUTTLE_AUTH_TOKEN)."),
     log_level: Optional[Level] = typer.Option(None, "--log-level"),
+    from_jetstream: Optional[list[str]] = typer.Option(
+        None, "--from-jetstream", metavar="URL",
+        help="Consume a NATS JetStream stream (nats://HOST:PORT; repeat for the cluster's "
+             "servers) with a durable pull consumer."),
+    jetstream_stream: Optional[str] = typer.Option(None, "--jetstream-stream", metavar="NAME"),
+    jetstream_consumer: Optional[str] = typer.Option(
+        None, "--jetstream-consumer", metavar="NAME",
+        help="Durable consumer name; servers with the same one share the messages."),
 ) -> None:
     """Receive logs (OTLP/gRPC, TCP NDJSON or syslog) and write them as NDJSON."""
     from server.config import load_server_config
@@ -50,7 +58,9 @@ def command(
               "output_stdout": output_stdout or None, "insecure": insecure or None,
               "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca,
               "auth_token_file": auth_token_file,
-              "log_level": log_level.value if log_level else None}
+              "log_level": log_level.value if log_level else None,
+              "from_jetstream": from_jetstream, "jetstream_stream": jetstream_stream,
+              "jetstream_consumer": jetstream_consumer}
     overrides = [(["server", k], v) for k, v in values.items() if v]
     try:
         cfg = load_server_config(str(config) if config else None, overrides=overrides)

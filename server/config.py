@@ -52,6 +52,23 @@ class ServerConfig(Section):
     drain_timeout: Annotated[float, Meta(ge=0)] = 5.0
     """SIGTERM: how long in-flight calls and connections may take to finish."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    exactly_once: bool = True
+    """Drop what the output files already hold, per record source (log-shuttle's record ids:
+    server/dedup.py), so that replays never duplicate a line. Files only (not stdout)."""
+    from_jetstream: list[str] = []
+    """nats://HOST:PORT of a JetStream cluster to consume with a durable pull consumer."""
+    jetstream_stream: str = "LOGS"
+    jetstream_consumer: str = "log-shuttle-server"
+    """The durable consumer's name: servers given the same one share the stream's messages."""
+    jetstream_filter: str = ""
+    """Only these subjects of the stream (e.g. ``logs.web-*.log``); empty: all."""
+    jetstream_batch: Annotated[int, Meta(ge=1, le=10_000)] = 500
+    """Messages fetched, written, made durable and acknowledged at a time."""
+    jetstream_ack_wait: PositiveFloat = 30.0
+    """Seconds before a message delivered and not acknowledged is delivered again (set when the
+    durable consumer is made)."""
+    jetstream_creds_file: str = ""
+    jetstream_tls_ca: str = ""
 
 
 def load_server_config(
@@ -82,11 +99,19 @@ def load_server_config(
 def check_server(s: ServerConfig) -> list[str]:
     """Problems of the server's table that no single key shows."""
     problems = []
-    if not s.grpc_listen and not s.tcp_listen:
+    if not s.grpc_listen and not s.tcp_listen and not s.from_jetstream:
         problems.append("server: nothing to listen on: give --grpc-listen or --tcp-listen")
-    if not s.insecure and not (s.tls_cert and s.tls_key):
+    listens = bool(s.grpc_listen or s.tcp_listen) or not s.from_jetstream
+    if listens and not s.insecure and not (s.tls_cert and s.tls_key):
         problems.append("server: give tls_cert and tls_key (--tls-cert, --tls-key), or insecure "
                         "= true (--insecure) for plaintext")
     if s.insecure and (s.tls_cert or s.tls_key or s.tls_ca):
         problems.append("server: insecure (plaintext) and TLS options were both given")
+    for url in s.from_jetstream:
+        if not url.startswith(("nats://", "tls://")) or url.rpartition(":")[2] == "" \
+                or not url.rpartition(":")[2].isdigit():
+            problems.append(f"server.from_jetstream: {url!r} is not nats://HOST:PORT")
+    if s.from_jetstream and s.output_stdout:
+        problems.append("server.from_jetstream: a message is acknowledged once its write is "
+                        "durable: give an output directory, not --output-stdout")
     return problems

@@ -41,13 +41,18 @@ def serve(cfg: ServerConfig) -> int:
         return ExitCode.BOOT
 
 
-def _writer(cfg: ServerConfig):
+def _writer(cfg: ServerConfig, log: logging.Logger):
     from server.writer import FileWriter, StdoutWriter
 
     if cfg.output_stdout:
         return StdoutWriter()
-    return FileWriter(directory=cfg.output_dir, file_bytes=cfg.file_bytes,
-                      max_files=cfg.max_files)
+    writer = FileWriter(directory=cfg.output_dir, file_bytes=cfg.file_bytes,
+                        max_files=cfg.max_files)
+    if not cfg.exactly_once:
+        return writer
+    from server.dedup import DedupWriter
+
+    return DedupWriter(writer, log=log)  # drops what the files already hold, per source
 
 
 async def _main(cfg: ServerConfig, log: logging.Logger) -> int:
@@ -60,7 +65,7 @@ async def _main(cfg: ServerConfig, log: logging.Logger) -> int:
     if token and cfg.insecure:
         raise BootError("server: a token needs TLS (it would cross the network in clear): "
                         "give --tls-cert and --tls-key instead of --insecure")
-    writer = _writer(cfg)
+    writer = _writer(cfg, log)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,7 +90,7 @@ async def _main(cfg: ServerConfig, log: logging.Logger) -> int:
             log.info("gRPC (OTLP logs, health) on %s%s", ", ".join(
                 f"{a.rpartition(':')[0]}:{p}" for a, p in zip(cfg.grpc_listen, g.ports)),
                      "" if creds is None else " with TLS" + (" (mTLS)" if files.ca else ""))
-        tls = None if cfg.insecure else server_context(files, who="server")
+        tls = None if cfg.insecure or not cfg.tcp_listen else server_context(files, who="server")
         for a in cfg.tcp_listen:
             host, port = parse_address(a, who="server: tcp_listen", listen=True)
             t = TcpReceiver(host=host, port=port, tls=tls, token=token if tls else "",
@@ -100,6 +105,14 @@ async def _main(cfg: ServerConfig, log: logging.Logger) -> int:
             log.info("TCP (NDJSON, syslog) on %s%s", ", ".join(format_address(*b)
                                                                for b in t.bound),
                      "" if tls is None else " with TLS" + (" (mTLS)" if files.ca else ""))
+        if cfg.from_jetstream:
+            from server.jetstream import JetStreamSource
+
+            source = JetStreamSource(cfg=cfg, writer=writer, counts=counts, log=log)
+            await source.start()
+            receivers.append(source)
+            log.info("consuming the stream %s (durable consumer %s) from %s",
+                     cfg.jetstream_stream, cfg.jetstream_consumer, ", ".join(cfg.from_jetstream))
         log.info("writing to %s", "stdout" if cfg.output_stdout else cfg.output_dir)
         await stop.wait()
         log.info("stopping: draining (up to %.0fs)", cfg.drain_timeout)
@@ -109,6 +122,8 @@ async def _main(cfg: ServerConfig, log: logging.Logger) -> int:
             if hasattr(r, "server") and hasattr(r.server, "stop"):
                 await r.server.stop(None)
         writer.close()
+        if getattr(writer, "dropped", 0):
+            counts["duplicates_dropped"] = writer.dropped
         log.info("stopped: %s", json.dumps({"records_written": writer.records, **counts},
                                            sort_keys=True))
     return ExitCode.OK

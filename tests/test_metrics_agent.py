@@ -109,9 +109,17 @@ temporality = "delta"
             assert {k: v[1] for k, v in stored.items()} == \
                 {k: (n if k[1] == "5xx" else 0) for k, n in logged.items()}
             assert all(v[3] == v[0] for v in stored.values())  # le_+Inf is the count
-            (client,) = influx.query('SELECT sum("count") FROM "http.client.request.duration" '
-                                     'WHERE "service.name" = \'red-curl\'', db="red")
-            assert client["values"][0][1] == 2000
+            def clients():
+                rows = influx.query('SELECT sum("count") FROM "http.client.request.duration" '
+                                    'GROUP BY "service.name"', db="red")
+                return {r["tags"]["service.name"]: r["values"][0][1] for r in rows}
+
+            # the client side's last interval may be flushed after the server side's
+            try:
+                wait_for(lambda: clients().get("red-curl") == 2000, timeout=30,
+                         what="curl's 2,000 client exchanges in InfluxDB")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {clients()}") from None
 
             def tcp(measurement):
                 found = influx.query(f'SELECT sum("count") FROM "{measurement}" WHERE '

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 from common.events import LAST_PIECE, PIECE, UNTERMINATED, LogEvent
+from common.identity import HEAD_BYTES, file_id
 from inputs.file.fingerprint import Fingerprint
 from inputs.file.formats import Rec, RecordChain
 
@@ -45,6 +46,10 @@ class TailedFile:
     """Flags every event of this file carries (NAMES_PID)."""
     unclassified: bool = False
     """Found empty after start: whether it is a new file or a copy shows with its first bytes."""
+    fid: int = 0
+    """The file's identity for record ids (common.identity.file_id), taken when its first event
+    is made (its first line is complete by then); 0 until then, and again after a truncation."""
+    max_line: int = HEAD_BYTES
     size_seen: int = 0
     """Its size when last looked at (a read, a glob evaluation): what a closed file may hold."""
     moved_to: str | None = None
@@ -127,6 +132,7 @@ class TailedFile:
         self.pending = b""
         self.piece = 0
         self.acked = 0
+        self.fid = 0
         self.fingerprint = Fingerprint.of_fd(self.fd)
         if self.chain is not None:
             list(self.chain.flush())  # what it held belonged to the old content
@@ -141,6 +147,7 @@ class TailedFile:
         """Read up to ``budget`` bytes (never more than ``max_line``); return the events for the
         complete lines and pieces (records, with a chain), and the number of bytes read."""
         data = os.pread(self.fd, min(budget, max_line), self.read_pos)
+        self.max_line = max_line
         self.reads += 1
         if not data:
             return [], 0
@@ -156,10 +163,18 @@ class TailedFile:
             return []
         return [self._record(r, now_ns) for r in self.chain.due(now)]
 
+    def _fid(self) -> int:
+        """The file's identity for record ids. Its first line (or, when longer, its first
+        min(HEAD_BYTES, max_line) bytes) is on disk before any event can be made."""
+        if not self.fid:
+            self.fid = file_id(self.dev, self.ino,
+                               os.pread(self.fd, min(HEAD_BYTES, self.max_line), 0))
+        return self.fid
+
     def _record(self, r: Rec, now_ns: int) -> LogEvent:
         return LogEvent(path=self.path, dev=self.dev, ino=self.ino, offset=r.offset, data=r.data,
                         lines=1, read_ns=now_ns, flags=r.flags | self.flags, end=r.end,
-                        time_ns=r.time_ns, stream=r.stream)
+                        time_ns=r.time_ns, stream=r.stream, fid=self.fid or self._fid())
 
     def cut(self, data: bytes, *, max_line: int, now_ns: int) -> list[LogEvent]:
         buf = self.pending + data if self.pending else data
@@ -196,7 +211,8 @@ class TailedFile:
     def _event(self, off: int, data: bytes, lines: int, now_ns: int, flags: int,
                piece: int) -> LogEvent:
         return LogEvent(path=self.path, dev=self.dev, ino=self.ino, offset=off, data=data,
-                        lines=lines, read_ns=now_ns, flags=flags | self.flags, piece=piece)
+                        lines=lines, read_ns=now_ns, flags=flags | self.flags, piece=piece,
+                        fid=self.fid or self._fid())
 
     def flush(self, *, now_ns: int) -> list[LogEvent]:
         """Everything held, for a file that is let go: records the chain holds, and the bytes

@@ -26,12 +26,14 @@ class Scripted(logs_service_pb2_grpc.LogsServiceServicer):
     def __init__(self, replies):
         self.replies = list(replies)
         self.calls = []
+        self.bytes = []
         self.lock = threading.Lock()
 
     def Export(self, request, context):  # noqa: N802
         with self.lock:
             self.calls.append(sum(len(sl.log_records) for rl in request.resource_logs
                                   for sl in rl.scope_logs))
+            self.bytes.append(request.ByteSize())
             reply = self.replies.pop(0) if self.replies else None
         if reply is None:
             return logs_service_pb2.ExportLogsServiceResponse()
@@ -89,6 +91,8 @@ def test_a_retried_batch_resends_only_the_failed_requests(receiver):
     assert sink.send(batch) is Verdict.OK
     assert len(servicer.calls) == 4                    # 3 + the one that failed
     assert sink.stats.records_sent == 30
+    # bytes sent: what the receiver took, the failed request counted once (when it got through)
+    assert sink.bytes_sent == sum(servicer.bytes) - servicer.bytes[1] > 0
 
 
 def test_resource_exhausted_is_retried_only_with_retry_info(receiver):

@@ -89,15 +89,20 @@ def test_a_lost_write_clears_what_is_pending_so_no_line_takes_a_twin():
 
 
 def test_a_line_waits_for_its_write_only_while_no_later_write_came_and_never_past_max_hold():
-    spans, j = joiner(max_hold=0.8)
+    spans, j = joiner(max_hold=0.8, max_lag=2.0)
     run(j, spans, [write(b"old", 1)])
     assert run(j, spans, [lines(b"mine", read_ms=50)], now=0.0) == []  # its write may come
-    assert j.release(0.5) == []
-    (ev,) = j.release(0.8)  # max_hold: goes without
+    assert j.release(1.0) == []  # no newer events: it waits (the events may be behind)
+    # An exchange ending 0.8 s (host time) after the line was read: its wait is over.
+    (ev,) = run(j, spans, [exchange(9, 800, 51, "/other")], now=1.1)
     assert ev.joins == [] and j.stats.unmatched == 1
-    run(j, spans, [lines(b"mine2", read_ms=50)], now=1.0)
-    (ev,) = run(j, spans, [write(b"newer", 70)], now=1.01)  # a later write came: not its
+    run(j, spans, [lines(b"mine2", read_ms=900)], now=1.2)
+    (ev,) = run(j, spans, [write(b"newer", 910)], now=1.21)  # a later write came: not its
     assert ev.joins == [] and j.stats.unmatched == 2
+    run(j, spans, [lines(b"mine3", read_ms=2000)], now=2.0)
+    assert j.release(3.9) == []
+    (ev,) = j.release(4.0)  # max_lag: whatever the events say
+    assert ev.joins == [] and j.stats.unmatched == 3
 
 
 def test_a_line_written_in_flight_waits_for_its_exchange():

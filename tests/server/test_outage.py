@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 
-from tests.harness import Agent, wait_for
+from tests.harness import Agent, agent_env, wait_for
 from tests.server.helpers import Server, free_port
 
 PAD = "x" * 900
@@ -63,7 +63,10 @@ def test_server_outage_of_30s_loses_nothing_and_memory_stays_bounded(tmp_path):
                 written[0] = n + 200
                 time.sleep(0.1)            # ~1.8 MB/s
 
-    server = Server(tmp_path, "--insecure", grpc_port=gport, tcp_port=tport)
+    # Both outputs ship the same records (the same record ids) to one server: exactly once would
+    # keep one copy of each; this test counts each protocol's own copy, so it keeps both.
+    server = Server(tmp_path, "--insecure", grpc_port=gport, tcp_port=tport,
+                    env=agent_env(LOG_SHUTTLE_SERVER__EXACTLY_ONCE="false"))
     thread = threading.Thread(target=writer)
     try:
         with Agent(tmp_path, "-c", str(config)) as agent:

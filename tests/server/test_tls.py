@@ -29,7 +29,10 @@ def test_outputs_to_server_over_tls(tmp_path, mode):
                        "--auth-token-file", str(token)]
     gport, tport = free_port(), free_port()
     log = _lines(tmp_path)
-    with Server(tmp_path, *server_args, grpc_port=gport, tcp_port=tport) as server:
+    # Both outputs ship the same records (the same record ids) to one server: it keeps each
+    # protocol's copy only with exactly_once off.
+    with Server(tmp_path, *server_args, grpc_port=gport, tcp_port=tport,
+                env=agent_env(LOG_SHUTTLE_SERVER__EXACTLY_ONCE="false")) as server:
         with Agent(tmp_path, "-f", str(log), "--from-beginning",
                    "--output-grpc", f"127.0.0.1:{gport}", "--output-tcp", f"127.0.0.1:{tport}",
                    "--tcp-framing", "syslog-octet", *agent_args) as agent:
