@@ -245,11 +245,15 @@ def start(cfg: Config) -> int:
     current().hold_signals(Supervisor.SIGNALS)  # a stop during start-up is a stop, not a kill
     setproctitle("log-shuttle: supervisor")
     log = setup_logging("supervisor", cfg.agent.log_level)
-    from common.identity import IdentityError, load_identity
+    from common.identity import IdentityError, IdentityNotKept, ephemeral_identity, load_identity
     from inputs.file.checkpoint import default_state_dir
 
     try:  # the agent id for record ids, kept in the state directory (made on first start)
         identity = load_identity(cfg.agent.state_dir or default_state_dir())
+    except IdentityNotKept as exc:  # e.g. a read-only container: unique ids, not stable ones
+        identity = ephemeral_identity()
+        log.warning("%s; record ids use an agent id of this run only (%s): after a restart, "
+                    "receivers cannot tell replayed records from new ones", exc, identity.agent)
     except IdentityError as exc:
         log.error("cannot start: %s", exc)
         return ExitCode.BOOT

@@ -47,12 +47,23 @@ class IdentityError(LogShuttleError):
     """The agent id cannot be read or made (state directory not writable, file damaged)."""
 
 
+class IdentityNotKept(IdentityError):
+    """The state directory cannot keep a new agent id (read-only, full): the caller may run
+    with an id of this run only (:func:`ephemeral_identity`), saying so."""
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who sends: the persistent agent id and this run's session."""
 
     agent: str
     session: str
+
+
+def ephemeral_identity() -> Identity:
+    """An agent id that lives as long as this run: record ids stay unique, but a replay after a
+    restart carries new ones, so receivers cannot drop what they already have."""
+    return Identity(agent=secrets.token_hex(8), session=secrets.token_hex(4))
 
 
 def load_identity(state_dir: str) -> Identity:
@@ -88,7 +99,8 @@ def agent_id(state_dir: str) -> str:
             os.close(dfd)
         return _read(path)
     except OSError as exc:
-        raise IdentityError(f"cannot keep the agent id in {path}: {exc.strerror or exc}") from exc
+        raise IdentityNotKept(f"cannot keep the agent id in {path}: {exc.strerror or exc}") \
+            from exc
 
 
 def _read(path: str) -> str:

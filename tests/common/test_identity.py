@@ -133,3 +133,23 @@ def test_a_replay_gives_every_line_the_same_id(tmp_path):
     agent_id = (state / "agent-id").read_text().strip()
     assert {i.rsplit(".", 2)[0] for i in runs[0].values()} == {agent_id}
     assert all(i.endswith(f".{off}") for off, i in runs[0].items())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only tmpfs needs root")
+def test_a_read_only_state_dir_cannot_keep_an_id_and_says_so(tmp_path):
+    """As in a container with a read-only root: IdentityNotKept, which the agent turns into a
+    warning and an id of this run only (agent/cli.py), instead of refusing to start."""
+    import subprocess
+
+    from common.identity import IdentityNotKept, ephemeral_identity
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+    try:
+        with pytest.raises(IdentityNotKept, match="Read-only file system"):
+            agent_id(str(ro))
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    a, b = ephemeral_identity(), ephemeral_identity()
+    assert a.agent != b.agent and len(a.agent) == 16 and int(a.agent, 16) >= 0
