@@ -160,8 +160,9 @@ class Registry:
                 self._renamed(detached[identity], path, out)
             elif identity in self.copies:
                 self.copies[identity].path = path
-            elif identity not in self.released:  # let go already: read to its end
+            elif identity not in self.released or self._reused(identity, path, st, out):
                 self._discover(path, st, now, initial=initial, out=out)
+            # else: let go already, read to its end
         for identity, copy in list(self.copies.items()):
             if now - copy.seen_at >= self.cfg.rotate_wait:
                 # Its original was not truncated: a plain copy, or another file that starts with
@@ -176,6 +177,27 @@ class Registry:
         self.restored = {k: e for k, e in self.restored.items()
                          if k in where and where[k] in self.open_errors}
         return out
+
+    def _reused(self, identity: Identity, path: str, st: os.stat_result,
+                out: list[Change]) -> bool:
+        """Whether ``path`` holds another file than the let-go one of the same (device, inode):
+        the let-go file was deleted (logrotate's compress) and its inode given to a new file,
+        which must be read, not skipped. Told by size (a log does not shrink) and by its first
+        bytes. A reused identity is forgotten, so that the new file is followed."""
+        f, end = self.released[identity]
+        if st.st_size >= end:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            except OSError:
+                return False  # gone or unreadable now: the next evaluation sees
+            try:
+                if f.fingerprint.matches_fd(fd):
+                    return False
+            finally:
+                os.close(fd)
+        del self.released[identity]
+        out.append(Forgotten(identity))
+        return True
 
     def _discover(self, path: str, st: os.stat_result, now: float, *, initial: bool,
                   out: list[Change]) -> None:
