@@ -182,12 +182,38 @@ async def stream_messages(urls: list[str], stream: str, *, subject: str = ">",
 
     for attempt in range(tries):
         try:
-            return await _read_stream(urls, stream, subject=subject, timeout=timeout)
+            if attempt < tries // 2:
+                return await _read_stream(urls, stream, subject=subject, timeout=timeout)
+            # A consumer that keeps stalling (seen on a loaded host right after a node came
+            # back): read the stream message by message from its leader instead.
+            return await _get_each(urls, stream, subject=subject, timeout=timeout)
         except (nats.errors.TimeoutError, asyncio.TimeoutError):
             if attempt == tries - 1:
                 raise
             await asyncio.sleep(1.0)
     raise AssertionError("unreachable")
+
+
+async def _get_each(urls: list[str], stream: str, *, subject: str, timeout: float
+                    ) -> list[tuple[int, bytes, dict]]:
+    import nats
+
+    nc = await nats.connect(servers=urls, connect_timeout=5)
+    try:
+        js = nc.jetstream(timeout=timeout)
+        info = await js.stream_info(stream)
+        out = []
+        if info.state.messages:
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                try:
+                    m = await js.get_msg(stream, seq)
+                except nats.js.errors.NotFoundError:
+                    continue
+                if subject == ">" or m.subject == subject:
+                    out.append((m.seq, m.data or b"", dict(m.headers or {})))
+        return out
+    finally:
+        await nc.close()
 
 
 async def _read_stream(urls: list[str], stream: str, *, subject: str, timeout: float

@@ -245,9 +245,13 @@ def test_nginx_access_lines_under_wrk_are_joined_to_exactly_their_exchange(tmp_p
     try:
         # wrk at full speed on a shared 2-core machine: ring buffers big enough that the
         # kernel's events are not lost while the input catches up (a lost exchange's line
-        # cannot be joined; this test is about the joins being right).
+        # cannot be joined; this test is about the joins being right). For the same reason a
+        # line may wait longer than the default 5 s of the pipeline's own time (max_lag): a
+        # pipeline behind by seconds on a busy CI host would otherwise give up on lines whose
+        # exchanges are merely still queued behind them.
         with start_agent(tmp_path, "--input-file", str(nginx.access_log),
-                         LOG_SHUTTLE_INPUTS__EBPF__RING_BUFFER_BYTES=str(128 << 20)) as agent:
+                         LOG_SHUTTLE_INPUTS__EBPF__RING_BUFFER_BYTES=str(128 << 20),
+                         LOG_SHUTTLE_PIPELINE__JOIN__MAX_LAG="60") as agent:
             warm_up(agent, nginx.port, nginx.access_log)
             subprocess.run(["wrk", "-t2", "-c16", "-d1s", "-s", str(script),
                             nginx.url("/")], check=True, capture_output=True, timeout=60)
