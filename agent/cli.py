@@ -13,7 +13,6 @@ start.
 from __future__ import annotations
 
 import enum
-import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -22,10 +21,9 @@ from typing import Any, Optional
 import typer
 from setproctitle import getproctitle, setproctitle
 
-from agent.config import Config, load_config
+from agent.config import load_config
 from common.errors import ConfigError
 from common.exitcodes import ExitCode
-from common.logs import setup_logging
 from server.cli import command as server_command
 
 app = typer.Typer(
@@ -171,7 +169,9 @@ def run(
                 typer.echo("log-shuttle: cannot trace with eBPF:\n" +
                            "\n".join(f"  - {p}" for p in problems), err=True)
                 raise typer.Exit(ExitCode.BOOT)
-    raise typer.Exit(start(cfg))
+    from agent.start import launch
+
+    raise typer.Exit(launch(cfg, _version()))
 
 
 
@@ -232,68 +232,6 @@ def network_output_overrides(
                             **({"name": f"grpc{i}"} if i else {})}
                            for i, a in enumerate(output_grpc)]
     return [(["outputs"], outputs)]
-
-
-def start(cfg: Config) -> int:
-    """Run the supervisor with this configuration; return the exit code."""
-    from agent import privileges
-    from agent.observe.setup import observe, with_listener
-    from agent.plan import plan
-    from agent.platforms import current
-    from agent.supervisor import Supervisor
-
-    current().hold_signals(Supervisor.SIGNALS)  # a stop during start-up is a stop, not a kill
-    setproctitle("log-shuttle: supervisor")
-    log = setup_logging("supervisor", cfg.agent.log_level)
-    from common.identity import IdentityError, IdentityNotKept, ephemeral_identity, load_identity
-    from inputs.file.checkpoint import default_state_dir
-
-    try:  # the agent id for record ids, kept in the state directory (made on first start)
-        identity = load_identity(cfg.agent.state_dir or default_state_dir())
-    except IdentityNotKept as exc:  # e.g. a read-only container: unique ids, not stable ones
-        identity = ephemeral_identity()
-        log.warning("%s; record ids use an agent id of this run only (%s): after a restart, "
-                    "receivers cannot tell replayed records from new ones", exc, identity.agent)
-    except IdentityError as exc:
-        log.error("cannot start: %s", exc)
-        return ExitCode.BOOT
-    root = os.geteuid() == 0 and sys.platform.startswith("linux")
-    try:
-        user = privileges.agent_user(cfg.agent.user) if root else None
-    except privileges.PrivilegeError as exc:
-        log.error("%s", exc)
-        return ExitCode.CONFIG
-    if user is not None and not privileges.can_switch_users():
-        log.info("the outputs and the listener stay uid 0 (with no capabilities): switching "
-                 "them to %s takes %s, which this process does not have", user[0],
-                 ", ".join(sorted(privileges.SWITCHING - privileges.effective())))
-        user = None
-    rundir = observe(cfg, log=log, owner=user[1] if user else None)
-    try:
-        specs, queues = plan(cfg)
-        if rundir is not None:
-            specs = with_listener(cfg, specs, rundir.path, version=_version())
-        for spec in specs:
-            spec.identity = identity
-        if root:  # root only where it is needed (agent/privileges.py)
-            try:
-                keep = privileges.assign(specs, user=user, log=log)
-                privileges.apply(privileges.Privileges(keep=keep))
-            except privileges.PrivilegeError as exc:
-                log.error("%s", exc)
-                for q in queues:
-                    q.destroy()
-                return ExitCode.BOOT
-            log.debug("supervisor keeps %s", ", ".join(sorted(keep)))
-        log.info("log-shuttle %s: %s", _version(), ", ".join(s.role for s in specs))
-        sup = Supervisor(
-            specs, queues, host=cfg.host_name(), log_level=cfg.agent.log_level,
-            drain_timeout=cfg.agent.drain_timeout, backoff=cfg.agent.restart_backoff,
-            backoff_max=cfg.agent.restart_backoff_max, log=log, rundir=rundir)
-        return sup.run()
-    finally:
-        if rundir is not None:
-            rundir.remove()
 
 
 @app.command("doctor")

@@ -20,13 +20,13 @@ from inputs.ebpf.config import EbpfInputConfig
 from inputs.etw.config import EtwInputConfig
 from inputs.file.config import FileInputConfig
 from outputs.grpc_config import GrpcOutputConfig
-from outputs.jetstream import JetStreamOutputConfig
-from outputs.influx import InfluxOutputConfig
-from outputs.jsonlines import JsonLinesOutputConfig
+from outputs.jetstream_config import JetStreamOutputConfig
+from outputs.influx_config import InfluxOutputConfig
+from outputs.jsonlines_config import JsonLinesOutputConfig
 from outputs.otlpmetrics_config import OtlpMetricsOutputConfig
-from outputs.promsink import PrometheusOutputConfig
-from outputs.stdout import StdoutOutputConfig
-from outputs.tcp import TcpOutputConfig
+from outputs.promsink_config import PrometheusOutputConfig
+from outputs.stdout_config import StdoutOutputConfig
+from outputs.tcp_config import TcpOutputConfig
 from pipeline.config import PipelineConfig
 
 

@@ -17,7 +17,7 @@ from agent.config import load_config
 from inputs.ebpf.config import EbpfInputConfig
 from common.errors import ConfigError
 from common.exitcodes import ExitCode
-from inputs.ebpf import options_of
+from inputs.ebpf.start import options_of
 from inputs.ebpf.checks import Check, environment, problems
 from inputs.ebpf.loader import (
     LoadError, ProgramOptions, cflags, close_probe, load_probe, program_text, source_file,

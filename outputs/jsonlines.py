@@ -17,38 +17,20 @@ once it would pass ``max_bytes`` it is renamed ``path.1`` (older ones shift to `
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
-from msgspec import Meta
 
 from common.component import BootError, Context
-from common.config import Section, directory_problems
 from common.events import Batch, MetricEvent
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
 from outputs.metricstate import metric_events
 from common.timefmt import rfc3339_ns
 from outputs.runner import OutputRunner
+from outputs.jsonlines_config import JsonLinesOutputConfig
 
 
-class JsonLinesOutputConfig(Section):
-    """``[[outputs.metrics_jsonl]]``."""
-
-    path: str
-    """The file to write."""
-    name: str = "metrics_jsonl"
-    max_bytes: Annotated[int, Meta(ge=4096)] = 100 * 1024 * 1024
-    """A file is rotated once it would pass this size."""
-    max_files: Annotated[int, Meta(ge=1)] = 5
-    """Rotated files kept."""
-
-    def problems(self, **_: object) -> list[str]:
-        if not self.path:
-            return ["path: give the file to write"]
-        if os.path.isdir(self.path):
-            return [f"path: {self.path} is a directory, not a file"]
-        return directory_problems(os.path.dirname(os.path.abspath(self.path)), key="path")
 
 
 class PointRecord(msgspec.Struct, omit_defaults=True):

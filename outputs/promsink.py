@@ -10,7 +10,6 @@ import os
 import threading
 
 from common.component import BootError, Context
-from common.config import PositiveFloat, Section, address_problems
 from common.events import Batch
 from common.net import parse_address
 from outputs.base import Verdict
@@ -18,18 +17,9 @@ from outputs.metricstate import Cumulative, metric_events
 from outputs.prometheus import render
 from outputs.promserve import MetricsListener
 from outputs.runner import OutputRunner
+from outputs.promsink_config import PrometheusOutputConfig
 
 
-class PrometheusOutputConfig(Section):
-    """``[outputs.prometheus]``."""
-
-    listen: str = "127.0.0.1:9464"
-    """HOST:PORT of the ``/metrics`` listener (9464: OpenTelemetry's Prometheus exporter's)."""
-    expiry: PositiveFloat = 3600.0
-    """A series not updated for this many seconds is no longer exposed."""
-
-    def problems(self, **_: object) -> list[str]:
-        return address_problems(self.listen, key="listen", listen=True)
 
 
 class PrometheusSink:

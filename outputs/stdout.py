@@ -6,24 +6,16 @@ from __future__ import annotations
 import errno
 import os
 import select
-from typing import Literal
 
 from common.component import BootError, Context, SinkClosed
-from common.config import Section
 from common.events import Batch
 from common.identity import Identity
 from outputs.base import Verdict
 from outputs.ndjson import Renderer
 from outputs.runner import OutputRunner
+from outputs.stdout_config import StdoutOutputConfig
 
 
-class StdoutOutputConfig(Section):
-    """The ``[outputs.stdout]`` table."""
-
-    format: Literal["ndjson", "text"] = "ndjson"
-    state_dir: str = ""
-    """Where this output sets aside batches it can never deliver (its dead-letter file); empty:
-    the agent's state_dir."""
 
 
 def build(ctx: Context[StdoutOutputConfig]) -> OutputRunner:

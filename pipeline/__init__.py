@@ -2,6 +2,18 @@
 process table: proctable.py, containers.py, writers.py, enrich.py), batches them (batcher.py) and
 fans each batch out to every output queue (runner.py)."""
 
-from pipeline.runner import build
+from __future__ import annotations
+
+from typing import Any
+
+
+def build(ctx: Any) -> Any:
+    """The component's build function (pipeline.runner.build), imported only when called: the
+    supervisor imports this package for its configuration and must not load the component's
+    code (each child process loads only its own: memory, docs/benchmarks.md)."""
+    from pipeline.runner import build as build_runner
+
+    return build_runner(ctx)
+
 
 __all__ = ["build"]

@@ -9,6 +9,18 @@ concern: ``structs`` (ctypes layouts), ``api`` (advapi32 / tdh, loaded only on W
 Every module imports on any platform; only ``api.load()`` needs Windows. See docs/etw.md.
 """
 
-from inputs.etw.runner import build
+from __future__ import annotations
+
+from typing import Any
+
+
+def build(ctx: Any) -> Any:
+    """The component's build function (inputs.etw.runner.build), imported only when called: the
+    supervisor imports this package for its configuration and must not load the component's
+    code (each child process loads only its own: memory, docs/benchmarks.md)."""
+    from inputs.etw.runner import build as build_runner
+
+    return build_runner(ctx)
+
 
 __all__ = ["build"]

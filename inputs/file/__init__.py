@@ -5,6 +5,18 @@ as LogEvents. Split by concern: ``config`` (its settings), ``paths`` (globs), ``
 Docker, multiline), ``checkpoint`` (the store), ``limits`` (descriptors), ``runner`` (the loop
 that reads, sends, acknowledges and checkpoints)."""
 
-from inputs.file.runner import build
+from __future__ import annotations
+
+from typing import Any
+
+
+def build(ctx: Any) -> Any:
+    """The component's build function (inputs.file.runner.build), imported only when called: the
+    supervisor imports this package for its configuration and must not load the component's
+    code (each child process loads only its own: memory, docs/benchmarks.md)."""
+    from inputs.file.runner import build as build_runner
+
+    return build_runner(ctx)
+
 
 __all__ = ["build"]

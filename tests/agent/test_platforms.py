@@ -108,7 +108,7 @@ def test_builder_paths_round_trip_and_refuse_what_a_new_interpreter_cannot_impor
     import inputs.etw
 
     path = win.builder_path(inputs.etw.build)
-    assert path == "inputs.etw.runner:build" and win.resolve_builder(path) is inputs.etw.build
+    assert path == "inputs.etw:build" and win.resolve_builder(path) is inputs.etw.build
     with pytest.raises(ValueError):
         win.builder_path(lambda ctx: None)
 

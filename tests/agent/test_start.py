@@ -1,0 +1,46 @@
+"""The supervisor runs in a fresh interpreter that replaced the CLI's process (agent/start.py):
+the same pid, the agent working, and nothing imported from the directory it was started in."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.harness import ROOT, SESSIONS, agent_env, complete_lines, wait_for
+
+CLI = shutil.which("log-shuttle", path=str(Path(sys.executable).parent))
+
+
+def test_the_supervisor_replaces_the_cli_process_and_ignores_the_current_directory(tmp_path):
+    # A directory named like our packages where the agent is started: the exec'd interpreter
+    # must not import it (python -P), or it would run this instead of the agent.
+    cwd = tmp_path / "cwd"
+    marker = tmp_path / "imported"
+    for pkg in ("agent", "common"):
+        (cwd / pkg).mkdir(parents=True)
+        (cwd / pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write({pkg!r})\n")
+    (cwd / "agent" / "start.py").write_text(f"open({str(marker)!r}, 'w').write('start')\n")
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    out = tmp_path / "out"
+    env = agent_env(LOG_SHUTTLE_AGENT__STATE_DIR=str(tmp_path / "state"))
+    with open(out, "wb") as stdout, open(tmp_path / "err", "wb") as stderr:
+        proc = subprocess.Popen([CLI or f"{ROOT}/.venv/bin/log-shuttle", "--input-file", str(log),
+                                 "--from-beginning"], cwd=cwd, env=env, stdout=stdout,
+                                stderr=stderr, stdin=subprocess.DEVNULL, start_new_session=True)
+    SESSIONS.add(proc.pid)
+    try:
+        wait_for(lambda: len(complete_lines(out.read_bytes())) >= 100 or proc.poll() is not None,
+                 timeout=60, what="the lines")
+        assert proc.poll() is None, (tmp_path / "err").read_text()
+        # The process started as the CLI is the supervisor now: the same pid, a new program.
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+            assert f.read().split(b"\0")[0] == b"log-shuttle: supervisor"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, (tmp_path / "err").read_text()
+    assert len(complete_lines(out.read_bytes())) == 100
+    assert not marker.exists(), marker.read_text()
+    assert "Traceback" not in (tmp_path / "err").read_text()
