@@ -80,6 +80,20 @@ class Context(Generic[C]):
     identity: Any = None
     """The agent's id and session (common.identity.Identity), for record ids; None: no ids."""
 
+    def one_consumer(self) -> Any:
+        """The one queue an output reads (BootError when the plan gave it another number)."""
+        return _one(self.consumers, f"{self.name}: expected one input queue")
+
+    def one_producer(self) -> Any:
+        """The one queue an input writes (BootError when the plan gave it another number)."""
+        return _one(self.producers, f"{self.name}: expected one output queue")
+
+
+def _one(queues: list[Any], what: str) -> Any:
+    if len(queues) != 1:
+        raise BootError(f"{what}, got {len(queues)}")
+    return queues[0]
+
 
 def resolve_build(path: str) -> Callable[[Context[Any]], Runner]:
     """The build function named ``module:function``, imported now (in the child process, so

@@ -39,7 +39,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc  # noq
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
     ExportTraceServiceRequest)
 
-from common.component import BootError, Context
+from common.component import Context
 from common.events import Batch
 from common.net import format_address, parse_address, read_token
 from common.events import SpanEvent
@@ -62,8 +62,7 @@ _DETAILS_KEY = "grpc-status-details-bin"
 
 def build(ctx: Context[GrpcOutputConfig]) -> OutputRunner:
     cfg = ctx.config
-    if len(ctx.consumers) != 1:
-        raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
+    ctx.one_consumer()
     host, port = parse_address(cfg.address, who=ctx.name)
     files = TlsFiles(ca=cfg.tls_ca, cert=cfg.tls_cert, key=cfg.tls_key,
                      server_name=cfg.tls_server_name)

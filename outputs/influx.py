@@ -54,8 +54,7 @@ def encode(events: list[MetricEvent], *, host: str) -> list[bytes]:
 
 def build(ctx: Context) -> OutputRunner:
     cfg: InfluxOutputConfig = ctx.config
-    if len(ctx.consumers) != 1:
-        raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
+    ctx.one_consumer()
     if cfg.protocol in ("udp", "tcp"):
         host, port = parse_address(cfg.address, who=ctx.name)
         sink: object = SocketSink(name=f"influxdb {cfg.protocol} {cfg.address}", host=host,

@@ -60,8 +60,7 @@ class JetStreamError(Exception):
 
 def build(ctx: Context) -> OutputRunner:
     cfg: JetStreamOutputConfig = ctx.config
-    if len(ctx.consumers) != 1:
-        raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
+    ctx.one_consumer()
     return OutputRunner(ctx, sink_from_config(cfg, host=ctx.host, identity=ctx.identity,
                                               log=ctx.log, who=ctx.name),
                         backoff=Backoff(maximum=cfg.backoff_max))

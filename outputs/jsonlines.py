@@ -123,8 +123,7 @@ class JsonLinesSink:
 
 def build(ctx: Context) -> OutputRunner:
     cfg: JsonLinesOutputConfig = ctx.config
-    if len(ctx.consumers) != 1:
-        raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
+    ctx.one_consumer()
     return OutputRunner(ctx, JsonLinesSink(path=cfg.path, host=ctx.host, max_bytes=cfg.max_bytes,
                                            max_files=cfg.max_files, log=ctx.log))
 

@@ -107,8 +107,7 @@ class OtlpMetricsSink:
 
 def build(ctx: Context) -> OutputRunner:
     cfg: OtlpMetricsOutputConfig = ctx.config
-    if len(ctx.consumers) != 1:
-        raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
+    ctx.one_consumer()
     host, port = parse_address(cfg.address, who=ctx.name)
     files = TlsFiles(ca=cfg.tls_ca, cert=cfg.tls_cert, key=cfg.tls_key,
                      server_name=cfg.tls_server_name)

@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 
-from common.component import BootError, Context
+from common.component import Context
 from common.events import Batch
 from common.net import parse_address
 from outputs.base import Verdict
@@ -67,8 +67,7 @@ class PrometheusSink:
 
 def build(ctx: Context) -> OutputRunner:
     cfg: PrometheusOutputConfig = ctx.config
-    if len(ctx.consumers) != 1:
-        raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
+    ctx.one_consumer()
     host, port = parse_address(cfg.listen, who=ctx.name, listen=True)
     sink = PrometheusSink(host=host, port=port, expiry=cfg.expiry, log=ctx.log)
     rundir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")  # the agent's listener is on

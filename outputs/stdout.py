@@ -7,7 +7,7 @@ import errno
 import os
 import select
 
-from common.component import BootError, Context, SinkClosed
+from common.component import Context, SinkClosed
 from common.events import Batch
 from common.identity import Identity
 from outputs.base import Verdict
@@ -19,8 +19,7 @@ from outputs.stdout_config import StdoutOutputConfig
 
 
 def build(ctx: Context[StdoutOutputConfig]) -> OutputRunner:
-    if len(ctx.consumers) != 1:
-        raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
+    ctx.one_consumer()
     return OutputRunner(ctx, StdoutSink(fmt=ctx.config.format, host=ctx.host,
                                            identity=ctx.identity))
 

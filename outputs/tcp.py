@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
-from common.component import BootError, Context
+from common.component import Context
 from common.events import Batch, Event, event_lines
 from common.identity import Identity
 from common.net import format_address, parse_address, read_token
@@ -58,8 +58,7 @@ class AuthRejected(Exception):
 
 def build(ctx: Context[TcpOutputConfig]) -> OutputRunner:
     cfg = ctx.config
-    if len(ctx.consumers) != 1:
-        raise BootError(f"{ctx.name}: expected one input queue, got {len(ctx.consumers)}")
+    ctx.one_consumer()
     host, port = parse_address(cfg.address, who=ctx.name)
     files = TlsFiles(ca=cfg.tls_ca, cert=cfg.tls_cert, key=cfg.tls_key,
                      server_name=cfg.tls_server_name)

@@ -24,8 +24,7 @@ def build(ctx: Context[EbpfInputConfig]) -> Runner:
     from inputs.ebpf.runner import EbpfInput
 
     cfg = ctx.config
-    if len(ctx.producers) != 1:
-        raise BootError(f"{ctx.name}: expected one output queue, got {len(ctx.producers)}")
+    ctx.one_producer()
     found = problems(environment(mount=True))
     programs = None
     if not found:

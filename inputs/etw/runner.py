@@ -36,8 +36,7 @@ def build(ctx: Context[EtwInputConfig], *, api: EtwApi | None = None) -> EtwInpu
     """Check the configuration, load the Windows API (BootError off Windows), resolve the
     providers' names and start the session. ``api`` replaces the Windows calls (tests)."""
     cfg = ctx.config
-    if len(ctx.producers) != 1:
-        raise BootError(f"{ctx.name}: expected one output queue, got {len(ctx.producers)}")
+    ctx.one_producer()
     if api is None:
         try:
             api = load()

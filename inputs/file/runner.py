@@ -97,8 +97,7 @@ def build(ctx: Context[FileInputConfig]) -> FileInput:
         if not glob.has_magic(pattern) and os.path.isdir(pattern):
             raise BootError(f"{pattern} is a directory, not a file: to follow the files in it, "
                             f"give a glob such as '{os.path.join(pattern, '*.log')}'")
-    if len(ctx.producers) != 1:
-        raise BootError(f"{ctx.name}: expected one output queue, got {len(ctx.producers)}")
+    ctx.one_producer()
     checkpointer = Checkpointer(state_dir=cfg.state_dir, input_name=cfg.name)
     try:
         checkpointer.prepare()

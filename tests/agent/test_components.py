@@ -208,3 +208,29 @@ def test_grpc_rejects_what_the_header_check_refuses():
             assert info.value.code() == grpc.StatusCode.INTERNAL
         with pytest.raises(TypeError):
             stub.Export(ExportLogsServiceRequest(), metadata=[("x-bin", "abc")], timeout=2)
+
+
+REQUIRED = {"file": {"paths": ["/nonexistent/a.log"]}, "tcp": {"address": "127.0.0.1:9"}, "grpc": {"address": "127.0.0.1:9"},
+            "jetstream": {"servers": ["nats://127.0.0.1:9"]},
+            "metrics_jsonl": {"path": "/nonexistent/m.jsonl"},
+            "otlp_metrics": {"address": "127.0.0.1:9"}}
+
+
+@pytest.mark.parametrize("kind,name", [("input", n) for n in INPUTS if n != "etw"]
+                         + [("output", n) for n in OUTPUTS])
+def test_every_component_refuses_a_plan_that_gave_it_two_queues(kind, name):
+    """The one-queue check, written once (Context.one_consumer / one_producer), is made by
+    every component's build before it acquires anything. (The ETW input's build stops at
+    the platform check first on Linux: tests/inputs/etw covers its queue.)"""
+    from common.component import BootError, Context, Stop
+
+    component = (INPUTS if kind == "input" else OUTPUTS)[name]
+    cfg = msgspec.convert(REQUIRED.get(name, {}), component.config)
+    two = [object(), object()]
+    ctx = Context(name=f"{kind} {name}", config=cfg, host="h", stop=Stop(),
+                  consumers=two if kind == "output" else [],
+                  producers=two if kind == "input" else [])
+    with pytest.raises(BootError, match=f"{kind} {name}: expected one "
+                                        f"{'input' if kind == 'output' else 'output'} queue, "
+                                        f"got 2"):
+        resolve_build(component.build)(ctx)
