@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def build(ctx: Any) -> Any:
+def build(ctx: Any, **kwargs: Any) -> Any:
     """The component's build function (inputs.ebpf.start.build), imported only when called:
     the supervisor imports this package for its configuration and must not load BCC's
     bindings or the input's code (each child process loads only its own)."""
     from inputs.ebpf.start import build as build_input
 
-    return build_input(ctx)
+    return build_input(ctx, **kwargs)
 
 
 __all__ = ["build"]

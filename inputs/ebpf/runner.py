@@ -24,6 +24,8 @@ from inputs.ebpf.translate import Translator
 LOSS_CHECK_INTERVAL = 1.0
 TLS_SCAN_INTERVAL = 1.0
 """Seconds between two looks at new processes' maps for a libssl to attach to."""
+QUEUE_WAIT_SLICE = 0.1
+"""Seconds between looks at the stop flag while the pipeline's queue is full."""
 
 
 @dataclass
@@ -143,8 +145,10 @@ class EbpfInput:
                     self.first_at = time.monotonic()
 
     def send(self, limit: int = 0) -> None:
-        """Hand the batch on (at most ``limit`` events of it, 0: all), or drop it if the queue
-        is full: never wait."""
+        """Hand the batch on (at most ``limit`` events of it, 0: all). While the pipeline's
+        queue is full this waits, and the probes' ring buffers hold what comes meanwhile (the
+        kernel never waits: a full ring buffer loses events and counts them); the batch is
+        dropped, counted, only when the input is stopping or it can never fit."""
         if not self.out:
             return
         if limit and len(self.out) > limit:
@@ -156,9 +160,7 @@ class EbpfInput:
             events.insert(0, LossEvent(time_ns=time.time_ns(), source=self.ctx.name,
                                        what="queue full", count=self.unreported_queue_loss))
         message = self.codec.encode(Batch(events=events, source=self.ctx.name))
-        try:
-            self.producer.put_nowait(message)
-        except (Full, MessageTooLarge):
+        if not self._put(message):
             dropped = len(events) - (1 if self.unreported_queue_loss else 0)
             self.unreported_queue_loss += dropped
             self.stats.lost_queue_full += dropped
@@ -166,3 +168,14 @@ class EbpfInput:
         self.unreported_queue_loss = 0
         self.stats.batches_sent += 1
         self.stats.events_sent += len(events)
+
+    def _put(self, message: bytes) -> bool:
+        while True:
+            try:
+                self.producer.put(message, timeout=QUEUE_WAIT_SLICE)
+                return True
+            except MessageTooLarge:
+                return False
+            except Full:
+                if self.ctx.stop.is_set():
+                    return False

@@ -14,13 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def build(ctx: Any) -> Any:
+def build(ctx: Any, **kwargs: Any) -> Any:
     """The component's build function (inputs.etw.runner.build), imported only when called: the
     supervisor imports this package for its configuration and must not load the component's
     code (each child process loads only its own: memory, docs/benchmarks.md)."""
     from inputs.etw.runner import build as build_runner
 
-    return build_runner(ctx)
+    return build_runner(ctx, **kwargs)
 
 
 __all__ = ["build"]

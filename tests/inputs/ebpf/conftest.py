@@ -49,10 +49,10 @@ def needs(*tools: str) -> pytest.MarkDecorator:
 class LiveInput:
     """The eBPF input, built and run in a thread of this process, writing to a real ShmQueue."""
 
-    def __init__(self, **options) -> None:
+    def __init__(self, *, queue_bytes: int = 64 * MiB, **options) -> None:
         options.setdefault("ring_buffer_bytes", 64 * MiB)
         self.cfg = EbpfInputConfig(**options)
-        self.queue = ShmQueue.create(name="test-ebpf", capacity=64 * MiB)
+        self.queue = ShmQueue.create(name="test-ebpf", capacity=queue_bytes)
         self.stop_flag = Stop()
         ctx = Context(name="input ebpf", config=self.cfg, host="test", stop=self.stop_flag,
                       producers=[self.queue.producer()], log=logging.getLogger("test.ebpf"))

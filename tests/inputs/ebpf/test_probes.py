@@ -161,3 +161,24 @@ def test_http_pairing_in_the_kernel_and_pipelining_handed_to_user_space(live_inp
         assert [(e.path, e.status) for e in side] == want, direction
         assert all(e.fd == fd and e.method == "GET" and e.duration_ns > 0 for e in side)
         assert {e.peer_addr for e in side} == {"127.0.0.1"}
+
+
+def test_a_full_queue_makes_the_input_wait_while_the_ring_buffer_holds_the_events(live_input):
+    """The pipeline not reading (this test does not collect) and its queue far too small for
+    what comes: the input waits for room instead of dropping batches, the probe's ring buffer
+    holds the events meanwhile, and once the queue is read every exec arrives, none lost."""
+    li = live_input(probes=["process"], queue_bytes=256 * 1024, ring_buffer_bytes=64 * 1024 * 1024)
+    n = 3000
+    parent = subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {n} ]; do /bin/true; "
+                             f"i=$((i+1)); done; echo $$"], capture_output=True, text=True,
+                            check=True, timeout=300)
+    shell = int(parent.stdout)
+    time.sleep(1.0)  # the input has read the ring buffer up to what the queue could take
+    assert li.runner.stats.lost_queue_full == 0
+    execs = li.wait_for(
+        lambda evs: (lambda found: found if len(found) >= n else None)(
+            [e for e in evs if isinstance(e, ProcessEvent) and e.kind == "exec"
+             and e.ppid == shell and e.filename == "/bin/true"]),
+        what=f"{n} execs of /bin/true", timeout=120)
+    assert len(execs) == n
+    assert li.losses() == [] and li.runner.stats.lost_queue_full == 0
