@@ -59,7 +59,20 @@ class LineRecord(msgspec.Struct, omit_defaults=True):
     """``"ambiguous"``: the writer served several requests at once; no ids, on purpose."""
 
 
-def line_records(run: LineRun, host: str) -> list[LineRecord]:
+class PlainLine(msgspec.Struct, omit_defaults=True):
+    """A LineRecord with nothing but the fields every line has: what most lines are. Its six
+    fields make and encode faster than LineRecord's twenty-one, into the same JSON
+    (tests/outputs/test_records.py)."""
+
+    time: str
+    host: str
+    path: str
+    offset: int
+    line: str
+    id: str = ""
+
+
+def line_records(run: LineRun, host: str) -> list[LineRecord] | list[PlainLine]:
     recs = _line_records(run, host)
     for j in run.joins:
         if j.index < len(recs):
@@ -72,14 +85,15 @@ def line_records(run: LineRun, host: str) -> list[LineRecord]:
     return recs
 
 
-def _line_records(run: LineRun, host: str) -> list[LineRecord]:
+def _line_records(run: LineRun, host: str) -> list[LineRecord] | list[PlainLine]:
     t = rfc3339_ns(run.read_ns)
     path = run.path
     ids = run.ids or repeat("")
     if run.invalid is None and run.piece is None and not run.unterminated \
             and not run.time_ns and not run.stream and not run.format_error:
         if run.process is None and run.writers is None and run.container is None:
-            return list(map(LineRecord, repeat(t), repeat(host), repeat(path), run.offsets,
+            cls = LineRecord if run.joins else PlainLine  # joins set fields of LineRecord
+            return list(map(cls, repeat(t), repeat(host), repeat(path), run.offsets,
                             run.texts, ids))
         return [LineRecord(t, host, path, off, s, i, process=run.process, writers=run.writers,
                            container=run.container)
@@ -104,8 +118,8 @@ def event_dict(rec: EventRecord, host: str) -> dict[str, Any]:
 
 
 def records(events: list[Event], host: str,
-            identity: Identity | None = None) -> list[LineRecord | dict[str, Any]]:
-    out: list[LineRecord | dict[str, Any]] = []
+            identity: Identity | None = None) -> list[LineRecord | PlainLine | dict[str, Any]]:
+    out: list[LineRecord | PlainLine | dict[str, Any]] = []
     agent = identity.agent if identity is not None else ""
     for ev in events:  # the view, one event at a time: no list of the whole batch's runs
         if type(ev) is LogEvent:

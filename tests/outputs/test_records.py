@@ -84,3 +84,19 @@ def test_other_events_render_with_their_type_and_fields():
     assert (rec["method"], rec["path"], rec["status"], rec["pid"]) == ("GET", "/x", 404, 10)
     text = Renderer(fmt="text", host="h").render([h]).decode()
     assert text.startswith("1970-01-01T00:00:00.000000005Z h [http] pid=10") and "status=404" in text
+
+
+def test_a_plain_line_encodes_as_the_full_record_would():
+    """PlainLine (the common case's six fields) and LineRecord give the same JSON, with and
+    without an id, for lines that need escaping too."""
+    import msgspec
+
+    from outputs.ndjson import LineRecord, PlainLine
+
+    enc = msgspec.json.Encoder()
+    for line in ("GET / 200", 'ua="x\\y"\tz', "caf\u00e9 \u2603", "\x00\x1f"):
+        for rid in ("", "a1b2.0000000000000007.4096"):
+            args = ("2026-12-06T16:33:01.343787705Z", "h\"ost", "/var/log/a b.log", 4096, line,
+                    rid)
+            assert enc.encode(PlainLine(*args)) == enc.encode(LineRecord(*args))
+    assert list(msgspec.structs.fields(PlainLine)) == list(msgspec.structs.fields(LineRecord))[:6]
