@@ -173,7 +173,7 @@ def run(coro):
 
 
 async def stream_messages(urls: list[str], stream: str, *, subject: str = ">",
-                          timeout: float = 10.0, tries: int = 4
+                          timeout: float = 10.0, tries: int = 4, creds: str | None = None
                           ) -> list[tuple[int, bytes, dict]]:
     """Every message of the stream as (stream sequence, payload, headers), read with an
     ordered consumer (ephemeral, flow-controlled, nothing left behind). A cluster whose nodes
@@ -183,10 +183,12 @@ async def stream_messages(urls: list[str], stream: str, *, subject: str = ">",
     for attempt in range(tries):
         try:
             if attempt < tries // 2:
-                return await _read_stream(urls, stream, subject=subject, timeout=timeout)
+                return await _read_stream(urls, stream, subject=subject, timeout=timeout,
+                                          creds=creds)
             # A consumer that keeps stalling (seen on a loaded host right after a node came
             # back): read the stream message by message from its leader instead.
-            return await _get_each(urls, stream, subject=subject, timeout=timeout)
+            return await _get_each(urls, stream, subject=subject, timeout=timeout,
+                                   creds=creds)
         except (nats.errors.TimeoutError, asyncio.TimeoutError):
             if attempt == tries - 1:
                 raise
@@ -194,11 +196,11 @@ async def stream_messages(urls: list[str], stream: str, *, subject: str = ">",
     raise AssertionError("unreachable")
 
 
-async def _get_each(urls: list[str], stream: str, *, subject: str, timeout: float
-                    ) -> list[tuple[int, bytes, dict]]:
+async def _get_each(urls: list[str], stream: str, *, subject: str, timeout: float,
+                    creds: str | None = None) -> list[tuple[int, bytes, dict]]:
     import nats
 
-    nc = await nats.connect(servers=urls, connect_timeout=5)
+    nc = await nats.connect(servers=urls, connect_timeout=5, user_credentials=creds)
     try:
         js = nc.jetstream(timeout=timeout)
         info = await js.stream_info(stream)
@@ -216,11 +218,11 @@ async def _get_each(urls: list[str], stream: str, *, subject: str, timeout: floa
         await nc.close()
 
 
-async def _read_stream(urls: list[str], stream: str, *, subject: str, timeout: float
-                       ) -> list[tuple[int, bytes, dict]]:
+async def _read_stream(urls: list[str], stream: str, *, subject: str, timeout: float,
+                       creds: str | None = None) -> list[tuple[int, bytes, dict]]:
     import nats
 
-    nc = await nats.connect(servers=urls, connect_timeout=5)
+    nc = await nats.connect(servers=urls, connect_timeout=5, user_credentials=creds)
     try:
         js = nc.jetstream(timeout=timeout)
         info = await js.stream_info(stream)

@@ -20,7 +20,7 @@ from common.events import Batch, LogEvent
 from common.identity import Identity
 from outputs.base import Verdict
 from outputs.jetstream import JetStreamOutputConfig, sink_from_config, subject_token
-from tests.harness import agent_env, wait_for
+from tests.harness import agent_env, complete_lines, wait_for
 from tests.inputs.test_file_durability import run_agent, start_writer, started
 from tests.nats_cluster import NATS_SERVER, NatsCluster, run, stream_messages, stream_state
 from tests.server.helpers import Server
@@ -366,6 +366,44 @@ def test_tls_with_user_and_password(tmp_path):
             assert untrusted.send(_batch(3)) is Verdict.RETRY
         finally:
             untrusted.close()
+
+
+def test_creds_file_auth_against_a_server_in_operator_mode(tmp_path):
+    """Decentralized auth (JWTs signed by an operator and an account, tests/nats_jwt.py): the
+    output logs in with a user's .creds file and its batch is stored; a user of an account the
+    server does not know is refused, a RETRY."""
+    from tests.nats_jwt import decentralized
+
+    auth = decentralized(tmp_path)
+    with NatsCluster(tmp_path / "nats", nodes=1, extra=auth.server_conf) as cluster:
+        good = sink_from_config(JetStreamOutputConfig(
+            servers=cluster.urls, create_stream=True, creds_file=str(auth.creds)),
+            host="h", identity=Identity("0" * 16, "s"))
+        try:
+            assert good.send(_batch(20)) is Verdict.OK
+            assert good.stats.published == 20
+        finally:
+            good.close()
+        stranger = sink_from_config(JetStreamOutputConfig(
+            servers=cluster.urls, creds_file=str(auth.stranger_creds), connect_timeout=2),
+            host="h", identity=None)
+        try:
+            assert stranger.send(_batch(3)) is Verdict.RETRY
+        finally:
+            stranger.close()
+        messages = run(stream_messages(cluster.urls, "LOGS", creds=str(auth.creds)))
+        # log-shuttle server consumes the stream with the same kind of credentials
+        server = Server(tmp_path, "--from-jetstream", cluster.urls[0], name="server",
+                        env=agent_env(LOG_SHUTTLE_SERVER__JETSTREAM_CREDS_FILE=str(auth.creds)))
+        try:
+            def received() -> list[dict]:
+                return [json.loads(line) for path in sorted(server.dir.glob("received*.ndjson"))
+                        for line in complete_lines(path.read_bytes())]
+            wait_for(lambda: len(received()) >= 20, timeout=30, what="the records in the server")
+        finally:
+            assert server.stop() == 0
+    assert len(messages) == 20
+    assert sorted(r["line"] for r in received()) == sorted(f"line {i}" for i in range(20))
 
 
 def test_a_consuming_server_refuses_what_cannot_work(tmp_path):
