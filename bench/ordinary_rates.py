@@ -115,6 +115,17 @@ def memory(pid: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
+def memory_by(pid: int) -> dict[str, float]:
+    """Each process's RSS, MiB, by its title."""
+    names = roles(pid)
+    return {names.get(p, str(p)): kib(f"/proc/{p}/smaps_rollup", "Rss") / 1024 for p in tree(pid)}
+
+
+def by(r: dict) -> str:
+    return ", ".join(f"{k.split(': ')[-1].split('/')[-1]} {v:.0f}"
+                     for k, v in r.get("rss_by", {}).items())
+
+
 def roles(pid: int) -> dict[int, str]:
     out = {}
     for p in tree(pid):
@@ -127,24 +138,31 @@ def roles(pid: int) -> dict[int, str]:
 
 
 class MemoryWatch(threading.Thread):
-    """Samples the summed RSS and PSS every 0.5 s; keeps the peaks."""
+    """Samples the summed RSS and PSS every 0.5 s; keeps the peaks, and each process's RSS in
+    the sample where the sum peaked (``peak_by``: title -> MiB)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.stop = threading.Event()
         self.peak_rss = self.peak_pss = 0.0
+        self.peak_by: dict[str, float] = {}
+
+    def sample(self) -> None:
+        by = memory_by(self.pid)
+        rss, pss = memory(self.pid)
+        if rss > self.peak_rss:
+            self.peak_by = by
+        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
 
     def run(self) -> None:
         while not self.stop.wait(0.5):
-            rss, pss = memory(self.pid)
-            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self.sample()
 
     def finish(self) -> None:
         self.stop.set()
         self.join()
-        rss, pss = memory(self.pid)
-        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+        self.sample()
 
 
 @dataclass
@@ -227,6 +245,7 @@ def paced(name: str, sink_exe: Path, rate: int, seconds: float) -> dict:
     return {"cpu_pct": 100 * sum(per1[p] - per0[p] for p in pids) / wall,
             "per_process": {names.get(p, str(p)): 100 * (per1[p] - per0[p]) / wall for p in pids},
             "rest_rss": rest_rss, "rest_pss": rest_pss, "rss": watch.peak_rss,
+            "rss_by": watch.peak_by,
             "pss": watch.peak_pss, "p50_ms": res["p50_ns"] / 1e6, "p99_ms": res["p99_ns"] / 1e6,
             "records": res["records"]}
 
@@ -255,7 +274,7 @@ def full_speed(name: str, sink_exe: Path, log: Path, lines: int) -> dict:
         raise RuntimeError(f"{name}: the sink got {res['records']} of {lines} records")
     seconds = (res["last_ns"] - t0) / 1e9
     return {"lines_s": lines / seconds, "us_line": sum(cpu.values()) / lines * 1e6,
-            "rss": watch.peak_rss, "pss": watch.peak_pss}
+            "rss": watch.peak_rss, "pss": watch.peak_pss, "rss_by": watch.peak_by}
 
 
 def idle(name: str, sink_exe: Path, files: int, seconds: float) -> dict:
@@ -338,14 +357,14 @@ def main() -> None:
                 print(f"round {rnd} {name} {rate:,}/s: CPU {r['cpu_pct']:.1f}% ({procs}); "
                       f"RSS {r['rest_rss']:.0f} at rest, {r['rss']:.0f} peak; PSS "
                       f"{r['rest_pss']:.0f} / {r['pss']:.0f} MiB; p50 {r['p50_ms']:.1f} ms, "
-                      f"p99 {r['p99_ms']:.1f} ms", flush=True)
+                      f"p99 {r['p99_ms']:.1f} ms; RSS at the peak: {by(r)}", flush=True)
         if args.full_lines:
             for name in order:
                 r = full_speed(name, sink_exe, log, args.full_lines)
                 results[name].setdefault("full", []).append(r)
                 print(f"round {rnd} {name} full speed: {r['lines_s']:,.0f} lines/s, "
                       f"{r['us_line']:.2f} µs/line, peak RSS {r['rss']:.0f} MiB, "
-                      f"PSS {r['pss']:.0f} MiB", flush=True)
+                      f"PSS {r['pss']:.0f} MiB; RSS at the peak: {by(r)}", flush=True)
         if args.idle_seconds:
             for name in order:
                 r = idle(name, sink_exe, args.idle_files, args.idle_seconds)
