@@ -3,9 +3,9 @@
 The Windows side of ``agent.child``: :func:`enter` reads the
 :class:`~agent.platforms.windows.Bootstrap` from stdin, opens the queues and the
 acknowledgement board by name, and makes the stop flag; ``agent.child.child_main`` then builds
-and runs the component and exits with the same codes as a POSIX child. An input stops when its
-stop event is set (the supervisor's ``terminate``); the pipeline and outputs stop when their
-queues close, as on Linux. Never run on Windows yet (docs/etw.md): the tests run :func:`enter`
+and runs the component and exits with the same codes as a POSIX child. An input or the listener
+(a service) stops when its stop event is set (the supervisor's ``terminate``); the pipeline and
+outputs stop when their queues close, as on Linux. Never run on Windows yet (docs/etw.md): the tests run :func:`enter`
 on Linux with stand-ins for the Windows mapping and events.
 """
 
@@ -66,7 +66,7 @@ def enter(boot: Bootstrap) -> Launch:
     """First thing in the new interpreter: the component, its queues and board, its stop flag."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole console group
     stop = SocketStop()
-    if boot.kind == "input":
+    if boot.kind in ("input", "service"):  # as on POSIX: what the supervisor terminates
         event = _shm_windows.Signal.attach(boot.stop_event)
 
         def watch() -> None:

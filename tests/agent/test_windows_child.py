@@ -142,6 +142,11 @@ def test_an_input_stops_on_its_stop_event_and_a_failed_build_is_a_boot_failure(w
         boot = win.bootstrap_of(spec, host="h", log_level="info", stop_event=stop.tag)
         stop.set()  # the supervisor's terminate(): the child's watcher sets ctx.stop
         assert run_windows_child(boot) == ExitCode.OK
+        # The listener (a service child) is terminated the same way, not left to the deadline.
+        service = ChildSpec(role="http", kind="service", build=components.waits_for_stop,
+                            config=5)
+        assert run_windows_child(win.bootstrap_of(service, host="h", log_level="info",
+                                                  stop_event=stop.tag)) == ExitCode.OK
         refused = ChildSpec(role="input refuses", kind="input", build=components.refuses,
                             config="bad")
         boot = win.bootstrap_of(refused, host="h", log_level="info", stop_event=stop.tag)
