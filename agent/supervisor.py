@@ -63,7 +63,7 @@ class ChildSpec:
     ``board.output(o)``; the Windows platform calls it once more to learn the seat's name)."""
     identity: Any = None
     """The agent's id and session (common.identity.Identity) for record ids (POSIX: inherited
-    through fork; not yet handed to Windows children)."""
+    through fork; Windows: in the child's bootstrap)."""
     metrics: tuple[float, int] | None = None
     """With the agent's HTTP listener on: (interval, max_path_series) of the thread that
     publishes this component's counters (agent/observe/publish.py); None: off."""

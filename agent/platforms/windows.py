@@ -81,6 +81,8 @@ class Bootstrap:
     parent_pid: int = 0
     keep_stdout: bool = False
     progress: ProgressRef | None = None
+    identity: Any = None
+    """The agent's id and session (common.identity.Identity) for record ids."""
 
 
 def builder_path(fn: Callable[..., Any] | str) -> str:
@@ -134,7 +136,8 @@ def bootstrap_of(spec: Any, *, host: str, log_level: str, stop_event: str) -> Bo
                      produces=[queue_ref(q) for q in spec.produces], host=host,
                      log_level=log_level, stop_event=stop_event, parent_pid=os.getpid(),
                      keep_stdout=spec.keep_stdout,
-                     progress=progress_ref(spec.progress()) if spec.progress else None)
+                     progress=progress_ref(spec.progress()) if spec.progress else None,
+                     identity=getattr(spec, "identity", None))
 
 
 def child_command() -> list[str]:

@@ -79,7 +79,8 @@ def enter(boot: Bootstrap) -> Launch:
                      consumes=[open_queue(r) for r in boot.consumes],
                      produces=[open_queue(r) for r in boot.produces],
                      keep_stdout=boot.keep_stdout,
-                     progress=open_progress(boot.progress) if boot.progress else None)
+                     progress=open_progress(boot.progress) if boot.progress else None,
+                     identity=boot.identity)
     return Launch(spec=spec, host=boot.host, log_level=boot.log_level, stop=stop)
 
 

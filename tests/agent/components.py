@@ -69,3 +69,10 @@ def relays(ctx: Context) -> _Run:
         producer.close()
         ctx.progress.delivered([(0, int(ctx.config))])
     return _Run(run)
+
+
+def tells_identity(ctx: Context) -> _Run:
+    """Puts ``agent.session`` of the identity it was given on its output queue."""
+    def run() -> None:
+        ctx.producers[0].put(f"{ctx.identity.agent}.{ctx.identity.session}".encode())
+    return _Run(run)

@@ -133,6 +133,23 @@ def test_the_child_opens_its_queues_and_board_by_name_and_acknowledges(windows_o
             thing.destroy()
 
 
+def test_the_child_gets_the_agent_identity_for_record_ids(windows_objects):
+    from common.identity import Identity
+
+    out = ShmQueue.create(name="out", capacity=4096)
+    stop = NamedSignal()
+    try:
+        spec = ChildSpec(role="input etw", kind="output", build=components.tells_identity,
+                         config=None, produces=[out],
+                         identity=Identity(agent="a1b2c3d4e5f60718", session="0badcafe"))
+        assert run_windows_child(win.bootstrap_of(spec, host="h", log_level="info",
+                                                  stop_event=stop.tag)) == ExitCode.OK
+        assert out.consumer().get(timeout=5) == b"a1b2c3d4e5f60718.0badcafe"
+    finally:
+        stop.close()
+        out.destroy()
+
+
 def test_an_input_stops_on_its_stop_event_and_a_failed_build_is_a_boot_failure(windows_objects):
     board = ProgressBoard.create(inputs=1, outputs=0)
     stop = NamedSignal()
