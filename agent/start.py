@@ -121,6 +121,12 @@ def start(cfg: Config, version: str) -> int:
                 return ExitCode.BOOT
             log.debug("supervisor keeps %s", ", ".join(sorted(keep)))
         log.info("log-shuttle %s: %s", version, ", ".join(s.role for s in specs))
+        import gc
+
+        from common.memory import trim
+
+        gc.collect()
+        trim()  # what start-up freed goes back before the children are forked from this
         sup = Supervisor(
             specs, queues, host=cfg.host_name(), log_level=cfg.agent.log_level,
             drain_timeout=cfg.agent.drain_timeout, backoff=cfg.agent.restart_backoff,
