@@ -42,7 +42,8 @@ class LineRun:
         """When the lines were read, ns since the epoch."""
         self.texts = texts
         self._offsets = offsets
-        """None: one byte per character (ASCII), the offsets follow from the lengths."""
+        """None: one byte per character (ASCII), the offsets follow from the lengths (made on
+        first use)."""
         self._first = ev.offset
         self.invalid = invalid
         flags = ev.flags
@@ -65,14 +66,16 @@ class LineRun:
         """The lines joined to their requests (or found ambiguous): LineJoins by line index."""
 
     @property
-    def offsets(self) -> Iterable[int]:
-        """The lines' byte offsets, in order (a new iterator each time: made in C loops, not
-        kept as a list, on the ASCII fast path)."""
-        if self._offsets is not None:
-            return self._offsets
-        texts = self.texts
-        # offset of line i = the run's offset + the lengths of the lines before it + i newlines
-        return map(add, accumulate(map(len, texts), initial=self._first), range(len(texts)))
+    def offsets(self) -> list[int]:
+        """The lines' byte offsets, in order (on the ASCII fast path made on first use, in C
+        loops, and kept: a renderer takes them twice, for the offsets and for the ids)."""
+        if self._offsets is None:
+            texts = self.texts
+            # offset of line i = the run's offset + the lengths of the lines before it + i
+            # newlines
+            self._offsets = list(map(add, accumulate(map(len, texts), initial=self._first),
+                                     range(len(texts))))
+        return self._offsets
 
     @property
     def ids(self) -> Iterable[str] | None:
