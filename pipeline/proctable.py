@@ -232,6 +232,11 @@ class ProcessTable:
             proc = self.lookup(ev.pid, now=now)  # not seen at all: perhaps /proc has it
         fresh = self.read(ev.pid)
         if fresh is not None:
+            if ev.kind == "exec" and not fresh.exe:
+                # It exited before this event was taken (a pipeline running behind) and is a
+                # zombie, whose /proc has no exe and no cmdline: the event has them.
+                fresh.exe = ev.filename
+                fresh.cmdline = fresh.cmdline or tuple(ev.argv)
             if proc is not None and abs(proc.start_ns - fresh.start_ns) <= START_SLACK:
                 self._replace(proc, fresh)
             else:

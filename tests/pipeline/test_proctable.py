@@ -165,3 +165,26 @@ def test_the_table_is_bounded():
     table.expire(now=5_002_000.0)
     assert len(table) <= max(1024, base)
     assert table.lookup(os.getpid(), now=0, read=False) is not None  # live ones stay
+
+
+def test_an_exec_taken_after_the_process_exited_keeps_the_program_the_event_names():
+    """A pipeline running behind takes a short-lived process's exec event after the process
+    exited but before its parent reaped it: /proc then shows a zombie (its comm, no exe, no
+    cmdline). The event's program must win over that, or every exchange of the process would
+    be attributed to no executable (seen: RED metrics' services by executable path)."""
+    table = ProcessTable()
+    child = subprocess.Popen(["/bin/true"])
+    deadline = time.monotonic() + 10
+    while open(f"/proc/{child.pid}/stat").read().split(") ")[1][0] != "Z":
+        assert time.monotonic() < deadline, "the child never became a zombie"
+        time.sleep(0.005)
+    try:
+        assert table.read(child.pid).exe == ""  # what /proc gives of a zombie
+        exec_ = ProcessEvent(kind="exec", time_ns=0, pid=child.pid, ppid=os.getpid(),
+                             comm="true", filename="/bin/true", argv=["/bin/true"],
+                             source="ebpf")
+        proc = table.apply(exec_, now=0)
+        assert proc.exe == "/bin/true" and proc.cmdline == ("/bin/true",)
+        assert table.lookup(child.pid, now=0).exe == "/bin/true"
+    finally:
+        child.wait()
