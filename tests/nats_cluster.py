@@ -172,23 +172,19 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def stream_messages(urls: list[str], stream: str, *, subject: str = ">",
-                          timeout: float = 10.0, tries: int = 4, creds: str | None = None
+async def stream_messages(urls: list[str], stream: str, *, timeout: float = 10.0,
+                          tries: int = 4, creds: str | None = None
                           ) -> list[tuple[int, bytes, dict]]:
     """Every message of the stream as (stream sequence, payload, headers), read with an
     ordered consumer (ephemeral, flow-controlled, nothing left behind). A cluster whose nodes
-    have just come back may stall a consumer: the read is tried again from the start."""
+    have just come back may stall a consumer: the read is tried again from the start, and
+    after half the tries message by message from the stream's leader instead."""
     import nats
 
     for attempt in range(tries):
         try:
-            if attempt < tries // 2:
-                return await _read_stream(urls, stream, subject=subject, timeout=timeout,
-                                          creds=creds)
-            # A consumer that keeps stalling (seen on a loaded host right after a node came
-            # back): read the stream message by message from its leader instead.
-            return await _get_each(urls, stream, subject=subject, timeout=timeout,
-                                   creds=creds)
+            return await _read_stream(urls, stream, timeout=timeout, creds=creds,
+                                      one_by_one=attempt >= tries // 2)
         except (nats.errors.TimeoutError, asyncio.TimeoutError):
             if attempt == tries - 1:
                 raise
@@ -196,46 +192,32 @@ async def stream_messages(urls: list[str], stream: str, *, subject: str = ">",
     raise AssertionError("unreachable")
 
 
-async def _get_each(urls: list[str], stream: str, *, subject: str, timeout: float,
-                    creds: str | None = None) -> list[tuple[int, bytes, dict]]:
+async def _read_stream(urls: list[str], stream: str, *, timeout: float, creds: str | None,
+                       one_by_one: bool) -> list[tuple[int, bytes, dict]]:
     import nats
 
     nc = await nats.connect(servers=urls, connect_timeout=5, user_credentials=creds)
     try:
         js = nc.jetstream(timeout=timeout)
-        info = await js.stream_info(stream)
+        state = (await js.stream_info(stream)).state
         out = []
-        if info.state.messages:
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        if not state.messages:
+            return out
+        if one_by_one:
+            for seq in range(state.first_seq, state.last_seq + 1):
                 try:
                     m = await js.get_msg(stream, seq)
                 except nats.js.errors.NotFoundError:
                     continue
-                if subject == ">" or m.subject == subject:
-                    out.append((m.seq, m.data or b"", dict(m.headers or {})))
-        return out
-    finally:
-        await nc.close()
-
-
-async def _read_stream(urls: list[str], stream: str, *, subject: str, timeout: float,
-                       creds: str | None = None) -> list[tuple[int, bytes, dict]]:
-    import nats
-
-    nc = await nats.connect(servers=urls, connect_timeout=5, user_credentials=creds)
-    try:
-        js = nc.jetstream(timeout=timeout)
-        info = await js.stream_info(stream)
-        want = info.state.messages
-        out = []
-        if want:
-            sub = await js.subscribe(subject, stream=stream, ordered_consumer=True)
-            try:
-                while len(out) < want:
-                    m = await sub.next_msg(timeout=timeout)
-                    out.append((m.metadata.sequence.stream, m.data, dict(m.headers or {})))
-            finally:
-                await sub.unsubscribe()
+                out.append((m.seq, m.data or b"", dict(m.headers or {})))
+            return out
+        sub = await js.subscribe(">", stream=stream, ordered_consumer=True)
+        try:
+            while len(out) < state.messages:
+                m = await sub.next_msg(timeout=timeout)
+                out.append((m.metadata.sequence.stream, m.data, dict(m.headers or {})))
+        finally:
+            await sub.unsubscribe()
         return out
     finally:
         await nc.close()
