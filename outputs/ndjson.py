@@ -1,8 +1,12 @@
 """The record view (outputs.records) as NDJSON, one object per line, or as a human text form:
 what stdout writes and the TCP output's ``ndjson`` framing sends.
 
-NDJSON is the throughput path: a run of lines becomes one :class:`LineRecord` per line, built in
-C loops (``map``), and the batch is encoded in one ``encode_lines`` call.
+NDJSON is the throughput path. A run of plain lines (no flags, no process, container or join,
+valid UTF-8: what most runs are) goes from the LogEvent's bytes to NDJSON in one call of the
+compiled fast path (outputs/_ndjson.c), with no Python object per line. Any other run becomes
+one :class:`LineRecord` per line, built in C loops (``map``), and is encoded with the batch's
+other events in one ``encode_lines`` call. Without the compiled module (see setup.py) plain runs
+take that way too: the bytes are the same either way (tests/outputs/test_ndjson_fast.py).
 """
 
 from __future__ import annotations
@@ -12,10 +16,17 @@ from typing import Any
 
 import msgspec
 
-from common.events import ContainerRef, Event, LogEvent, ProcessInfo
-from common.identity import Identity
+from common.events import FORMAT_ERROR, ONE_RECORD, ContainerRef, Event, LogEvent, ProcessInfo
+from common.identity import Identity, line_prefix
 from common.timefmt import rfc3339_ns
 from outputs.records import EventRecord, LineRun, line_run, view
+
+try:
+    from outputs._ndjson import render_lines
+except ImportError:  # not built (setup.py): plain runs take the Python path, same bytes
+    render_lines = None
+FAST_PATH = render_lines is not None
+"""Whether runs of plain lines are rendered by the compiled fast path."""
 
 
 class PlainLine(msgspec.Struct, omit_defaults=True):
@@ -123,19 +134,57 @@ def records(events: list[Event], host: str,
     return out
 
 
+def plain(ev: LogEvent) -> bool:
+    """Whether a run's lines are PlainLines (nothing but the six fields) and valid UTF-8: what
+    the fast path renders."""
+    if ev.flags & (ONE_RECORD | FORMAT_ERROR) or ev.writers or ev.joins \
+            or ev.container is not None or ev.time_ns or ev.stream:
+        return False
+    data = ev.data
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class Renderer:
     """Renders a batch's events as bytes: NDJSON (one object per line) or a human text form."""
 
-    def __init__(self, *, fmt: str, host: str, identity: Identity | None = None) -> None:
+    def __init__(self, *, fmt: str, host: str, identity: Identity | None = None,
+                 fast: bool = FAST_PATH) -> None:
         self.fmt = fmt
         self.host = host
         self.identity = identity
         self._encoder = msgspec.json.Encoder()
+        self._fast = fast and FAST_PATH
+        self._host_json = b',"host":' + msgspec.json.encode(host) + b',"path":'
 
     def render(self, events: list[Event]) -> bytes:
-        if self.fmt == "ndjson":
+        if self.fmt != "ndjson":
+            return "".join(text_lines(view(events), self.host)).encode("utf-8", "replace")
+        if not self._fast:
             return self._encoder.encode_lines(records(events, self.host, self.identity))
-        return "".join(text_lines(view(events), self.host)).encode("utf-8", "replace")
+        out: list[bytes] = []
+        rest: list[Event] = []  # what the fast path does not take, in order, since the last run
+        agent = self.identity.agent if self.identity is not None else ""
+        encode = msgspec.json.encode
+        for ev in events:
+            if type(ev) is not LogEvent or not plain(ev):
+                rest.append(ev)
+                continue
+            if rest:
+                out.append(self._encoder.encode_lines(records(rest, self.host, self.identity)))
+                rest = []
+            head = b'{"time":' + encode(rfc3339_ns(ev.read_ns)) + self._host_json \
+                + encode(ev.path) + b',"offset":'
+            prefix = line_prefix(agent, ev.fid).encode() if agent and ev.fid else b""
+            out.append(render_lines(head, ev.data, ev.offset, prefix))
+        if rest:
+            out.append(self._encoder.encode_lines(records(rest, self.host, self.identity)))
+        return out[0] if len(out) == 1 else b"".join(out)
 
 
 def text_lines(items: list[LineRun | EventRecord], host: str) -> list[str]:
