@@ -25,13 +25,12 @@ the agent sends, which is what the server's exactly-once store keeps per source.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 import struct
 from dataclasses import dataclass
 
 from common.errors import LogShuttleError
+from common.hashing import blake2b
 
 AGENT_ID_FILE = "agent-id"
 HEAD_BYTES = 1024
@@ -60,15 +59,21 @@ class Identity:
     session: str
 
 
+def _random_hex(n: int) -> str:
+    """``n`` random bytes from the OS as hex: what ``secrets.token_hex`` does, without importing
+    ``secrets`` (through ``hmac`` it loads OpenSSL's libcrypto: see common.hashing)."""
+    return os.urandom(n).hex()
+
+
 def ephemeral_identity() -> Identity:
     """An agent id that lives as long as this run: record ids stay unique, but a replay after a
     restart carries new ones, so receivers cannot drop what they already have."""
-    return Identity(agent=secrets.token_hex(8), session=secrets.token_hex(4))
+    return Identity(agent=_random_hex(8), session=_random_hex(4))
 
 
 def load_identity(state_dir: str) -> Identity:
     """The agent id kept in ``state_dir`` (made on first use) and a new session."""
-    return Identity(agent=agent_id(state_dir), session=secrets.token_hex(4))
+    return Identity(agent=agent_id(state_dir), session=_random_hex(4))
 
 
 def agent_id(state_dir: str) -> str:
@@ -82,7 +87,7 @@ def agent_id(state_dir: str) -> str:
         tmp = f"{path}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, (secrets.token_hex(8) + "\n").encode())
+            os.write(fd, (_random_hex(8) + "\n").encode())
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -119,7 +124,7 @@ def file_id(dev: int, ino: int, head: bytes) -> int:
     (unless it is the very same bytes: see docs/jetstream.md)."""
     nl = head.find(b"\n", 0, HEAD_BYTES)
     head = head[: nl + 1] if nl >= 0 else head[:HEAD_BYTES]
-    h = hashlib.blake2b(struct.pack("<QQ", dev & (2**64 - 1), ino & (2**64 - 1)), digest_size=8)
+    h = blake2b(struct.pack("<QQ", dev & (2**64 - 1), ino & (2**64 - 1)), digest_size=8)
     h.update(head)
     return int.from_bytes(h.digest(), "big") or 1
 

@@ -4,15 +4,46 @@ Every file is read and checked when a component builds, through Python's ssl mod
 missing file, a file that is not PEM, or a key that does not match its certificate stops the
 agent at once with one clear message (a BootError, exit 3) rather than failing each connection
 later. Verification of the peer is on unless the caller asks for plaintext.
+
+The ssl module (and with it OpenSSL's libssl and libcrypto, about 4 MiB of RSS) is loaded only by
+a component that makes a context. Code that handles connections of either kind asks
+:func:`ssl_error`, :func:`want_io` and :func:`is_tls_socket` instead of naming ``ssl``'s classes,
+so that an output without TLS never loads it: while nothing has imported ssl, no TLS socket
+exists and no TLS error can be raised.
 """
 
 from __future__ import annotations
 
-import ssl
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.component import BootError
+
+if TYPE_CHECKING:
+    import ssl
+
+
+class _NoTls(Exception):
+    """Stands for ssl's exceptions while ssl is not loaded; never raised."""
+
+
+def ssl_error() -> type[BaseException]:
+    """``ssl.SSLError`` once ssl is loaded, else an exception nothing raises (for an ``except``
+    clause: it is evaluated when an exception is matched)."""
+    mod = sys.modules.get("ssl")
+    return mod.SSLError if mod is not None else _NoTls
+
+
+def want_io() -> tuple[type[BaseException], ...]:
+    """ssl's "try again" errors of a non-blocking TLS socket (none while ssl is not loaded)."""
+    mod = sys.modules.get("ssl")
+    return (mod.SSLWantReadError, mod.SSLWantWriteError) if mod is not None else ()
+
+
+def is_tls_socket(sock: object) -> bool:
+    mod = sys.modules.get("ssl")
+    return mod is not None and isinstance(sock, mod.SSLSocket)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +68,8 @@ def _check_pair(files: TlsFiles, who: str) -> None:
 
 
 def _load(ctx: ssl.SSLContext, files: TlsFiles, who: str) -> None:
+    import ssl
+
     if files.ca:
         try:
             ctx.load_verify_locations(cafile=files.ca)
@@ -59,6 +92,8 @@ def _load(ctx: ssl.SSLContext, files: TlsFiles, who: str) -> None:
 def client_context(files: TlsFiles, *, who: str) -> ssl.SSLContext:
     """A client context that verifies the server (against ``files.ca``, or the system's CAs)
     and presents ``files.cert`` when given (mutual TLS)."""
+    import ssl
+
     _check_pair(files, who)
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if not files.ca:
@@ -70,6 +105,8 @@ def client_context(files: TlsFiles, *, who: str) -> ssl.SSLContext:
 def server_context(files: TlsFiles, *, who: str) -> ssl.SSLContext:
     """A server context presenting ``files.cert``; with ``files.ca`` it requires and verifies a
     client certificate signed by those CAs (mutual TLS)."""
+    import ssl
+
     if not files.cert:
         raise BootError(f"{who}: TLS needs a certificate and key (tls_cert, tls_key)")
     _check_pair(files, who)
@@ -115,6 +152,8 @@ def _reason(exc: BaseException) -> str:
 
 def describe(exc: BaseException) -> str:
     """A short human reason for a TLS failure during a connection."""
+    import ssl  # loaded already: ``exc`` came from it
+
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: the server's certificate was not accepted ({exc.verify_message})"
     if isinstance(exc, ssl.SSLError):

@@ -19,10 +19,9 @@ backoff until it is fixed.
 from __future__ import annotations
 
 import logging
-import ssl
 
 from common.events import Batch
-from common.tls import describe
+from common.tls import describe, ssl_error
 from outputs.base import Verdict
 from outputs.tcp import AuthRejected, TcpSink, _reason
 
@@ -75,7 +74,7 @@ class AckedSink(TcpSink):
             self.failures.failed("auth", f"the server rejected the token ({exc})",
                                  level=logging.ERROR)
             return Verdict.RETRY
-        except ssl.SSLError as exc:
+        except ssl_error() as exc:
             self._close(broken=False)
             self.failures.failed("tls", f"cannot talk to {self._where()}: {describe(exc)}",
                                  level=logging.ERROR)

@@ -25,14 +25,17 @@ from __future__ import annotations
 import logging
 import select
 import socket
-import ssl
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from common.events import Batch, Event
 from common.net import format_address
-from common.tls import describe
+from common.tls import describe, ssl_error
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
+
+if TYPE_CHECKING:
+    import ssl
 
 MAX_TXNR = 999_999_999
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
@@ -90,7 +93,7 @@ class RelpSink:
             if self.sock is None:
                 self._open()
             self._deliver()
-        except ssl.SSLError as exc:
+        except ssl_error() as exc:
             self._drop_connection()
             self.failures.failed("tls", f"cannot talk to {self._where()}: {describe(exc)}",
                                  level=logging.ERROR)

@@ -25,11 +25,11 @@ from __future__ import annotations
 import logging
 import select
 import socket
-import ssl
 import struct
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from dataclasses import dataclass
 
 
@@ -37,7 +37,7 @@ from common.component import Context
 from common.events import Batch, Event, event_lines
 from common.identity import Identity
 from common.net import format_address, parse_address, read_token
-from common.tls import TlsFiles, client_context, describe
+from common.tls import TlsFiles, client_context, describe, is_tls_socket, ssl_error, want_io
 from outputs.base import Verdict
 from outputs.failures import FailureReporter
 from outputs.ndjson import Renderer
@@ -45,6 +45,9 @@ from outputs.relp import RelpSink
 from outputs.runner import Backoff, OutputRunner
 from outputs.syslog import SyslogEncoder
 from outputs.tcp_config import TcpOutputConfig
+
+if TYPE_CHECKING:
+    import ssl
 
 AUTH_OK = b"OK\n"
 _RDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer's FIN, even with data unread
@@ -166,7 +169,7 @@ class TcpSink:
             self.failures.failed("auth", f"the server rejected the token ({exc})",
                                  level=logging.ERROR)
             return Verdict.RETRY
-        except ssl.SSLError as exc:
+        except ssl_error() as exc:
             self._close(broken=True)
             self.failures.failed("tls", f"cannot talk to {self._where()}: {describe(exc)}",
                                  level=logging.ERROR)
@@ -291,7 +294,7 @@ class TcpSink:
                 data = sock.recv(4096)
             finally:
                 sock.setblocking(True)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+        except (*want_io(), BlockingIOError):
             return "open"  # TLS records that were not data (session tickets)
         except (OSError, ValueError):
             return "reset"
@@ -305,7 +308,7 @@ class TcpSink:
                 # Read what the receiver sent (TLS session tickets): closing with unread bytes
                 # would reset the connection instead of ending it cleanly.
                 self._peer_state(self.sock)
-                if isinstance(self.sock, ssl.SSLSocket):
+                if is_tls_socket(self.sock):
                     self.sock.settimeout(0.5)
                     self.sock = self.sock.unwrap()
             except (OSError, ValueError):

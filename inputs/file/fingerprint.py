@@ -14,10 +14,11 @@ bytes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import msgspec
+
+from common.hashing import blake2b
 
 FINGERPRINT_BYTES = 1024
 
@@ -31,7 +32,7 @@ class Fingerprint(msgspec.Struct, frozen=True, array_like=True):
     @classmethod
     def of_bytes(cls, data: bytes) -> Fingerprint:
         data = data[:FINGERPRINT_BYTES]
-        return cls(len(data), hashlib.blake2b(data, digest_size=8).hexdigest())
+        return cls(len(data), blake2b(data, digest_size=8).hexdigest())
 
     @classmethod
     def of_fd(cls, fd: int) -> Fingerprint:

@@ -44,3 +44,45 @@ def test_the_supervisor_replaces_the_cli_process_and_ignores_the_current_directo
     assert len(complete_lines(out.read_bytes())) == 100
     assert not marker.exists(), marker.read_text()
     assert "Traceback" not in (tmp_path / "err").read_text()
+
+
+def _maps_openssl(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/maps") as f:
+        return sorted({line.split()[-1] for line in f if "libcrypto" in line or "libssl" in line})
+
+
+def test_no_process_loads_openssl_without_tls(tmp_path):
+    # OpenSSL's libraries are about 4 MiB of RSS in each process that maps them (and dashboards
+    # add RSS up over processes): an agent shipping to TCP without TLS must load them nowhere.
+    # They come in through `import hashlib`, `secrets` (hmac) or `ssl` at any module's top.
+    import socket
+
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    env = agent_env(LOG_SHUTTLE_AGENT__STATE_DIR=str(tmp_path / "state"))
+    with open(tmp_path / "err", "wb") as stderr:
+        proc = subprocess.Popen([CLI or f"{ROOT}/.venv/bin/log-shuttle", "--input-file", str(log),
+                                 "--from-beginning", "--output-tcp", f"127.0.0.1:{port}"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    SESSIONS.add(proc.pid)
+    received = b""
+    try:
+        server.settimeout(60)
+        conn, _ = server.accept()
+        conn.settimeout(60)
+        while received.count(b"\n") < 100:
+            chunk = conn.recv(65536)
+            assert chunk, (tmp_path / "err").read_text()
+            received += chunk
+        pids = [proc.pid] + [int(p) for p in subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()]
+        assert len(pids) == 4, pids  # supervisor, input file, pipeline, output tcp
+        loaded = {pid: _maps_openssl(pid) for pid in pids}
+        assert all(not libs for libs in loaded.values()), loaded
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, (tmp_path / "err").read_text()
+        server.close()
