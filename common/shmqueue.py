@@ -107,6 +107,11 @@ RELEASE_AFTER = 1 << 20
 written at least this much since it last did: a ring of 16 MiB that carries a trickle then holds
 about this much memory, not 16 MiB in each process that maps it (a burst that filled it is
 given back once drained)."""
+RELEASE_INTERVAL = 1.0
+"""...and at most once in this many seconds. A stream that the consumer keeps up with empties
+the ring after every message: giving its pages back each time made both sides fault them in
+again, page by page, for every message (a page fault per 4 KiB written and another per 4 KiB
+read), which halved the file input's throughput at full speed (docs/benchmarks.md)."""
 _MAX_CAPACITY = 1 << 32  # the record length is a u32
 
 
@@ -271,7 +276,7 @@ class Producer:
     """The producing end of a queue. Get it with :meth:`ShmQueue.producer`."""
 
     __slots__ = ("_queue", "_mm", "_words", "_cap", "_base", "_max", "_tail", "_notify", "_space",
-                 "_written", "_release")
+                 "_written", "_release", "_released_at")
 
     def __init__(self, queue: ShmQueue) -> None:
         self._queue = queue
@@ -286,6 +291,8 @@ class Producer:
         self._written = 0
         """Bytes written into the ring since its pages were last given back."""
         self._release = getattr(queue._segment, "release", None)
+        self._released_at = -RELEASE_INTERVAL
+        """time.monotonic() of the last release."""
 
     def put(self, data: bytes | bytearray | memoryview, *, timeout: float | None = None) -> None:
         """Append one message, blocking while there is no room (at most ``timeout`` seconds,
@@ -305,11 +312,13 @@ class Producer:
         cap = self._cap
         tail = self._tail
         head = words[_W_HEAD]
-        if head == tail and self._written >= RELEASE_AFTER and self._release is not None:
+        if head == tail and self._written >= RELEASE_AFTER and self._release is not None \
+                and time.monotonic() - self._released_at >= RELEASE_INTERVAL:
             # Empty: every byte of the ring is free, and free bytes are the producer's alone
             # (the consumer reads only below tail), so their pages can go.
             self._release(self._base, self._base + cap)
             self._written = 0
+            self._released_at = time.monotonic()
         if need > cap - (tail - head):
             self._wait_for_space(need, timeout)
         base = self._base
@@ -344,6 +353,7 @@ class Producer:
         if self._written and self._words[_W_HEAD] == self._tail and self._release is not None:
             self._release(self._base, self._base + self._cap)
             self._written = 0
+            self._released_at = time.monotonic()
             return True
         return False
 

@@ -824,9 +824,10 @@ def _ring_rss_kib(name: str) -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps (Linux)")
-def test_an_empty_ring_gives_its_pages_back(make_queue, children) -> None:
+def test_an_empty_ring_gives_its_pages_back(make_queue, children, monkeypatch) -> None:
     """A burst fills the ring's pages; once drained, the producer's next put frees them (in
     every process that maps the ring), and what crosses the ring after is still exact."""
+    monkeypatch.setattr(shmqueue, "RELEASE_INTERVAL", 0.0)  # every time it empties
     capacity = 8 * shmqueue.RELEASE_AFTER
     queue = make_queue(capacity=capacity)
     producer, consumer = queue.producer(), queue.consumer()
@@ -840,7 +841,8 @@ def test_an_empty_ring_gives_its_pages_back(make_queue, children) -> None:
     producer.put(b"x" * 100)  # the ring was empty: its pages go first
     assert _ring_rss_kib(queue.name) <= 64
     assert consumer.get(timeout=GENEROUS) == b"x" * 100
-    # Across processes and many releases, every message is what was put.
+    # Across processes and many releases, every message is what was put (the child, forked,
+    # releases as often as this process does).
     count = 400
 
     def produce() -> None:
@@ -854,3 +856,22 @@ def test_an_empty_ring_gives_its_pages_back(make_queue, children) -> None:
     for i in range(count):
         assert consumer.get(timeout=GENEROUS) == r.randbytes(r.randint(1, 200 * KIB)), f"message {i}"
     children.join(pid)
+
+
+def test_a_stream_the_consumer_keeps_up_with_gives_pages_back_at_most_once_a_second(make_queue):
+    """The ring empties after every message of a stream the consumer keeps up with: its pages go
+    back at most once per RELEASE_INTERVAL, not each time (each release made both sides fault
+    every page in again: half the file input's full speed)."""
+    queue = make_queue(capacity=4 * shmqueue.RELEASE_AFTER)
+    producer, consumer = queue.producer(), queue.consumer()
+    calls = []
+    release = producer._release
+    producer._release = lambda *a: (calls.append(time.monotonic()), release(*a))[1]
+    body = b"y" * (256 * KIB)
+    t0 = time.monotonic()
+    for _ in range(400):  # 100 MiB, each message read before the next is put
+        producer.put(body, timeout=GENEROUS)
+        assert consumer.get(timeout=GENEROUS) == body
+    elapsed = time.monotonic() - t0
+    assert 1 <= len(calls) <= 1 + elapsed / shmqueue.RELEASE_INTERVAL, (len(calls), elapsed)
+    assert all(b - a >= shmqueue.RELEASE_INTERVAL for a, b in zip(calls, calls[1:]))
