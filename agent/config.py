@@ -34,7 +34,6 @@ from msgspec import Meta
 from agent.components import DEFAULT_OUTPUT, INPUTS, OUTPUTS, Component
 from common.config import MiB, PositiveFloat, Section, directory_problems
 from agent.observe.config import HttpConfig
-from common.configload import apply_layers, check, env_overrides, read_toml, with_origin
 from common.errors import ConfigError
 from inputs.file.checkpoint import default_state_dir
 from pipeline.config import PipelineConfig
@@ -121,6 +120,9 @@ def load_config(
     """Build the configuration: file, then environment, then ``overrides`` (from the CLI).
 
     Raises ConfigError listing every problem found, each naming its key (or variable)."""
+    # loading needs these, the supervisor (which gets the loaded configuration) does not
+    from common.configload import apply_layers, check, env_overrides, read_toml, with_origin
+
     data: dict[str, Any] = read_toml(path) if path else {}
     env = os.environ if environ is None else environ
     layers = env_overrides(env) + [("command line", parts, value) for parts, value in overrides]
@@ -197,7 +199,7 @@ def _queue_need(config: Config, inputs: list[tuple[str, str, Component, Section]
 
 def queue_bytes(config: Config) -> tuple[int, int]:
     """The capacities of the input and output queues: as configured, or (0) what the batch
-    settings need, rounded up to a MiB, at least 1 MiB (6 MiB with the defaults)."""
+    settings need, rounded up to a MiB, at least 1 MiB (4 MiB with the defaults)."""
     need, _, _ = _queue_need(config, instances(config.inputs, INPUTS))
     auto = max(1 * MiB, -(-need // MiB) * MiB)
     return config.queue.input_bytes or auto, config.queue.output_bytes or auto

@@ -8,15 +8,47 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from common.config import MiB, PositiveFloat, PositiveInt, Section
-from pipeline.logjoin import JoinConfig
-from pipeline.spans import SpansConfig
+from common.config import KiB, MiB, PositiveFloat, PositiveInt, Section
+
+
+class SpansConfig(Section):
+    """``[pipeline.spans]``: a span per HTTP exchange of the eBPF input."""
+
+    enabled: bool = True
+    hold: Annotated[float, Meta(ge=0, le=10)] = 0.5
+    """Seconds a span may wait for a parent on this host (its exchange ends later) before it is
+    sent as a root."""
+    services: dict[str, str] = {}
+    """service.name overrides: container id (or its first 12 characters), executable path or
+    name -> name. Otherwise the executable's name."""
+    max_pending: Annotated[int, Meta(ge=16)] = 65536
+    """Spans waiting at most; past it the oldest go out as roots."""
+
+
+class JoinConfig(Section):
+    """``[pipeline.join]``: log lines joined to their requests (needs the eBPF input)."""
+
+    enabled: bool = True
+    hold: Annotated[float, Meta(ge=0, le=5)] = 0.3
+    """Seconds (of the host's events) a line's write waits for its request's exchange."""
+    max_hold: Annotated[float, Meta(ge=0, le=10)] = 0.8
+    """Seconds at most a line waits for its join, on the host's clock as the eBPF events tell
+    it (from the line's read time to the newest event the pipeline has taken)."""
+    max_lag: Annotated[float, Meta(ge=0, le=60)] = 5.0
+    """Seconds at most a line is held by the pipeline whatever the events say (they may stop
+    coming, or lag this far behind: the pipeline is overloaded)."""
+    finish_window: Annotated[float, Meta(ge=0, le=10)] = 0.1
+    """A write this soon after the thread answered its request still belongs to it."""
+    multi_window: Annotated[float, Meta(ge=0)] = 10.0
+    """A thread that had two requests in flight at once this recently: its lines are ambiguous."""
+    reorder_us: Annotated[int, Meta(ge=0)] = 200
+    """Two writes of the same bytes by two threads this close: their lines are ambiguous."""
 
 
 class BatchConfig(Section):
     max_events: PositiveInt = 1000
     """A batch is sent once it holds this many lines or events..."""
-    max_bytes: PositiveInt = 1 * MiB
+    max_bytes: PositiveInt = 512 * KiB
     """...or this many bytes..."""
     max_delay: PositiveFloat = 0.2
     """...or this many seconds after its first event arrived."""

@@ -32,14 +32,12 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Annotated
 
 import msgspec
-from msgspec import Meta
 
-from common.config import Section
 from common.events import (ONE_RECORD, Event, HttpEvent, LineJoin, LogEvent, LogWriteEvent,
                            LossEvent)
+from pipeline.config import JoinConfig
 from pipeline.spans import SpanBuilder
 
 _replace = msgspec.structs.replace
@@ -54,26 +52,6 @@ SLACK_NS = 5_000_000
 """Clocks of the eBPF input's and the file input's times may differ this much."""
 WRITE_KEEP_NS = 10 * 10**9
 """A write no line took within this long is dropped."""
-
-
-class JoinConfig(Section):
-    """``[pipeline.join]``: log lines joined to their requests (needs the eBPF input)."""
-
-    enabled: bool = True
-    hold: Annotated[float, Meta(ge=0, le=5)] = 0.3
-    """Seconds (of the host's events) a line's write waits for its request's exchange."""
-    max_hold: Annotated[float, Meta(ge=0, le=10)] = 0.8
-    """Seconds at most a line waits for its join, on the host's clock as the eBPF events tell
-    it (from the line's read time to the newest event the pipeline has taken)."""
-    max_lag: Annotated[float, Meta(ge=0, le=60)] = 5.0
-    """Seconds at most a line is held by the pipeline whatever the events say (they may stop
-    coming, or lag this far behind: the pipeline is overloaded)."""
-    finish_window: Annotated[float, Meta(ge=0, le=10)] = 0.1
-    """A write this soon after the thread answered its request still belongs to it."""
-    multi_window: Annotated[float, Meta(ge=0)] = 10.0
-    """A thread that had two requests in flight at once this recently: its lines are ambiguous."""
-    reorder_us: Annotated[int, Meta(ge=0)] = 200
-    """Two writes of the same bytes by two threads this close: their lines are ambiguous."""
 
 
 @dataclass

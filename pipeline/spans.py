@@ -26,32 +26,15 @@ from __future__ import annotations
 import os
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from typing import Annotated
 
-from msgspec import Meta
-
-from common.config import Section
 from common.events import ConnEvent, Event, HttpEvent, ProcessInfo, SpanEvent
 from common.tracecontext import new_span_id, new_trace_id, parse_traceparent
+from pipeline.config import SpansConfig
 
 MAX_PER_KEY = 64
 """Recent spans kept per thread and per connection, for parents to be found among."""
 KEEP_NS = 30 * 10**9
 """Spans older than this (by their end) are no longer looked at as parents."""
-
-
-class SpansConfig(Section):
-    """``[pipeline.spans]``: a span per HTTP exchange of the eBPF input."""
-
-    enabled: bool = True
-    hold: Annotated[float, Meta(ge=0, le=10)] = 0.5
-    """Seconds a span may wait for a parent on this host (its exchange ends later) before it is
-    sent as a root."""
-    services: dict[str, str] = {}
-    """service.name overrides: container id (or its first 12 characters), executable path or
-    name -> name. Otherwise the executable's name."""
-    max_pending: Annotated[int, Meta(ge=16)] = 65536
-    """Spans waiting at most; past it the oldest go out as roots."""
 
 
 def service_name(comm: str, proc: ProcessInfo | None, overrides: dict[str, str]) -> str:

@@ -13,7 +13,6 @@ import msgspec
 from msgspec import Meta
 
 from common.config import KiB, MiB, PositiveFloat, Section
-from common.configload import apply_layers, check, env_overrides, read_toml, with_origin
 from common.errors import ConfigError
 
 TABLE = "server"
@@ -81,6 +80,8 @@ def load_server_config(
     then ``overrides`` (key paths from the flags, such as ``["server", "tcp_listen"]``).
 
     Raises ConfigError listing every problem found, each naming its key (or variable)."""
+    from common.configload import apply_layers, check, env_overrides, read_toml, with_origin
+
     data: dict[str, Any] = read_toml(path) if path else {}
     layers = [layer for layer in env_overrides(os.environ if environ is None else environ)
               if layer[1][:1] == [TABLE]]

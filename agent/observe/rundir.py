@@ -13,12 +13,13 @@ Prometheus expects of a counter); its ``livesum`` gauges are removed when it is 
 from __future__ import annotations
 
 import glob
-import json
 import os
-import shutil
-import tempfile
 import time
 from typing import Any
+
+# json, shutil and tempfile (with bz2, lzma and zlib, which shutil imports) are imported where
+# used: this module is imported by every supervisor, which makes a run directory only with the
+# listener on, and what the supervisor imports is in the RSS of each child it forks.
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 CHILDREN = "children.json"
@@ -36,6 +37,8 @@ class RunDir:
         temporary directory. ``owner``: the uid of the unprivileged children (outputs, the
         listener), which must write their files here too: it gets the directory, group root
         (the privileged children keep uid 0 but no CAP_DAC_OVERRIDE), mode 0770."""
+        import tempfile
+
         parent = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
         _remove_stale(parent)
         path = tempfile.mkdtemp(prefix=PREFIX, dir=parent)
@@ -47,6 +50,8 @@ class RunDir:
 
     def write_children(self, table: dict[str, Any]) -> None:
         """Replace ``children.json`` atomically (a reader sees the old table or the new one)."""
+        import json
+
         tmp = os.path.join(self.path, f".{CHILDREN}.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(table, f)
@@ -62,12 +67,16 @@ class RunDir:
                 pass
 
     def remove(self) -> None:
+        import shutil
+
         shutil.rmtree(self.path, ignore_errors=True)
         if os.environ.get(ENV) == self.path:
             del os.environ[ENV]
 
 
 def read_children(path: str) -> dict[str, Any]:
+    import json
+
     try:
         with open(os.path.join(path, CHILDREN), encoding="utf-8") as f:
             return json.load(f)
@@ -77,6 +86,8 @@ def read_children(path: str) -> dict[str, Any]:
 
 def _remove_stale(parent: str) -> None:
     """Directories of runs whose supervisor is gone (SIGKILLed: it could not remove them)."""
+    import shutil
+
     for path in glob.glob(os.path.join(parent, PREFIX + "*")):
         pid = read_children(path).get("pid")
         if not isinstance(pid, int):

@@ -8,9 +8,6 @@ from typing import Annotated
 from msgspec import Meta
 
 from common.config import PositiveFloat, Section
-from inputs.etw import kernel_process
-from inputs.etw.builders import MAX_NAME_CHARS
-from inputs.etw.structs import MAX_EVENT_FILTER_EVENT_ID_COUNT, MAX_EVENT_FILTER_PID_COUNT, is_guid
 
 
 class EtwProviderConfig(Section):
@@ -28,6 +25,10 @@ class EtwProviderConfig(Section):
     """Only events of these processes (an EVENT_FILTER_TYPE_PID filter, at most 8)."""
 
     def problems(self, *, environ: Mapping[str, str] | None = None) -> list[str]:
+        # here, not at the top: the supervisor imports every component's config, and the
+        # Windows structures (ctypes) would be in its RSS and in each of its children's
+        from inputs.etw.structs import MAX_EVENT_FILTER_EVENT_ID_COUNT, MAX_EVENT_FILTER_PID_COUNT
+
         out = []
         if len(set(self.event_ids)) > MAX_EVENT_FILTER_EVENT_ID_COUNT:
             out.append(f"event_ids: at most {MAX_EVENT_FILTER_EVENT_ID_COUNT} ids")
@@ -60,6 +61,10 @@ class EtwInputConfig(Section):
 
     def problems(self, *, environ: Mapping[str, str] | None = None) -> list[str]:
         """What can be told without Windows (names of providers are resolved at start)."""
+        from inputs.etw import kernel_process  # (see EtwProviderConfig.problems)
+        from inputs.etw.builders import MAX_NAME_CHARS
+        from inputs.etw.structs import is_guid
+
         out = []
         if not self.session or len(self.session.encode("utf-16-le")) // 2 >= MAX_NAME_CHARS:
             out.append(f"session: a session name must have 1 to {MAX_NAME_CHARS - 1} characters")

@@ -49,8 +49,9 @@ class FileInputConfig(Section):
     is read again at once, so it costs nothing at full speed (0: read again at once)."""
     glob_interval: PositiveFloat = 2.0
     """Seconds between re-evaluations of the globs, in addition to directory notifications."""
-    send_bytes: Annotated[int, Meta(ge=4 * KiB)] = 1 * MiB
-    """A message to the pipeline is sent once it holds this much (and at the end of every round)."""
+    send_bytes: Annotated[int, Meta(ge=4 * KiB)] = 256 * KiB
+    """A message to the pipeline is sent once it holds this much (and at the end of every round).
+    The queues are sized from it (agent.config.queue_bytes): larger costs memory, not speed."""
     exclude: list[str] = []
     """Globs of files to leave out (``*.gz``: a name; ``/x/*/y``: a whole path)."""
     format: Literal["raw", "cri", "docker"] = "raw"

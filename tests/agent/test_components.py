@@ -156,7 +156,7 @@ pids = {list(range(9))}
 def test_the_queue_check_is_one_for_every_input(tmp_path):
     problems = _problems(tmp_path, """
 [queue]
-input_bytes = 4194304
+input_bytes = 2097152
 [[inputs.file]]
 paths = ["/a"]
 send_bytes = 65536
@@ -166,9 +166,9 @@ name = "big"
 paths = ["/b"]
 """)
     assert problems == [
-        "queue.input_bytes: 4194304 is too small for batches of pipeline.batch.max_bytes = "
-        "1048576 and messages of up to 2097152 bytes from inputs.file[1] (needs at least "
-        "6291456)"]
+        "queue.input_bytes: 2097152 is too small for batches of pipeline.batch.max_bytes = "
+        "524288 and messages of up to 1310720 bytes from inputs.file[1] (needs at least "
+        "3670016)"]
 
 
 def test_check_config_refuses_what_the_agent_would(tmp_path):

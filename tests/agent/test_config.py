@@ -52,7 +52,7 @@ def test_good_file(tmp_path):
     assert cfg.inputs.file[0].max_line_bytes == 65536
     assert cfg.inputs.file[1].from_beginning is False  # defaults fill the rest
     assert cfg.pipeline.batch.max_events == 500
-    assert cfg.pipeline.batch.max_bytes == 1024 * 1024
+    assert cfg.pipeline.batch.max_bytes == 512 * 1024
     assert cfg.outputs.stdout.format == "text"
 
 

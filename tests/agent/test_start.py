@@ -86,3 +86,28 @@ def test_no_process_loads_openssl_without_tls(tmp_path):
         proc.terminate()
         assert proc.wait(timeout=30) == 0, (tmp_path / "err").read_text()
         server.close()
+
+
+def test_the_supervisor_imports_no_code_it_does_not_run():
+    # Every child is forked from the supervisor and carries its heap in its RSS: a module the
+    # supervisor imports costs its size four times over. These are what the CLI needs to load a
+    # configuration (tomllib, difflib), Windows' ETW structures (ctypes), the run directory's
+    # helpers (shutil and with it bz2/lzma), the pipeline's tracing code, and OpenSSL.
+    code = (
+        "import sys\n"
+        "import agent.start\n"
+        "from agent import privileges\n"
+        "from agent.observe.setup import observe, with_listener\n"
+        "from agent.plan import plan\n"
+        "from agent.supervisor import Supervisor\n"
+        "from common.logs import setup_logging\n"
+        "from common.identity import load_identity\n"
+        "from inputs.file.checkpoint import default_state_dir\n"
+        "from common.memory import trim\n"
+        "print(' '.join(sorted(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.split()
+    unwanted = {"tomllib", "difflib", "common.configload", "inputs.etw.structs",
+                "inputs.etw.builders", "shutil", "tempfile", "lzma", "bz2", "pipeline.logjoin",
+                "pipeline.spans", "hashlib", "_hashlib", "ssl", "typer", "click"}
+    assert sorted(unwanted & set(out)) == []
