@@ -32,7 +32,7 @@ import msgspec
 from msgspec import Meta
 
 from agent.components import DEFAULT_OUTPUT, INPUTS, OUTPUTS, Component
-from common.config import MiB, PositiveFloat, Section, directory_problems
+from common.config import KiB, MiB, PositiveFloat, Section, directory_problems
 from agent.observe.config import HttpConfig
 from common.errors import ConfigError
 from inputs.file.checkpoint import default_state_dir
@@ -197,11 +197,16 @@ def _queue_need(config: Config, inputs: list[tuple[str, str, Component, Section]
     return 2 * (config.pipeline.batch.max_bytes + largest), largest, where
 
 
+QUEUE_ROUND = 256 * KiB
+
+
 def queue_bytes(config: Config) -> tuple[int, int]:
     """The capacities of the input and output queues: as configured, or (0) what the batch
-    settings need, rounded up to a MiB, at least 1 MiB (4 MiB with the defaults)."""
+    settings need, rounded up to 256 KiB, at least 1 MiB (3.5 MiB with the defaults). A queue
+    that carries a stream is resident whole in both processes that map it: every 256 KiB
+    counts twice in the summed RSS."""
     need, _, _ = _queue_need(config, instances(config.inputs, INPUTS))
-    auto = max(1 * MiB, -(-need // MiB) * MiB)
+    auto = max(1 * MiB, -(-need // QUEUE_ROUND) * QUEUE_ROUND)
     return config.queue.input_bytes or auto, config.queue.output_bytes or auto
 
 

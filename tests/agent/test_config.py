@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import cli_overrides
-from agent.config import load_config
+from agent.config import load_config, queue_bytes
 from common.errors import ConfigError
 from tests.harness import agent_command, agent_env
 
@@ -207,3 +207,19 @@ def test_check_config_lists_the_ebpf_input(tmp_path):
     r = run_cli("check-config", cfg)
     assert r.returncode == 0, r.stderr
     assert "ebpf (process, tcp, optional)" in r.stdout
+
+
+def test_queues_are_sized_from_the_batch_settings(tmp_path):
+    # Twice (a batch + the largest input message: send_bytes + a line of max_line_bytes),
+    # rounded up to 256 KiB: the queues' pages count in the RSS of both processes mapping each.
+    cfg = load_config(None, environ={}, overrides=[(["inputs", "file"], [{"paths": ["/a"]}])])
+    f, batch = cfg.inputs.file[0], cfg.pipeline.batch.max_bytes
+    need = 2 * (batch + f.send_bytes + f.max_line_bytes)
+    assert queue_bytes(cfg) == (need, need) == (3_670_016, 3_670_016)
+    cfg = load_config(None, environ={}, overrides=[
+        (["inputs", "file"], [{"paths": ["/a"], "max_line_bytes": 700_000}])])
+    assert queue_bytes(cfg)[0] == 12 * 256 * 1024  # 2 x 1,486,432 = 2,972,864 -> 12 x 256 KiB
+    cfg = load_config(None, environ={}, overrides=[
+        (["inputs", "file"], [{"paths": ["/a"], "max_line_bytes": 8192, "read_bytes": 8192,
+                               "send_bytes": 8192}]), (["pipeline", "batch", "max_bytes"], 8192)])
+    assert queue_bytes(cfg)[0] == 1024 * 1024  # at least 1 MiB
