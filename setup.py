@@ -1,9 +1,10 @@
-"""The one compiled part: outputs/_ndjson.c, the NDJSON renderer's fast path for runs of plain
-lines. Optional: where it cannot be built (no C compiler or Python headers), the install goes on
-and outputs/ndjson.py renders those lines in Python, into the same bytes (only slower); `log-shuttle
-doctor` says which one runs. Everything else about the package is in pyproject.toml."""
+"""The one compiled part: common/_speedups.c, the agent's two byte loops that Python does slowly
+(counting a run's lines, rendering runs of plain lines as NDJSON). Optional: where it cannot be
+built (no C compiler or Python's headers), the install goes on and common/fastpath.py does the
+same in Python, with the same results, only slower (docs/benchmarks.md). Everything else about
+the package is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("outputs._ndjson", ["outputs/_ndjson.c"], optional=True,
+setup(ext_modules=[Extension("common._speedups", ["common/_speedups.c"], optional=True,
                              extra_compile_args=["-O2"])])

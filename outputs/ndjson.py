@@ -3,7 +3,7 @@ what stdout writes and the TCP output's ``ndjson`` framing sends.
 
 NDJSON is the throughput path. A run of plain lines (no flags, no process, container or join,
 valid UTF-8: what most runs are) goes from the LogEvent's bytes to NDJSON in one call of the
-compiled fast path (outputs/_ndjson.c), with no Python object per line. Any other run becomes
+compiled fast path (common/_speedups.c), with no Python object per line. Any other run becomes
 one :class:`LineRecord` per line, built in C loops (``map``), and is encoded with the batch's
 other events in one ``encode_lines`` call. Without the compiled module (see setup.py) plain runs
 take that way too: the bytes are the same either way (tests/outputs/test_ndjson_fast.py).
@@ -20,13 +20,11 @@ from common.events import FORMAT_ERROR, ONE_RECORD, ContainerRef, Event, LogEven
 from common.identity import Identity, line_prefix
 from common.timefmt import rfc3339_ns
 from outputs.records import EventRecord, LineRun, line_run, view
+from common.fastpath import render_lines
 
-try:
-    from outputs._ndjson import render_lines
-except ImportError:  # not built (setup.py): plain runs take the Python path, same bytes
-    render_lines = None
 FAST_PATH = render_lines is not None
-"""Whether runs of plain lines are rendered by the compiled fast path."""
+"""Whether runs of plain lines are rendered by the compiled fast path (else in Python, into the
+same bytes)."""
 
 
 class PlainLine(msgspec.Struct, omit_defaults=True):

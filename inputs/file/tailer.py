@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 from common.events import LAST_PIECE, PIECE, UNTERMINATED, LogEvent
+from common.fastpath import count_lines
 from common.identity import HEAD_BYTES, file_id
 from inputs.file.fingerprint import Fingerprint
 from inputs.file.formats import Rec, RecordChain
@@ -202,7 +203,7 @@ class TailedFile:
         last = buf.rfind(b"\n")
         if last >= 0:
             run = buf[: last + 1]
-            events.append(self._event(off, run, run.count(b"\n"), now_ns, 0, 0))
+            events.append(self._event(off, run, count_lines(run), now_ns, 0, 0))
             off += last + 1
             buf = buf[last + 1:]
         self.pending, self.offset = buf, off

@@ -1,19 +1,16 @@
-"""The NDJSON renderer's compiled fast path (outputs/_ndjson.c) against the Python path: the same
+"""The NDJSON renderer's compiled fast path (common/_speedups.c) against the Python path: the same
 bytes for any batch, whatever its lines hold (quotes, backslashes, control bytes, non-ASCII,
 invalid UTF-8) and whatever its runs carry (flags, writers, joins, ids); and which runs it takes."""
 
 from __future__ import annotations
 
 import json
-import sys
 
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from common.events import (FORMAT_ERROR, PIECE, UNTERMINATED, HttpEvent, LineJoin, LogEvent,
                            ProcessInfo)
 from common.identity import Identity
-from outputs import ndjson
 from outputs.ndjson import Renderer, plain
 
 ID = Identity(agent="0123456789abcdef", session="89abcdef")
@@ -28,13 +25,6 @@ def both(events, identity=ID, host="web-1"):
     fast = Renderer(fmt="ndjson", host=host, identity=identity, fast=True).render(events)
     slow = Renderer(fmt="ndjson", host=host, identity=identity, fast=False).render(events)
     return fast, slow
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="built by setup.py on Linux")
-def test_the_compiled_module_is_built_by_the_setup():
-    # scripts/setup installs a compiler and Python's headers: on Linux the fast path must be
-    # there, or the throughput figures in docs/benchmarks.md are not what users get.
-    assert ndjson.FAST_PATH, "outputs/_ndjson.c was not built (pip install -e . with gcc and python3-dev)"
 
 
 def test_plain_lines_render_as_the_python_path_does():

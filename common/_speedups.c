@@ -1,8 +1,17 @@
-/* The NDJSON renderer's fast path (outputs/ndjson.py): a run of plain lines straight from the
- * LogEvent's bytes to the NDJSON the pure-Python path makes, byte for byte, with no Python object
- * per line.
+/* The agent's two byte loops that Python does slowly, for common/fastpath.py (which has the
+ * pure-Python equivalents, used where this module was not built: setup.py).
+ *
+ *   count_lines(data) -> int
+ *
+ * The newlines in data: bytes.count(b"\n") looks at one byte at a time (about 230 µs per 256 KiB
+ * here, eight times the read that brought them); memchr finds them a vector at a time. The file
+ * input counts every run of lines it reads (inputs/file/tailer.py).
  *
  *   render_lines(head, data, offset, id_prefix) -> bytes
+ *
+ * The NDJSON renderer's fast path (outputs/ndjson.py): a run of plain lines straight from the
+ * LogEvent's bytes to the NDJSON the pure-Python path makes, byte for byte, with no Python object
+ * per line.
  *
  * head       b'{"time":"...","host":"...","path":"...","offset":' (what every line of the run
  *            shares, already JSON);
@@ -177,20 +186,41 @@ done:
     return out;
 }
 
+static PyObject *
+count_lines(PyObject *self, PyObject *arg)
+{
+    Py_buffer data;
+    Py_ssize_t n = 0;
+
+    if (PyObject_GetBuffer(arg, &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const char *p = data.buf, *end = p + data.len;
+    Py_BEGIN_ALLOW_THREADS
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        n++;
+        p++;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    return PyLong_FromSsize_t(n);
+}
+
 static PyMethodDef methods[] = {
+    {"count_lines", count_lines, METH_O, "count_lines(data) -> int: the newlines in data."},
     {"render_lines", render_lines, METH_VARARGS,
      "render_lines(head, data, offset, id_prefix) -> bytes: a run of plain lines as NDJSON."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "outputs._ndjson",
-    "The NDJSON renderer's fast path for runs of plain lines (see outputs/ndjson.py).", -1,
+    PyModuleDef_HEAD_INIT, "common._speedups",
+    "Compiled byte loops: count_lines and the NDJSON renderer's fast path (common/fastpath.py).",
+    -1,
     methods,
 };
 
 PyMODINIT_FUNC
-PyInit__ndjson(void)
+PyInit__speedups(void)
 {
     init_escapes();
     return PyModule_Create(&module);
