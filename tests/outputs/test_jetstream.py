@@ -226,13 +226,28 @@ def test_the_agent_holds_while_the_stream_refuses_and_loses_nothing(tmp_path):
 
 
 async def _make_stream(urls):
+    """The R3 stream LOGS. A cluster that just elected its meta leader sometimes leaves the first
+    create unanswered (a 20 s timeout in CI): ask again, and take a stream the late answer made."""
     import nats
+    from nats.errors import TimeoutError as NatsTimeout
     from nats.js.api import StreamConfig
+    from nats.js.errors import NotFoundError
 
     nc = await nats.connect(servers=urls)
     try:
-        await nc.jetstream(timeout=20).add_stream(StreamConfig(
-            name="LOGS", subjects=["logs.*.*"], num_replicas=3, duplicate_window=120))
+        js = nc.jetstream(timeout=10)
+        for attempt in range(4):
+            try:
+                await js.add_stream(StreamConfig(
+                    name="LOGS", subjects=["logs.*.*"], num_replicas=3, duplicate_window=120))
+                return
+            except NatsTimeout:
+                try:
+                    await js.stream_info("LOGS")
+                    return
+                except (NatsTimeout, NotFoundError):
+                    if attempt == 3:
+                        raise
     finally:
         await nc.close()
 

@@ -331,7 +331,11 @@ def test_an_event_loop_s_interleaved_lines_are_never_joined_to_a_wrong_request(t
     print(f"event loop: {len(lines)} lines, {len(joined)} joined, {len(ambiguous)} ambiguous, "
           f"{len(wrong)} wrong")
     assert wrong == []
-    assert len(ambiguous) > len(lines) // 2  # the loop interleaved: it was seen doing so
+    # The loop interleaved, and the join saw it doing so: its lines are flagged ambiguous. How
+    # many are flagged rather than left unjoined (their writes' exchanges not seen within the
+    # hold) depends on the events' timing: 154-190 of 240 on a quiet host, 55 and 79 in runs on
+    # a loaded one. Either is right; a join to another request's span is what must never happen.
+    assert len(ambiguous) >= len(lines) // 8
 
 
 def test_log_shuttle_trace_draws_a_live_trace(tmp_path, chain):
