@@ -17,8 +17,10 @@ try:
 except ImportError:  # not built
     render_lines = None
 
-    def count_lines(data: bytes) -> int:
-        """The newlines in ``data``."""
+    def count_lines(data: bytes | bytearray | memoryview) -> int:
+        """The newlines in ``data`` (any buffer, as the compiled one takes)."""
+        if not isinstance(data, (bytes, bytearray)):
+            data = bytes(data)
         return data.count(b"\n")
 
 COMPILED = render_lines is not None

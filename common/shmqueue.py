@@ -291,7 +291,7 @@ class Producer:
         self._written = 0
         """Bytes written into the ring since its pages were last given back."""
         self._release = getattr(queue._segment, "release", None)
-        self._released_at = -RELEASE_INTERVAL
+        self._released_at = float("-inf")
         """time.monotonic() of the last release."""
 
     def put(self, data: bytes | bytearray | memoryview, *, timeout: float | None = None) -> None:
@@ -316,9 +316,7 @@ class Producer:
                 and time.monotonic() - self._released_at >= RELEASE_INTERVAL:
             # Empty: every byte of the ring is free, and free bytes are the producer's alone
             # (the consumer reads only below tail), so their pages can go.
-            self._release(self._base, self._base + cap)
-            self._written = 0
-            self._released_at = time.monotonic()
+            self._give_back()
         if need > cap - (tail - head):
             self._wait_for_space(need, timeout)
         base = self._base
@@ -351,11 +349,14 @@ class Producer:
         the kernel (put does it by itself once RELEASE_AFTER bytes went through; a producer
         that goes idle calls this, so that a burst's pages do not stay); whether it did."""
         if self._written and self._words[_W_HEAD] == self._tail and self._release is not None:
-            self._release(self._base, self._base + self._cap)
-            self._written = 0
-            self._released_at = time.monotonic()
+            self._give_back()
             return True
         return False
+
+    def _give_back(self) -> None:
+        self._release(self._base, self._base + self._cap)
+        self._written = 0
+        self._released_at = time.monotonic()
 
     def put_nowait(self, data: bytes | bytearray | memoryview) -> None:
         """put() without waiting: raises Full when the message does not fit now."""

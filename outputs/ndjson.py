@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from common.events import FORMAT_ERROR, ONE_RECORD, ContainerRef, Event, LogEvent, ProcessInfo
+from common.fastpath import render_lines
 from common.identity import Identity, line_prefix
 from common.timefmt import rfc3339_ns
 from outputs.records import EventRecord, LineRun, line_run, view

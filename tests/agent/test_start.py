@@ -72,20 +72,22 @@ def test_no_process_loads_openssl_without_tls(tmp_path):
     try:
         server.settimeout(60)
         conn, _ = server.accept()
-        conn.settimeout(60)
-        while received.count(b"\n") < 100:
-            chunk = conn.recv(65536)
-            assert chunk, (tmp_path / "err").read_text()
-            received += chunk
-        pids = [proc.pid] + [int(p) for p in subprocess.run(
-            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()]
-        assert len(pids) == 4, pids  # supervisor, input file, pipeline, output tcp
-        loaded = {pid: _maps_openssl(pid) for pid in pids}
-        assert all(not libs for libs in loaded.values()), loaded
+        with conn:
+            conn.settimeout(60)
+            while received.count(b"\n") < 100:
+                chunk = conn.recv(65536)
+                assert chunk, (tmp_path / "err").read_text()
+                received += chunk
+            pids = [proc.pid] + [int(p) for p in subprocess.run(
+                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()]
+            assert len(pids) == 4, pids  # supervisor, input file, pipeline, output tcp
+            loaded = {pid: _maps_openssl(pid) for pid in pids}
+            assert all(not libs for libs in loaded.values()), loaded
     finally:
         proc.terminate()
-        assert proc.wait(timeout=30) == 0, (tmp_path / "err").read_text()
+        code = proc.wait(timeout=30)
         server.close()
+    assert code == 0, (tmp_path / "err").read_text()
 
 
 def test_the_supervisor_imports_no_code_it_does_not_run():

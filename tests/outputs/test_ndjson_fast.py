@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from common.events import (FORMAT_ERROR, PIECE, UNTERMINATED, HttpEvent, LineJoin, LogEvent,
                            ProcessInfo)
 from common.identity import Identity
-from outputs.ndjson import Renderer, plain
+from outputs import ndjson
+from outputs.ndjson import FAST_PATH, Renderer, plain
+
+pytestmark = pytest.mark.skipif(not FAST_PATH, reason="common._speedups not built: both sides "
+                                "would be the Python path (tests/common/test_fastpath.py fails)")
 
 ID = Identity(agent="0123456789abcdef", session="89abcdef")
 
@@ -36,6 +41,17 @@ def test_plain_lines_render_as_the_python_path_does():
     assert [r["offset"] for r in rows] == [100, 117, 129, 137, 138]
     assert rows[0]["id"] == "0123456789abcdef.000000000000feed.100"
     assert rows[0]["host"] == "web-1" and rows[0]["path"] == "/var/log/a.log"
+
+
+def test_plain_runs_go_through_the_compiled_renderer(monkeypatch):
+    calls = []
+    real = ndjson.render_lines
+    monkeypatch.setattr(ndjson, "render_lines", lambda *a: calls.append(a[2]) or real(*a))
+    h = HttpEvent(time_ns=5, pid=10, tid=11, comm="nginx", fd=3, direction="server",
+                  method="GET", path="/x")
+    Renderer(fmt="ndjson", host="h", identity=ID).render(
+        [ev(b"a\n", offset=1), h, ev(b"bad\xff\n", offset=2), ev(b"b\n", offset=3)])
+    assert calls == [1, 3]  # the plain runs' offsets; the invalid one and the event in Python
 
 
 def test_which_runs_take_the_fast_path():
