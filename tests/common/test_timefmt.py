@@ -31,6 +31,16 @@ def test_reads_back_to_the_nanosecond(ns):
     assert text[:19] == secs.strftime("%Y-%m-%dT%H:%M:%S")
 
 
+@given(st.lists(st.integers(min_value=-2 * 10**9, max_value=3 * 10**9), min_size=1, max_size=30),
+       st.integers(min_value=0, max_value=LAST_NS - 10**10))
+def test_the_last_second_kept_never_shows_in_another(deltas, base):
+    # Runs of times within a second (the kept text) and across seconds, back and forth.
+    for ns in (base + d for d in deltas):
+        secs = ns // 1_000_000_000
+        expect = datetime.fromtimestamp(secs, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        assert rfc3339_ns(ns) == f"{expect}.{ns % 1_000_000_000:09d}Z"
+
+
 def test_no_other_rfc3339_formatter():
     # Records, OTLP logs and metrics read back, the server's arrival stamps and ETW: all use
     # common.timefmt.
