@@ -130,8 +130,9 @@ def file_id(dev: int, ino: int, head: bytes) -> int:
 
 
 def line_prefix(agent: str, fid: int) -> str:
-    """Everything of a line's id but its offset."""
-    return f"{agent}.{fid:016x}."
+    """Everything of a line's id but its offset; "" when its lines get no id (no agent id, or
+    the file's identity unknown: ``fid`` 0)."""
+    return f"{agent}.{fid:016x}." if agent and fid else ""
 
 
 def event_seq(input_index: int, message_seq: int, index: int) -> int:

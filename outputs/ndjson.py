@@ -179,7 +179,7 @@ class Renderer:
                 rest = []
             head = b'{"time":' + encode(rfc3339_ns(ev.read_ns)) + self._host_json \
                 + encode(ev.path) + b',"offset":'
-            prefix = line_prefix(agent, ev.fid).encode() if agent and ev.fid else b""
+            prefix = line_prefix(agent, ev.fid).encode()
             out.append(render_lines(head, ev.data, ev.offset, prefix))
         if rest:
             out.append(self._encoder.encode_lines(records(rest, self.host, self.identity)))

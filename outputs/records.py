@@ -115,7 +115,7 @@ def _decode(raw: bytes) -> tuple[str, bool]:
 def line_run(ev: LogEvent, agent: str = "") -> LineRun:
     """The lines of one LogEvent, decoded, with their offsets (and, given the agent's id, the
     prefix of their record ids)."""
-    prefix = line_prefix(agent, ev.fid) if agent and ev.fid else ""
+    prefix = line_prefix(agent, ev.fid)
     if ev.flags & ONE_RECORD:
         raw = ev.data[:-1] if ev.data.endswith(b"\n") and not ev.flags & RECORD else ev.data
         line, bad = _decode(raw)
