@@ -12,16 +12,16 @@ take that way too: the bytes are the same either way (tests/outputs/test_ndjson_
 from __future__ import annotations
 
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import msgspec
 
 from common.events import FORMAT_ERROR, ONE_RECORD, ContainerRef, Event, LogEvent, ProcessInfo
 from common.fastpath import render_lines
-from common.identity import Identity, line_prefix
+from common.identity import Identity, event_id, line_prefix
 from common.timefmt import rfc3339_ns
 from outputs.records import EventRecord, LineRun, line_run, view
-from common.fastpath import render_lines
 
 FAST_PATH = render_lines is not None
 """Whether runs of plain lines are rendered by the compiled fast path (else in Python, into the
@@ -110,26 +110,66 @@ def _line_records(run: LineRun, host: str) -> list[LineRecord] | list[PlainLine]
             for off, s, bad, i in zip(run.offsets, run.texts, invalid, ids)]
 
 
-def event_dict(rec: EventRecord, host: str) -> dict[str, Any]:
-    """Any other event as one object: its time, the host, ``type`` (its tag) and its fields."""
-    out = {"time": rfc3339_ns(rec.time_ns), "host": host, "type": rec.kind}
-    if rec.id:
-        out["id"] = rec.id
-    out.update(rec.fields)
-    if rec.process is not None:
-        out["process"] = rec.process
-    return out
+class _Shape:
+    """One event kind (any but LogEvent) as its NDJSON object: a msgspec Struct whose fields are
+    the object's keys in order (``time``, ``host``, ``type``, ``id`` when the event has one, the
+    event's own fields as declared, ``process`` when set), made from the event's values in C
+    (``astuple`` and one ``itemgetter``): no dict per event."""
+
+    __slots__ = ("with_id", "without_id", "tag", "time_at", "seq_at", "process_at", "pick")
+
+    def __init__(self, kind: type) -> None:
+        names = kind.__struct_fields__
+        rest = [n for n in names if n not in ("time_ns", "process", "seq")]
+        # No defaults but the last field's (omitted when None): every other field always goes,
+        # and id is either there or not (two classes, not a default, which would have to come
+        # after every field without one).
+        fields = [(n, Any) for n in rest] + [("process", Any, None)]
+        head = [("time", Any), ("host", Any), ("type", Any)]
+        self.with_id = msgspec.defstruct(f"{kind.__name__}Object", head + [("id", Any)] + fields,
+                                         omit_defaults=True)
+        self.without_id = msgspec.defstruct(f"{kind.__name__}Object", head + fields,
+                                            omit_defaults=True)
+        self.tag: str = kind.__struct_config__.tag
+        self.time_at = names.index("time_ns")
+        self.seq_at = names.index("seq") if "seq" in names else -1
+        self.process_at = names.index("process") if "process" in names else -1
+        at = [names.index(n) for n in rest]
+        self.pick = itemgetter(*at) if len(at) > 1 else lambda v, i=at[0]: (v[i],)
+
+
+_SHAPES: dict[type, _Shape] = {}
+_astuple = msgspec.structs.astuple
+
+
+def event_object(ev: Event, host: str, identity: Identity | None = None) -> msgspec.Struct:
+    """Any other event as one object: its time, the host, ``type`` (its tag), its record id
+    (once the pipeline numbered it), its fields, and its enriched process if any."""
+    shape = _SHAPES.get(type(ev))
+    if shape is None:
+        shape = _SHAPES[type(ev)] = _Shape(type(ev))
+    v = _astuple(ev)
+    seq = v[shape.seq_at] if shape.seq_at >= 0 else 0
+    process = v[shape.process_at] if shape.process_at >= 0 else None
+    if identity is not None and seq:
+        return shape.with_id(rfc3339_ns(v[shape.time_at]), host, shape.tag,
+                             event_id(identity.agent, identity.session, seq), *shape.pick(v),
+                             process)
+    return shape.without_id(rfc3339_ns(v[shape.time_at]), host, shape.tag, *shape.pick(v),
+                            process)
 
 
 def records(events: list[Event], host: str,
-            identity: Identity | None = None) -> list[LineRecord | PlainLine | dict[str, Any]]:
-    out: list[LineRecord | PlainLine | dict[str, Any]] = []
+            identity: Identity | None = None) -> list[msgspec.Struct]:
+    """The NDJSON objects of a batch's events, in order: LineRecords or PlainLines for lines,
+    ``event_object`` for any other event."""
+    out: list[msgspec.Struct] = []
     agent = identity.agent if identity is not None else ""
     for ev in events:  # the view, one event at a time: no list of the whole batch's runs
         if type(ev) is LogEvent:
             out += line_records(line_run(ev, agent), host)
         else:
-            out.append(event_dict(EventRecord(ev, identity), host))
+            out.append(event_object(ev, host, identity))
     return out
 
 

@@ -7,8 +7,9 @@ byte offset. The result is one :class:`LineRun` per event, column by column (the
 their offsets in two lists), so that viewing a batch makes no Python object per line besides the
 line's own string and offset; each renderer (outputs.ndjson for NDJSON and text, outputs.syslog,
 outputs.otlp) makes the one object per line its format needs, and nothing else (NDJSON of a run
-of plain lines skips the view: outputs.ndjson renders those from the event's bytes, in C). Any other event
-is one :class:`EventRecord`: its kind, time and fields.
+of plain lines skips the view: outputs.ndjson renders those from the event's bytes, in C, and
+any other event from its values, ``event_object``). Any other event is one :class:`EventRecord`:
+its kind, time and fields.
 """
 
 from __future__ import annotations
