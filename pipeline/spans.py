@@ -33,6 +33,8 @@ from pipeline.config import SpansConfig
 
 MAX_PER_KEY = 64
 """Recent spans kept per thread and per connection, for parents to be found among."""
+_PROTOCOL_VERSIONS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
+"""``network.protocol.version`` of the versions most requests carry."""
 KEEP_NS = 30 * 10**9
 """Spans older than this (by their end) are no longer looked at as parents."""
 
@@ -138,22 +140,28 @@ class SpanBuilder:
     def _exchange(self, ev: HttpEvent, now: float, out: list[SpanEvent]) -> None:
         s = _Span(ev, now)
         self.stats["spans"] += 1
-        server = ev.direction == "server"
-        s.local = self.conns.get((ev.pid, ev.fd))
-        key = (ev.pid, ev.fd, s.start)
-        self.exchanges[key] = s
-        if len(self.exchanges) > 65536:
-            self.exchanges.popitem(last=False)
-        if server:
-            self._remember(self.by_thread, (ev.pid, ev.tid), s)
+        pid, fd = ev.pid, ev.fd
+        conn_key = (pid, fd)
+        s.local = self.conns.get(conn_key)
+        exchanges = self.exchanges
+        exchanges[(pid, fd, s.start)] = s
+        if len(exchanges) > 65536:
+            exchanges.popitem(last=False)
+        if ev.direction == "server":
+            key = (pid, ev.tid)
+            self._remember(self.by_thread, key, s)
+            want = ("thread", pid, ev.tid)
         else:
-            self._remember(self.by_conn, (ev.pid, ev.fd), s)
-        # Is this span the parent some waiting span wants?
-        self._adopt(("thread", ev.pid, ev.tid) if server else ("conn", ev.pid, ev.fd), s)
+            key = conn_key
+            self._remember(self.by_conn, key, s)
+            want = ("conn", pid, fd)
+        if self.waiting:  # is this span the parent some waiting span wants?
+            self._adopt(want, s)
         self._place(s, now, out)
         if s.trace_id:
             self._send(s, out)
-        self._trim(out)
+        if self._ready or len(self.pending) > self.max_pending:
+            self._trim(out)
 
     def _place(self, s: _Span, now: float, out: list[SpanEvent]) -> None:
         ev = s.ev
@@ -167,7 +175,7 @@ class SpanBuilder:
                     s.span_id = parent.span_id
                 return
         if ev.direction == "server":
-            conn = self.conns.get((ev.pid, ev.fd))
+            conn = s.local  # this connection's (local, peer) ends
             client = self.connectors.get((conn[2], conn[3], conn[0], conn[1])) if conn else None
             if client is not None:
                 self._wait_or_join(s, ("conn",) + client, self.by_conn.get(client), "connection",
@@ -230,6 +238,13 @@ class SpanBuilder:
 
     def _send(self, s: _Span, out: list[SpanEvent]) -> None:
         """Send a span whose trace id is known, then every span that waited for it."""
+        if not s.children and not s.sent:  # the common case: nothing waited for it
+            s.sent = True
+            if self.pending:
+                self.pending.pop(id(s), None)
+            self.stats[s.how or "roots"] += 1
+            out.append(self._event(s))
+            return
         stack = [s]
         while stack:
             x = stack.pop()
@@ -289,30 +304,38 @@ class SpanBuilder:
         server = ev.direction == "server"
         status = ev.status
         error = status >= 500 or (not server and status >= 400)
-        path, _, query = ev.path.partition("?")
-        attrs: dict[str, str | int] = {"http.request.method": ev.method, "url.path": path}
-        if query:
-            attrs["url.query"] = query
+        path = ev.path
+        if "?" in path:
+            path, _, query = path.partition("?")
+            attrs: dict[str, str | int] = {"http.request.method": ev.method, "url.path": path,
+                                           "url.query": query}
+        else:
+            attrs = {"http.request.method": ev.method, "url.path": path}
         if status:
             attrs["http.response.status_code"] = status
         if error:
             attrs["error.type"] = str(status)
-        attrs["network.protocol.version"] = ev.version.partition("/")[2] or ev.version
-        local = s.local
-        if ev.peer_addr:
-            attrs["network.peer.address"] = ev.peer_addr
-            attrs["network.peer.port"] = ev.peer_port
+        version = _PROTOCOL_VERSIONS.get(ev.version)
+        attrs["network.protocol.version"] = version if version is not None \
+            else ev.version.partition("/")[2] or ev.version
+        peer, port = ev.peer_addr, ev.peer_port
         if server:
-            if local:
+            local = s.local
+            if peer:
+                if local:
+                    attrs.update({"network.peer.address": peer, "network.peer.port": port,
+                                  "server.address": local[0], "server.port": local[1],
+                                  "client.address": peer, "client.port": port})
+                else:
+                    attrs.update({"network.peer.address": peer, "network.peer.port": port,
+                                  "client.address": peer, "client.port": port})
+            elif local:
                 attrs["server.address"] = local[0]
                 attrs["server.port"] = local[1]
-            if ev.peer_addr:
-                attrs["client.address"] = ev.peer_addr
-                attrs["client.port"] = ev.peer_port
-        elif ev.peer_addr:
-            attrs["server.address"] = ev.peer_addr
-            attrs["server.port"] = ev.peer_port
-            attrs["url.full"] = f"http://{ev.peer_addr}:{ev.peer_port}{ev.path}"
+        elif peer:
+            attrs.update({"network.peer.address": peer, "network.peer.port": port,
+                          "server.address": peer, "server.port": port,
+                          "url.full": f"http://{peer}:{port}{ev.path}"})
         attrs["thread.id"] = ev.tid
         if ev.headers_cut and not ev.traceparent:
             attrs["log_shuttle.headers_cut"] = 1
