@@ -37,7 +37,7 @@ ONE_RECORD = PIECE | UNTERMINATED | RECORD
 """An event with any of these flags holds exactly one record; without, a run of lines."""
 
 
-class ProcessInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+class ProcessInfo(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """The process an event is about, from the pipeline's process table. ``how`` says how it was
     found: "event" (the event's own pid: exact), "fd" (it has the log file open for writing:
     exact for who could write, a guess for which line), "line" (the line names its pid, e.g.
@@ -61,7 +61,7 @@ class ProcessInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     how: str = ""
 
 
-class ContainerRef(msgspec.Struct, frozen=True, omit_defaults=True):
+class ContainerRef(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """The container a log file belongs to, from where the runtime keeps its logs."""
 
     id: str = ""
@@ -72,7 +72,7 @@ class ContainerRef(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str = ""
 
 
-class LineJoin(msgspec.Struct, array_like=True, frozen=True):
+class LineJoin(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """The request a line of a LogEvent was written for (pipeline/logjoin.py)."""
 
     index: int
@@ -87,7 +87,7 @@ class LineJoin(msgspec.Struct, array_like=True, frozen=True):
     bytes at the same instant): no ids, on purpose."""
 
 
-class LogEvent(msgspec.Struct, tag="log", array_like=True, frozen=True):
+class LogEvent(msgspec.Struct, tag="log", array_like=True, frozen=True, gc=False):
     """One or more consecutive lines read from one file.
 
     ``data`` is the file's bytes from ``offset`` on, each line ending with ``\\n`` (a piece of an
@@ -128,7 +128,7 @@ class LogEvent(msgspec.Struct, tag="log", array_like=True, frozen=True):
         return self.end or self.offset + len(self.data)
 
 
-class ProcessEvent(msgspec.Struct, tag="process", array_like=True, frozen=True):
+class ProcessEvent(msgspec.Struct, tag="process", array_like=True, frozen=True, gc=False):
     """A process started (exec), was forked (fork), ended (exit), or was found running when the
     agent started (rundown). Fields a source cannot know stay at their defaults."""
 
@@ -159,7 +159,7 @@ class ProcessEvent(msgspec.Struct, tag="process", array_like=True, frozen=True):
     """Set by the pipeline: the event's sequence for its record id (common.identity.event_seq)."""
 
 
-class ConnEvent(msgspec.Struct, tag="conn", array_like=True, frozen=True):
+class ConnEvent(msgspec.Struct, tag="conn", array_like=True, frozen=True, gc=False):
     """A TCP connection opened (connect / accept) or closed by a process."""
 
     kind: str
@@ -183,7 +183,7 @@ class ConnEvent(msgspec.Struct, tag="conn", array_like=True, frozen=True):
     """Set by the pipeline: the event's sequence for its record id (common.identity.event_seq)."""
 
 
-class HttpEvent(msgspec.Struct, tag="http", array_like=True, frozen=True):
+class HttpEvent(msgspec.Struct, tag="http", array_like=True, frozen=True, gc=False):
     """One HTTP/1.x request and its response, seen at the syscall layer by a server or a client."""
 
     time_ns: int
@@ -217,7 +217,7 @@ class HttpEvent(msgspec.Struct, tag="http", array_like=True, frozen=True):
     """Set by the pipeline: the event's sequence for its record id (common.identity.event_seq)."""
 
 
-class LossEvent(msgspec.Struct, tag="loss", array_like=True, frozen=True):
+class LossEvent(msgspec.Struct, tag="loss", array_like=True, frozen=True, gc=False):
     """Events that were dropped rather than block something that must not wait (the kernel)."""
 
     time_ns: int
@@ -230,7 +230,7 @@ class LossEvent(msgspec.Struct, tag="loss", array_like=True, frozen=True):
     """Set by the pipeline: the event's sequence for its record id (common.identity.event_seq)."""
 
 
-class EtwEvent(msgspec.Struct, tag="etw", array_like=True, frozen=True):
+class EtwEvent(msgspec.Struct, tag="etw", array_like=True, frozen=True, gc=False):
     """An event of any ETW provider, decoded through TDH (Windows)."""
 
     time_ns: int
@@ -250,7 +250,7 @@ class EtwEvent(msgspec.Struct, tag="etw", array_like=True, frozen=True):
     """Set by the pipeline: the event's sequence for its record id (common.identity.event_seq)."""
 
 
-class MetricEvent(msgspec.Struct, tag="metric", array_like=True, frozen=True):
+class MetricEvent(msgspec.Struct, tag="metric", array_like=True, frozen=True, gc=False):
     """One series' aggregate over one interval (delta temporality): what the pipeline's metrics
     aggregator (pipeline/metrics.py) saw of HTTP exchanges or TCP connections from ``start_ns``
     to ``time_ns``. Sinks that need cumulative values (Prometheus, OTLP cumulative) add the
@@ -282,7 +282,7 @@ class MetricEvent(msgspec.Struct, tag="metric", array_like=True, frozen=True):
     values above the highest bound."""
 
 
-class SpanEvent(msgspec.Struct, tag="span", array_like=True, frozen=True):
+class SpanEvent(msgspec.Struct, tag="span", array_like=True, frozen=True, gc=False):
     """One HTTP exchange as a span (pipeline/spans.py): OpenTelemetry's span, with the semantic
     conventions' attribute names. Ids are lower-case hex (trace 32 digits, span 16)."""
 
@@ -309,7 +309,7 @@ class SpanEvent(msgspec.Struct, tag="span", array_like=True, frozen=True):
     connection this server accepted), or "" (a root: a new trace)."""
 
 
-class LogWriteEvent(msgspec.Struct, tag="logwrite", array_like=True, frozen=True):
+class LogWriteEvent(msgspec.Struct, tag="logwrite", array_like=True, frozen=True, gc=False):
     """A write() to a tailed log file, seen by the eBPF input's logwrite probe, with the exchange
     the writing thread was serving. The pipeline joins it to the line it wrote (pipeline/
     logjoin.py) and does not hand it on."""
@@ -369,11 +369,28 @@ class BatchCodec:
         return self._decoder.decode(data)
 
 
+LOG_EVENT_BYTES = 64
+"""What a LogEvent counts for in batch limits besides its data."""
+OTHER_EVENT_BYTES = 128
+"""What any other event counts for."""
+
+
 def event_lines(event: Event) -> int:
     """How many records an event counts for in batch limits."""
-    return event.lines if isinstance(event, LogEvent) else 1
+    return event.lines if type(event) is LogEvent else 1
 
 
 def event_bytes(event: Event) -> int:
     """The approximate payload size of an event, for batch limits."""
-    return len(event.data) + 64 if isinstance(event, LogEvent) else 128
+    return len(event.data) + LOG_EVENT_BYTES if type(event) is LogEvent else OTHER_EVENT_BYTES
+
+
+def events_size(events: list[Event]) -> tuple[int, int]:
+    """``event_lines`` and ``event_bytes`` summed over a list, in one pass."""
+    logs = [ev for ev in events if type(ev) is LogEvent]
+    if not logs:
+        return len(events), len(events) * OTHER_EVENT_BYTES
+    others = len(events) - len(logs)
+    return (others + sum(ev.lines for ev in logs),
+            others * OTHER_EVENT_BYTES + len(logs) * LOG_EVENT_BYTES
+            + sum(len(ev.data) for ev in logs))

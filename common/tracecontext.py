@@ -35,12 +35,18 @@ class Parent(NamedTuple):
     sampled: bool
 
 
+_NONE = Found("", "", False)
+_CUT = Found("", "", True)
+
+
 def find_headers(request: bytes) -> Found:
     """``traceparent`` and ``tracestate`` among the header lines of a request's captured bytes."""
     end = request.find(b"\r\n\r\n")
     cut = end < 0
     head = request if cut else request[:end + 2]
     low = head.lower()
+    if b"\ntrace" not in low:  # neither header: most requests
+        return _CUT if cut else _NONE
     return Found(_value(head, low, b"\ntraceparent:"), _value(head, low, b"\ntracestate:")[
         :MAX_TRACESTATE], cut)
 

@@ -7,7 +7,7 @@ exceed a limit by one event's worth."""
 
 from __future__ import annotations
 
-from common.events import Event, event_bytes, event_lines
+from common.events import Event, events_size
 
 
 class Batcher:
@@ -26,9 +26,9 @@ class Batcher:
         if self.first_at is None:
             self.first_at = now
         self.events.extend(events)
-        for ev in events:
-            self.count += event_lines(ev)
-            self.nbytes += event_bytes(ev)
+        lines, nbytes = events_size(events)
+        self.count += lines
+        self.nbytes += nbytes
 
     def full(self) -> bool:
         return self.count >= self.max_events or self.nbytes >= self.max_bytes

@@ -39,3 +39,15 @@ def test_timer_starts_with_the_first_event():
     assert b.due(100.2)
     b.take()
     assert b.time_left(100.3) is None and not b.due(1000.0)
+
+
+def test_a_list_counts_as_its_events_one_by_one():
+    """events_size (the batcher's one pass) sums what event_lines and event_bytes say."""
+    from common.events import HttpEvent, LogEvent, event_bytes, event_lines, events_size
+
+    log = LogEvent(path="/a", dev=1, ino=2, offset=0, data=b"a\nbb\n", lines=2, read_ns=1)
+    http = HttpEvent(time_ns=1, pid=2, tid=2, comm="x", fd=3, direction="server",
+                     method="GET", path="/")
+    for events in ([], [http], [log], [log, http, log, http, http]):
+        assert events_size(events) == (sum(map(event_lines, events)),
+                                       sum(map(event_bytes, events)))

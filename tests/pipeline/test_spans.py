@@ -96,6 +96,10 @@ def test_headers_are_found_anywhere_and_a_cut_one_is_not_taken():
     cut = find_headers(req[:60])
     assert cut.traceparent == "" and cut.cut
     assert find_headers(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody traceparent: 1\r\n").traceparent == ""
+    assert tuple(find_headers(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")) == ("", "", False)
+    assert tuple(find_headers(b"GET / HTTP/1.1\r\nHost: a\r\nAcc")) == ("", "", True)
+    other = find_headers(b"GET / HTTP/1.1\r\nTrace-Id: 1\r\nTRACESTATE: a=1\r\n\r\n")
+    assert tuple(other) == ("", "a=1", False)
 
 
 def frontend_backend(order):
