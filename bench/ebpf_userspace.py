@@ -22,6 +22,7 @@ changes to them.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import socket
@@ -152,6 +153,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     client = subprocess.Popen(["sleep", "600"])  # a live process for the client's pid
+    gc.collect()
+    gc.freeze()  # as agent/child.py does before a component runs
     try:
         time.sleep(0.2)
         results = [one_round(args.requests, os.getpid(), client.pid)

@@ -113,3 +113,25 @@ def test_the_supervisor_imports_no_code_it_does_not_run():
                 "inputs.etw.builders", "shutil", "tempfile", "lzma", "bz2", "pipeline.logjoin",
                 "pipeline.spans", "hashlib", "_hashlib", "ssl", "typer", "click"}
     assert sorted(unwanted & set(out)) == []
+
+
+def test_a_component_runs_with_its_start_up_heap_frozen():
+    # A full collection walks every object the collector tracks: what start-up made (modules,
+    # the process table) is frozen before the component runs, so collections walk only what
+    # running makes. The component here reports what it sees from inside its run().
+    code = (
+        "import gc, sys\n"
+        "from agent.child import Launch, run\n"
+        "from agent.supervisor import ChildSpec\n"
+        "from common.component import Stop\n"
+        "class Runner:\n"
+        "    def run(self):\n"
+        "        print(gc.get_freeze_count(), flush=True)\n"
+        "spec = ChildSpec(role='probe', kind='service', build=lambda ctx: Runner(), config=None)\n"
+        "print(gc.get_freeze_count(), flush=True)\n"
+        "sys.exit(int(run(Launch(spec=spec, host='h', log_level='warning', stop=Stop()))))\n")
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    before, during = map(int, out.stdout.split())
+    assert before == 0 and during > 10_000
