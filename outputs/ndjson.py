@@ -18,11 +18,15 @@ from typing import Any
 import msgspec
 
 from common.events import FORMAT_ERROR, ONE_RECORD, ContainerRef, Event, LogEvent, ProcessInfo
+from common.cpu import relax
 from common.fastpath import render_lines
 from common.identity import Identity, event_id, line_prefix
 from common.timefmt import rfc3339_ns
 from outputs.records import EventRecord, LineRun, line_run, view
 
+RENDER_PIECE = 64
+"""Events other than plain runs are rendered this many at a time, the CPU offered to others
+between pieces (common.cpu.relax)."""
 FAST_PATH = render_lines is not None
 """Whether runs of plain lines are rendered by the compiled fast path (else in Python, into the
 same bytes)."""
@@ -213,10 +217,16 @@ class Renderer:
         for ev in events:
             if type(ev) is not LogEvent or not plain(ev):
                 rest.append(ev)
+                if len(rest) >= RENDER_PIECE:
+                    out.append(self._encoder.encode_lines(records(rest, self.host,
+                                                                  self.identity)))
+                    rest = []
+                    relax()
                 continue
             if rest:
                 out.append(self._encoder.encode_lines(records(rest, self.host, self.identity)))
                 rest = []
+            relax()
             head = b'{"time":' + encode(rfc3339_ns(ev.read_ns)) + self._host_json \
                 + encode(ev.path) + b',"offset":'
             prefix = line_prefix(agent, ev.fid).encode()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import msgspec
 
 from common.component import BootError, Context, SinkClosed
+from common.cpu import relax
 from common.events import Batch, BatchCodec, event_lines
 from common.memory import IdleTrim
 from common.shmqueue import Closed, Empty, wait_any
@@ -111,6 +112,7 @@ class OutputRunner:
                     self.ctx.progress.delivered(batch.acks)
                 self.consumer.commit()
                 self.trim.busy()
+                relax()
         finally:
             self.sink.close()
             self.ctx.log.debug("stopped: %s", self.stats)

@@ -23,6 +23,7 @@ import time
 import msgspec
 
 from common.component import BootError, Context
+from common.cpu import relax
 from common.events import (Batch, BatchCodec, ConnEvent, EtwEvent, Event, HttpEvent, LogEvent,
                            LogWriteEvent, LossEvent, ProcessEvent)
 from common.identity import event_seq
@@ -136,8 +137,10 @@ class Pipeline:
                     if self.metrics is not None:
                         self.metrics.observe(events)
                     now = time.monotonic()
+                    relax()
                     if self.spans is not None:
                         events = events + self.spans.observe(events, now)
+                        relax()
                     if self.joiner is not None:
                         events = self.joiner.feed(events, now, (index[id(c)], batch.seq))
                     elif events and any(type(e) is LogWriteEvent for e in events):
@@ -145,6 +148,7 @@ class Pipeline:
                     self.batcher.add(events, now)
                     if self.batcher.full():
                         self.flush()
+                    relax()
             now = time.monotonic()
             if self.spans is not None and self.spans.pending:
                 expired = self.spans.expire(now)

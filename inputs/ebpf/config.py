@@ -26,8 +26,9 @@ class EbpfInputConfig(Section):
     """Size of each probe's BPF ring buffer (a power of two); when full, events are counted lost."""
     send_interval: PositiveFloat = 0.1
     """At most this many seconds between a message to the pipeline and the next (when events came)."""
-    send_events: Annotated[int, Meta(ge=1, le=100_000)] = 1000
-    """At most this many events in one message to the pipeline."""
+    send_events: Annotated[int, Meta(ge=1, le=100_000)] = 256
+    """At most this many events in one message to the pipeline (each message is worked
+    through in one piece there: about a millisecond of HTTP exchanges)."""
     log_join: bool = True
     """With the http probe and log files to follow: note the writes to them (the logwrite probe,
     docs/tracing.md), so that the pipeline joins each line to the request it was written for."""

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field, fields
 
 from common.component import Context
+from common.cpu import relax
 from common.events import Batch, BatchCodec, Event, LossEvent, ProcessEvent
 from common.shmqueue import Full, MessageTooLarge
 from inputs.ebpf.loader import Programs
@@ -118,9 +119,11 @@ class EbpfInput:
                 for pid in execs:
                     self.tls.forget(pid)
             self.out.extend(events)
+            relax()
             limit = self.cfg.send_events
             while len(self.out) >= limit:
                 self.send(limit)
+                relax()
         now = time.monotonic()
         if self.logfiles is not None and self.logfiles.due(now):
             self.logfiles.scan(now)
