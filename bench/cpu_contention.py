@@ -104,7 +104,8 @@ def main() -> None:
                 p50, p99 = results[name][-1]
                 print(f"  round {i + 1}: {name}: p50 {p50:.0f} us, p99 {p99:.0f} us", flush=True)
     finally:
-        nginx.kill()
+        nginx.terminate()  # the master stops its workers (a killed master leaves them running)
+        nginx.wait()
     print(f"medians of {args.rounds} rounds at {args.rate} req/s:")
     for name, xs in results.items():
         print(f"  {name:45s} p50 {statistics.median(x[0] for x in xs):7.0f} us  "

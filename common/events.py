@@ -12,6 +12,7 @@ LogEvent into one record per line when it renders (see ``outputs.records``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Union
 
 import msgspec
@@ -355,18 +356,74 @@ class Batch(msgspec.Struct, array_like=True):
     """From the pipeline: (input index, highest seq of that input handed on up to this batch)."""
 
 
+class _RawBatch(msgspec.Struct, array_like=True):
+    """A Batch with its events not decoded yet (each one's msgpack bytes)."""
+
+    events: list[msgspec.Raw]
+    source: str = ""
+    seq: int = 0
+    acks: list[tuple[int, int]] = []
+
+
+def _array_header(n: int) -> bytes:
+    """A msgpack array's header for ``n`` items."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+CODEC_PIECE = 128
+"""``BatchCodec.decode_in_pieces`` and ``encode_in_pieces`` take this many events at a time."""
+
+
 class BatchCodec:
     """msgpack encoding of Batches. Make one per process and reuse it (msgspec's advice)."""
 
     def __init__(self) -> None:
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(Batch)
+        self._raw = msgspec.msgpack.Decoder(_RawBatch)
+        self._events = msgspec.msgpack.Decoder(list[Event])
 
     def encode(self, batch: Batch) -> bytes:
         return self._encoder.encode(batch)
 
     def decode(self, data: bytes | memoryview) -> Batch:
         return self._decoder.decode(data)
+
+    def encode_in_pieces(self, batch: Batch, between: Callable[[], None]) -> bytes:
+        """``encode``, ``CODEC_PIECE`` events at a time with ``between()`` called between
+        pieces: the same bytes (a msgpack array's items are the items' encodings in a row)."""
+        events = batch.events
+        if len(events) <= CODEC_PIECE:
+            return self._encoder.encode(batch)
+        encode = self._encoder.encode
+        tail = encode(Batch(events=[], source=batch.source, seq=batch.seq, acks=batch.acks))
+        parts = [tail[:1], _array_header(len(events))]  # 0x94: the Batch's four fields
+        for start in range(0, len(events), CODEC_PIECE):
+            piece = events[start:start + CODEC_PIECE]
+            parts.append(encode(piece)[len(_array_header(len(piece))):])
+            between()
+        parts.append(tail[2:])  # after the empty events array (0x90): source, seq, acks
+        return b"".join(parts)
+
+    def decode_in_pieces(self, data: bytes | memoryview, between: Callable[[], None]) -> Batch:
+        """``decode``, a large batch ``CODEC_PIECE`` events at a time with ``between()``
+        called between pieces (an output offers the CPU there: common.cpu.relax): the same
+        Batch, and the same errors for bytes that are not one."""
+        raw = self._raw.decode(data)
+        events = raw.events
+        if len(events) <= CODEC_PIECE:
+            return self._decoder.decode(data)
+        out: list[Event] = []
+        for start in range(0, len(events), CODEC_PIECE):
+            piece = events[start:start + CODEC_PIECE]
+            # the piece as one msgpack array (array 16: 0xdc and a big-endian count)
+            out += self._events.decode(_array_header(len(piece)) + b"".join(piece))
+            between()
+        return Batch(events=out, source=raw.source, seq=raw.seq, acks=raw.acks)
 
 
 LOG_EVENT_BYTES = 64

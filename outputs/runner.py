@@ -99,7 +99,7 @@ class OutputRunner:
                 except Closed:
                     return
                 try:
-                    batch = self.codec.decode(message)
+                    batch = self.codec.decode_in_pieces(message, relax)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     self.set_aside(message, "undecodable", exc, None)
                     self.consumer.commit()

@@ -125,6 +125,7 @@ class Pipeline:
                         break
                     took = True
                     batch = self.codec.decode(message)
+                    relax()
                     if batch.seq:
                         self.handed_on[index[id(c)]] = batch.seq
                     events = batch.events
@@ -243,8 +244,9 @@ class Pipeline:
                 # the message before them (a restart from checkpoints reads them again).
                 low = self.joiner.lowest_held()
                 acks = {i: min(seq, low[i] - 1) if i in low else seq for i, seq in acks.items()}
-            message = self.codec.encode(Batch(events=self.batcher.take(), source="pipeline",
-                                              acks=sorted(acks.items())))
+            message = self.codec.encode_in_pieces(
+                Batch(events=self.batcher.take(), source="pipeline", acks=sorted(acks.items())),
+                relax)
             self._put(self.event_queues, message)
             self.batches_sent += 1
         for c in self.ctx.consumers:

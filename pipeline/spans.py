@@ -27,6 +27,8 @@ import os
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 
+import msgspec
+
 from common.cpu import relax
 from common.events import ConnEvent, Event, HttpEvent, ProcessInfo, SpanEvent
 from common.tracecontext import new_span_id, new_trace_id, parse_traceparent
@@ -51,29 +53,35 @@ def service_name(comm: str, proc: ProcessInfo | None, overrides: dict[str, str])
     return os.path.basename(exe) or name or "unknown"
 
 
-class _Span:
-    __slots__ = ("ev", "span_id", "start", "end", "trace_id", "parent", "how", "tracestate",
-                 "children", "deadline", "want", "sent", "local")
+class _Span(msgspec.Struct, gc=False, eq=False):
+    """An exchange's span while it is built and kept (for parents to be found among, and for
+    the log join). Not tracked by the garbage collector: tens of thousands are kept, and a full
+    collection walking them all would be a pause of milliseconds; they hold no cycle (a parent
+    lists its children, a child names its parent by id only)."""
 
-    def __init__(self, ev: HttpEvent, now: float) -> None:
-        self.ev = ev
-        self.span_id = new_span_id()
-        self.start = ev.boot_ns or ev.time_ns
-        self.end = self.start + ev.duration_ns
-        self.trace_id = ""
-        self.parent = ""
-        self.how = ""
-        self.tracestate = ""
-        self.children: list[_Span] = []
-        """Spans waiting for this one's trace id."""
-        self.deadline = now
-        self.want: tuple | None = None
-        """What parent it waits for: ("conn", pid, fd) or ("thread", pid, tid)."""
-        self.sent = False
-        self.local: tuple[str, int] | None = None
+    ev: HttpEvent
+    span_id: str
+    start: int
+    end: int
+    deadline: float
+    trace_id: str = ""
+    parent: str = ""
+    how: str = ""
+    tracestate: str = ""
+    children: list[_Span] | None = None
+    """Spans waiting for this one's trace id."""
+    want: tuple | None = None
+    """What parent it waits for: ("conn", pid, fd) or ("thread", pid, tid)."""
+    sent: bool = False
+    local: tuple[str, int, str, int] | None = None
 
     def holds(self, other: _Span) -> bool:
         return self.start <= other.start and other.end <= self.end
+
+
+def _new_span(ev: HttpEvent, now: float) -> _Span:
+    start = ev.boot_ns or ev.time_ns
+    return _Span(ev, new_span_id(), start, start + ev.duration_ns, now)
 
 
 class SpanBuilder:
@@ -114,8 +122,8 @@ class SpanBuilder:
             if kind is HttpEvent:
                 self._exchange(ev, now, out)
                 n += 1
-                if not n & 63:
-                    relax()  # a few hundred microseconds of spans: the CPU to whoever waits
+                if not n & 15:
+                    relax()  # a hundred microseconds of spans: the CPU to whoever waits
             elif kind is ConnEvent:
                 self._conn(ev)
         return out
@@ -143,7 +151,7 @@ class SpanBuilder:
                 self.servers.popitem(last=False)
 
     def _exchange(self, ev: HttpEvent, now: float, out: list[SpanEvent]) -> None:
-        s = _Span(ev, now)
+        s = _new_span(ev, now)
         self.stats["spans"] += 1
         pid, fd = ev.pid, ev.fd
         conn_key = (pid, fd)
@@ -209,7 +217,10 @@ class SpanBuilder:
         if parent.trace_id:
             child.trace_id = parent.trace_id
         else:
-            parent.children.append(child)
+            if parent.children is None:
+                parent.children = [child]
+            else:
+                parent.children.append(child)
             self.pending[id(child)] = child
 
     def _adopt(self, want: tuple, parent: _Span) -> None:
@@ -259,10 +270,11 @@ class SpanBuilder:
             self.pending.pop(id(x), None)
             self.stats[x.how or "roots"] += 1
             out.append(self._event(x))
-            for c in x.children:
-                c.trace_id = x.trace_id
-                stack.append(c)
-            x.children = []
+            if x.children:
+                for c in x.children:
+                    c.trace_id = x.trace_id
+                    stack.append(c)
+                x.children = None
 
     def _trim(self, out: list[SpanEvent]) -> None:
         ready, self._ready = self._ready, []

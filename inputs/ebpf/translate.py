@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from operator import itemgetter
 
+from common.cpu import relax
 from common.events import ConnEvent, Event, HttpEvent, ProcessEvent
 from common.tracecontext import find_headers
 from inputs.ebpf.http import METHODS, HttpTracker, RequestLine, StatusLine, parse
@@ -125,7 +126,9 @@ class Translator:
         methods = _METHOD_TEXT
         versions = _VERSION_TEXT
         exchanges = unparsed = 0
-        for item in items:
+        for n, item in enumerate(items, 1):
+            if not n & 63:
+                relax()  # a round's records can be milliseconds of work: the CPU to whoever waits
             if item[0] != EV_HTTP_EXCHANGE:
                 ev = self.one(item[5])
                 if ev is not None:

@@ -33,3 +33,54 @@ def test_rendering_a_large_batch_offers_the_cpu_between_pieces(monkeypatch):
     out = ndjson.Renderer(fmt="ndjson", host="h").render(events)
     assert out.count(b"\n") == 1000 and b'"path":"/999"' in out
     assert len(calls) >= 1000 // ndjson.RENDER_PIECE
+
+
+def test_a_batch_decoded_in_pieces_is_the_batch():
+    import msgspec
+    import pytest
+
+    from common.events import (CODEC_PIECE, Batch, BatchCodec, LogEvent, ProcessInfo,
+                               SpanEvent)
+
+    codec = BatchCodec()
+    proc = ProcessInfo(pid=1, cmdline=["a", "b"])
+    for n in (0, 1, CODEC_PIECE, CODEC_PIECE + 1, 3 * CODEC_PIECE + 5):
+        events = []
+        for i in range(n):
+            events.append(HttpEvent(time_ns=i, pid=1, tid=1, comm="x", fd=3, direction="server",
+                                    method="GET", path=f"/{i}", process=proc, seq=i))
+            if i % 3 == 0:
+                events.append(SpanEvent(time_ns=i, end_ns=i + 1, trace_id="a" * 32,
+                                        span_id="b" * 16, attrs={"k": i}))
+            if i % 5 == 0:
+                events.append(LogEvent(path="/a", dev=1, ino=2, offset=i, data=b"x\n", lines=1,
+                                       read_ns=i))
+        batch = Batch(events=events, source="pipeline", seq=7, acks=[(0, 3), (1, 9)])
+        pieces = []
+        got = codec.decode_in_pieces(codec.encode(batch), lambda: pieces.append(1))
+        assert got == batch
+        assert len(pieces) == (0 if len(events) <= CODEC_PIECE
+                               else -(-len(events) // CODEC_PIECE))
+    bad = codec.encode(Batch(events=[HttpEvent(time_ns=1, pid=1, tid=1, comm="x", fd=3,
+                                               direction="server", method="GET", path="/")]
+                             * (CODEC_PIECE + 1)))
+    broken = bad.replace(b"GET", b"\xc1ET")  # 0xc1: never used in msgpack
+    with pytest.raises(msgspec.DecodeError):
+        codec.decode_in_pieces(broken, lambda: None)
+    with pytest.raises(msgspec.DecodeError):
+        codec.decode_in_pieces(b"\x93\x01", lambda: None)
+
+
+def test_a_batch_encoded_in_pieces_is_the_same_bytes():
+    from common.events import CODEC_PIECE, Batch, BatchCodec, LogEvent
+
+    codec = BatchCodec()
+    for n in (0, 5, CODEC_PIECE, CODEC_PIECE + 1, 600, 70_000):
+        events = [LogEvent(path="/a", dev=1, ino=2, offset=i, data=b"x\n", lines=1, read_ns=i)
+                  if i % 2 else HttpEvent(time_ns=i, pid=1, tid=1, comm="x", fd=3,
+                                          direction="server", method="GET", path="/")
+                  for i in range(n)]
+        batch = Batch(events=events, source="pipeline", acks=[(0, n)])
+        pieces = []
+        assert codec.encode_in_pieces(batch, lambda: pieces.append(1)) == codec.encode(batch)
+        assert len(pieces) == (0 if n <= CODEC_PIECE else -(-n // CODEC_PIECE))
