@@ -376,6 +376,8 @@ def _array_header(n: int) -> bytes:
 
 CODEC_PIECE = 128
 """``BatchCodec.decode_in_pieces`` and ``encode_in_pieces`` take this many events at a time."""
+WHOLE_BELOW_BYTES = 16384
+"""``decode_in_pieces`` decodes a message of at most this many bytes in one go."""
 
 
 class BatchCodec:
@@ -413,6 +415,8 @@ class BatchCodec:
         """``decode``, a large batch ``CODEC_PIECE`` events at a time with ``between()``
         called between pieces (an output offers the CPU there: common.cpu.relax): the same
         Batch, and the same errors for bytes that are not one."""
+        if len(data) <= WHOLE_BELOW_BYTES:  # too small to take long: no first pass
+            return self._decoder.decode(data)
         raw = self._raw.decode(data)
         events = raw.events
         if len(events) <= CODEC_PIECE:

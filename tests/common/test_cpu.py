@@ -39,11 +39,12 @@ def test_a_batch_decoded_in_pieces_is_the_batch():
     import msgspec
     import pytest
 
-    from common.events import (CODEC_PIECE, Batch, BatchCodec, LogEvent, ProcessInfo,
-                               SpanEvent)
+    from common.events import (CODEC_PIECE, WHOLE_BELOW_BYTES, Batch, BatchCodec, LogEvent,
+                               ProcessInfo, SpanEvent)
 
     codec = BatchCodec()
-    proc = ProcessInfo(pid=1, cmdline=["a", "b"])
+    proc = ProcessInfo(pid=1, cmdline=["nginx: worker process"], exe="/usr/sbin/nginx",
+                       cgroup="/system.slice/nginx.service", user="www-data")
     for n in (0, 1, CODEC_PIECE, CODEC_PIECE + 1, 3 * CODEC_PIECE + 5):
         events = []
         for i in range(n):
@@ -57,13 +58,16 @@ def test_a_batch_decoded_in_pieces_is_the_batch():
                                        read_ns=i))
         batch = Batch(events=events, source="pipeline", seq=7, acks=[(0, 3), (1, 9)])
         pieces = []
-        got = codec.decode_in_pieces(codec.encode(batch), lambda: pieces.append(1))
+        data = codec.encode(batch)
+        got = codec.decode_in_pieces(data, lambda: pieces.append(1))
         assert got == batch
-        assert len(pieces) == (0 if len(events) <= CODEC_PIECE
-                               else -(-len(events) // CODEC_PIECE))
+        whole = len(events) <= CODEC_PIECE or len(data) <= WHOLE_BELOW_BYTES
+        assert len(pieces) == (0 if whole else -(-len(events) // CODEC_PIECE))
+        assert n < 3 * CODEC_PIECE or not whole  # the largest batch does go in pieces
     bad = codec.encode(Batch(events=[HttpEvent(time_ns=1, pid=1, tid=1, comm="x", fd=3,
-                                               direction="server", method="GET", path="/")]
-                             * (CODEC_PIECE + 1)))
+                                               direction="server", method="GET",
+                                               path="/" + "x" * 200)] * (CODEC_PIECE + 1)))
+    assert len(bad) > WHOLE_BELOW_BYTES  # the bad bytes are met in a piece
     broken = bad.replace(b"GET", b"\xc1ET")  # 0xc1: never used in msgpack
     with pytest.raises(msgspec.DecodeError):
         codec.decode_in_pieces(broken, lambda: None)
