@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
-from common.events import FORMAT_ERROR, ONE_RECORD, ContainerRef, Event, LogEvent, ProcessInfo
 from common.cpu import relax
+from common.events import FORMAT_ERROR, ONE_RECORD, ContainerRef, Event, LogEvent, ProcessInfo
 from common.fastpath import render_lines
 from common.identity import Identity, event_id, line_prefix
 from common.timefmt import rfc3339_ns
