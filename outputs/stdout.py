@@ -1,5 +1,5 @@
-"""The stdout output: each batch rendered as NDJSON (or text) and written with as few writes as
-the pipe takes. A closed stdout (``log-shuttle ... | head``) stops the agent quietly."""
+"""The stdout output: each batch rendered as NDJSON (or text) and written in writes of at most
+``WRITE_PIECE`` bytes (fewer when a pipe takes less). A closed stdout (``log-shuttle ... | head``) stops the agent quietly."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import select
 
 from common.component import Context, SinkClosed
+from common.cpu import relax
 from common.events import Batch
 from common.identity import Identity
 from outputs.base import Verdict
@@ -15,7 +16,9 @@ from outputs.ndjson import Renderer
 from outputs.runner import OutputRunner
 from outputs.stdout_config import StdoutOutputConfig
 
-
+WRITE_PIECE = 256 * 1024
+"""A batch's bytes go out in writes of at most this much, the CPU offered to others between
+them (a write to a file is kernel time the scheduler cannot cut short)."""
 
 
 def build(ctx: Context[StdoutOutputConfig]) -> OutputRunner:
@@ -40,7 +43,7 @@ class StdoutSink:
         view = memoryview(data)
         while view:
             try:
-                n = os.write(self.fd, view)
+                n = os.write(self.fd, view[:WRITE_PIECE])
             except BlockingIOError:
                 select.select([], [self.fd], [])
                 continue
@@ -49,6 +52,8 @@ class StdoutSink:
                     raise SinkClosed("stdout was closed") from exc
                 raise
             view = view[n:]
+            if view:
+                relax()
 
     def close(self) -> None:
         pass

@@ -88,3 +88,21 @@ def test_a_batch_encoded_in_pieces_is_the_same_bytes():
         pieces = []
         assert codec.encode_in_pieces(batch, lambda: pieces.append(1)) == codec.encode(batch)
         assert len(pieces) == (0 if n <= CODEC_PIECE else -(-n // CODEC_PIECE))
+
+
+def test_stdout_writes_a_large_batch_in_pieces_every_byte(tmp_path, monkeypatch):
+    import os
+
+    from outputs import stdout
+
+    calls = []
+    monkeypatch.setattr(stdout, "relax", lambda: calls.append(1))
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        data = bytes(range(256)) * (3 * stdout.WRITE_PIECE // 256 + 7)
+        stdout.StdoutSink(fmt="ndjson", host="h", fd=fd).write(data)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == data
+    assert len(calls) == 3  # four writes, the CPU offered between them

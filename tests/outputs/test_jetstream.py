@@ -216,7 +216,15 @@ def test_the_agent_holds_while_the_stream_refuses_and_loses_nothing(tmp_path):
             assert proc.poll() is None
             for i in down:
                 cluster.start(i)
-            wait_for(lambda: count(cluster) >= total, timeout=45, what="every line")
+            # What is tested is that every line arrives once, not how soon a loaded host's
+            # cluster elects its leaders again (once past 45 s in CI): a wide bound, and the
+            # agent's account when even that is not enough.
+            try:
+                wait_for(lambda: count(cluster) >= total, timeout=120, what="every line")
+            except AssertionError as exc:
+                err = Path(f"{tmp_path / 'agent.out'}.stderr").read_text()
+                raise AssertionError(f"{exc}: {count(cluster)} of {total} in the stream; "
+                                     f"the agent said:\n{err[-3000:]}") from exc
             time.sleep(1.0)
         finally:
             proc.send_signal(signal.SIGTERM)
