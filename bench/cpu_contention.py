@@ -17,12 +17,10 @@ Each case ``--rounds`` times, in turn; medians.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +47,6 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--burst", type=float, default=5.0, help="ms of each burst")
     args = ap.parse_args()
-    from inputs.ebpf.loader import ProgramOptions, Programs
 
     tmp = Path(tempfile.mkdtemp(prefix="contention-"))
     nginx, port = B.start_nginx(tmp)
@@ -64,22 +61,8 @@ def main() -> None:
         return measure()
 
     def probes() -> tuple[float, float]:
-        programs = Programs(["process", "tcp", "http"], ProgramOptions(self_pid=os.getpid()))
-        stop = threading.Event()
-
-        def drain() -> None:
-            while not stop.is_set():
-                programs.wait(0.02)
-                programs.consume()
-
-        t = threading.Thread(target=drain)
-        t.start()
-        try:
+        with B.drained_probes():
             return measure()
-        finally:
-            stop.set()
-            t.join()
-            programs.close()
 
     def burners(prefix: list[str]):
         def case() -> tuple[float, float]:

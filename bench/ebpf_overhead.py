@@ -26,6 +26,7 @@ Needs root, nginx-light and gcc (LOG_SHUTTLE_SETUP_TEST=1 ./scripts/setup instal
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -286,11 +287,36 @@ def empty_programs_source() -> str:
     return "\n".join(f"TRACEPOINT_PROBE({c}, {n}) {{ return 0; }}" for c, n in sorted(points))
 
 
+@contextlib.contextmanager
+def drained_probes():
+    """The process, tcp and http probes loaded, their ring buffers drained by a thread that does
+    nothing with the records: the kernel side of tracing alone."""
+    sys.path.insert(0, str(ROOT))
+    from inputs.ebpf.loader import ProgramOptions, Programs
+
+    programs = Programs(["process", "tcp", "http"], ProgramOptions(self_pid=os.getpid()))
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            programs.wait(0.02)
+            programs.consume()
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    try:
+        yield programs
+    finally:
+        stop.set()
+        reader.join()
+        programs.close()
+
+
 def floor_runs(exchange: str, args) -> dict:
     sys.path.insert(0, str(ROOT))
     from bcc import BPF
 
-    from inputs.ebpf.loader import QUIET_CFLAGS, ProgramOptions, Programs
+    from inputs.ebpf.loader import QUIET_CFLAGS
 
     def run(mode: str = "tcp") -> float:
         out = subprocess.run(["taskset", "-c", LOAD_CPU, exchange, str(args.floor_exchanges),
@@ -307,23 +333,9 @@ def floor_runs(exchange: str, args) -> dict:
             result["empty"].append(run())
         finally:
             empty.cleanup()
-        programs = Programs(["process", "tcp", "http"], ProgramOptions(self_pid=os.getpid()))
-        stop = threading.Event()
-
-        def consume() -> None:
-            while not stop.is_set():
-                programs.wait(0.02)
-                programs.consume()
-
-        reader = threading.Thread(target=consume)
-        reader.start()
-        try:
+        with drained_probes():
             result["ours"].append(run())
             result["pipe_ours"].append(run("pipe"))
-        finally:
-            stop.set()
-            reader.join()
-            programs.close()
         print(f"  floor round {i + 1}: none {result['none'][-1]:.2f}, empty "
               f"{result['empty'][-1]:.2f}, ours {result['ours'][-1]:.2f} us per exchange; "
               f"pipes: none {result['pipe_none'][-1]:.2f}, ours {result['pipe_ours'][-1]:.2f}",

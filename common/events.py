@@ -424,7 +424,7 @@ class BatchCodec:
         out: list[Event] = []
         for start in range(0, len(events), CODEC_PIECE):
             piece = events[start:start + CODEC_PIECE]
-            # the piece as one msgpack array (array 16: 0xdc and a big-endian count)
+            # the piece as one msgpack array: its header, then the items as they were
             out += self._events.decode(_array_header(len(piece)) + b"".join(piece))
             between()
         return Batch(events=out, source=raw.source, seq=raw.seq, acks=raw.acks)
