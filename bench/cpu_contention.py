@@ -7,7 +7,8 @@ At a fixed rate (default 5,000 req/s, 32 connections), nginx's p50/p99 with:
   nothing with the records (the kernel side alone);
 - two processes that burn a share of a CPU in bursts (``--burst`` ms on, three times as long
   off: about what the agent's processes take at that rate), unpinned, at normal priority;
-- the same burners under SCHED_IDLE.
+- the same burners under SCHED_IDLE;
+- the same burners calling ``sched_yield()`` every 0.2 ms of a burst (what common/cpu.py does).
 
 Each case ``--rounds`` times, in turn; medians.
 
@@ -30,12 +31,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 import ebpf_overhead as B  # noqa: E402
 
 BURN = """
-import time, sys
-on, off = float(sys.argv[1]), float(sys.argv[2])
+import os, time, sys
+on, off, step = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 while True:
-    t = time.perf_counter()
-    while time.perf_counter() - t < on:
-        pass
+    t = y = time.perf_counter()
+    while (now := time.perf_counter()) - t < on:
+        if step and now - y >= step:
+            os.sched_yield()
+            y = now
     time.sleep(off)
 """
 
@@ -64,9 +67,10 @@ def main() -> None:
         with B.drained_probes():
             return measure()
 
-    def burners(prefix: list[str]):
+    def burners(prefix: list[str], step: float = 0.0):
         def case() -> tuple[float, float]:
-            procs = [subprocess.Popen(prefix + [sys.executable, "-c", BURN, str(on), str(3 * on)])
+            procs = [subprocess.Popen(prefix + [sys.executable, "-c", BURN, str(on), str(3 * on),
+                                                str(step)])
                      for _ in range(2)]
             try:
                 return measure()
@@ -78,7 +82,8 @@ def main() -> None:
 
     cases = {"nothing else": alone, "probes, records drained": probes,
              f"2 burners, {args.burst:g} ms bursts, 25% each": burners([]),
-             "the same burners, SCHED_IDLE": burners(["chrt", "-i", "0"])}
+             "the same burners, SCHED_IDLE": burners(["chrt", "-i", "0"]),
+             "the same, sched_yield() every 0.2 ms": burners([], 0.0002)}
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in cases}
     try:
         for i in range(args.rounds):
