@@ -235,11 +235,14 @@ def test_the_agent_holds_while_the_stream_refuses_and_loses_nothing(tmp_path):
 
 async def _make_stream(urls):
     """The R3 stream LOGS. A cluster that just elected its meta leader sometimes leaves the first
-    create unanswered (a 20 s timeout in CI): ask again, and take a stream the late answer made."""
+    create unanswered (a 20 s timeout in CI), or does not know all its peers yet ("no suitable
+    peers for placement", once in CI): ask again, and take a stream a late answer made."""
+    import asyncio
+
     import nats
     from nats.errors import TimeoutError as NatsTimeout
     from nats.js.api import StreamConfig
-    from nats.js.errors import NotFoundError
+    from nats.js.errors import BadRequestError, NotFoundError
 
     nc = await nats.connect(servers=urls)
     try:
@@ -249,6 +252,10 @@ async def _make_stream(urls):
                 await js.add_stream(StreamConfig(
                     name="LOGS", subjects=["logs.*.*"], num_replicas=3, duplicate_window=120))
                 return
+            except BadRequestError as exc:
+                if "no suitable peers" not in str(exc) or attempt == 3:
+                    raise
+                await asyncio.sleep(2.0)
             except NatsTimeout:
                 try:
                     await js.stream_info("LOGS")
