@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from common.events import Event, HttpEvent, LogEvent, LossEvent, ProcessEvent
+from common.events import Event, HttpEvent, LogEvent, LossEvent, ProcessEvent, SpanEvent
 
 EMERGENCY, ALERT, CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG = range(8)
 
@@ -50,6 +50,10 @@ def event_severity(ev: Event) -> int:
             return ERROR
         case HttpEvent(status=s) if s >= 400:
             return WARNING
+        case SpanEvent():  # as its exchange's http event
+            s = ev.attrs.get("http.response.status_code", 0)
+            if isinstance(s, int) and s >= 400:
+                return ERROR if s >= 500 else WARNING
         case ProcessEvent(kind="exit", exit_code=c) if c not in (None, 0):
             return NOTICE
         case LogEvent():

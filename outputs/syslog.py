@@ -148,6 +148,9 @@ class SyslogEncoder:
             fields = {**fields, "process": rec.process}
         pid = fields.get("pid")
         comm = fields.get("comm") or fields.get("provider_name") or ""
+        if rec.kind == "span":  # its process is in its resource
+            res = fields.get("resource") or {}
+            pid, comm = res.get("process.pid"), str(res.get("service.name") or "")
         app = _ascii_token(self.app_name or comm or "log-shuttle", 48)
         procid = _ascii_token(str(pid), 128) if pid else "-"
         text = " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, "", [], {}))

@@ -23,6 +23,10 @@ class SpansConfig(Section):
     name -> name. Otherwise the executable's name."""
     max_pending: Annotated[int, Meta(ge=16)] = 65536
     """Spans waiting at most; past it the oldest go out as roots."""
+    http_events: bool = False
+    """Also send each exchange's ``http`` event beside its span. Off: one record per exchange,
+    the span (it carries the same facts: method, path, status, duration, peer, process; RED
+    metrics and the log join use the exchanges either way)."""
 
 
 class JoinConfig(Section):

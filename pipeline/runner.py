@@ -107,6 +107,9 @@ class Pipeline:
         join = getattr(ctx.config, "join", None)
         self.joiner = LogJoiner(self.spans, join) \
             if self.spans is not None and join is not None and join.enabled else None
+        self.drop_http = self.spans is not None and not spans.http_events
+        """Each exchange goes out as its span only (``[pipeline.spans] http_events``): its http
+        event is dropped once the span builder, the metrics and the log join have seen it."""
 
     def run(self) -> None:
         ctx = self.ctx
@@ -146,6 +149,8 @@ class Pipeline:
                         events = self.joiner.feed(events, now, (index[id(c)], batch.seq))
                     elif events and any(type(e) is LogWriteEvent for e in events):
                         events = [e for e in events if type(e) is not LogWriteEvent]
+                    if self.drop_http:
+                        events = [e for e in events if type(e) is not HttpEvent]
                     self.batcher.add(events, now)
                     if self.batcher.full():
                         self.flush()

@@ -47,6 +47,9 @@ def test_agent_streams_red_metrics_to_every_store(tmp_path, monkeypatch):
 probes = ["process", "tcp", "http"]
 ring_buffer_bytes = 67108864   # room for bursts on a busy 2-core machine (a loss fails the test)
 
+[pipeline.spans]
+http_events = true   # the exchanges' own durations, to check the histograms' sums against
+
 [pipeline.metrics]
 interval = 1.0
 stdout = true

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from server.frames import parse_syslog
-from common.events import PIECE, HttpEvent, LogEvent, LossEvent
+from common.events import PIECE, HttpEvent, LogEvent, LossEvent, SpanEvent
 from common.framing import OctetDecoder
 from outputs.syslog import SyslogEncoder
 
@@ -50,6 +52,20 @@ def test_newline_framing_and_event_fields():
     rec = parse_syslog(data[:-1], received_ns=0)
     assert (rec["app"], rec["procid"], rec["msgid"], rec["severity"]) == \
         ("nginx", "42", "http", "err")
+
+
+@pytest.mark.parametrize("kind,status,severity", [("server", 200, "info"),
+                                                   ("server", 404, "warning"),
+                                                   ("client", 503, "err")])
+def test_a_span_has_its_exchanges_severity_and_its_process(kind, status, severity):
+    span = SpanEvent(T, T + 2_000, "ab" * 16, "cd" * 8, kind=kind, name="GET",
+                     error=status >= 500 or (kind == "client" and status >= 400),
+                     attrs={"http.request.method": "GET", "http.response.status_code": status},
+                     resource={"service.name": "shop", "process.pid": 42})
+    data = SyslogEncoder(host="h", framing="newline").encode([span])
+    rec = parse_syslog(data[:-1], received_ns=0)
+    assert (rec["app"], rec["procid"], rec["msgid"], rec["severity"]) == \
+        ("shop", "42", "span", severity)
 
 
 def test_a_lines_writer_is_the_procid_and_in_the_structured_data():

@@ -1,5 +1,5 @@
 """The eBPF input through the real command line: `log-shuttle --ebpf-http-tracing` printing
-NDJSON http records, its clear failure without root, the optional input that lets the other
+NDJSON spans (and http records when asked), its clear failure without root, the optional input that lets the other
 inputs run, `log-shuttle doctor` as root and as an unprivileged user, and the flag that prints
 the BPF programs."""
 
@@ -34,35 +34,72 @@ def run(*args: str, user: list[str] = (), timeout: float = 120) -> subprocess.Co
                           env=agent_env(), cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-@needs_ebpf
-@needs("nginx", "curl")
-def test_http_tracing_through_the_cli_prints_http_records(nginx, tmp_path):
-    with Agent(tmp_path, "--ebpf-http-tracing") as agent:
+PATHS = ["/ok?cli=1", "/moved?cli=2", "/missing?cli=3", "/boom?cli=4"]
+WANT = {"/ok?cli=1": 200, "/moved?cli=2": 301, "/missing?cli=3": 404, "/boom?cli=4": 500}
+
+
+def traced_requests(nginx, tmp_path, env: dict[str, str] | None = None) -> tuple[list[dict], int]:
+    """Run `log-shuttle --ebpf-http-tracing`, curl the four PATHS, and give the records of
+    them the agent printed (spans and http events) once it has both sides' spans of each."""
+    with Agent(tmp_path, "--ebpf-http-tracing", env={**agent_env(), **(env or {})}) as agent:
         wait_for(lambda: "tracing with probes" in agent.stderr() or agent.proc.poll() is not None,
                  timeout=90, what="the eBPF input to start")
         assert agent.proc.poll() is None, agent.stderr()
         assert "log-shuttle: input ebpf" in agent.children()
-        paths = ["/ok?cli=1", "/moved?cli=2", "/missing?cli=3", "/boom?cli=4"]
-        curl_pid, rows = curl(*(nginx.url(p) for p in paths))
+        curl_pid, rows = curl(*(nginx.url(p) for p in PATHS))
+        assert {p: row["status"] for p, row in zip(PATHS, rows)} == WANT
 
-        def http_records():
+        def records():
             recs = [r for r in complete_records(agent.stdout())
-                    if r.get("type") == "http" and "?cli=" in r["path"]]
-            return recs if len(recs) >= 2 * len(paths) else None
+                    if "cli=" in r.get("path", "") + r.get("attrs", {}).get("url.query", "")]
+            spans = [r for r in recs if r["type"] == "span"]
+            return recs if len(spans) >= 2 * len(PATHS) else None
 
-        recs = wait_for(http_records, timeout=60, what="http records on stdout")
+        recs = wait_for(records, timeout=60, what="spans on stdout")
+        time.sleep(0.5)  # anything sent right behind them
+        recs = [r for r in complete_records(agent.stdout())
+                if "cli=" in r.get("path", "") + r.get("attrs", {}).get("url.query", "")]
         assert agent.stop() == 0
+    return recs, curl_pid
+
+
+@needs_ebpf
+@needs("nginx", "curl")
+def test_http_tracing_through_the_cli_prints_a_span_per_exchange(nginx, tmp_path):
+    recs, curl_pid = traced_requests(nginx, tmp_path)
+    assert [r for r in recs if r["type"] != "span"] == []  # no http event beside its span
+    servers = nginx.pids()
+    spans = {(r["kind"], r["attrs"]["url.path"] + "?" + r["attrs"]["url.query"]): r for r in recs}
+    assert len(spans) == len(recs) == 2 * len(PATHS)  # each request once on each side
+    for path, status in WANT.items():
+        server, client = spans["server", path], spans["client", path]
+        assert server["resource"]["process.pid"] in servers
+        assert client["resource"]["process.pid"] == curl_pid
+        assert server["attrs"]["http.response.status_code"] == status
+        assert client["attrs"]["http.response.status_code"] == status
+        assert (client["name"], client["attrs"]["server.address"], client["attrs"]["server.port"]) \
+            == ("GET", "127.0.0.1", nginx.port)
+        assert server["parent_span_id"] == client["span_id"]  # joined by their connection
+        assert server["end_ns"] > 0 and server["time"].endswith("Z") and server["host"]
+
+
+@needs_ebpf
+@needs("nginx", "curl")
+def test_http_events_beside_the_spans_when_asked(nginx, tmp_path):
+    recs, curl_pid = traced_requests(nginx, tmp_path,
+                                     {"LOG_SHUTTLE_PIPELINE__SPANS__HTTP_EVENTS": "true"})
+    assert len([r for r in recs if r["type"] == "span"]) == 2 * len(PATHS)
+    recs = [r for r in recs if r["type"] == "http"]
     servers = nginx.pids()
     server = {r["path"]: r for r in recs if r["direction"] == "server" and r["pid"] in servers}
     client = {r["path"]: r for r in recs if r["direction"] == "client" and r["pid"] == curl_pid}
-    want = {p: row["status"] for p, row in zip(paths, rows)}
-    assert {p: r["status"] for p, r in server.items()} == want == {p: r["status"] for p, r in client.items()}
-    assert want == {"/ok?cli=1": 200, "/moved?cli=2": 301, "/missing?cli=3": 404, "/boom?cli=4": 500}
+    assert {p: r["status"] for p, r in server.items()} == WANT == \
+        {p: r["status"] for p, r in client.items()}
     for r in client.values():
         assert (r["method"], r["comm"], r["peer_addr"], r["peer_port"]) == \
             ("GET", "curl", "127.0.0.1", nginx.port)
         assert r["duration_ns"] > 0 and r["time"].endswith("Z") and r["host"]
-    assert len(recs) == 2 * len(paths)  # each request once on each side
+    assert len(recs) == 2 * len(PATHS)  # each request once on each side
 
 
 @needs_root

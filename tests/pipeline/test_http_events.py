@@ -1,0 +1,72 @@
+"""Each exchange goes out as its span only, unless ``[pipeline.spans] http_events`` asks for its
+http event too; either way the RED metrics count every exchange. The real pipeline, real
+shared-memory queues."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from common.component import Context, Stop
+from common.events import Batch, BatchCodec, HttpEvent, MetricEvent, SpanEvent
+from common.shmqueue import Empty, ShmQueue
+from pipeline.config import MetricsConfig, PipelineConfig, ProcessesConfig
+from pipeline.runner import build
+from pipeline.spans import SpansConfig
+
+
+def exchange(i: int, status: int) -> HttpEvent:
+    return HttpEvent(time_ns=1_000 + i, pid=7, tid=7, comm="srv", fd=3, direction="server",
+                     method="GET", path=f"/items/{i}", status=status, duration_ns=2_000_000,
+                     boot_ns=500 + i)
+
+
+def run_pipeline(spans: SpansConfig, events: list) -> tuple[list, list]:
+    """What the pipeline sends for ``events``: (its events, its metric points)."""
+    queues = [ShmQueue.create(name=f"h{i}", capacity=1 << 20) for i in range(2)]
+    try:
+        source, out = queues
+        cfg = PipelineConfig(processes=ProcessesConfig(enabled=False), spans=spans,
+                             metrics=MetricsConfig(enabled=True, interval=60), routes=["both"])
+        ctx = Context(name="pipeline", config=cfg, host="h", stop=Stop(),
+                      consumers=[source.consumer()], producers=[out.producer()],
+                      log=logging.getLogger("test"))
+        runner = build(ctx)
+        codec = BatchCodec()
+        producer = source.producer()
+        producer.put(codec.encode(Batch(events=events, seq=1)))
+        producer.close()
+        runner.run()  # the input closed: it drains, sends held spans and the interval so far
+        got, consumer = [], out.consumer()
+        while True:
+            try:
+                got += codec.decode(consumer.get_nowait()).events
+            except Empty:
+                break
+        return ([e for e in got if not isinstance(e, MetricEvent)],
+                [e for e in got if isinstance(e, MetricEvent)])
+    finally:
+        for q in queues:
+            q.destroy()
+
+
+@pytest.mark.parametrize("http_events", [False, True])
+def test_an_exchange_goes_out_as_its_span_and_its_http_event_only_when_asked(http_events):
+    sent = [exchange(1, 200), exchange(2, 503)]
+    events, points = run_pipeline(SpansConfig(http_events=http_events), sent)
+    spans = [e for e in events if isinstance(e, SpanEvent)]
+    assert sorted(s.attrs["url.path"] for s in spans) == ["/items/1", "/items/2"]
+    assert [s.error for s in sorted(spans, key=lambda s: s.attrs["url.path"])] == [False, True]
+    http = [e for e in events if isinstance(e, HttpEvent)]
+    assert [e.path for e in http] == (["/items/1", "/items/2"] if http_events else [])
+    assert len(events) == len(spans) + len(http)
+    # The metrics saw both exchanges either way.
+    assert sum(p.count for p in points if p.name == "http.server.request.duration") == 2
+    assert sum(p.errors for p in points if p.name == "http.server.request.duration") == 1
+
+
+def test_without_spans_the_http_events_go_out():
+    sent = [exchange(1, 200)]
+    events, _ = run_pipeline(SpansConfig(enabled=False), sent)
+    assert [type(e) for e in events] == [HttpEvent]
