@@ -9,8 +9,9 @@ Parts (each can be left out):
   time of nginx and the load generator themselves, traced minus untraced: the programs and
   their side effects run in their syscalls; and the BPF programs' run_time_ns from
   kernel.bpf_stats_enabled, every program of the host) and the agent (its processes'
-  utime+stime from /proc/PID/stat), and the events lost (LossEvents) or missing (HTTP events fewer than
-  2 x requests: each request is seen on nginx's side and on the generator's).
+  utime+stime from /proc/PID/stat), and the events lost (LossEvents) or missing (spans, one per
+  exchange, fewer than 2 x requests: each request is seen on nginx's side and on the
+  generator's).
 - saturation: requests/s with the generator unlimited (16 connections), untraced vs traced.
 - floor: the kernel floor per exchange (bench/exchange.c: one process, client write, server read,
   server write, client read over loopback, CPU time per exchange) with no programs, with empty
@@ -198,11 +199,11 @@ class Agent:
         http = lost = 0
         with open(self.out_path, "rb") as f:
             for line in f:
-                if b'"type":"http"' in line:
+                if b'"type":"span"' in line:  # one per exchange (the http event is not shipped)
                     http += 1
                 elif b'"type":"loss"' in line:
                     lost += json.loads(line)["count"]
-        return {"http_events": http, "lost": lost}
+        return {"exchanges": http, "lost": lost}
 
 
 SERVED: list[int] = []
@@ -250,7 +251,7 @@ def rate_rounds(loadgen: str, port: int, tmp: Path, rate: int, args) -> dict:
             finally:
                 r_events = agent.stop()
             r.update(r_events)
-            r["missing"] = max(0, 2 * r["done"] - r["http_events"])
+            r["missing"] = max(0, 2 * r["done"] - r["exchanges"])
             traced.append(r)
         u, t = untraced[-1], traced[-1]
         print(f"  {rate} req/s round {i + 1}: p50 {u['p50_us']:.0f} / {t['p50_us']:.0f} us, "
