@@ -271,6 +271,8 @@ class Programs:
         self.readers: list[RingReader | CallbackReader] = []
         self._lost_seen: dict[str, int] = {}
         self._epoll = select.epoll()
+        self._extra: set[int] = set()
+        """Descriptors other than the ring buffers already in the epoll set (``wait``)."""
         size = ring_bytes(options)
         try:
             # The tcp probe is consumed last in each round: an HTTP event is then never handled
@@ -291,10 +293,12 @@ class Programs:
         """Sleep until a ring buffer wakes us (much pending), one of ``extra_fds`` is
         readable, or timeout (the programs do not wake us for each event: poll on a timer)."""
         for fd in extra_fds:
-            try:
-                self._epoll.register(fd, select.EPOLLIN)
-            except FileExistsError:
-                pass
+            if fd not in self._extra:
+                try:
+                    self._epoll.register(fd, select.EPOLLIN)
+                except FileExistsError:
+                    pass
+                self._extra.add(fd)
         try:
             self._epoll.poll(timeout)
         except InterruptedError:

@@ -60,6 +60,7 @@ def test_an_exchange_goes_out_as_its_span_and_its_http_event_only_when_asked(htt
     assert [s.error for s in sorted(spans, key=lambda s: s.attrs["url.path"])] == [False, True]
     http = [e for e in events if isinstance(e, HttpEvent)]
     assert [e.path for e in http] == (["/items/1", "/items/2"] if http_events else [])
+    assert all(e.seq for e in http)  # shipped: numbered for their record ids
     assert len(events) == len(spans) + len(http)
     # The metrics saw both exchanges either way.
     assert sum(p.count for p in points if p.name == "http.server.request.duration") == 2
