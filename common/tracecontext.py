@@ -104,13 +104,17 @@ def _draw(pool: list[str], digits: int) -> None:
 
 def new_trace_id() -> str:
     """32 lower-case hex digits, never all zero."""
-    while not _trace_ids:
-        _draw(_trace_ids, 32)
-    return _trace_ids.pop()
+    while True:  # pop or draw: safe however threads interleave
+        try:
+            return _trace_ids.pop()
+        except IndexError:
+            _draw(_trace_ids, 32)
 
 
 def new_span_id() -> str:
     """16 lower-case hex digits, never all zero."""
-    while not _span_ids:
-        _draw(_span_ids, 16)
-    return _span_ids.pop()
+    while True:  # pop or draw: safe however threads interleave
+        try:
+            return _span_ids.pop()
+        except IndexError:
+            _draw(_span_ids, 16)
