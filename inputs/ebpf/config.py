@@ -39,6 +39,10 @@ class EbpfInputConfig(Section):
     poll_interval: Annotated[float, Meta(ge=0.001, le=1.0)] = 0.02
     """Seconds between two reads of the ring buffers (the programs do not wake the input for
     each event; a ring buffer a quarter full wakes it at once)."""
+    idle_poll_interval: Annotated[float, Meta(ge=0.001, le=5.0)] = 0.25
+    """After a read that found nothing, the next waits twice as long, up to this many seconds
+    (a quiet host costs fewer wake-ups); a read that finds records brings it back to
+    ``poll_interval``."""
     tls: bool = True
     """With the http probe: HTTPS too, from uprobes on OpenSSL's libssl (every libssl.so that
     a process maps, including processes that start later)."""
@@ -55,4 +59,7 @@ class EbpfInputConfig(Section):
         n = self.ring_buffer_bytes
         if n & (n - 1):
             out.append(f"ring_buffer_bytes: {n} is not a power of two")
+        if self.idle_poll_interval < self.poll_interval:
+            out.append(f"idle_poll_interval: {self.idle_poll_interval} is shorter than "
+                       f"poll_interval ({self.poll_interval})")
         return out

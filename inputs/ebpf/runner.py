@@ -29,6 +29,23 @@ QUEUE_WAIT_SLICE = 0.1
 """Seconds between looks at the stop flag while the pipeline's queue is full."""
 
 
+class PollPace:
+    """How long the input sleeps before its next read of the ring buffers: ``busy`` seconds
+    while records come, twice as long after each read that found none, up to ``idle``. On this
+    project's VM a process that sleeps 20 ms spends ~75 us of CPU waking up (cold caches): a
+    quiet host is read 4 times a second instead of 50."""
+
+    def __init__(self, busy: float, idle: float) -> None:
+        self.busy = busy
+        self.idle = max(idle, busy)
+        self.interval = busy
+
+    def after(self, took: bool) -> float:
+        """The wait before the next read, after a read that ``took`` records or not."""
+        self.interval = self.busy if took else min(self.interval * 2, self.idle)
+        return self.interval
+
+
 @dataclass
 class EbpfInputStats:
     """Counters of the eBPF input, one per occurrence."""
@@ -74,6 +91,7 @@ class EbpfInput:
                                    skip_pid=programs.options.self_pid)
             self.tls.start()  # before run(): HTTPS is seen once the input is built
         self.next_tls_scan = time.monotonic() + TLS_SCAN_INTERVAL
+        self.pace = PollPace(self.cfg.poll_interval, self.cfg.idle_poll_interval)
 
     def run(self) -> None:
         try:
@@ -82,15 +100,16 @@ class EbpfInput:
                 self.log.info("following writes to log files: %d descriptors of %s", n,
                               ", ".join(self.cfg.log_paths))
             self.log.info("tracing with probes: %s", ", ".join(self.programs.objects))
+            timeout = self.cfg.poll_interval
             while not self.ctx.stop.is_set():
                 # The programs do not wake us for each event (it would cost the traced process
-                # ~1 us each): poll; a ring buffer a quarter full wakes us at once.
-                timeout = self.cfg.poll_interval
+                # ~1 us each): poll, less often while nothing comes; a ring buffer a quarter
+                # full wakes us at once.
                 if self.out:
                     timeout = min(timeout, max(0.0, self.first_at + self.cfg.send_interval
                                                - time.monotonic()))
                 self.programs.wait(timeout, self.ctx.stop.fileno())
-                self.round()
+                timeout = self.pace.after(self.round())
             self.round()
             self.check_loss()
             self.send()
@@ -98,8 +117,9 @@ class EbpfInput:
         finally:
             self.programs.close()
 
-    def round(self) -> None:
-        """Take what the ring buffers hold, in time order; send when a batch is due."""
+    def round(self) -> bool:
+        """Take what the ring buffers hold, in time order; send when a batch is due. Whether
+        there were records."""
         records = self.programs.consume()
         if records:
             self.translator.resync_clock()
@@ -135,6 +155,7 @@ class EbpfInput:
             self.check_loss()
         if self.out and now - self.first_at >= self.cfg.send_interval:
             self.send()
+        return bool(records)
 
     def check_loss(self) -> None:
         for probe, n in self.programs.lost().items():
