@@ -3,8 +3,8 @@ holds it.
 
 Each record (the NDJSON object stdout would print, without its newline) is published to a
 subject made from ``subject`` (``logs.{host}.{kind}``: the agent's host with dots made
-underscores, and the record's kind: log, process, conn, http, loss, etw) with the header
-``Nats-Msg-Id`` = the record's stable id (common.identity). The stream drops a message whose id
+underscores, and the record's kind: log, process, conn, http, span, loss, etw) with the header
+``Nats-Msg-Id`` = the record's stable id (common.identity; a span has none). The stream drops a message whose id
 it has already stored within its duplicate window, so a batch sent again after a retry, a kill
 of any agent process or a restart of the agent is stored once.
 
@@ -113,7 +113,7 @@ class JetStreamSink:
         self.stats = JetStreamStats()
         host_token = subject_token(host)
         self._subjects = {kind: cfg.subject.format(host=host_token, kind=kind)
-                          for kind in ("log", "process", "conn", "http", "loss", "etw")}
+                          for kind in ("log", "process", "conn", "http", "span", "loss", "etw")}
         self._encoder = msgspec.json.Encoder()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever,
@@ -164,12 +164,13 @@ class JetStreamSink:
         payloads = self._encoder.encode_lines(recs).split(b"\n")  # JSON escapes newlines
         subjects = self._subjects
         out = []
+        log = subjects["log"]
         for rec, payload in zip(recs, payloads):
-            if isinstance(rec, dict):
-                out.append((subjects.get(rec["type"], subjects["log"]), payload,
-                            rec.get("id", "")))
-            else:
-                out.append((subjects["log"], payload, rec.id))
+            # A line's record has no type; an event's has its kind, and an id once numbered
+            # (a span has none).
+            kind = getattr(rec, "type", None)
+            out.append((subjects.get(kind, log) if kind else log, payload,
+                        getattr(rec, "id", None) or ""))
         return out
 
     def close(self) -> None:

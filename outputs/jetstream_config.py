@@ -21,7 +21,7 @@ class JetStreamOutputConfig(TlsClientOptions, kw_only=True):
     stream: str = "LOGS"
     subject: str = "logs.{host}.{kind}"
     """Subject template: ``{host}`` (the agent's host, dots made underscores) and ``{kind}``
-    (log, process, conn, http, loss, etw)."""
+    (log, process, conn, http, span, loss, etw)."""
     create_stream: bool = False
     """Create the stream when it does not exist (else: stop with a message saying so)."""
     stream_subjects: list[str] = []

@@ -67,16 +67,14 @@ def build(ctx: Context[PipelineConfig]) -> Pipeline:
     return Pipeline(ctx, enricher)
 
 
-def number_events(events: list[Event], input_index: int, message_seq: int,
-                  numbered: tuple[type, ...] = _NUMBERED) -> list[Event]:
+def number_events(events: list[Event], input_index: int, message_seq: int) -> list[Event]:
     """Give every event that no file holds its sequence for a record id: the input's index, its
     message's seq and the event's place in it, all of which a replay of the message (a
-    restarted pipeline reads it again) gives again. Log lines are numbered by their offsets.
-    Only events of the ``numbered`` types (the pipeline leaves out those it does not send)."""
+    restarted pipeline reads it again) gives again. Log lines are numbered by their offsets."""
     if all(type(ev) is LogEvent for ev in events):
         return events
     return [_replace(ev, seq=event_seq(input_index, message_seq, i))
-            if type(ev) in numbered and not ev.seq else ev for i, ev in enumerate(events)]
+            if type(ev) in _NUMBERED and not ev.seq else ev for i, ev in enumerate(events)]
 
 
 class Pipeline:
@@ -111,10 +109,8 @@ class Pipeline:
             if self.spans is not None and join is not None and join.enabled else None
         self.drop_http = self.spans is not None and not spans.http_events
         """Each exchange goes out as its span only (``[pipeline.spans] http_events``): its http
-        event is dropped once the span builder, the metrics and the log join have seen it."""
-        self.numbered = tuple(t for t in _NUMBERED if t is not HttpEvent) if self.drop_http \
-            else _NUMBERED
-        """Event types given a record id (one that is dropped needs none)."""
+        event is dropped once the span builder, the metrics and the log join have seen it, and
+        its span went out (one that waits for a parent: the event goes too)."""
 
     def run(self) -> None:
         ctx = self.ctx
@@ -138,8 +134,7 @@ class Pipeline:
                         self.handed_on[index[id(c)]] = batch.seq
                     events = batch.events
                     if batch.seq:
-                        events = number_events(events, index[id(c)], batch.seq,
-                                               self.numbered)
+                        events = number_events(events, index[id(c)], batch.seq)
                     if self.enricher is not None:
                         if time.monotonic() >= self.next_poll:
                             self.poll_processes()
@@ -156,7 +151,9 @@ class Pipeline:
                     elif events and any(type(e) is LogWriteEvent for e in events):
                         events = [e for e in events if type(e) is not LogWriteEvent]
                     if self.drop_http:
-                        events = [e for e in events if type(e) is not HttpEvent]
+                        keep = self.spans.unsent  # their span waits: the event goes, for now
+                        events = [e for e in events if type(e) is not HttpEvent
+                                  or id(e) in keep]
                     self.batcher.add(events, now)
                     if self.batcher.full():
                         self.flush()

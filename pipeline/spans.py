@@ -107,6 +107,12 @@ class SpanBuilder:
         self.exchanges: OrderedDict[tuple[int, int, int], _Span] = OrderedDict()
         """(pid, fd, boot_ns) -> its span: what the log join looks exchanges up by."""
         self.resource_cache: dict[tuple, dict] = {}
+        self._waits: list[_Span] = []
+        """Spans of this observe() that did not go out at once."""
+        self.unsent: set[int] = set()
+        """After observe(): id()s of its HttpEvents whose span waits still (the pipeline ships
+        such an http event even when it drops the others: a pipeline killed before the span
+        goes out then loses no exchange)."""
         self._ready: list[_Span] = []
         """Spans whose parent was already sent when they found it: to send."""
         self.stats = {"spans": 0, "roots": 0, "traceparent": 0, "thread": 0, "connection": 0,
@@ -115,6 +121,8 @@ class SpanBuilder:
     # --- input ---------------------------------------------------------------------------------
 
     def observe(self, events: Iterable[Event], now: float) -> list[SpanEvent]:
+        """The spans ready to go for these events; ``unsent`` is then the set of id()s of the
+        HttpEvents among them whose span waits (for a parent) still."""
         out: list[SpanEvent] = []
         n = 0
         for ev in events:
@@ -126,6 +134,12 @@ class SpanBuilder:
                     relax()  # a hundred microseconds of spans: the CPU to whoever waits
             elif kind is ConnEvent:
                 self._conn(ev)
+        waits = self._waits
+        if waits:
+            self._waits = []
+            self.unsent = {id(s.ev) for s in waits if not s.sent}
+        elif self.unsent:
+            self.unsent = set()
         return out
 
     def _conn(self, ev: ConnEvent) -> None:
@@ -173,6 +187,8 @@ class SpanBuilder:
         self._place(s, now, out)
         if s.trace_id:
             self._send(s, out)
+        else:
+            self._waits.append(s)
         if self._ready or len(self.pending) > self.max_pending:
             self._trim(out)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from common.component import BootError
-from common.events import Batch, LogEvent
+from common.events import Batch, HttpEvent, LogEvent, LossEvent, SpanEvent
 from common.identity import Identity
 from outputs.base import Verdict
 from outputs.jetstream import JetStreamOutputConfig, sink_from_config, subject_token
@@ -302,6 +302,39 @@ def test_a_batch_sent_twice_is_stored_once_on_the_subject_of_its_host_and_kind(t
     assert json.loads(messages[3][1])["line"] == "line 3"
     assert messages[3][2]["Nats-Msg-Id"] == json.loads(messages[3][1])["id"]
     assert subject_token("web.1 a") == "web_1_a"
+
+
+def test_events_go_on_the_subject_of_their_kind_and_a_span_without_an_id(tmp_path):
+    async def subjects(urls: list[str]) -> dict[str, int]:
+        import nats
+
+        nc = await nats.connect(servers=urls, connect_timeout=5)
+        try:
+            info = await nc.jetstream().stream_info("LOGS", subjects_filter=">")
+            return dict(info.state.subjects or {})
+        finally:
+            await nc.close()
+
+    events = [*_batch(2).events,
+              HttpEvent(1, 7, 7, "srv", 3, "server", "GET", "/x", 200, seq=5),
+              SpanEvent(1, 2, "a" * 32, "b" * 16, name="GET"),
+              LossEvent(1, "input ebpf", "ring buffer http", 3, seq=6)]
+    with NatsCluster(tmp_path / "nats", nodes=1) as cluster:
+        cfg = JetStreamOutputConfig(servers=cluster.urls, create_stream=True,
+                                    subject="app.{host}.{kind}")
+        sink = sink_from_config(cfg, host="h", identity=Identity("0" * 16, "s"))
+        try:
+            assert sink.send(Batch(events=events)) is Verdict.OK
+            messages = run(stream_messages(cluster.urls, "LOGS"))
+            by_subject = run(subjects(cluster.urls))
+        finally:
+            sink.close()
+    assert by_subject == {"app.h.log": 2, "app.h.http": 1, "app.h.span": 1, "app.h.loss": 1}
+    kinds = [json.loads(data).get("type", "log") for _, data, _ in messages]
+    assert kinds == ["log", "log", "http", "span", "loss"]
+    ids = [(headers or {}).get("Nats-Msg-Id") for _, _, headers in messages]
+    assert all(ids[:3]) and ids[3] is None and ids[4]  # a span has no record id
+    assert ids[2] == "0000000000000000.s-0.5"
 
 
 def test_a_missing_stream_or_subject_is_a_clear_error(tmp_path):

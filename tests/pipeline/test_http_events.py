@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from common.component import Context, Stop
-from common.events import Batch, BatchCodec, HttpEvent, MetricEvent, SpanEvent
+from common.events import Batch, BatchCodec, ConnEvent, HttpEvent, MetricEvent, SpanEvent
 from common.shmqueue import Empty, ShmQueue
 from pipeline.config import MetricsConfig, PipelineConfig, ProcessesConfig
 from pipeline.runner import build
@@ -22,8 +22,9 @@ def exchange(i: int, status: int) -> HttpEvent:
                      boot_ns=500 + i)
 
 
-def run_pipeline(spans: SpansConfig, events: list) -> tuple[list, list]:
-    """What the pipeline sends for ``events``: (its events, its metric points)."""
+def run_pipeline(spans: SpansConfig, events: list, *more: list) -> tuple[list, list]:
+    """What the pipeline sends for ``events`` (and the input messages ``more`` after it):
+    (its events, its metric points)."""
     queues = [ShmQueue.create(name=f"h{i}", capacity=1 << 20) for i in range(2)]
     try:
         source, out = queues
@@ -35,7 +36,8 @@ def run_pipeline(spans: SpansConfig, events: list) -> tuple[list, list]:
         runner = build(ctx)
         codec = BatchCodec()
         producer = source.producer()
-        producer.put(codec.encode(Batch(events=events, seq=1)))
+        for seq, message in enumerate([events, *more], 1):
+            producer.put(codec.encode(Batch(events=message, seq=seq)))
         producer.close()
         runner.run()  # the input closed: it drains, sends held spans and the interval so far
         got, consumer = [], out.consumer()
@@ -71,3 +73,25 @@ def test_without_spans_the_http_events_go_out():
     sent = [exchange(1, 200)]
     events, _ = run_pipeline(SpansConfig(enabled=False), sent)
     assert [type(e) for e in events] == [HttpEvent]
+
+
+def test_an_exchange_whose_span_waits_for_its_parent_ships_its_http_event_too():
+    """A server exchange whose client (a local process, by their connection) comes in a later
+    message: its span waits, so its http event goes out (a pipeline killed before the span is
+    sent loses no exchange); the span follows once the client's exchange came."""
+    client_end = ("127.0.0.1", 40000, "127.0.0.1", 8080)
+    connect = ConnEvent("connect", 900, pid=8, saddr=client_end[0], sport=client_end[1],
+                        daddr=client_end[2], dport=client_end[3], fd=5)
+    accept = ConnEvent("accept", 950, pid=7, saddr=client_end[2], sport=client_end[3],
+                       daddr=client_end[0], dport=client_end[1], fd=3)
+    server = HttpEvent(time_ns=1_000, pid=7, tid=7, comm="srv", fd=3, direction="server",
+                       method="GET", path="/s", status=200, duration_ns=1_000, boot_ns=1_000)
+    client = HttpEvent(time_ns=990, pid=8, tid=8, comm="cli", fd=5, direction="client",
+                       method="GET", path="/s", status=200, duration_ns=1_100, boot_ns=990)
+    events, points = run_pipeline(SpansConfig(hold=30), [connect, accept, server], [client])
+    http = [e for e in events if isinstance(e, HttpEvent)]
+    spans = {s.kind: s for s in events if isinstance(s, SpanEvent)}
+    assert [e.direction for e in http] == ["server"] and http[0].seq  # numbered: it has an id
+    assert spans["server"].parent_span_id == spans["client"].span_id
+    assert spans["server"].parent_how == "connection"
+    assert sum(p.count for p in points if p.name == "http.server.request.duration") == 1

@@ -67,7 +67,11 @@ def traced_requests(nginx, tmp_path, env: dict[str, str] | None = None) -> tuple
 @needs("nginx", "curl")
 def test_http_tracing_through_the_cli_prints_a_span_per_exchange(nginx, tmp_path):
     recs, curl_pid = traced_requests(nginx, tmp_path)
-    assert [r for r in recs if r["type"] != "span"] == []  # no http event beside its span
+    # No http event beside its span, but for a server exchange whose span had to wait for its
+    # client's (curl's exchange came in a later read of the ring buffers: rare, timing).
+    assert all(r["type"] == "http" and r["direction"] == "server" for r in recs
+               if r["type"] != "span"), recs
+    recs = [r for r in recs if r["type"] == "span"]
     servers = nginx.pids()
     spans = {(r["kind"], r["attrs"]["url.path"] + "?" + r["attrs"]["url.query"]): r for r in recs}
     assert len(spans) == len(recs) == 2 * len(PATHS)  # each request once on each side
