@@ -10,9 +10,9 @@ One message per record of the record view (``outputs.records``)::
 - TIMESTAMP: when the line was read, UTC, microseconds (RFC 5424 allows at most six digits).
 - HOSTNAME: the agent's host name. APP-NAME: the configured one, else the log file's name
   without its extension (``api`` for ``/var/log/app/api.log``), else the process name of the
-  event, else ``log-shuttle``. PROCID: the event's pid, or a line's writer's (the
-  pipeline's enrichment), where known. MSGID: the event kind
-  (``log``, ``process``, ``conn``, ``http``, ``loss``, ``etw``).
+  event (a span's ``service.name``), else ``log-shuttle``. PROCID: the event's pid (a span's
+  ``process.pid``), or a line's writer's (the pipeline's enrichment), where known. MSGID: the
+  event kind (``log``, ``process``, ``conn``, ``http``, ``span``, ``loss``, ``etw``).
 - STRUCTURED-DATA: one element ``logshuttle@32473`` (32473 is the enterprise number RFC 5612
   reserves for documentation) with the file path and byte offset of the line, its flags and
   its writer (``comm``, ``container_id``, ``writer_how``; ``writers`` when several), the

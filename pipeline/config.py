@@ -25,8 +25,10 @@ class SpansConfig(Section):
     """Spans waiting at most; past it the oldest go out as roots."""
     http_events: bool = False
     """Also send each exchange's ``http`` event beside its span. Off: one record per exchange,
-    the span (it carries the same facts: method, path, status, duration, peer, process; RED
-    metrics and the log join use the exchanges either way)."""
+    the span (method, path, status, duration, peer, thread, and the process as its resource:
+    pid, executable, command line, container; the http event's ``process`` has more: parent,
+    user, start time...). RED metrics and the log join use the exchanges either way; an
+    exchange whose span waits for its parent ships its http event anyway."""
 
 
 class JoinConfig(Section):

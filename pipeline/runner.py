@@ -90,6 +90,8 @@ class Pipeline:
         self.batches_sent = 0
         self.records_out = 0
         """Records (lines; an eBPF event is one) put on the output queues (telemetry)."""
+        self.http_as_spans = 0
+        """HTTP events not sent: their span went out in their stead (telemetry)."""
         self.handed_on: dict[int, int] = {}
         """Input index -> the highest message seq read from it (stamped on every batch)."""
         routes = list(getattr(ctx.config, "routes", ()) or ())
@@ -152,8 +154,10 @@ class Pipeline:
                         events = [e for e in events if type(e) is not LogWriteEvent]
                     if self.drop_http:
                         keep = self.spans.unsent  # their span waits: the event goes, for now
+                        n = len(events)
                         events = [e for e in events if type(e) is not HttpEvent
                                   or id(e) in keep]
+                        self.http_as_spans += n - len(events)
                     self.batcher.add(events, now)
                     if self.batcher.full():
                         self.flush()

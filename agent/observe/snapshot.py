@@ -119,10 +119,12 @@ def _ebpf_input(r: Any) -> list[Sample]:
 
 def _pipeline(r: Any) -> list[Sample]:
     sent = getattr(r, "records_out", 0)
+    as_spans = getattr(r, "http_as_spans", 0)
     return [
-        ("received_events", (), sent + r.batcher.count), ("sent_events", (), sent),
+        ("received_events", (), sent + r.batcher.count + as_spans), ("sent_events", (), sent),
         ("sent_bytes", (), sum(_put_bytes(p) for p in r.ctx.producers)),
         ("discarded_events", ("metric_queue_full",), r.metric_points_dropped),
+        ("discarded_events", ("http_as_span",), as_spans),
     ]
 
 

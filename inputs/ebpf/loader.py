@@ -272,7 +272,8 @@ class Programs:
         self._lost_seen: dict[str, int] = {}
         self._epoll = select.epoll()
         self._extra: set[int] = set()
-        """Descriptors other than the ring buffers already in the epoll set (``wait``)."""
+        """Descriptors other than the ring buffers already in the epoll set (``wait``): the
+        caller's are open as long as this object (the stop signal's)."""
         size = ring_bytes(options)
         try:
             # The tcp probe is consumed last in each round: an HTTP event is then never handled

@@ -22,9 +22,9 @@ def exchange(i: int, status: int) -> HttpEvent:
                      boot_ns=500 + i)
 
 
-def run_pipeline(spans: SpansConfig, events: list, *more: list) -> tuple[list, list]:
+def run_pipeline(spans: SpansConfig, events: list, *more: list) -> tuple[list, list, int]:
     """What the pipeline sends for ``events`` (and the input messages ``more`` after it):
-    (its events, its metric points)."""
+    (its events, its metric points, its count of http events sent as their span only)."""
     queues = [ShmQueue.create(name=f"h{i}", capacity=1 << 20) for i in range(2)]
     try:
         source, out = queues
@@ -47,7 +47,7 @@ def run_pipeline(spans: SpansConfig, events: list, *more: list) -> tuple[list, l
             except Empty:
                 break
         return ([e for e in got if not isinstance(e, MetricEvent)],
-                [e for e in got if isinstance(e, MetricEvent)])
+                [e for e in got if isinstance(e, MetricEvent)], runner.http_as_spans)
     finally:
         for q in queues:
             q.destroy()
@@ -56,7 +56,8 @@ def run_pipeline(spans: SpansConfig, events: list, *more: list) -> tuple[list, l
 @pytest.mark.parametrize("http_events", [False, True])
 def test_an_exchange_goes_out_as_its_span_and_its_http_event_only_when_asked(http_events):
     sent = [exchange(1, 200), exchange(2, 503)]
-    events, points = run_pipeline(SpansConfig(http_events=http_events), sent)
+    events, points, as_spans = run_pipeline(SpansConfig(http_events=http_events), sent)
+    assert as_spans == (0 if http_events else 2)
     spans = [e for e in events if isinstance(e, SpanEvent)]
     assert sorted(s.attrs["url.path"] for s in spans) == ["/items/1", "/items/2"]
     assert [s.error for s in sorted(spans, key=lambda s: s.attrs["url.path"])] == [False, True]
@@ -71,7 +72,8 @@ def test_an_exchange_goes_out_as_its_span_and_its_http_event_only_when_asked(htt
 
 def test_without_spans_the_http_events_go_out():
     sent = [exchange(1, 200)]
-    events, _ = run_pipeline(SpansConfig(enabled=False), sent)
+    events, _, as_spans = run_pipeline(SpansConfig(enabled=False), sent)
+    assert as_spans == 0
     assert [type(e) for e in events] == [HttpEvent]
 
 
@@ -88,7 +90,9 @@ def test_an_exchange_whose_span_waits_for_its_parent_ships_its_http_event_too():
                        method="GET", path="/s", status=200, duration_ns=1_000, boot_ns=1_000)
     client = HttpEvent(time_ns=990, pid=8, tid=8, comm="cli", fd=5, direction="client",
                        method="GET", path="/s", status=200, duration_ns=1_100, boot_ns=990)
-    events, points = run_pipeline(SpansConfig(hold=30), [connect, accept, server], [client])
+    events, points, as_spans = run_pipeline(SpansConfig(hold=30), [connect, accept, server],
+                                            [client])
+    assert as_spans == 1  # the client's
     http = [e for e in events if isinstance(e, HttpEvent)]
     spans = {s.kind: s for s in events if isinstance(s, SpanEvent)}
     assert [e.direction for e in http] == ["server"] and http[0].seq  # numbered: it has an id
