@@ -75,8 +75,8 @@ class Translator:
         """Writes to log files (the logwrite probe), when it runs."""
         self.execs: OrderedDict[int, ExecArgs] = OrderedDict()
         """tid -> the argv of its execve() in progress."""
-        self.peers: OrderedDict[tuple[int, int], tuple[str, int, int]] = OrderedDict()
-        """(pid, fd) -> (peer address, peer port, local port), from connect and accept."""
+        self.peers: OrderedDict[tuple[int, int], tuple[str, int, int, int]] = OrderedDict()
+        """(pid, fd) -> (peer address, peer port, local port, when), from connect and accept."""
         self.offset_ns = boot_offset_ns()
         self.stats = TranslateStats()
         self._comms: dict[bytes, str] = {}
@@ -196,7 +196,14 @@ class Translator:
             return self._http(raw)
         if isinstance(raw, FdClose):
             self.http.closed(raw.h.pid, raw.fd)
-            self.peers.pop((raw.h.pid, raw.fd), None)
+            key = (raw.h.pid, raw.fd)
+            peer = self.peers.get(key)
+            # The close ends the connection made before it. Ring buffers are read one after
+            # another: the accept of a new connection on the reused descriptor, later than the
+            # close, may have been taken in the round before it (the tcp probe's ring is read
+            # last): that one stays.
+            if peer is not None and peer[3] <= raw.h.ts_ns:
+                del self.peers[key]
             return None
         if isinstance(raw, Conn):
             return self._conn(raw)
@@ -233,11 +240,11 @@ class Translator:
         kind = CONN_KINDS[h.type]
         key = (h.pid, raw.fd)
         if kind != "close" and raw.fd >= 0:
-            self.peers[key] = (raw.daddr, raw.dport, raw.sport)
+            self.peers[key] = (raw.daddr, raw.dport, raw.sport, h.ts_ns)
             self.peers.move_to_end(key)
             if len(self.peers) > MAX_PEERS:
                 self.peers.popitem(last=False)
-        elif kind == "close" and self.peers.get(key) == (raw.daddr, raw.dport, raw.sport):
+        elif kind == "close" and self.peers.get(key, ())[:3] == (raw.daddr, raw.dport, raw.sport):
             del self.peers[key]  # only if the descriptor was not reused for another connection
         self.stats.connections += 1
         return ConnEvent(

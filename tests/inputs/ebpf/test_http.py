@@ -4,7 +4,7 @@ reads and writes, no kernel."""
 from __future__ import annotations
 
 from inputs.ebpf.http import HttpTracker, RequestLine, StatusLine, parse
-from inputs.ebpf.layouts import EV_CONNECT, EV_HTTP, HTTP_OP_READ, HTTP_OP_WRITE, Conn, FdClose, Header, HttpData, EV_FD_CLOSE
+from inputs.ebpf.layouts import EV_ACCEPT, EV_CONNECT, EV_HTTP, HTTP_OP_READ, HTTP_OP_WRITE, Conn, FdClose, Header, HttpData, EV_FD_CLOSE
 from inputs.ebpf.translate import Translator
 
 
@@ -91,6 +91,24 @@ def test_translator_gives_the_peer_of_the_descriptor():
     tr.feed([FdClose(Header(EV_FD_CLOSE, 10, 10, 0, 8, "curl"), 5)])
     events = tr.feed([data(HTTP_OP_WRITE, REQ, ts=9), data(HTTP_OP_READ, RESP, ts=10)])
     assert events[-1].peer_addr == "" and events[-1].peer_port == 0
+
+
+def test_a_close_read_a_round_after_the_accept_that_reused_its_descriptor_keeps_that_peer():
+    """The ring buffers are read one after another: nginx closes fd 5 (http probe, ts 8) and
+    accepts a new connection on fd 5 (tcp probe, ts 9) between the two reads, so the accept is
+    taken a round before the close. The close must not take the new connection's peer."""
+    tr = Translator()
+    old = Conn(Header(EV_ACCEPT, 10, 10, 0, 1, "nginx"), 5, 4, "127.0.0.1", 8080, "127.0.0.2", 40000, 0)
+    new = Conn(Header(EV_ACCEPT, 10, 10, 0, 9, "nginx"), 5, 4, "127.0.0.1", 8080, "127.0.0.3", 40001, 0)
+    tr.feed([old])
+    tr.feed([new])  # this round: the tcp ring held the new accept already
+    events = tr.feed([FdClose(Header(EV_FD_CLOSE, 10, 10, 0, 8, "nginx"), 5),
+                      data(HTTP_OP_READ, REQ, ts=10), data(HTTP_OP_WRITE, RESP, ts=12)])
+    assert (events[-1].peer_addr, events[-1].peer_port) == ("127.0.0.3", 40001)
+    # A close after the accept forgets it, as before.
+    tr.feed([FdClose(Header(EV_FD_CLOSE, 10, 10, 0, 13, "nginx"), 5)])
+    events = tr.feed([data(HTTP_OP_READ, REQ, ts=20), data(HTTP_OP_WRITE, RESP, ts=22)])
+    assert events[-1].peer_addr == ""
 
 
 def _exchange_bytes(path: bytes, status: bytes, *, pid=10, fd=5, ts=100, resp_ts=400, op=HTTP_OP_READ):
