@@ -4,9 +4,10 @@ holds it.
 Each record (the NDJSON object stdout would print, without its newline) is published to a
 subject made from ``subject`` (``logs.{host}.{kind}``: the agent's host with dots made
 underscores, and the record's kind: log, process, conn, http, span, loss, etw) with the header
-``Nats-Msg-Id`` = the record's stable id (common.identity; a span has none). The stream drops a message whose id
-it has already stored within its duplicate window, so a batch sent again after a retry, a kill
-of any agent process or a restart of the agent is stored once.
+``Nats-Msg-Id`` = the record's stable id (common.identity; a span has none, and goes without
+it). The stream drops a message whose id it has already stored within its duplicate window, so
+a batch sent again after a retry, a kill of any agent process or a restart of the agent is
+stored once.
 
 A batch is OK only when JetStream acknowledged every one of its records (a publish ack means the
 stream's leader stored it and, on a replicated stream, a quorum of replicas has it). The runner

@@ -4,7 +4,8 @@ reads and writes, no kernel."""
 from __future__ import annotations
 
 from inputs.ebpf.http import HttpTracker, RequestLine, StatusLine, parse
-from inputs.ebpf.layouts import EV_ACCEPT, EV_CONNECT, EV_HTTP, HTTP_OP_READ, HTTP_OP_WRITE, Conn, FdClose, Header, HttpData, EV_FD_CLOSE
+from inputs.ebpf.layouts import (EV_ACCEPT, EV_CONNECT, EV_FD_CLOSE, EV_HTTP, HTTP_OP_READ,
+                                 HTTP_OP_WRITE, Conn, FdClose, Header, HttpData)
 from inputs.ebpf.translate import Translator
 
 
@@ -98,8 +99,10 @@ def test_a_close_read_a_round_after_the_accept_that_reused_its_descriptor_keeps_
     accepts a new connection on fd 5 (tcp probe, ts 9) between the two reads, so the accept is
     taken a round before the close. The close must not take the new connection's peer."""
     tr = Translator()
-    old = Conn(Header(EV_ACCEPT, 10, 10, 0, 1, "nginx"), 5, 4, "127.0.0.1", 8080, "127.0.0.2", 40000, 0)
-    new = Conn(Header(EV_ACCEPT, 10, 10, 0, 9, "nginx"), 5, 4, "127.0.0.1", 8080, "127.0.0.3", 40001, 0)
+    old = Conn(Header(EV_ACCEPT, 10, 10, 0, 1, "nginx"), 5, 4,
+               "127.0.0.1", 8080, "127.0.0.2", 40000, 0)
+    new = Conn(Header(EV_ACCEPT, 10, 10, 0, 9, "nginx"), 5, 4,
+               "127.0.0.1", 8080, "127.0.0.3", 40001, 0)
     tr.feed([old])
     tr.feed([new])  # this round: the tcp ring held the new accept already
     events = tr.feed([FdClose(Header(EV_FD_CLOSE, 10, 10, 0, 8, "nginx"), 5),
