@@ -1,5 +1,6 @@
 """The stdout output: each batch rendered as NDJSON (or text) and written in writes of at most
-``WRITE_PIECE`` bytes (fewer when a pipe takes less). A closed stdout (``log-shuttle ... | head``) stops the agent quietly."""
+``WRITE_PIECE`` bytes (fewer when a pipe takes less). A closed stdout (``log-shuttle ... |
+head``) stops the agent quietly."""
 
 from __future__ import annotations
 

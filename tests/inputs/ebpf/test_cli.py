@@ -1,7 +1,7 @@
 """The eBPF input through the real command line: `log-shuttle --ebpf-http-tracing` printing
-NDJSON spans (and http records when asked), its clear failure without root, the optional input that lets the other
-inputs run, `log-shuttle doctor` as root and as an unprivileged user, and the flag that prints
-the BPF programs."""
+NDJSON spans (and http records when asked), its clear failure without root, the optional input
+that lets the other inputs run, `log-shuttle doctor` as root and as an unprivileged user, and
+the flag that prints the BPF programs."""
 
 from __future__ import annotations
 
