@@ -144,3 +144,28 @@ def test_kernel_paired_exchanges_from_raw_bytes_in_time_order_with_peers():
         (300, 100, "127.0.0.9", 41000)
     # A status line cut short has no status; a response seen before its request no duration.
     assert (c.direction, c.path, c.status, c.duration_ns) == ("client", "/c", 0, 0)
+
+
+def test_the_clock_offset_is_taken_from_the_try_not_preempted():
+    """A try whose wall-clock read was preempted (the boot clock moved 3 ms around it) would
+    shift every event converted in that round by up to 3 ms; the offset comes from the tightest
+    try instead. Real clocks: the offset agrees with a plain difference to well within a
+    millisecond."""
+    from inputs.ebpf.translate import boot_offset_ns
+    true_offset = 1_700_000_000_000_000_000
+    boots = iter([1_000, 3_001_000,            # try 1: 3 ms off the CPU between the reads
+                  3_002_000, 3_002_400,        # try 2: 400 ns
+                  3_010_000, 3_010_100])
+    now = {"boot": 0}
+
+    def boot():
+        now["boot"] = next(boots)
+        return now["boot"]
+
+    walls = iter([true_offset + 2_000_000,     # read at boot 2 ms, in the middle of try 1
+                  true_offset + 3_002_200])    # read at boot 3.0022 ms
+    got = boot_offset_ns(wall=lambda: next(walls), boot=boot)
+    assert got == true_offset
+    import time
+    plain = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    assert abs(boot_offset_ns() - plain) < 1_000_000
