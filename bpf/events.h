@@ -131,6 +131,8 @@ struct http_ev {
 /* One request and its response on a connection, paired by the http probe: the header is the
  * request's (its thread, its time: the first bytes read by a server or written by a client). */
 #define HTTP_FLAG_TLS 1    /* seen in the TLS library's plaintext (uprobes), not the syscalls */
+#define HTTP_WEIGHT_SHIFT 16 /* flags >> 16: how many exchanges this one stands for, when the
+                              * probe samples (1 in N: N); 0 means 1 */
 
 /* To carry more of an exchange (e.g. a header's value): add fields before `data` (which stays
  * last: user space reads `copied` bytes of it), keep 8-byte alignment, and change
@@ -144,7 +146,7 @@ struct http_exchange_ev {
     u32 len;              /* bytes the request's read or write moved */
     u32 copied;           /* bytes of the request in data (at most HTTP_PAYLOAD) */
     u32 response_len;     /* bytes the response's write or read moved */
-    u32 flags;            /* HTTP_FLAG_* */
+    u32 flags;            /* HTTP_FLAG_*, and the weight above HTTP_WEIGHT_SHIFT */
     char status[HTTP_STATUS_LEN]; /* the response's first bytes: "HTTP/1.1 200 OK\r\n" */
     char data[HTTP_PAYLOAD];      /* the request's first bytes: its request line */
 };

@@ -87,13 +87,41 @@ struct conn_state {
     u32 copied;
     u32 raw;               /* 1: every HTTP read and write of it is sent as is (EV_HTTP) */
     u32 flags;             /* HTTP_FLAG_* of the waiting request */
-    u32 pad;
+    u32 weight;            /* 0: not sampled (its exchange is only counted); else what it
+                            * stands for (1, or N when 1 in N is sampled) */
     char comm[COMM_LEN];
     char data[HTTP_PAYLOAD];
 };
 
 BPF_TABLE("lru_hash", u64, struct conn_state, conns, HTTP_CONNS); /* pid << 32 | fd */
 BPF_PERCPU_ARRAY(conn_zero, struct conn_state, 1);  /* a zeroed entry (too big for the stack) */
+
+/* Sampling, set by user space when exchanges come faster than its budget ([inputs.ebpf]
+ * max_exchanges_per_second): 0 or 1, every exchange goes out; N, one in N does (chosen at random
+ * when its request is seen), carrying the weight N; the others reserve nothing in the ring
+ * buffer and are counted in sampled_out. A connection that pipelines goes to user space raw,
+ * unsampled. */
+BPF_ARRAY(sampling, u32, 1);
+BPF_PERCPU_ARRAY(sampled_out, u64, 1);
+
+/* The weight of a request now seen: 0 (not sampled) or what it stands for. */
+static __always_inline u32 sample_weight(void)
+{
+    int zero = 0;
+    u32 *one_in = sampling.lookup(&zero);
+    if (!one_in || *one_in <= 1)
+        return 1;
+    u32 n = *one_in;
+    return bpf_get_prandom_u32() % n ? 0 : n;
+}
+
+static __always_inline void count_sampled_out(void)
+{
+    int zero = 0;
+    u64 *n = sampled_out.lookup(&zero);
+    if (n)
+        *n += 1;
+}
 
 /* What each thread serves (bpf/serving.h), public: the logwrite probe reads it. */
 BPF_TABLE_PUBLIC("lru_hash", u64, struct serving, serving, SERVING_THREADS);
@@ -232,6 +260,11 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
         u64 now = ts ? ts : bpf_ktime_get_boot_ns();
         if (op == HTTP_OP_WRITE)
             serving_response(id, fd, c->ts_ns, now);
+        if (!c->weight) {
+            c->ts_ns = 0;
+            count_sampled_out();
+            return 0;
+        }
         struct http_exchange_ev *e = ev_reserve(sizeof(*e));
         if (!e) {
             c->ts_ns = 0;
@@ -249,7 +282,7 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
         e->response_ts_ns = now;
         e->len = c->len;
         e->response_len = len > 0xffffffff ? 0xffffffff : (u32)len;
-        e->flags = c->flags | flags;
+        e->flags = c->flags | flags | (c->weight > 1 ? c->weight << HTTP_WEIGHT_SHIFT : 0);
         __builtin_memcpy(e->status, head, HTTP_STATUS_LEN);
         u32 n = c->copied > HTTP_PAYLOAD ? HTTP_PAYLOAD : c->copied;
         if (bpf_probe_read_kernel(e->data, n, c->data))
@@ -296,6 +329,9 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
     c->op = op;
     c->flags = flags;
     c->len = len > 0xffffffff ? 0xffffffff : (u32)len;
+    /* Sampled or not, its bytes are kept: should the connection pipeline, user space pairs
+     * every request from then on, this one included. */
+    c->weight = sample_weight();
     bpf_get_current_comm(&c->comm, sizeof(c->comm));
     u32 n = len > HTTP_PAYLOAD ? HTTP_PAYLOAD : (u32)len;
     if (bpf_probe_read_user(c->data, n, (void *)buf))

@@ -216,6 +216,9 @@ class HttpEvent(msgspec.Struct, tag="http", array_like=True, frozen=True, gc=Fal
     """The captured request ended before its headers did (a traceparent may lie past it)."""
     seq: int = 0
     """Set by the pipeline: the event's sequence for its record id (common.identity.event_seq)."""
+    weight: int = 1
+    """How many exchanges this one stands for: N when the http probe sampled 1 in N (its
+    budget, ``[inputs.ebpf] max_exchanges_per_second``, was exceeded), else 1."""
 
 
 class LossEvent(msgspec.Struct, tag="loss", array_like=True, frozen=True, gc=False):

@@ -7,7 +7,8 @@ Series:
 - ``http.server.request.duration`` / ``http.client.request.duration`` (histograms, seconds,
   OpenTelemetry's buckets), per service, method, route (pipeline/routes.py) and status class
   (``2xx``...): ``count`` requests, ``errors`` (server: 5xx; client: 4xx and 5xx), ``sum`` and
-  bucket counts of the durations;
+  bucket counts of the durations; an exchange the http probe sampled 1 in N counts N times
+  (estimates while the input's budget is exceeded, exact otherwise);
 - ``tcp.connection.opened`` (counter) per service, direction (client: connect, server: accept),
   peer address and server port; ``tcp.connection.duration`` (histogram) of the connections that
   closed, with how long they were open.
@@ -176,11 +177,12 @@ class Aggregator:
                 if series is None:
                     series = self._new_http(svc, key)
                 seconds = ev.duration_ns / 1e9
-                series.count += 1
-                series.sum += seconds
-                series.buckets[bisect_left(bounds, seconds)] += 1
+                w = ev.weight  # N when the probe sampled 1 in N: it stands for N exchanges
+                series.count += w
+                series.sum += seconds * w
+                series.buckets[bisect_left(bounds, seconds)] += w
                 if status >= 500 or (status >= 400 and not server) or not status:
-                    series.errors += 1
+                    series.errors += w
                 series.seen = seen
                 n += 1
             elif kind is ConnEvent and tcp:

@@ -372,6 +372,8 @@ class SpanBuilder:
         attrs["thread.id"] = ev.tid
         if ev.headers_cut and not ev.traceparent:
             attrs["log_shuttle.headers_cut"] = 1
+        if ev.weight > 1:
+            attrs["log_shuttle.sample_weight"] = ev.weight  # the probe kept 1 exchange in N
         start = ev.time_ns
         return SpanEvent(start, start + ev.duration_ns, s.trace_id, s.span_id, s.parent,
                          ev.direction, ev.method, error, attrs, self._resource(ev), s.tracestate,

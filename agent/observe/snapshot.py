@@ -27,6 +27,9 @@ METRICS: dict[str, tuple[Literal["counter", "gauge"], tuple[str, ...], str]] = {
     "dead_letter_batches": ("counter", (), "Batches set aside in the dead-letter file."),
     "rotations": ("counter", ("kind",), "Followed files rotated, truncated, copied, deleted."),
     "bpf_lost_events": ("counter", ("probe",), "Events a BPF ring buffer had no room for."),
+    "bpf_sampled_out_exchanges": ("counter", (), "HTTP exchanges the http probe counted and did "
+                                  "not send: its budget (max_exchanges_per_second) was exceeded."),
+    "bpf_sampling_one_in": ("gauge", (), "The http probe sends 1 HTTP exchange in this many."),
     "queue_bytes": ("gauge", ("queue",), "Bytes in a queue, published and not yet committed."),
     "queue_capacity_bytes": ("gauge", ("queue",), "A queue's capacity in bytes."),
     "file_lag_bytes": ("gauge", ("path",),
@@ -114,6 +117,9 @@ def _ebpf_input(r: Any) -> list[Sample]:
     ]
     by_probe = getattr(st, "lost_by_probe", None) or {"all": st.lost_ring_buffer}
     out += [("bpf_lost_events", (probe,), n) for probe, n in by_probe.items()]
+    if getattr(r, "sampling", None) is not None and r.sampling.budget:
+        out += [("bpf_sampled_out_exchanges", (), st.sampled_out),
+                ("bpf_sampling_one_in", (), st.sampling_one_in)]
     return out
 
 

@@ -36,6 +36,9 @@ HTTP_OP_WRITE = 1
 AF_INET = 2
 AF_INET6 = 10
 HTTP_STATUS_LEN = 16
+HTTP_WEIGHT_SHIFT = 16
+"""An exchange's flags >> HTTP_WEIGHT_SHIFT: how many exchanges it stands for when the http
+probe samples (1 in N: N; 0 means 1)."""
 
 HEADER = struct.Struct("<IIIIQ16s")                   # struct ev_header (40 bytes)
 EXEC_ARGS = struct.Struct(f"<II{ARGV_MAX * ARG_LEN}s")  # after the header
@@ -141,6 +144,8 @@ class HttpExchange(NamedTuple):
     """The response's first bytes (at most HTTP_STATUS_LEN)."""
     data: bytes
     """The request's first bytes (at most the payload size the programs were built with)."""
+    weight: int = 1
+    """How many exchanges it stands for (the probe sampled 1 in ``weight``)."""
 
 
 Raw = ExecArgs | Exec | Fork | Exit | Conn | HttpData | FdClose | HttpExchange
@@ -227,11 +232,12 @@ def decode_fd_close(h: Header, data: bytes) -> FdClose:
 
 def decode_http_exchange(h: Header, data: bytes) -> HttpExchange:
     _need(data, SIZES["http_exchange_ev"], "http_exchange_ev")
-    fd, op, resp_ts, length, copied, resp_len, _pad, status = HTTP_EXCHANGE.unpack_from(
+    fd, op, resp_ts, length, copied, resp_len, flags, status = HTTP_EXCHANGE.unpack_from(
         data, HEADER.size)
     start = SIZES["http_exchange_ev"]
     return HttpExchange(h, fd, op, resp_ts, length, resp_len,
-                        status[:min(resp_len, HTTP_STATUS_LEN)], bytes(data[start:start + copied]))
+                        status[:min(resp_len, HTTP_STATUS_LEN)], bytes(data[start:start + copied]),
+                        flags >> HTTP_WEIGHT_SHIFT or 1)
 
 
 _DECODERS = {

@@ -321,6 +321,19 @@ class Programs:
             self._lost_seen[probe] = total
         return out
 
+    def set_sampling(self, one_in: int) -> None:
+        """Have the http probe send 1 HTTP exchange in ``one_in`` (1: every one)."""
+        obj = self.objects.get("http")
+        if obj is not None:
+            obj[b"sampling"][ctypes.c_int(0)] = ctypes.c_uint32(max(1, one_in))
+
+    def sampled_out(self) -> int:
+        """Exchanges the http probe counted and did not send (sampling), since it was loaded."""
+        obj = self.objects.get("http")
+        if obj is None:
+            return 0
+        return sum(int(v) for v in obj[b"sampled_out"][ctypes.c_int(0)])
+
     def follow_sockets(self, keys: Iterable[int]) -> int:
         """Tell the http probe to follow these (pid << 32 | fd) sockets (connections older than
         the agent, found in /proc); how many it took."""

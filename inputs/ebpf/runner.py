@@ -46,6 +46,49 @@ class PollPace:
         return self.interval
 
 
+class Sampling:
+    """The http probe's 1-in-N, kept so that about ``budget`` exchanges a second reach the agent.
+
+    Each second, the rate the host made them at is the exchanges read, each weighted by the N it
+    was sampled at (an unbiased estimate whatever N was); N becomes that rate over the budget,
+    rounded up. It goes up at once, and down only once the rate is a fifth under what the lower
+    N would take, so that a rate near a boundary does not make it flap."""
+
+    MAX_ONE_IN = 65535
+    """The weight travels in 16 bits (bpf/events.h, HTTP_WEIGHT_SHIFT)."""
+
+    def __init__(self, budget: int, *, interval: float = 1.0) -> None:
+        self.budget = budget
+        self.interval = interval
+        self.one_in = 1
+        self.rate = 0.0
+        """Exchanges a second on the host, as last measured."""
+        self._since: float | None = None
+        self._weighted = 0
+
+    def update(self, weighted: int, now: float) -> int | None:
+        """Given the weighted exchanges read so far, the new N when it changes, else None."""
+        if not self.budget:
+            return None
+        if self._since is None:
+            self._since, self._weighted = now, weighted
+            return None
+        elapsed = now - self._since
+        if elapsed < self.interval:
+            return None
+        self.rate = (weighted - self._weighted) / elapsed
+        self._since, self._weighted = now, weighted
+        want = min(self.MAX_ONE_IN, max(1, -(-int(self.rate) // self.budget)))
+        if want < self.one_in:
+            want = min(self.MAX_ONE_IN, max(1, -(-int(self.rate * 1.25) // self.budget)))
+            if want >= self.one_in:
+                return None
+        elif want == self.one_in:
+            return None
+        self.one_in = want
+        return want
+
+
 @dataclass
 class EbpfInputStats:
     """Counters of the eBPF input, one per occurrence."""
@@ -58,6 +101,10 @@ class EbpfInputStats:
     undecodable: int = 0
     lost_by_probe: dict[str, int] = field(default_factory=dict)
     """lost_ring_buffer per probe (the telemetry's bpf_lost_events{probe})."""
+    sampled_out: int = 0
+    """HTTP exchanges the http probe counted and did not send (its budget was exceeded)."""
+    sampling_one_in: int = 1
+    """The http probe sends 1 exchange in this many now."""
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -92,6 +139,8 @@ class EbpfInput:
             self.tls.start()  # before run(): HTTPS is seen once the input is built
         self.next_tls_scan = time.monotonic() + TLS_SCAN_INTERVAL
         self.pace = PollPace(self.cfg.poll_interval, self.cfg.idle_poll_interval)
+        self.sampling = Sampling(self.cfg.max_exchanges_per_second if "http" in programs.objects
+                                 else 0)
 
     def run(self) -> None:
         try:
@@ -153,11 +202,15 @@ class EbpfInput:
         if now >= self.next_loss_check:
             self.next_loss_check = now + LOSS_CHECK_INTERVAL
             self.check_loss()
+        if self.sampling.budget:
+            self.check_sampling(now)
         if self.out and now - self.first_at >= self.cfg.send_interval:
             self.send()
         return bool(records)
 
     def check_loss(self) -> None:
+        if self.sampling.budget:
+            self.stats.sampled_out = self.programs.sampled_out()
         for probe, n in self.programs.lost().items():
             if n:
                 self.stats.lost_ring_buffer += n
@@ -167,6 +220,27 @@ class EbpfInput:
                                           what=f"ring buffer {probe}", count=n))
                 if len(self.out) == 1:
                     self.first_at = time.monotonic()
+
+    def check_sampling(self, now: float) -> None:
+        """Keep the http probe within its budget of exchanges a second (``Sampling``)."""
+        before = self.sampling.one_in
+        n = self.sampling.update(self.translator.stats.weighted, now)
+        if n is None:
+            return
+        self.programs.set_sampling(n)
+        self.stats.sampling_one_in = n
+        self.stats.sampled_out = self.programs.sampled_out()
+        rate, budget = self.sampling.rate, self.sampling.budget
+        if before == 1:
+            self.log.warning("%.0f HTTP exchanges a second, over the budget of %d "
+                             "(max_exchanges_per_second): the http probe sends 1 in %d from now "
+                             "on; RED metrics are estimates meanwhile", rate, budget, n)
+        elif n == 1:
+            self.log.warning("%.0f HTTP exchanges a second, within the budget of %d again: every "
+                             "exchange is sent (%d were not meanwhile)", rate, budget,
+                             self.stats.sampled_out)
+        else:
+            self.log.info("%.0f HTTP exchanges a second: the http probe sends 1 in %d", rate, n)
 
     def send(self, limit: int = 0) -> None:
         """Hand the batch on (at most ``limit`` events of it, 0: all). While the pipeline's

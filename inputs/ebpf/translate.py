@@ -21,8 +21,8 @@ from inputs.ebpf.http import METHODS, HttpTracker, RequestLine, StatusLine, pars
 from inputs.ebpf.logwrite import EV_LOG_WRITE, LogWrite, LogWriteTranslator, decode_log_write
 from inputs.ebpf.layouts import (
     EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_HTTP_EXCHANGE, HEADER, HTTP_EXCHANGE, HTTP_OP_READ,
-    HTTP_STATUS_LEN, SIZES, Conn, DecodeError, Exec, ExecArgs, Exit, FdClose, Fork, HttpData,
-    HttpExchange, Raw, decode,
+    HTTP_STATUS_LEN, HTTP_WEIGHT_SHIFT, SIZES, Conn, DecodeError, Exec, ExecArgs, Exit, FdClose,
+    Fork, HttpData, HttpExchange, Raw, decode,
 )
 
 MAX_EXECS_IN_PROGRESS = 4096
@@ -83,6 +83,9 @@ class TranslateStats:
     processes: int = 0
     connections: int = 0
     http: int = 0
+    weighted: int = 0
+    """Kernel-paired exchanges weighted by what each stands for (what the host saw, sampling or
+    not): the input's sampling control reads it."""
 
 
 class Translator:
@@ -143,7 +146,7 @@ class Translator:
         codes = _STATUS_CODES
         methods = _METHOD_TEXT
         versions = _VERSION_TEXT
-        exchanges = unparsed = 0
+        exchanges = unparsed = weighted = 0
         for n, item in enumerate(items, 1):
             if not n & 63:
                 relax()  # a round's records can be milliseconds of work: the CPU to whoever waits
@@ -152,7 +155,7 @@ class Translator:
                 if ev is not None:
                     emit(ev)
                 continue
-            (_t, pid, tid, _uid, ts, comm, fd, op, resp_ts, _len, copied, resp_len, _flags,
+            (_t, pid, tid, _uid, ts, comm, fd, op, resp_ts, _len, copied, resp_len, flags,
              status, data) = item
             stop = need + copied
             eol = data.find(b"\r\n", need, stop)
@@ -183,17 +186,20 @@ class Translator:
                     comms.clear()
             peer = peers_get((pid, fd))
             exchanges += 1
+            weight = flags >> HTTP_WEIGHT_SHIFT or 1
+            weighted += weight
             tp, tstate, cut = find_headers(data[need:stop])
             emit(HttpEvent(
                 ts + offset, pid, tid, name, fd, "server" if op == HTTP_OP_READ else "client",
                 method, path, code, resp_ts - ts if resp_ts > ts else 0,
                 peer[0] if peer else "", peer[1] if peer else 0, version, None, ts, tp, tstate,
-                cut))
+                cut, 0, weight))
         stats = self.http.stats
         stats.requests += exchanges
         stats.exchanges += exchanges
         stats.unparsed += unparsed
         self.stats.http += exchanges
+        self.stats.weighted += weighted
         return out, len(items), errors
 
     def feed(self, raws: list[Raw]) -> list[Event]:
@@ -280,6 +286,7 @@ class Translator:
         self.http.stats.requests += 1
         self.http.stats.exchanges += 1
         self.stats.http += 1
+        self.stats.weighted += raw.weight
         h = raw.h
         peer = self.peers.get((h.pid, raw.fd))
         tp, tstate, cut = find_headers(raw.data)
@@ -289,7 +296,7 @@ class Translator:
             path=line.path, status=status.status if type(status) is StatusLine else 0,
             duration_ns=max(0, raw.response_ts_ns - h.ts_ns),
             peer_addr=peer[0] if peer else "", peer_port=peer[1] if peer else 0,
-            version=line.version)
+            version=line.version, weight=raw.weight)
 
     def _http(self, raw: HttpData) -> HttpEvent | None:
         ex = self.http.data(raw)
@@ -298,6 +305,7 @@ class Translator:
         req = ex.request
         peer = self.peers.get((ex.pid, ex.fd))
         self.stats.http += 1
+        self.stats.weighted += 1
         return HttpEvent(
             time_ns=req.ts_ns + self.offset_ns, pid=ex.pid, tid=req.tid, comm=req.comm,
             fd=ex.fd, direction=req.direction, method=req.line.method, path=req.line.path,
