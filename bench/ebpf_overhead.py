@@ -17,9 +17,13 @@ Parts (each can be left out):
   server write, client read over loopback, CPU time per exchange) with no programs, with empty
   programs on the same tracepoints as ours, and with ours (read by a consumer).
 
-Prints medians with min-max and writes bench/out/ebpf_overhead.json.
+Prints medians with min-max and writes bench/out/ebpf_overhead.json. ``--budget N`` runs the
+traced agent with ``[inputs.ebpf] max_exchanges_per_second = N`` (the http probe samples over
+it): its exchanges are then counted by their weights, an estimate (bench/out/
+ebpf_overhead_budgetN.json).
 
     sudo .venv/bin/python bench/ebpf_overhead.py [--rounds 3] [--seconds 5] [--rates 1000,5000,20000]
+        [--budget N]
 
 Needs root, nginx-light and gcc (LOG_SHUTTLE_SETUP_TEST=1 ./scripts/setup installs them).
 """
@@ -159,6 +163,10 @@ def bpf_run_ns() -> float:
     return float(sum(p.get("run_time_ns", 0) for p in json.loads(out.stdout)))
 
 
+BUDGET = 0
+"""--budget: the agent's [inputs.ebpf] max_exchanges_per_second (0: none, every exchange)."""
+
+
 class Agent:
     """`log-shuttle --ebpf-http-tracing`, stdout to a file."""
 
@@ -166,6 +174,8 @@ class Agent:
         self.out_path = tmp / "agent.ndjson"
         self.err_path = tmp / "agent.err"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if BUDGET:
+            env["LOG_SHUTTLE_INPUTS__EBPF__MAX_EXCHANGES_PER_SECOND"] = str(BUDGET)
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "--ebpf-http-tracing"],
                                          stdout=out, stderr=err, env=env, cwd=ROOT,
@@ -196,14 +206,17 @@ class Agent:
     def stop(self) -> dict:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
-        http = lost = 0
+        http = sent = lost = 0
         with open(self.out_path, "rb") as f:
             for line in f:
                 if b'"type":"span"' in line:  # one per exchange (the http event is not shipped)
-                    http += 1
+                    sent += 1
+                    at = line.find(b'"log_shuttle.sample_weight":')
+                    # a sampled exchange (--budget) stands for this many
+                    http += int(line[at + 28:line.index(b",", at)].strip(b"}")) if at >= 0 else 1
                 elif b'"type":"loss"' in line:
                     lost += json.loads(line)["count"]
-        return {"exchanges": http, "lost": lost}
+        return {"exchanges": http, "sent": sent, "lost": lost}
 
 
 SERVED: list[int] = []
@@ -251,7 +264,8 @@ def rate_rounds(loadgen: str, port: int, tmp: Path, rate: int, args) -> dict:
             finally:
                 r_events = agent.stop()
             r.update(r_events)
-            r["missing"] = max(0, 2 * r["done"] - r["exchanges"])
+            # With --budget, "exchanges" is the sampled ones' weights: an estimate.
+            r["missing"] = max(0, 2 * r["done"] - r["exchanges"]) if not BUDGET else 0
             traced.append(r)
         u, t = untraced[-1], traced[-1]
         print(f"  {rate} req/s round {i + 1}: p50 {u['p50_us']:.0f} / {t['p50_us']:.0f} us, "
@@ -259,7 +273,10 @@ def rate_rounds(loadgen: str, port: int, tmp: Path, rate: int, args) -> dict:
               f"{u['host_us_per_req']:.1f} / {t['host_us_per_req']:.1f} us/req; nginx+loadgen "
               f"{u['served_us_per_req']:.1f} / {t['served_us_per_req']:.1f} us/req; BPF "
               f"{t['bpf_us_per_req']:.2f} us/req, agent {t['agent_us_per_req']:.2f} us/req; "
-              f"lost {t['lost']}, missing {t['missing']}", flush=True)
+              f"lost {t['lost']}, missing {t['missing']}"
+              + (f"; sent {t['sent']} of {2 * t['done']} exchanges, weighted "
+                 f"{t['exchanges'] / max(1, 2 * t['done']):.2f} of them" if BUDGET else ""),
+              flush=True)
     return {"untraced": untraced, "traced": traced}
 
 
@@ -362,7 +379,11 @@ def main() -> None:
                     help="keep-alive connections of the rate-limited load")
     ap.add_argument("--floor-exchanges", type=int, default=200_000)
     ap.add_argument("--skip", default="", help="comma-separated: rates, saturation, floor")
+    ap.add_argument("--budget", type=int, default=0,
+                    help="the agent's max_exchanges_per_second (0: none, every exchange traced)")
     args = ap.parse_args()
+    global BUDGET
+    BUDGET = args.budget
     if os.geteuid() != 0:
         raise SystemExit("run as root: the eBPF input needs it")
     for tool in ("nginx", "gcc", "taskset", "bpftool"):
@@ -430,7 +451,9 @@ def main() -> None:
               f"(ours - none: {med(f['ours']) - med(f['none']):.2f} us); the same over pipes: "
               f"none {summary(f['pipe_none'], '.2f')} us, ours {summary(f['pipe_ours'], '.2f')} us")
     OUT.mkdir(exist_ok=True)
-    (OUT / "ebpf_overhead.json").write_text(json.dumps(result, indent=2))
+    result["budget"] = BUDGET
+    name = f"ebpf_overhead_budget{BUDGET}.json" if BUDGET else "ebpf_overhead.json"
+    (OUT / name).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

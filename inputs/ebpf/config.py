@@ -45,7 +45,7 @@ class EbpfInputConfig(Section):
     ``poll_interval``."""
     max_exchanges_per_second: Annotated[int, Meta(ge=0)] = 0
     """The http probe's budget: when the host's HTTP exchanges come faster than this (measured
-    each second), the probe sends 1 exchange in N, chosen at random, so that about this many a
+    every quarter of a second), the probe sends 1 exchange in N, chosen at random, so that about this many a
     second reach the agent; each carries N, the RED metrics count it N times and its span says
     so (``log_shuttle.sample_weight``). It bounds the agent's CPU on a busy host at the price of
     exact metrics, of the spans and log joins of the exchanges not sent, and of the parent

@@ -49,15 +49,15 @@ class PollPace:
 class Sampling:
     """The http probe's 1-in-N, kept so that about ``budget`` exchanges a second reach the agent.
 
-    Each second, the rate the host made them at is the exchanges read, each weighted by the N it
-    was sampled at (an unbiased estimate whatever N was); N becomes that rate over the budget,
-    rounded up. It goes up at once, and down only once the rate is a fifth under what the lower
+    Every ``interval`` (a quarter of a second: a burst costs little before it is sampled), the
+    rate the host made them at is the exchanges read, each weighted by the N it was sampled at
+    (an unbiased estimate whatever N was); N becomes that rate over the budget, rounded up. It goes up at once, and down only once the rate is a fifth under what the lower
     N would take, so that a rate near a boundary does not make it flap."""
 
     MAX_ONE_IN = 65535
     """The weight travels in 16 bits (bpf/events.h, HTTP_WEIGHT_SHIFT)."""
 
-    def __init__(self, budget: int, *, interval: float = 1.0) -> None:
+    def __init__(self, budget: int, *, interval: float = 0.25) -> None:
         self.budget = budget
         self.interval = interval
         self.one_in = 1

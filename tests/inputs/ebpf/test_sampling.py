@@ -155,3 +155,39 @@ def test_a_sampled_exchange_s_span_says_what_it_stands_for():
     sampled, whole = b.observe([HttpEvent(**ev, weight=8)], 0.0), b.observe([HttpEvent(**ev)], 0.0)
     assert sampled[0].attrs["log_shuttle.sample_weight"] == 8
     assert "log_shuttle.sample_weight" not in whole[0].attrs
+
+
+def test_a_sampled_span_does_not_wait_for_a_parent_that_was_likely_not_sent():
+    """Independent 1-in-N choices on the client's and the server's side leave most sampled
+    server spans without their client span: such a span goes at once, as a root, instead of
+    waiting ``hold`` seconds (thousands of them would pile up); one whose parent did come is
+    still linked to it."""
+    from common.events import ConnEvent
+    from pipeline.spans import SpanBuilder
+
+    b = SpanBuilder()
+    conns = [ConnEvent(kind="connect", time_ns=1, pid=10, tid=10, comm="cli", family=4,
+                       saddr="127.0.0.1", sport=5000, daddr="127.0.0.1", dport=80, fd=3),
+             ConnEvent(kind="accept", time_ns=2, pid=20, tid=20, comm="srv", family=4,
+                       saddr="127.0.0.1", sport=80, daddr="127.0.0.1", dport=5000, fd=7)]
+    b.observe(conns, 0.0)
+    server = dict(pid=20, tid=20, comm="srv", fd=7, direction="server", method="GET", path="/",
+                  status=200)
+    lone = HttpEvent(time_ns=100, duration_ns=10, boot_ns=100, **server, weight=4)
+    out = b.observe([lone], 0.0)
+    assert len(out) == 1 and out[0].parent_span_id == "" and not b.pending
+    # Unsampled, the same server exchange waits for its client's span (it comes later).
+    whole = HttpEvent(time_ns=200, duration_ns=10, boot_ns=200, **server)
+    assert b.observe([whole], 0.0) == [] and b.pending
+    client = HttpEvent(time_ns=190, duration_ns=40, boot_ns=190, pid=10, tid=10, comm="cli", fd=3,
+                       direction="client", method="GET", path="/", status=200)
+    out = b.observe([client], 0.0)
+    assert {s.kind for s in out} == {"client", "server"}
+    by_kind = {s.kind: s for s in out}
+    assert by_kind["server"].parent_span_id == by_kind["client"].span_id
+    # A sampled server exchange whose client span did come first is linked to it.
+    c2 = HttpEvent(time_ns=300, duration_ns=40, boot_ns=300, pid=10, tid=10, comm="cli", fd=3,
+                   direction="client", method="GET", path="/", status=200, weight=4)
+    s2 = HttpEvent(time_ns=310, duration_ns=10, boot_ns=310, **server, weight=4)
+    out = {s.kind: s for s in b.observe([c2, s2], 0.0)}
+    assert out["server"].parent_span_id == out["client"].span_id
