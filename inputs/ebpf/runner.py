@@ -51,8 +51,9 @@ class Sampling:
 
     Every ``interval`` (a quarter of a second: a burst costs little before it is sampled), the
     rate the host made them at is the exchanges read, each weighted by the N it was sampled at
-    (an unbiased estimate whatever N was); N becomes that rate over the budget, rounded up. It goes up at once, and down only once the rate is a fifth under what the lower
-    N would take, so that a rate near a boundary does not make it flap."""
+    (an unbiased estimate whatever N was); N becomes that rate over the budget, rounded up. It
+    goes up at once, and down only once the rate is a fifth under what the lower N would take,
+    so that a rate near a boundary does not make it flap."""
 
     MAX_ONE_IN = 65535
     """The weight travels in 16 bits (bpf/events.h, HTTP_WEIGHT_SHIFT)."""
@@ -237,8 +238,8 @@ class EbpfInput:
                              "on; RED metrics are estimates meanwhile", rate, budget, n)
         elif n == 1:
             self.log.warning("%.0f HTTP exchanges a second, within the budget of %d again: every "
-                             "exchange is sent (%d were not meanwhile)", rate, budget,
-                             self.stats.sampled_out)
+                             "exchange is sent (%d were not since the input started)", rate,
+                             budget, self.stats.sampled_out)
         else:
             self.log.info("%.0f HTTP exchanges a second: the http probe sends 1 in %d", rate, n)
 
