@@ -97,23 +97,13 @@ BPF_TABLE("lru_hash", u64, struct conn_state, conns, HTTP_CONNS); /* pid << 32 |
 BPF_PERCPU_ARRAY(conn_zero, struct conn_state, 1);  /* a zeroed entry (too big for the stack) */
 
 /* Sampling, set by user space when exchanges come faster than its budget ([inputs.ebpf]
- * max_exchanges_per_second): 0 or 1, every exchange goes out; N, one in N does (chosen at random
- * when its request is seen), carrying the weight N; the others reserve nothing in the ring
- * buffer and are counted in sampled_out. A connection that pipelines goes to user space raw,
- * unsampled. */
+ * max_exchanges_per_second): 0 or 1, every exchange goes out; N, one in N does, carrying the
+ * weight N; the others reserve nothing in the ring buffer and are counted in sampled_out. A
+ * connection that pipelines goes to user space raw, unsampled. */
 BPF_ARRAY(sampling, u32, 1);
 BPF_PERCPU_ARRAY(sampled_out, u64, 1);
 
-/* The weight of a request now seen: 0 (not sampled) or what it stands for. */
-static __always_inline u32 sample_weight(void)
-{
-    int zero = 0;
-    u32 *one_in = sampling.lookup(&zero);
-    if (!one_in || *one_in <= 1)
-        return 1;
-    u32 n = *one_in;
-    return bpf_get_prandom_u32() % n ? 0 : n;
-}
+#define SAMPLE_SLOT_NS 16000000ULL /* requests are chosen by the 16 ms slot they start in */
 
 static __always_inline void count_sampled_out(void)
 {
@@ -127,11 +117,11 @@ static __always_inline void count_sampled_out(void)
 BPF_TABLE_PUBLIC("lru_hash", u64, struct serving, serving, SERVING_THREADS);
 
 /* A server thread read a request (ts: its key with pid and fd; 0: one user space pairs). */
-static __always_inline void serving_request(u64 id, s32 fd, u64 ts)
+static __always_inline void serving_request(u64 id, s32 fd, u64 ts, u32 weight)
 {
     struct serving *s = serving.lookup(&id);
     if (!s) {
-        struct serving n = {.req_ts = ts, .fd = fd};
+        struct serving n = {.req_ts = ts, .fd = fd, .weight = weight};
         serving.update(&id, &n);
         return;
     }
@@ -140,6 +130,29 @@ static __always_inline void serving_request(u64 id, s32 fd, u64 ts)
     s->req_ts = ts;
     s->resp_ts = 0;
     s->fd = fd;
+    s->weight = weight;
+}
+
+/* The weight of a request seen at ``ts``: 0 (not sampled) or what it stands for. Requests are
+ * chosen 1 in N by the time slot they start in (a hash of its number), not one by one: the
+ * client's write and the server's read of one request on this host fall in the same slot but
+ * for one that straddles its edge, so both sides of an exchange are chosen together. A request
+ * written by a thread while it serves one (a call made for it) takes that one's choice: traces
+ * are sampled whole, and their spans keep their parents. */
+static __always_inline u32 sample_weight(u64 id, u32 op, u64 ts)
+{
+    int zero = 0;
+    u32 *one_in = sampling.lookup(&zero);
+    if (!one_in || *one_in <= 1)
+        return 1;
+    if (op == HTTP_OP_WRITE) {
+        struct serving *s = serving.lookup(&id);
+        if (s && s->req_ts && !s->resp_ts)
+            return s->weight;
+    }
+    u32 n = *one_in;
+    u64 h = (ts / SAMPLE_SLOT_NS) * 0x9E3779B97F4A7C15ULL;  /* Fibonacci hashing */
+    return (u32)(h >> 32) % n ? 0 : n;
 }
 
 /* A server thread wrote the response to the request of (fd, req_ts). */
@@ -305,7 +318,7 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
     }
     if (c->raw) {
         if (op == HTTP_OP_READ)
-            serving_request(id, fd, 0);
+            serving_request(id, fd, 0, 1);
         emit_raw(fd, op, buf, len);
         return 0;
     }
@@ -314,7 +327,7 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
          * pairs this connection's requests and responses, in order. */
         c->raw = 1;
         if (op == HTTP_OP_READ)
-            serving_request(id, fd, 0);
+            serving_request(id, fd, 0, 1);
         emit_raw_waiting(key, fd, c);
         c->ts_ns = 0;
         emit_raw(fd, op, buf, len);
@@ -322,16 +335,16 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
     }
     /* It waits (replacing one of the other side: the descriptor changed hands). */
     c->ts_ns = ts ? ts : bpf_ktime_get_boot_ns();
+    /* Sampled or not, its bytes are kept: should the connection pipeline, user space pairs
+     * every request from then on, this one included. */
+    c->weight = sample_weight(id, op, c->ts_ns);
     if (op == HTTP_OP_READ)
-        serving_request(id, fd, c->ts_ns);
+        serving_request(id, fd, c->ts_ns, c->weight);
     c->tid = (u32)id;
     c->uid = (u32)bpf_get_current_uid_gid();
     c->op = op;
     c->flags = flags;
     c->len = len > 0xffffffff ? 0xffffffff : (u32)len;
-    /* Sampled or not, its bytes are kept: should the connection pipeline, user space pairs
-     * every request from then on, this one included. */
-    c->weight = sample_weight();
     bpf_get_current_comm(&c->comm, sizeof(c->comm));
     u32 n = len > HTTP_PAYLOAD ? HTTP_PAYLOAD : (u32)len;
     if (bpf_probe_read_user(c->data, n, (void *)buf))

@@ -18,7 +18,8 @@ struct serving {
     u64 multi_ts;   /* the last time the thread had two requests in flight at once (an event
                        loop), or answered one it had not read last; 0: never */
     s32 fd;         /* the request's connection */
-    u32 pad;
+    u32 weight;     /* the http probe's sampling of that request: 0 not sampled, else the number
+                       of exchanges it stands for (1: every exchange is sent) */
 };
 
 #endif

@@ -221,11 +221,6 @@ class SpanBuilder:
             if p is not s and p.holds(s):
                 self._link(p, s, how)
                 return
-        if s.ev.weight > 1:
-            # The probe sampled (1 in N, independently on each side): the parent is most likely
-            # one it did not send. Waiting for it would hold N - 1 spans in N for nothing.
-            s.trace_id = new_trace_id()
-            return
         s.want = want
         s.how = how
         s.deadline = now + self.hold

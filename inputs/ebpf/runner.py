@@ -47,13 +47,14 @@ class PollPace:
 
 
 class Sampling:
-    """The http probe's 1-in-N, kept so that about ``budget`` exchanges a second reach the agent.
+    """The http probe's 1-in-N, kept so that at most about ``budget`` exchanges a second reach
+    the agent.
 
     Every ``interval`` (a quarter of a second: a burst costs little before it is sampled), the
-    rate the host made them at is the exchanges read, each weighted by the N it was sampled at
-    (an unbiased estimate whatever N was); N becomes that rate over the budget, rounded up. It
-    goes up at once, and down only once the rate is a fifth under what the lower N would take,
-    so that a rate near a boundary does not make it flap."""
+    host's rate is the exchanges seen in it, exactly: those the input read and those the probe
+    counted without sending. N becomes that rate over the budget, rounded up: at once when it
+    rises, and back down only once the rate is a fifth under what the lower N would take, so
+    that a rate near a boundary does not make N flap."""
 
     MAX_ONE_IN = 65535
     """The weight travels in 16 bits (bpf/events.h, HTTP_WEIGHT_SHIFT)."""
@@ -65,20 +66,23 @@ class Sampling:
         self.rate = 0.0
         """Exchanges a second on the host, as last measured."""
         self._since: float | None = None
-        self._weighted = 0
+        self._seen = 0
 
-    def update(self, weighted: int, now: float) -> int | None:
-        """Given the weighted exchanges read so far, the new N when it changes, else None."""
+    def due(self, now: float) -> bool:
+        return bool(self.budget) and (self._since is None or now - self._since >= self.interval)
+
+    def update(self, seen: int, now: float) -> int | None:
+        """Given the exchanges seen so far (sent or not), the new N when it changes, else None."""
         if not self.budget:
             return None
         if self._since is None:
-            self._since, self._weighted = now, weighted
+            self._since, self._seen = now, seen
             return None
         elapsed = now - self._since
         if elapsed < self.interval:
             return None
-        self.rate = (weighted - self._weighted) / elapsed
-        self._since, self._weighted = now, weighted
+        self.rate = (seen - self._seen) / elapsed
+        self._since, self._seen = now, seen
         want = min(self.MAX_ONE_IN, max(1, -(-int(self.rate) // self.budget)))
         if want < self.one_in:
             want = min(self.MAX_ONE_IN, max(1, -(-int(self.rate * 1.25) // self.budget)))
@@ -203,15 +207,13 @@ class EbpfInput:
         if now >= self.next_loss_check:
             self.next_loss_check = now + LOSS_CHECK_INTERVAL
             self.check_loss()
-        if self.sampling.budget:
+        if self.sampling.due(now):
             self.check_sampling(now)
         if self.out and now - self.first_at >= self.cfg.send_interval:
             self.send()
         return bool(records)
 
     def check_loss(self) -> None:
-        if self.sampling.budget:
-            self.stats.sampled_out = self.programs.sampled_out()
         for probe, n in self.programs.lost().items():
             if n:
                 self.stats.lost_ring_buffer += n
@@ -225,12 +227,12 @@ class EbpfInput:
     def check_sampling(self, now: float) -> None:
         """Keep the http probe within its budget of exchanges a second (``Sampling``)."""
         before = self.sampling.one_in
-        n = self.sampling.update(self.translator.stats.weighted, now)
+        self.stats.sampled_out = self.programs.sampled_out()
+        n = self.sampling.update(self.translator.stats.http + self.stats.sampled_out, now)
         if n is None:
             return
         self.programs.set_sampling(n)
         self.stats.sampling_one_in = n
-        self.stats.sampled_out = self.programs.sampled_out()
         rate, budget = self.sampling.rate, self.sampling.budget
         if before == 1:
             self.log.warning("%.0f HTTP exchanges a second, over the budget of %d "

@@ -83,9 +83,6 @@ class TranslateStats:
     processes: int = 0
     connections: int = 0
     http: int = 0
-    weighted: int = 0
-    """Kernel-paired exchanges weighted by what each stands for (what the host saw, sampling or
-    not): the input's sampling control reads it."""
 
 
 class Translator:
@@ -146,7 +143,7 @@ class Translator:
         codes = _STATUS_CODES
         methods = _METHOD_TEXT
         versions = _VERSION_TEXT
-        exchanges = unparsed = weighted = 0
+        exchanges = unparsed = 0
         for n, item in enumerate(items, 1):
             if not n & 63:
                 relax()  # a round's records can be milliseconds of work: the CPU to whoever waits
@@ -186,20 +183,17 @@ class Translator:
                     comms.clear()
             peer = peers_get((pid, fd))
             exchanges += 1
-            weight = flags >> HTTP_WEIGHT_SHIFT or 1
-            weighted += weight
             tp, tstate, cut = find_headers(data[need:stop])
             emit(HttpEvent(
                 ts + offset, pid, tid, name, fd, "server" if op == HTTP_OP_READ else "client",
                 method, path, code, resp_ts - ts if resp_ts > ts else 0,
                 peer[0] if peer else "", peer[1] if peer else 0, version, None, ts, tp, tstate,
-                cut, 0, weight))
+                cut, 0, flags >> HTTP_WEIGHT_SHIFT or 1))
         stats = self.http.stats
         stats.requests += exchanges
         stats.exchanges += exchanges
         stats.unparsed += unparsed
         self.stats.http += exchanges
-        self.stats.weighted += weighted
         return out, len(items), errors
 
     def feed(self, raws: list[Raw]) -> list[Event]:
@@ -286,7 +280,6 @@ class Translator:
         self.http.stats.requests += 1
         self.http.stats.exchanges += 1
         self.stats.http += 1
-        self.stats.weighted += raw.weight
         h = raw.h
         peer = self.peers.get((h.pid, raw.fd))
         tp, tstate, cut = find_headers(raw.data)
@@ -305,7 +298,6 @@ class Translator:
         req = ex.request
         peer = self.peers.get((ex.pid, ex.fd))
         self.stats.http += 1
-        self.stats.weighted += 1
         return HttpEvent(
             time_ns=req.ts_ns + self.offset_ns, pid=ex.pid, tid=req.tid, comm=req.comm,
             fd=ex.fd, direction=req.direction, method=req.line.method, path=req.line.path,
