@@ -98,17 +98,19 @@ BPF_PERCPU_ARRAY(conn_zero, struct conn_state, 1);  /* a zeroed entry (too big f
 
 /* Sampling, set by user space when exchanges come faster than its budget ([inputs.ebpf]
  * max_exchanges_per_second): 0 or 1, every exchange goes out; N, one in N does, carrying the
- * weight N; the others reserve nothing in the ring buffer and are counted in sampled_out. A
+ * weight N; the others reserve nothing in the ring buffer and are counted (exchange_counts). A
  * connection that pipelines goes to user space raw, unsampled. */
 BPF_ARRAY(sampling, u32, 1);
-BPF_PERCPU_ARRAY(sampled_out, u64, 1);
+/* [0] exchanges paired here (final responses), sent or not; [1] those not sent (sampling). The
+ * first is the input's measure of the host's rate: exact, ring buffer losses included. */
+BPF_PERCPU_ARRAY(exchange_counts, u64, 2);
 
-#define SAMPLE_SLOT_NS 16000000ULL /* requests are chosen by the 16 ms slot they start in */
+#define SAMPLE_SLOT_NS 16000000ULL     /* requests are chosen by the 16 ms slot they start in */
+#define SAMPLE_INHERIT_NS 1000000000ULL /* a call up to 1 s into the request it serves follows it */
 
-static __always_inline void count_sampled_out(void)
+static __always_inline void count_exchange(int which)
 {
-    int zero = 0;
-    u64 *n = sampled_out.lookup(&zero);
+    u64 *n = exchange_counts.lookup(&which);
     if (n)
         *n += 1;
 }
@@ -137,8 +139,9 @@ static __always_inline void serving_request(u64 id, s32 fd, u64 ts, u32 weight)
  * chosen 1 in N by the time slot they start in (a hash of its number), not one by one: the
  * client's write and the server's read of one request on this host fall in the same slot but
  * for one that straddles its edge, so both sides of an exchange are chosen together. A request
- * written by a thread while it serves one (a call made for it) takes that one's choice: traces
- * are sampled whole, and their spans keep their parents. */
+ * written by a thread while it serves one (a call made for it, up to SAMPLE_INHERIT_NS into it;
+ * not by an event loop, which serves several at once) takes that one's choice, so a service's
+ * spans and the calls they made are kept or left together. */
 static __always_inline u32 sample_weight(u64 id, u32 op, u64 ts)
 {
     int zero = 0;
@@ -147,7 +150,8 @@ static __always_inline u32 sample_weight(u64 id, u32 op, u64 ts)
         return 1;
     if (op == HTTP_OP_WRITE) {
         struct serving *s = serving.lookup(&id);
-        if (s && s->req_ts && !s->resp_ts)
+        if (s && s->req_ts && !s->resp_ts && s->multi_ts < s->req_ts &&
+            ts - s->req_ts < SAMPLE_INHERIT_NS)
             return s->weight;
     }
     u32 n = *one_in;
@@ -273,9 +277,10 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
         u64 now = ts ? ts : bpf_ktime_get_boot_ns();
         if (op == HTTP_OP_WRITE)
             serving_response(id, fd, c->ts_ns, now);
+        count_exchange(0);
         if (!c->weight) {
             c->ts_ns = 0;
-            count_sampled_out();
+            count_exchange(1);
             return 0;
         }
         struct http_exchange_ev *e = ev_reserve(sizeof(*e));

@@ -49,7 +49,9 @@ static __always_inline int on_write(s32 fd, u64 buf, u64 len)
     e->cpu = (u16)bpf_get_smp_processor_id();
     struct serving *sv = serving.lookup(&id);
     if (sv) {
-        e->req_ts = sv->req_ts;
+        /* A request the http probe did not sample has no exchange to join: none is named, and
+         * the line does not wait for one. */
+        e->req_ts = sv->weight ? sv->req_ts : 0;
         e->resp_ts = sv->resp_ts;
         e->multi_ts = sv->multi_ts;
         e->req_fd = sv->fd;

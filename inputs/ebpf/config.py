@@ -45,11 +45,12 @@ class EbpfInputConfig(Section):
     ``poll_interval``."""
     max_exchanges_per_second: Annotated[int, Meta(ge=0)] = 0
     """The http probe's budget: when the host's HTTP exchanges come faster than this (measured
-    every quarter of a second), the probe sends 1 exchange in N, chosen at random, so that about this many a
-    second reach the agent; each carries N, the RED metrics count it N times and its span says
-    so (``log_shuttle.sample_weight``). It bounds the agent's CPU on a busy host at the price of
-    exact metrics, of the spans and log joins of the exchanges not sent, and of the parent
-    links they would have made. 0: no budget, every exchange (the default)."""
+    every quarter of a second), the probe sends 1 in N of them (by 16 ms slot of their start;
+    a call follows the request it serves), so that at most about this many a second reach the
+    agent; each carries N, the RED metrics count it N times and its span says so
+    (``log_shuttle.sample_weight``). It bounds the agent's CPU on a busy host at the price of
+    exact metrics and of the spans and log joins of the exchanges not sent (docs/ebpf.md).
+    0: no budget, every exchange (the default)."""
     tls: bool = True
     """With the http probe: HTTPS too, from uprobes on OpenSSL's libssl (every libssl.so that
     a process maps, including processes that start later)."""

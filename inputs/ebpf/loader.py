@@ -327,12 +327,19 @@ class Programs:
         if obj is not None:
             obj[b"sampling"][ctypes.c_int(0)] = ctypes.c_uint32(max(1, one_in))
 
-    def sampled_out(self) -> int:
-        """Exchanges the http probe counted and did not send (sampling), since it was loaded."""
+    def exchange_counts(self) -> tuple[int, int]:
+        """Since the http probe was loaded: the exchanges it paired (sent or not), and those of
+        them it did not send (sampling)."""
         obj = self.objects.get("http")
         if obj is None:
-            return 0
-        return sum(int(v) for v in obj[b"sampled_out"][ctypes.c_int(0)])
+            return 0, 0
+        table = obj[b"exchange_counts"]
+        return (sum(int(v) for v in table[ctypes.c_int(0)]),
+                sum(int(v) for v in table[ctypes.c_int(1)]))
+
+    def sampled_out(self) -> int:
+        """Exchanges the http probe counted and did not send (sampling), since it was loaded."""
+        return self.exchange_counts()[1]
 
     def follow_sockets(self, keys: Iterable[int]) -> int:
         """Tell the http probe to follow these (pid << 32 | fd) sockets (connections older than

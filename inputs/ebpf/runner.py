@@ -8,6 +8,7 @@ by the programs and go out as LossEvents ("ring buffer <probe>") too.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field, fields
@@ -51,10 +52,12 @@ class Sampling:
     the agent.
 
     Every ``interval`` (a quarter of a second: a burst costs little before it is sampled), the
-    host's rate is the exchanges seen in it, exactly: those the input read and those the probe
-    counted without sending. N becomes that rate over the budget, rounded up: at once when it
-    rises, and back down only once the rate is a fifth under what the lower N would take, so
-    that a rate near a boundary does not make N flap."""
+    host's rate is taken from the probe's own count of the exchanges it paired, sent or not
+    (exact, whatever the ring buffers lost or the input has yet to read), and from the input's
+    count of those it paired itself (pipelining connections, which the probe does not sample: they
+    use up the budget first). N becomes the probe's rate over what is left of the budget, rounded
+    up: at once when it rises, and back down only once the rate is a fifth under what the lower
+    N would take, so that a rate near a boundary does not make N flap."""
 
     MAX_ONE_IN = 65535
     """The weight travels in 16 bits (bpf/events.h, HTTP_WEIGHT_SHIFT)."""
@@ -66,26 +69,34 @@ class Sampling:
         self.rate = 0.0
         """Exchanges a second on the host, as last measured."""
         self._since: float | None = None
-        self._seen = 0
+        self._paired = self._unsampled = 0
 
     def due(self, now: float) -> bool:
         return bool(self.budget) and (self._since is None or now - self._since >= self.interval)
 
-    def update(self, seen: int, now: float) -> int | None:
-        """Given the exchanges seen so far (sent or not), the new N when it changes, else None."""
+    def update(self, paired: int, unsampled: int, now: float) -> int | None:
+        """Given the exchanges so far, those the probe paired (sent or not) and those it does not
+        sample, the new N when it changes, else None."""
         if not self.budget:
             return None
         if self._since is None:
-            self._since, self._seen = now, seen
+            self._since, self._paired, self._unsampled = now, paired, unsampled
             return None
         elapsed = now - self._since
         if elapsed < self.interval:
             return None
-        self.rate = (seen - self._seen) / elapsed
-        self._since, self._seen = now, seen
-        want = min(self.MAX_ONE_IN, max(1, -(-int(self.rate) // self.budget)))
+        rate = (paired - self._paired) / elapsed
+        fixed = (unsampled - self._unsampled) / elapsed
+        self.rate = rate + fixed
+        self._since, self._paired, self._unsampled = now, paired, unsampled
+        left = max(1.0, self.budget - fixed)
+
+        def one_in(r: float) -> int:
+            return min(self.MAX_ONE_IN, max(1, math.ceil(r / left)))
+
+        want = one_in(rate)
         if want < self.one_in:
-            want = min(self.MAX_ONE_IN, max(1, -(-int(self.rate * 1.25) // self.budget)))
+            want = one_in(rate * 1.25)
             if want >= self.one_in:
                 return None
         elif want == self.one_in:
@@ -227,8 +238,8 @@ class EbpfInput:
     def check_sampling(self, now: float) -> None:
         """Keep the http probe within its budget of exchanges a second (``Sampling``)."""
         before = self.sampling.one_in
-        self.stats.sampled_out = self.programs.sampled_out()
-        n = self.sampling.update(self.translator.stats.http + self.stats.sampled_out, now)
+        paired, self.stats.sampled_out = self.programs.exchange_counts()
+        n = self.sampling.update(paired, self.translator.stats.user_paired, now)
         if n is None:
             return
         self.programs.set_sampling(n)
@@ -280,3 +291,6 @@ class EbpfInput:
             except Full:
                 if self.ctx.stop.is_set():
                     return False
+                now = time.monotonic()
+                if self.sampling.due(now):  # a pipeline behind: the moment to take less
+                    self.check_sampling(now)

@@ -83,6 +83,8 @@ class TranslateStats:
     processes: int = 0
     connections: int = 0
     http: int = 0
+    user_paired: int = 0
+    """Exchanges of pipelining connections, paired here (the probe does not sample those)."""
 
 
 class Translator:
@@ -298,6 +300,7 @@ class Translator:
         req = ex.request
         peer = self.peers.get((ex.pid, ex.fd))
         self.stats.http += 1
+        self.stats.user_paired += 1
         return HttpEvent(
             time_ns=req.ts_ns + self.offset_ns, pid=ex.pid, tid=req.tid, comm=req.comm,
             fd=ex.fd, direction=req.direction, method=req.line.method, path=req.line.path,

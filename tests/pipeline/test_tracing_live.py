@@ -220,6 +220,59 @@ def test_a_threaded_server_s_lines_are_joined_to_their_own_requests(tmp_path):
         assert lines[rid]["request"] == {"method": "GET", "path": f"/j/{rid}", "status": 200}
 
 
+@needs_ebpf
+def test_under_a_budget_sampled_requests_lines_are_joined_and_the_others_do_not_wait(tmp_path):
+    """A budget of 100 exchanges a second against 400 requests from 16 threads: the probe
+    samples, the lines of sampled requests are joined to exactly their exchange (its span
+    carries the weight), and the lines of the others are counted as without a request (the
+    logwrite probe names no request for them) instead of waiting for a span that never comes
+    (unmatched)."""
+    import re
+    import threading
+    port, log = free_port(), tmp_path / "app.log"
+    svc = Service("backend", str(port), str(log))
+    try:
+        with start_agent(tmp_path, "--input-file", str(log),
+                         LOG_SHUTTLE_INPUTS__EBPF__MAX_EXCHANGES_PER_SECOND="100") as agent:
+            warm_up(agent, port, log)
+            ids = [f"c{c}r{r}" for c in range(16) for r in range(25)]
+
+            def client(c: int) -> None:
+                import http.client
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                for r in range(25):
+                    assert get(port, f"/j/c{c}r{r}", conn) == 200
+                conn.close()
+
+            threads = [threading.Thread(target=client, args=(c,)) for c in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            lines = wait_for(lambda: (x := lines_with_ids(agent.records(), log)) and
+                             len(x) >= len(ids) and x, timeout=30, what="every line")
+            assert agent.stop() == 0, agent.stderr()
+        records = agent.records()
+    finally:
+        svc.stop()
+    assert "the http probe sends 1 in" in agent.stderr()
+    spans = {s["span_id"]: s for s in records if s.get("type") == "span"
+             and s["resource"]["process.pid"] == svc.proc.pid}
+    joined = [rid for rid, r in lines.items() if r.get("trace_id")]
+    assert joined and len(joined) < len(ids) * 0.8, len(joined)
+    for rid in joined:
+        span = spans[lines[rid]["span_id"]]
+        assert lines[rid]["request"]["path"] == f"/j/{rid}" == span["attrs"]["url.path"]
+    assert any(spans[lines[rid]["span_id"]]["attrs"].get("log_shuttle.sample_weight", 1) > 1
+               for rid in joined)
+    stats = re.search(r"log join: (\d+) lines of followed files, (\d+) joined, (\d+) ambiguous, "
+                      r"(\d+) without a request, (\d+) unmatched", agent.stderr())
+    assert stats, agent.stderr()[-2000:]
+    _lines, _joined, _ambiguous, no_request, unmatched = map(int, stats.groups())
+    assert no_request >= (len(ids) - len(joined)) * 0.9, stats.group(0)
+    assert unmatched <= len(ids) * 0.05, stats.group(0)
+
+
 WRK_SCRIPT = """
 local counter = 0
 local paths = {"/ok", "/moved", "/boom", "/missing"}
