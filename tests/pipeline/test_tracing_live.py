@@ -174,28 +174,36 @@ def lines_with_ids(records: list[dict], log: Path) -> dict[str, dict]:
     return out
 
 
-@needs_ebpf
-def test_a_threaded_server_s_lines_are_joined_to_their_own_requests(tmp_path):
+def many_clients(port: int, clients: int = 16, requests: int = 25) -> list[str]:
+    """``requests`` GETs of /j/<id> from each of ``clients`` threads at once, each on its own
+    keep-alive connection; the ids."""
+    import http.client
     import threading
+
+    def client(c: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # keep-alive
+        for r in range(requests):
+            assert get(port, f"/j/c{c}r{r}", conn) == 200
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [f"c{c}r{r}" for c in range(clients) for r in range(requests)]
+
+
+def threaded_server_under_clients(tmp_path, **env: str):
+    """A threaded Python service logging a line per request, followed by the agent (with
+    ``env``), under ``many_clients``: the stopped agent, the ids, the service's lines by id,
+    and its spans by span id."""
     port, log = free_port(), tmp_path / "app.log"
     svc = Service("backend", str(port), str(log))
     try:
-        with start_agent(tmp_path, "--input-file", str(log)) as agent:
+        with start_agent(tmp_path, "--input-file", str(log), **env) as agent:
             warm_up(agent, port, log)
-            ids = [f"c{c}r{r}" for c in range(16) for r in range(25)]
-
-            def client(c: int) -> None:
-                import http.client
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # keep-alive
-                for r in range(25):
-                    assert get(port, f"/j/c{c}r{r}", conn) == 200
-                conn.close()
-
-            threads = [threading.Thread(target=client, args=(c,)) for c in range(16)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            ids = many_clients(port)
             lines = wait_for(lambda: (x := lines_with_ids(agent.records(), log)) and
                              len(x) >= len(ids) and x, timeout=30, what="every line")
             assert agent.stop() == 0, agent.stderr()
@@ -204,6 +212,12 @@ def test_a_threaded_server_s_lines_are_joined_to_their_own_requests(tmp_path):
         svc.stop()
     spans = {s["span_id"]: s for s in records if s.get("type") == "span"
              and s["resource"]["process.pid"] == svc.proc.pid}
+    return agent, ids, lines, spans
+
+
+@needs_ebpf
+def test_a_threaded_server_s_lines_are_joined_to_their_own_requests(tmp_path):
+    agent, ids, lines, spans = threaded_server_under_clients(tmp_path)
     joined = [rid for rid, r in lines.items() if r.get("trace_id")]
     wrong = [rid for rid in joined
              if lines[rid]["request"]["path"] != f"/j/{rid}"
@@ -228,36 +242,9 @@ def test_under_a_budget_sampled_requests_lines_are_joined_and_the_others_do_not_
     logwrite probe names no request for them) instead of waiting for a span that never comes
     (unmatched)."""
     import re
-    import threading
-    port, log = free_port(), tmp_path / "app.log"
-    svc = Service("backend", str(port), str(log))
-    try:
-        with start_agent(tmp_path, "--input-file", str(log),
-                         LOG_SHUTTLE_INPUTS__EBPF__MAX_EXCHANGES_PER_SECOND="100") as agent:
-            warm_up(agent, port, log)
-            ids = [f"c{c}r{r}" for c in range(16) for r in range(25)]
-
-            def client(c: int) -> None:
-                import http.client
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                for r in range(25):
-                    assert get(port, f"/j/c{c}r{r}", conn) == 200
-                conn.close()
-
-            threads = [threading.Thread(target=client, args=(c,)) for c in range(16)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            lines = wait_for(lambda: (x := lines_with_ids(agent.records(), log)) and
-                             len(x) >= len(ids) and x, timeout=30, what="every line")
-            assert agent.stop() == 0, agent.stderr()
-        records = agent.records()
-    finally:
-        svc.stop()
+    agent, ids, lines, spans = threaded_server_under_clients(
+        tmp_path, LOG_SHUTTLE_INPUTS__EBPF__MAX_EXCHANGES_PER_SECOND="100")
     assert "the http probe sends 1 in" in agent.stderr()
-    spans = {s["span_id"]: s for s in records if s.get("type") == "span"
-             and s["resource"]["process.pid"] == svc.proc.pid}
     joined = [rid for rid, r in lines.items() if r.get("trace_id")]
     assert joined and len(joined) < len(ids) * 0.8, len(joined)
     for rid in joined:

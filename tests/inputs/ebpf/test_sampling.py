@@ -81,6 +81,15 @@ def settled(li, pick, *, quiet: float = 0.6, timeout: float = 30.0) -> list:
     return got
 
 
+def sent_of(li, pid: int, n: int) -> list[HttpEvent]:
+    """The exchanges of ``pid`` the input sent, once there are ``n`` of them."""
+    def mine(events):
+        got = [e for e in events if isinstance(e, HttpEvent) and e.pid == pid]
+        return got if len(got) >= n else None
+
+    return li.wait_for(mine, timeout=30, what=f"{n} exchanges of {pid}")
+
+
 def run_exchanges(n: int, pause: float = 0.0) -> int:
     out = subprocess.run([sys.executable, "-c", EXCHANGES, str(n), str(pause)],
                          capture_output=True, text=True, check=True, timeout=120)
@@ -102,14 +111,7 @@ def test_one_in_n_is_sent_with_its_weight_both_sides_together_and_the_rest_count
     programs.set_sampling(1)
     counted = programs.sampled_out() - before  # final: the script has read every response
 
-    def mine(events):
-        return [e for e in events if isinstance(e, HttpEvent) and e.pid == pid]
-
-    def all_in(events):
-        got = mine(events)
-        return got if len(got) + counted >= 2 * n else None
-
-    sent = li.wait_for(all_in, timeout=30, what="every exchange sent or counted")
+    sent = sent_of(li, pid, 2 * n - counted)
     assert {e.weight for e in sent} == {4}
     client = {e.path for e in sent if e.direction == "client"}
     server = {e.path for e in sent if e.direction == "server"}
@@ -123,12 +125,7 @@ def test_one_in_n_is_sent_with_its_weight_both_sides_together_and_the_rest_count
 
     # Back to every exchange: all sent, weight 1.
     pid = run_exchanges(200)
-
-    def all_of(events):
-        got = mine(events)
-        return got if len(got) >= 400 else None
-
-    sent = li.wait_for(all_of, what="every exchange", timeout=30)
+    sent = sent_of(li, pid, 400)
     assert len(sent) == 400 and {e.weight for e in sent} == {1}
 
 
@@ -208,14 +205,7 @@ def test_over_its_budget_the_input_samples_and_the_weights_add_up_to_what_happen
     seconds = time.monotonic() - started
     counted = li.runner.programs.sampled_out() - before  # final: every response was read
 
-    def mine(events):
-        return [e for e in events if isinstance(e, HttpEvent) and e.pid == pid]
-
-    def all_in(events):
-        got = mine(events)
-        return got if len(got) + counted >= 2 * n else None
-
-    sent = li.wait_for(all_in, timeout=30, what="every exchange read or counted")
+    sent = sent_of(li, pid, 2 * n - counted)
     assert max(e.weight for e in sent) >= 3  # (quiet since, it may be back at 1 already)
     # Exactly: each of the 2n exchanges read or counted (the counter is the host's).
     assert len(sent) + counted <= 2 * n + 500, (len(sent), counted)
