@@ -119,7 +119,7 @@ def _ebpf_input(r: Any) -> list[Sample]:
     out += [("bpf_lost_events", (probe,), n) for probe, n in by_probe.items()]
     if getattr(r, "sampling", None) is not None and r.sampling.budget:
         out += [("bpf_sampled_out_exchanges", (), st.sampled_out),
-                ("bpf_sampling_one_in", (), st.sampling_one_in)]
+                ("bpf_sampling_one_in", (), r.sampling.one_in)]
     return out
 
 

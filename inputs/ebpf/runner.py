@@ -119,8 +119,6 @@ class EbpfInputStats:
     """lost_ring_buffer per probe (the telemetry's bpf_lost_events{probe})."""
     sampled_out: int = 0
     """HTTP exchanges the http probe counted and did not send (its budget was exceeded)."""
-    sampling_one_in: int = 1
-    """The http probe sends 1 exchange in this many now."""
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -243,7 +241,6 @@ class EbpfInput:
         if n is None:
             return
         self.programs.set_sampling(n)
-        self.stats.sampling_one_in = n
         rate, budget = self.sampling.rate, self.sampling.budget
         if before == 1:
             self.log.warning("%.0f HTTP exchanges a second, over the budget of %d "
