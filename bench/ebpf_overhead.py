@@ -155,6 +155,21 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICK
 
 
+def switches(pid: int) -> int:
+    """How many times a process's threads were put on a CPU so far (/proc/PID/task/*/schedstat):
+    each a wake-up, a return from a yield or a preemption, and a chance to delay nginx or the
+    load generator. (The split into voluntary and not in /proc/PID/status says little on this
+    kernel: a sleep often counts as involuntary.)"""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
+
+
 def bpf_run_ns() -> float:
     """Sum of run_time_ns of every loaded BPF program (kernel.bpf_stats_enabled=1)."""
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
@@ -203,6 +218,17 @@ class Agent:
             out[title] = out.get(title, 0.0) + cpu_seconds([p])
         return out
 
+    def switches_by_process(self) -> dict[str, int]:
+        out = {}
+        for p in self.pids:
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    title = f.read().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            out[title] = out.get(title, 0) + switches(p)
+        return out
+
     def stop(self) -> dict:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
@@ -230,8 +256,12 @@ def measured(fn, agent: Agent | None) -> dict:
     host0, bpf0 = host_busy_seconds(), bpf_run_ns()
     agent0 = agent.cpu() if agent else 0.0
     split0 = agent.cpu_by_process() if agent else {}
+    switches0 = agent.switches_by_process() if agent else {}
     served0 = cpu_seconds(SERVED)
+    t0 = time.monotonic()
     result = fn()
+    took = time.monotonic() - t0
+    switches1 = agent.switches_by_process() if agent else {}
     served1 = cpu_seconds(SERVED)
     host1, bpf1 = host_busy_seconds(), bpf_run_ns()
     agent1 = agent.cpu() if agent else 0.0
@@ -242,6 +272,8 @@ def measured(fn, agent: Agent | None) -> dict:
     done = max(1, result["done"])
     result["agent_split_us_per_req"] = {k: 1e6 * (split1.get(k, v) - v) / done
                                         for k, v in split0.items()}
+    result["agent_switches_per_s"] = {k: (switches1.get(k, v) - v) / took
+                                      for k, v in switches0.items()}
     result.update(host_us_per_req=1e6 * (host1 - host0) / done,
                   served_us_per_req=1e6 * (served1 - served0 + result["loadgen_cpu_s"]) / done,
                   bpf_us_per_req=(bpf1 - bpf0) / 1e3 / done,
@@ -440,6 +472,10 @@ def main() -> None:
                           f"{med([x['agent_split_us_per_req'].get(k, 0) for x in t]):.2f}"
                           for k in t[0]["agent_split_us_per_req"])
         print(f"    agent per process (us per request): {split}")
+        woke = ", ".join(f"{k.removeprefix('log-shuttle: ')} "
+                         f"{med([x['agent_switches_per_s'].get(k, 0) for x in t]):.0f}"
+                         for k in t[0]["agent_switches_per_s"])
+        print(f"    agent's times on a CPU a second, per process: {woke}")
     if "saturation" in result:
         s = result["saturation"]
         print(f"saturation: {summary(s['untraced'], '.0f')} -> {summary(s['traced'], '.0f')} "

@@ -188,3 +188,17 @@ def test_an_exec_taken_after_the_process_exited_keeps_the_program_the_event_name
         assert table.lookup(child.pid, now=0).exe == "/bin/true"
     finally:
         child.wait()
+
+
+def test_a_poll_offers_the_cpu_as_it_goes_through_proc(monkeypatch):
+    """A poll reads a file or two per process of the host (~1 ms here with 120 of them, tens of
+    ms on a big host): it gives the CPU to a waiting traced process between them, as the
+    pipeline's other loops do (common/cpu.py)."""
+    import pipeline.proctable as proctable
+
+    table = ProcessTable()
+    table.rundown()
+    calls = []
+    monkeypatch.setattr(proctable, "relax", lambda: calls.append(1))
+    table.poll(now=1.0)
+    assert len(calls) >= len(table.pids()) - 5 > 10  # (processes come and go meanwhile)

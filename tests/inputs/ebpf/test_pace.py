@@ -1,5 +1,6 @@
-"""The eBPF input reads its ring buffers less often while nothing comes (a quiet host costs
-fewer wake-ups) and at once at its short interval again when records come: the pace alone, the
+"""The eBPF input reads its ring buffers about READ_RECORDS records at a time while they come
+(between its poll interval and its batch's), less and less often while nothing comes (a quiet
+host costs fewer wake-ups), and sends a batch at the read before it is due: the pace alone, the
 configuration's check, and the real input with real probes."""
 
 from __future__ import annotations
@@ -15,10 +16,31 @@ from tests.inputs.ebpf.conftest import needs_ebpf
 
 def test_the_wait_doubles_while_reads_find_nothing_and_drops_back_when_records_come():
     pace = PollPace(0.02, 0.25)
-    assert [pace.after(False) for _ in range(6)] == [0.04, 0.08, 0.16, 0.25, 0.25, 0.25]
-    assert pace.after(True) == 0.02
-    assert pace.after(False) == 0.04
-    assert PollPace(0.5, 0.1).after(False) == 0.5  # never below the busy interval
+    now = 0.0
+    waits = []
+    for _ in range(6):
+        waits.append(pace.after(0, now))
+        now += waits[-1]
+    assert waits == [0.04, 0.08, 0.16, 0.25, 0.25, 0.25]
+    assert pace.after(1, now) == 0.02  # longest: the busy interval when not given
+    assert pace.after(0, now + 0.02) == 0.04
+    assert PollPace(0.5, 0.1).after(0, 0.0) == 0.5  # never below the busy interval
+
+
+def test_while_records_come_a_read_takes_about_per_read_of_them():
+    pace = PollPace(0.02, 0.25, longest=0.1, per_read=128)
+    pace.after(0, 0.0)
+    # 10,000 records a second: 12.8 ms' worth is under the busy interval.
+    assert pace.after(200, 0.02) == 0.02
+    # 2,000 a second: 64 ms between reads.
+    assert abs(pace.after(40, 0.04) - 0.064) < 1e-9
+    # 500 a second (a budget): the batch's interval, no longer.
+    assert pace.after(50, 0.104) == 0.1
+    # One record after a quiet spell: no faster than that either.
+    pace.after(0, 0.204)
+    assert pace.after(1, 0.6) == 0.1
+    # A burst: back to the busy interval at once.
+    assert pace.after(5000, 0.7) == 0.02
 
 
 def test_an_idle_interval_shorter_than_the_poll_interval_is_refused():
@@ -33,8 +55,8 @@ def test_the_live_input_slows_down_when_quiet_and_takes_the_next_event_at_once(l
     paces: list[tuple[bool, float]] = []
     after = li.runner.pace.after
 
-    def recorded(took: bool) -> float:
-        paces.append((took, after(took)))
+    def recorded(took: int, now: float) -> float:
+        paces.append((bool(took), after(took, now)))
         return paces[-1][1]
 
     li.runner.pace.after = recorded
@@ -51,4 +73,5 @@ def test_the_live_input_slows_down_when_quiet_and_takes_the_next_event_at_once(l
                                 and "pace-marker" in e.argv for e in evs), timeout=30,
                 what="the exec of the marker")
     later = paces[mark:]
-    assert (True, 0.02) in later, later  # the read that took it: back to the short interval
+    # The read that took it: back to at most the batch's interval (a record or two a read).
+    assert (True, li.runner.cfg.send_interval) in later, later
