@@ -17,9 +17,10 @@ Parts (each can be left out):
   server write, client read over loopback, CPU time per exchange) with no programs, with empty
   programs on the same tracepoints as ours, and with ours (read by a consumer).
 
-Prints medians with min-max and writes bench/out/ebpf_overhead.json. ``--budget N`` runs the
-traced agent with ``[inputs.ebpf] max_exchanges_per_second = N`` (the http probe samples over
-it): its exchanges are then counted by their weights, an estimate (bench/out/
+Prints medians with min-max and writes bench/out/ebpf_overhead.json. The traced agent traces
+every exchange (``[inputs.ebpf] max_exchanges_per_second = 0``, not the agent's default of
+5,000): the whole cost. ``--budget N`` runs it with ``max_exchanges_per_second = N`` (the http
+probe samples over it): its exchanges are then counted by their weights, an estimate (bench/out/
 ebpf_overhead_budgetN.json).
 
     sudo .venv/bin/python bench/ebpf_overhead.py [--rounds 3] [--seconds 5] [--rates 1000,5000,20000]
@@ -189,8 +190,7 @@ class Agent:
         self.out_path = tmp / "agent.ndjson"
         self.err_path = tmp / "agent.err"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        if BUDGET:
-            env["LOG_SHUTTLE_INPUTS__EBPF__MAX_EXCHANGES_PER_SECOND"] = str(BUDGET)
+        env["LOG_SHUTTLE_INPUTS__EBPF__MAX_EXCHANGES_PER_SECOND"] = str(BUDGET)
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "--ebpf-http-tracing"],
                                          stdout=out, stderr=err, env=env, cwd=ROOT,
@@ -412,7 +412,8 @@ def main() -> None:
     ap.add_argument("--floor-exchanges", type=int, default=200_000)
     ap.add_argument("--skip", default="", help="comma-separated: rates, saturation, floor")
     ap.add_argument("--budget", type=int, default=0,
-                    help="the agent's max_exchanges_per_second (0: none, every exchange traced)")
+                    help="the agent's max_exchanges_per_second (0, the bench's default: none, "
+                    "every exchange traced)")
     args = ap.parse_args()
     global BUDGET
     BUDGET = args.budget

@@ -78,7 +78,9 @@ def one_round(setup: str, loadgen: str, port: int, log: Path, tmp: Path, args) -
     state = tempfile.mkdtemp(prefix="trace-bench-state-")
     before = set(progs())
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOG_SHUTTLE_")}
-    env.update(PYTHONPATH=str(ROOT), LOG_SHUTTLE_AGENT__STATE_DIR=state, **SETUPS[setup])
+    env.update(PYTHONPATH=str(ROOT), LOG_SHUTTLE_AGENT__STATE_DIR=state,
+               LOG_SHUTTLE_INPUTS__EBPF__MAX_EXCHANGES_PER_SECOND="0",  # every exchange
+               **SETUPS[setup])
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "--ebpf-http-tracing",
                                  "--input-file", str(log), "--log-level", "debug"],

@@ -46,6 +46,7 @@ def test_agent_streams_red_metrics_to_every_store(tmp_path, monkeypatch):
 [inputs.ebpf]
 probes = ["process", "tcp", "http"]
 ring_buffer_bytes = 67108864   # room for bursts on a busy 2-core machine (a loss fails the test)
+max_exchanges_per_second = 0   # every exchange: the counts are checked exactly
 
 [pipeline.spans]
 http_events = true   # the exchanges' own durations, to check the histograms' sums against

@@ -135,6 +135,9 @@ def test_frontend_backend_is_one_trace_under_curls_traceparent(chain, tmp_path):
 
 
 def start_agent(tmp_path, *args: str, **env_extra: str) -> Agent:
+    # Every exchange (no budget) unless the test sets one: 16 clients' bursts may outrun the
+    # default budget, and these tests join each line to exactly its exchange.
+    env_extra.setdefault("LOG_SHUTTLE_INPUTS__EBPF__MAX_EXCHANGES_PER_SECOND", "0")
     env = agent_env(**{k: v for k, v in os.environ.items() if k.startswith("LOG_SHUTTLE_")},
                     **env_extra)
     agent = Agent(tmp_path, "--ebpf-http-tracing", "--log-level", "debug", *args, env=env)

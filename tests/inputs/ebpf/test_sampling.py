@@ -56,7 +56,8 @@ def test_a_budget_must_not_be_negative():
     import pytest
     from inputs.ebpf.config import EbpfInputConfig
 
-    assert EbpfInputConfig(max_exchanges_per_second=5000).max_exchanges_per_second == 5000
+    assert EbpfInputConfig(max_exchanges_per_second=0).max_exchanges_per_second == 0  # none
+    assert EbpfInputConfig().max_exchanges_per_second == 5000  # the default budget
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"max_exchanges_per_second": -1}, EbpfInputConfig)
 
