@@ -95,8 +95,13 @@ class Translator:
         """Writes to log files (the logwrite probe), when it runs."""
         self.execs: OrderedDict[int, ExecArgs] = OrderedDict()
         """tid -> the argv of its execve() in progress."""
-        self.peers: OrderedDict[tuple[int, int], tuple[str, int, int, int]] = OrderedDict()
-        """(pid, fd) -> (peer address, peer port, local port, when), from connect and accept."""
+        self.peers: OrderedDict[tuple[int, int], tuple[str, int, int, int, int]] = OrderedDict()
+        """(pid, fd) -> (peer address, peer port, local port, opened, closed), from connect and
+        accept; closed (boot ns) is 0 while the connection is open. A closed connection stays
+        (until a new one on the descriptor replaces it, or the oldest go past MAX_PEERS): the
+        ring buffers are read one after another, so an exchange of it from the http probe's ring
+        may come a round after its close from the tcp probe's (the input delayed between the
+        two reads: a busy host); it still has its peer, and a request after the close has none."""
         self.offset_ns = boot_offset_ns()
         self.stats = TranslateStats()
         self._comms: dict[bytes, str] = {}
@@ -184,6 +189,8 @@ class Translator:
                 if len(comms) > 4096:
                     comms.clear()
             peer = peers_get((pid, fd))
+            if peer is not None and peer[4] and ts > peer[4]:
+                peer = None  # of a later connection on the descriptor, not seen yet
             exchanges += 1
             tp, tstate, cut = find_headers(data[need:stop])
             emit(HttpEvent(
@@ -207,6 +214,13 @@ class Translator:
                 out.append(ev)
         return out
 
+    def peer_at(self, pid: int, fd: int, ts: int) -> tuple | None:
+        """The peer of the connection on (pid, fd) at ``ts`` (boot ns), if known."""
+        peer = self.peers.get((pid, fd))
+        if peer is not None and peer[4] and ts > peer[4]:
+            return None
+        return peer
+
     def one(self, raw: Raw) -> Event | None:
         if type(raw) is LogWrite:
             return self.logwrites.event(raw, self.offset_ns) if self.logwrites else None
@@ -221,9 +235,9 @@ class Translator:
             # The close ends the connection made before it. Ring buffers are read one after
             # another: the accept of a new connection on the reused descriptor, later than the
             # close, may have been taken in the round before it (the tcp probe's ring is read
-            # last): that one stays.
-            if peer is not None and peer[3] <= raw.h.ts_ns:
-                del self.peers[key]
+            # last): that one stays open.
+            if peer is not None and peer[3] <= raw.h.ts_ns and not peer[4]:
+                self.peers[key] = peer[:4] + (raw.h.ts_ns,)
             return None
         if isinstance(raw, Conn):
             return self._conn(raw)
@@ -260,12 +274,15 @@ class Translator:
         kind = CONN_KINDS[h.type]
         key = (h.pid, raw.fd)
         if kind != "close" and raw.fd >= 0:
-            self.peers[key] = (raw.daddr, raw.dport, raw.sport, h.ts_ns)
+            self.peers[key] = (raw.daddr, raw.dport, raw.sport, h.ts_ns, 0)
             self.peers.move_to_end(key)
             if len(self.peers) > MAX_PEERS:
                 self.peers.popitem(last=False)
-        elif kind == "close" and self.peers.get(key, ())[:3] == (raw.daddr, raw.dport, raw.sport):
-            del self.peers[key]  # only if the descriptor was not reused for another connection
+        elif kind == "close":
+            peer = self.peers.get(key)
+            # Only if the descriptor was not reused for another connection.
+            if peer is not None and peer[:3] == (raw.daddr, raw.dport, raw.sport) and not peer[4]:
+                self.peers[key] = peer[:4] + (h.ts_ns,)
         self.stats.connections += 1
         return ConnEvent(
             kind=kind, time_ns=h.ts_ns + self.offset_ns, pid=h.pid, tid=h.tid, comm=h.comm,
@@ -283,7 +300,7 @@ class Translator:
         self.http.stats.exchanges += 1
         self.stats.http += 1
         h = raw.h
-        peer = self.peers.get((h.pid, raw.fd))
+        peer = self.peer_at(h.pid, raw.fd, h.ts_ns)
         tp, tstate, cut = find_headers(raw.data)
         return HttpEvent(
             time_ns=h.ts_ns + self.offset_ns, pid=h.pid, tid=h.tid, comm=h.comm, fd=raw.fd,
@@ -298,7 +315,7 @@ class Translator:
         if ex is None:
             return None
         req = ex.request
-        peer = self.peers.get((ex.pid, ex.fd))
+        peer = self.peer_at(ex.pid, ex.fd, req.ts_ns)
         self.stats.http += 1
         self.stats.user_paired += 1
         return HttpEvent(
