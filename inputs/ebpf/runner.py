@@ -73,11 +73,12 @@ class Sampling:
     """The http probe's 1-in-N, kept so that at most about ``budget`` exchanges a second reach
     the agent.
 
-    Every ``interval`` (a quarter of a second: a burst costs little before it is sampled), the
-    host's rate is taken from the probe's own count of the exchanges it paired, sent or not
-    (exact, whatever the ring buffers lost or the input has yet to read), and from the input's
-    count of those it paired itself (pipelining connections, which the probe does not sample: they
-    use up the budget first). N becomes the probe's rate over what is left of the budget, rounded
+    Every ``interval`` (a quarter of a second), and at once when the input reads a surge of
+    records (``due``: a burst's start is traced whole until then), the host's rate is taken from
+    the probe's own count of the exchanges it paired, sent or not (exact, whatever the ring
+    buffers lost or the input has yet to read), and from the input's count of those it paired
+    itself (pipelining connections, which the probe does not sample: they use up the budget
+    first). N becomes the probe's rate over what is left of the budget, rounded
     up: at once when it rises, and back down only once the rate is a fifth under what the lower
     N would take, so that a rate near a boundary does not make N flap."""
 
