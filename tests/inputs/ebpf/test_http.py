@@ -4,8 +4,8 @@ reads and writes, no kernel."""
 from __future__ import annotations
 
 from inputs.ebpf.http import HttpTracker, RequestLine, StatusLine, parse
-from inputs.ebpf.layouts import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_FD_CLOSE, EV_HTTP, HTTP_OP_READ,
-                                 HTTP_OP_WRITE, Conn, FdClose, Header, HttpData)
+from inputs.ebpf.layouts import (EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_FD_CLOSE, EV_HTTP,
+                                 HTTP_OP_READ, HTTP_OP_WRITE, Conn, FdClose, Header, HttpData)
 from inputs.ebpf.translate import Translator
 
 
