@@ -163,11 +163,15 @@ def switches(pid: int) -> int:
     kernel: a sleep often counts as involuntary.)"""
     total = 0
     try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 total += int(f.read().split()[2])
-    except (OSError, ValueError, IndexError):
-        pass
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
     return total
 
 

@@ -37,12 +37,14 @@ class EbpfInputConfig(Section):
     log_scan_interval: PositiveFloat = 2.0
     """Seconds between looks at /proc/*/fd for the processes that have those files open."""
     poll_interval: Annotated[float, Meta(ge=0.001, le=1.0)] = 0.02
-    """Seconds between two reads of the ring buffers (the programs do not wake the input for
-    each event; a ring buffer a quarter full wakes it at once)."""
+    """The fewest seconds between two reads of the ring buffers (the programs do not wake the
+    input for each event; a ring buffer a quarter full wakes it at once). While records come
+    the input reads about 64 at a time: every ``poll_interval`` from ~3,200 a second up, less
+    often below, up to ``send_interval`` (or ``idle_poll_interval`` if shorter)."""
     idle_poll_interval: Annotated[float, Meta(ge=0.001, le=5.0)] = 0.25
     """After a read that found nothing, the next waits twice as long, up to this many seconds
-    (a quiet host costs fewer wake-ups); a read that finds records brings it back to
-    ``poll_interval``."""
+    (a quiet host costs fewer wake-ups); a read that finds records sets the pace by their rate
+    again."""
     max_exchanges_per_second: Annotated[int, Meta(ge=0)] = 5000
     """The http probe's budget: when the host's HTTP exchanges come faster than this (measured
     every quarter of a second), the probe sends 1 in N of them (by 16 ms slot of their start;

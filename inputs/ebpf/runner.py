@@ -56,12 +56,13 @@ class PollPace:
         self.idle = max(idle, busy)
         self.per_read = per_read
         self.interval = busy
-        self._last: float | None = None
+        self.last: float | None = None
+        """When the last read was."""
 
     def after(self, took: int, now: float) -> float:
         """The wait before the next read, after one at ``now`` that ``took`` records."""
-        elapsed = now - self._last if self._last is not None else self.busy
-        self._last = now
+        elapsed = now - self.last if self.last is not None else self.busy
+        self.last = now
         if took:
             self.interval = min(max(self.per_read * elapsed / took, self.busy), self.longest)
         else:
@@ -121,8 +122,9 @@ class Sampling:
         early = elapsed < self.interval
         if elapsed <= 0:
             return None
-        rate = (paired - self._paired) / elapsed
-        fixed = (unsampled - self._unsampled) / elapsed
+        window = max(elapsed, 0.05) if early else elapsed  # a few ms of a burst say little
+        rate = (paired - self._paired) / window
+        fixed = (unsampled - self._unsampled) / window
         left = max(1.0, self.budget - fixed)
 
         def one_in(r: float) -> int:
@@ -193,7 +195,7 @@ class EbpfInput:
             self.tls.start()  # before run(): HTTPS is seen once the input is built
         self.next_tls_scan = time.monotonic() + TLS_SCAN_INTERVAL
         self.pace = PollPace(self.cfg.poll_interval, self.cfg.idle_poll_interval,
-                             longest=self.cfg.send_interval)
+                             longest=min(self.cfg.send_interval, self.cfg.idle_poll_interval))
         self.sampling = Sampling(self.cfg.max_exchanges_per_second if "http" in programs.objects
                                  else 0)
 
@@ -237,7 +239,9 @@ class EbpfInput:
                     if type(ev) is ProcessEvent and ev.kind == "fork":
                         self.logfiles.forked(ev.ppid, ev.pid)
             if events and not self.out:
-                self.first_at = time.monotonic()
+                # They may have waited in the ring since just after the last read: the batch's
+                # clock starts then, so none waits much longer than send_interval.
+                self.first_at = self.pace.last if self.pace.last is not None else time.monotonic()
             execs = self.translator.take_execs()
             if self.tls is not None:
                 for pid in execs:

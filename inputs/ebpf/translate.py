@@ -27,6 +27,8 @@ from inputs.ebpf.layouts import (
 
 MAX_EXECS_IN_PROGRESS = 4096
 MAX_PEERS = 65536
+MAX_CLOSED = 4096
+"""Connections closed kept for their late exchanges (a few tenths of a second of a busy host's)."""
 CONN_KINDS = {EV_CONNECT: "connect", EV_ACCEPT: "accept", EV_CLOSE: "close"}
 EXCHANGE = struct.Struct(HEADER.format + HTTP_EXCHANGE.format.lstrip("<"))
 """struct http_exchange_ev up to its data, in one piece (the hot path)."""
@@ -95,13 +97,15 @@ class Translator:
         """Writes to log files (the logwrite probe), when it runs."""
         self.execs: OrderedDict[int, ExecArgs] = OrderedDict()
         """tid -> the argv of its execve() in progress."""
-        self.peers: OrderedDict[tuple[int, int], tuple[str, int, int, int, int]] = OrderedDict()
-        """(pid, fd) -> (peer address, peer port, local port, opened, closed), from connect and
-        accept; closed (boot ns) is 0 while the connection is open. A closed connection stays
-        (until a new one on the descriptor replaces it, or the oldest go past MAX_PEERS): the
-        ring buffers are read one after another, so an exchange of it from the http probe's ring
-        may come a round after its close from the tcp probe's (the input delayed between the
-        two reads: a busy host); it still has its peer, and a request after the close has none."""
+        self.peers: OrderedDict[tuple[int, int], tuple[str, int, int, int]] = OrderedDict()
+        """(pid, fd) -> (peer address, peer port, local port, opened), of the open connections,
+        from connect and accept."""
+        self.closed: OrderedDict[tuple[int, int], tuple[str, int, int, int, int]] = OrderedDict()
+        """The last MAX_CLOSED connections closed, (pid, fd) -> (..., opened, closed): the ring
+        buffers are read one after another, so a connection's last exchanges (the http probe's
+        ring) may come a round after its close (the tcp probe's, or the close of its
+        descriptor), when the input was held up between the two reads, or after the accept of
+        the next connection on the descriptor. They still get its peer (``peer_at``)."""
         self.offset_ns = boot_offset_ns()
         self.stats = TranslateStats()
         self._comms: dict[bytes, str] = {}
@@ -189,8 +193,8 @@ class Translator:
                 if len(comms) > 4096:
                     comms.clear()
             peer = peers_get((pid, fd))
-            if peer is not None and peer[4] and ts > peer[4]:
-                peer = None  # of a later connection on the descriptor, not seen yet
+            if peer is None or ts < peer[3]:
+                peer = self.closed_peer(pid, fd, ts, peer)
             exchanges += 1
             tp, tstate, cut = find_headers(data[need:stop])
             emit(HttpEvent(
@@ -217,9 +221,24 @@ class Translator:
     def peer_at(self, pid: int, fd: int, ts: int) -> tuple | None:
         """The peer of the connection on (pid, fd) at ``ts`` (boot ns), if known."""
         peer = self.peers.get((pid, fd))
-        if peer is not None and peer[4] and ts > peer[4]:
-            return None
+        if peer is None or ts < peer[3]:
+            return self.closed_peer(pid, fd, ts, peer)
         return peer
+
+    def closed_peer(self, pid: int, fd: int, ts: int, peer: tuple | None) -> tuple | None:
+        """For a request at ``ts`` that the open connection on (pid, fd), ``peer``, if any, came
+        after: the connection closed on it since ``ts``, if there is one; else ``peer``."""
+        old = self.closed.get((pid, fd))
+        if old is not None and old[3] <= ts <= old[4]:
+            return old
+        return peer
+
+    def _close(self, key: tuple[int, int], peer: tuple, ts: int) -> None:
+        del self.peers[key]
+        self.closed[key] = peer + (ts,)
+        self.closed.move_to_end(key)
+        if len(self.closed) > MAX_CLOSED:
+            self.closed.popitem(last=False)
 
     def one(self, raw: Raw) -> Event | None:
         if type(raw) is LogWrite:
@@ -236,8 +255,8 @@ class Translator:
             # another: the accept of a new connection on the reused descriptor, later than the
             # close, may have been taken in the round before it (the tcp probe's ring is read
             # last): that one stays open.
-            if peer is not None and peer[3] <= raw.h.ts_ns and not peer[4]:
-                self.peers[key] = peer[:4] + (raw.h.ts_ns,)
+            if peer is not None and peer[3] <= raw.h.ts_ns:
+                self._close(key, peer, raw.h.ts_ns)
             return None
         if isinstance(raw, Conn):
             return self._conn(raw)
@@ -274,15 +293,18 @@ class Translator:
         kind = CONN_KINDS[h.type]
         key = (h.pid, raw.fd)
         if kind != "close" and raw.fd >= 0:
-            self.peers[key] = (raw.daddr, raw.dport, raw.sport, h.ts_ns, 0)
+            old = self.peers.get(key)
+            if old is not None:  # its close is still to be read (another ring, a later round)
+                self._close(key, old, h.ts_ns)
+            self.peers[key] = (raw.daddr, raw.dport, raw.sport, h.ts_ns)
             self.peers.move_to_end(key)
             if len(self.peers) > MAX_PEERS:
                 self.peers.popitem(last=False)
         elif kind == "close":
             peer = self.peers.get(key)
             # Only if the descriptor was not reused for another connection.
-            if peer is not None and peer[:3] == (raw.daddr, raw.dport, raw.sport) and not peer[4]:
-                self.peers[key] = peer[:4] + (h.ts_ns,)
+            if peer is not None and peer[:3] == (raw.daddr, raw.dport, raw.sport):
+                self._close(key, peer, h.ts_ns)
         self.stats.connections += 1
         return ConnEvent(
             kind=kind, time_ns=h.ts_ns + self.offset_ns, pid=h.pid, tid=h.tid, comm=h.comm,

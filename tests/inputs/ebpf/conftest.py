@@ -51,7 +51,7 @@ class LiveInput:
 
     def __init__(self, *, queue_bytes: int = 64 * MiB, **options) -> None:
         options.setdefault("ring_buffer_bytes", 64 * MiB)
-        options.setdefault("max_exchanges_per_second", 0)  # every exchange (as harness.agent_env)
+        options.setdefault("max_exchanges_per_second", 0)  # every exchange: tests count them
         self.cfg = EbpfInputConfig(**options)
         self.queue = ShmQueue.create(name="test-ebpf", capacity=queue_bytes)
         self.stop_flag = Stop()

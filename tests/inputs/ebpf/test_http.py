@@ -139,9 +139,32 @@ def test_an_exchange_read_a_round_after_its_connection_closed_still_has_its_peer
         events, _, _ = tr.feed_records([_exchange_bytes(b"/later", b"HTTP/1.1 200 OK",
                                                         ts=400, resp_ts=500)])
         assert (events[0].path, events[0].peer_addr) == ("/later", ""), type(close)
-        # The slow path (a record decoded one by one) says the same.
+        # The slow path (records paired in user space) says the same.
+        ex = tr.feed([data(HTTP_OP_READ, REQ, ts=150), data(HTTP_OP_WRITE, RESP, ts=160)])
+        assert ex[-1].peer_addr == "127.0.0.9", type(close)
         ex = tr.feed([data(HTTP_OP_READ, REQ, ts=410), data(HTTP_OP_WRITE, RESP, ts=420)])
         assert ex[-1].peer_addr == "", type(close)
+
+
+def test_an_exchange_read_after_the_next_connection_on_its_descriptor_has_its_own_peer():
+    """Without keep-alive the lowest descriptor is reused at once: connection A's close and B's
+    accept on fd 5 are read in one round, A's last exchange in the next. It gets A's peer, not
+    B's; B's requests get B's. Also when A's close was not read at all before B's accept."""
+    for close_a in (True, False):
+        tr = Translator()
+        a = Conn(Header(EV_ACCEPT, 10, 10, 0, 50, "nginx"), 5, 4,
+                 "127.0.0.1", 8080, "127.0.0.9", 41000, 0)
+        b = Conn(Header(EV_ACCEPT, 10, 10, 0, 350, "nginx"), 5, 4,
+                 "127.0.0.1", 8080, "127.0.0.9", 41002, 0)
+        tr.feed([a])
+        tr.feed(([FdClose(Header(EV_FD_CLOSE, 10, 10, 0, 300, "nginx"), 5)] if close_a else [])
+                + [b])
+        late, _, _ = tr.feed_records([_exchange_bytes(b"/a-last", b"HTTP/1.1 200 OK",
+                                                      ts=100, resp_ts=200)])
+        assert (late[0].path, late[0].peer_port) == ("/a-last", 41000), close_a
+        new, _, _ = tr.feed_records([_exchange_bytes(b"/b", b"HTTP/1.1 200 OK",
+                                                     ts=400, resp_ts=450)])
+        assert (new[0].path, new[0].peer_port) == ("/b", 41002), close_a
 
 
 def _exchange_bytes(path: bytes, status: bytes, *, pid=10, fd=5, ts=100, resp_ts=400, op=HTTP_OP_READ):
