@@ -210,28 +210,25 @@ class Agent:
     def cpu(self) -> float:
         return cpu_seconds(self.pids)
 
-    def cpu_by_process(self) -> dict[str, float]:
-        """CPU-seconds per process, by its title ("log-shuttle: input ebpf", ...)."""
-        out = {}
+    def by_process(self, measure) -> dict[str, float]:
+        """``measure(pid)`` summed per process title ("log-shuttle: input ebpf", ...)."""
+        out: dict[str, float] = {}
         for p in self.pids:
             try:
                 with open(f"/proc/{p}/cmdline", "rb") as f:
                     title = f.read().split(b"\0")[0].decode(errors="replace")
             except OSError:
                 continue
-            out[title] = out.get(title, 0.0) + cpu_seconds([p])
+            out[title] = out.get(title, 0) + measure(p)
         return out
 
-    def switches_by_process(self) -> dict[str, int]:
-        out = {}
-        for p in self.pids:
-            try:
-                with open(f"/proc/{p}/cmdline", "rb") as f:
-                    title = f.read().split(b"\0")[0].decode(errors="replace")
-            except OSError:
-                continue
-            out[title] = out.get(title, 0) + switches(p)
-        return out
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU-seconds per process."""
+        return self.by_process(lambda p: cpu_seconds([p]))
+
+    def switches_by_process(self) -> dict[str, float]:
+        """Times on a CPU per process (``switches``)."""
+        return self.by_process(switches)
 
     def stop(self) -> dict:
         self.proc.send_signal(signal.SIGTERM)
