@@ -13,6 +13,11 @@ def data(op: int, payload: bytes, *, pid=10, fd=5, ts=0, tid=11) -> HttpData:
     return HttpData(Header(EV_HTTP, pid, tid, 0, ts, "srv"), fd, op, len(payload), payload)
 
 
+def nginx_conn(kind: int, ts: int, peer: str, port: int) -> Conn:
+    """A connection event of nginx (pid 10) on fd 5, its local end 127.0.0.1:8080."""
+    return Conn(Header(kind, 10, 10, 0, ts, "nginx"), 5, 4, "127.0.0.1", 8080, peer, port, 0)
+
+
 REQ = b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"
 RESP = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 
@@ -99,10 +104,8 @@ def test_a_close_read_a_round_after_the_accept_that_reused_its_descriptor_keeps_
     accepts a new connection on fd 5 (tcp probe, ts 9) between the two reads, so the accept is
     taken a round before the close. The close must not take the new connection's peer."""
     tr = Translator()
-    old = Conn(Header(EV_ACCEPT, 10, 10, 0, 1, "nginx"), 5, 4,
-               "127.0.0.1", 8080, "127.0.0.2", 40000, 0)
-    new = Conn(Header(EV_ACCEPT, 10, 10, 0, 9, "nginx"), 5, 4,
-               "127.0.0.1", 8080, "127.0.0.3", 40001, 0)
+    old = nginx_conn(EV_ACCEPT, 1, "127.0.0.2", 40000)
+    new = nginx_conn(EV_ACCEPT, 9, "127.0.0.3", 40001)
     tr.feed([old])
     tr.feed([new])  # this round: the tcp ring held the new accept already
     events = tr.feed([FdClose(Header(EV_FD_CLOSE, 10, 10, 0, 8, "nginx"), 5),
@@ -120,17 +123,10 @@ def test_an_exchange_read_a_round_after_its_connection_closed_still_has_its_peer
     the close is taken a round before the exchange. The exchange keeps its peer (it came before
     the close); a request after the close is of a later connection and has none. Without the
     closed connection kept, the nginx test lost the peer of ~1 run in 10."""
-    import struct
-    from inputs.ebpf.layouts import EV_ACCEPT
-
-    for close in (Conn(Header(EV_CLOSE, 10, 10, 0, 300, "nginx"), 5, 4,
-                       "127.0.0.1", 8080, "127.0.0.9", 41000, 0),
+    for close in (nginx_conn(EV_CLOSE, 300, "127.0.0.9", 41000),
                   FdClose(Header(EV_FD_CLOSE, 10, 10, 0, 300, "nginx"), 5)):
         tr = Translator()
-        accept = struct.pack("<IIIIQ16s", EV_ACCEPT, 10, 10, 0, 50, b"nginx") + struct.pack(
-            "<iHHHHI16s16sQ", 5, 2, 8080, 41000, 0, 0, bytes([127, 0, 0, 1]).ljust(16, b"\0"),
-            bytes([127, 0, 0, 9]).ljust(16, b"\0"), 0)
-        tr.feed_records([accept])
+        tr.feed_records([_accept_bytes()])
         tr.feed([close])
         events, _, _ = tr.feed_records([_exchange_bytes(b"/last", b"HTTP/1.1 200 OK",
                                                         ts=100, resp_ts=200)])
@@ -152,10 +148,8 @@ def test_an_exchange_read_after_the_next_connection_on_its_descriptor_has_its_ow
     B's; B's requests get B's. Also when A's close was not read at all before B's accept."""
     for close_a in (True, False):
         tr = Translator()
-        a = Conn(Header(EV_ACCEPT, 10, 10, 0, 50, "nginx"), 5, 4,
-                 "127.0.0.1", 8080, "127.0.0.9", 41000, 0)
-        b = Conn(Header(EV_ACCEPT, 10, 10, 0, 350, "nginx"), 5, 4,
-                 "127.0.0.1", 8080, "127.0.0.9", 41002, 0)
+        a = nginx_conn(EV_ACCEPT, 50, "127.0.0.9", 41000)
+        b = nginx_conn(EV_ACCEPT, 350, "127.0.0.9", 41002)
         tr.feed([a])
         tr.feed(([FdClose(Header(EV_FD_CLOSE, 10, 10, 0, 300, "nginx"), 5)] if close_a else [])
                 + [b])
@@ -176,13 +170,18 @@ def _exchange_bytes(path: bytes, status: bytes, *, pid=10, fd=5, ts=100, resp_ts
                         status) + request.ljust(256, b"\0"))
 
 
-def test_kernel_paired_exchanges_from_raw_bytes_in_time_order_with_peers():
+def _accept_bytes() -> bytes:
+    """nginx's accept (ts 50) on fd 5 of a connection from 127.0.0.9:41000, as the tcp probe's
+    ring holds it."""
     import struct
-    from inputs.ebpf.layouts import EV_ACCEPT
-    tr = Translator()
-    accept = struct.pack("<IIIIQ16s", EV_ACCEPT, 10, 10, 0, 50, b"nginx") + struct.pack(
+    return struct.pack("<IIIIQ16s", EV_ACCEPT, 10, 10, 0, 50, b"nginx") + struct.pack(
         "<iHHHHI16s16sQ", 5, 2, 8080, 41000, 0, 0, bytes([127, 0, 0, 1]).ljust(16, b"\0"),
         bytes([127, 0, 0, 9]).ljust(16, b"\0"), 0)
+
+
+def test_kernel_paired_exchanges_from_raw_bytes_in_time_order_with_peers():
+    tr = Translator()
+    accept = _accept_bytes()
     # The exchange comes first in the batch (another ring buffer) but its request is later.
     records = [_exchange_bytes(b"/a?b=1", b"HTTP/1.1 301 Mov"),
                _exchange_bytes(b"/c", b"HTTP/1.1 2", ts=500, resp_ts=450, op=HTTP_OP_WRITE),
