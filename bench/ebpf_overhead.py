@@ -16,6 +16,8 @@ Parts (each can be left out):
 - floor: the kernel floor per exchange (bench/exchange.c: one process, client write, server read,
   server write, client read over loopback, CPU time per exchange) with no programs, with empty
   programs on the same tracepoints as ours, and with ours (read by a consumer).
+- programs: where the kernel side's time goes, program by program (run_time_ns per exchange of
+  bench/exchange.c, ours against empty programs, whose time is what bpf_stats itself costs).
 
 Prints medians with min-max and writes bench/out/ebpf_overhead.json. The traced agent traces
 every exchange (``[inputs.ebpf] max_exchanges_per_second = 0``, not the agent's default of
@@ -175,12 +177,18 @@ def switches(pid: int) -> int:
     return total
 
 
-def bpf_run_ns() -> float:
-    """Sum of run_time_ns of every loaded BPF program (kernel.bpf_stats_enabled=1)."""
+def bpf_programs() -> dict[int, dict]:
+    """Every loaded BPF program by id: its name, run_time_ns and run_cnt
+    (kernel.bpf_stats_enabled=1)."""
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
     if out.returncode != 0:
-        return 0.0
-    return float(sum(p.get("run_time_ns", 0) for p in json.loads(out.stdout)))
+        return {}
+    return {p["id"]: p for p in json.loads(out.stdout)}
+
+
+def bpf_run_ns() -> float:
+    """Sum of run_time_ns of every loaded BPF program (kernel.bpf_stats_enabled=1)."""
+    return float(sum(p.get("run_time_ns", 0) for p in bpf_programs().values()))
 
 
 BUDGET = 0
@@ -394,6 +402,60 @@ def floor_runs(exchange: str, args) -> dict:
     return result
 
 
+def program_profile(exchange: str, args) -> dict:
+    """Where the kernel side's time goes, program by program: bench/exchange.c's exchanges with
+    kernel.bpf_stats_enabled on, under empty programs on our tracepoints and under ours; per
+    program (by name, summed over the probes that share one) its runs and run_time_ns per
+    exchange, medians of the rounds. An empty program's time is what bpf_stats itself costs
+    (two clock reads a run) and the call: ours minus it is the programs' own work."""
+    sys.path.insert(0, str(ROOT))
+    from bcc import BPF
+
+    from inputs.ebpf.loader import QUIET_CFLAGS
+
+    n = args.floor_exchanges
+
+    def one(load) -> dict[str, tuple[float, float]]:
+        with load():
+            before = bpf_programs()
+            subprocess.run(["taskset", "-c", LOAD_CPU, exchange, str(n), "tcp"],
+                           capture_output=True, check=True)
+            after = bpf_programs()
+        per: dict[str, list[float]] = {}
+        for pid, p in after.items():
+            b = before.get(pid, {})
+            runs = p.get("run_cnt", 0) - b.get("run_cnt", 0)
+            if runs >= n:  # on the exchanges' path (others run now and then, for anyone)
+                name = p.get("name", str(pid))
+                ns = p.get("run_time_ns", 0) - b.get("run_time_ns", 0)
+                r, t = per.setdefault(name, [0.0, 0.0])
+                per[name] = [r + runs / n, t + ns / n]
+        return {k: (v[0], v[1]) for k, v in per.items()}
+
+    @contextlib.contextmanager
+    def empty():
+        programs = BPF(text=empty_programs_source(), cflags=QUIET_CFLAGS)
+        try:
+            yield
+        finally:
+            programs.cleanup()
+
+    rounds: dict[str, list[dict]] = {"empty": [], "ours": []}
+    subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
+    try:
+        for _ in range(args.rounds):
+            rounds["empty"].append(one(empty))
+            rounds["ours"].append(one(drained_probes))
+    finally:
+        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=True)
+    result: dict = {}
+    for kind, rs in rounds.items():
+        names = sorted({k for r in rs for k in r})
+        result[kind] = {k: {"runs": med([r.get(k, (0, 0))[0] for r in rs]),
+                            "ns": med([r.get(k, (0, 0))[1] for r in rs])} for k in names}
+    return result
+
+
 def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -411,7 +473,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32,
                     help="keep-alive connections of the rate-limited load")
     ap.add_argument("--floor-exchanges", type=int, default=200_000)
-    ap.add_argument("--skip", default="", help="comma-separated: rates, saturation, floor")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated: rates, saturation, floor, programs")
     ap.add_argument("--budget", type=int, default=0,
                     help="the agent's max_exchanges_per_second (0, the bench's default: none, "
                     "every exchange traced)")
@@ -446,6 +509,9 @@ def main() -> None:
             # bpf_stats costs two clock reads per program run: not in the floor.
             subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=True)
             result["floor"] = floor_runs(exchange, args)
+        if "programs" not in skip:
+            print("the programs, one by one:", flush=True)
+            result["programs"] = program_profile(exchange, args)
     finally:
         nginx.terminate()
         nginx.wait()
@@ -488,6 +554,20 @@ def main() -> None:
               f"{summary(f['empty'], '.2f')} us, ours {summary(f['ours'], '.2f')} us "
               f"(ours - none: {med(f['ours']) - med(f['none']):.2f} us); the same over pipes: "
               f"none {summary(f['pipe_none'], '.2f')} us, ours {summary(f['pipe_ours'], '.2f')} us")
+    if "programs" in result:
+        p = result["programs"]
+        empty_ns = statistics.mean([v["ns"] / v["runs"] for v in p["empty"].values()
+                                    if v["runs"]] or [0.0])
+        print(f"the programs per exchange (bpf_stats; an empty program: {empty_ns:.0f} ns a run, "
+              f"the stats' own cost):")
+        for name, v in sorted(p["ours"].items(), key=lambda kv: -kv[1]["ns"]):
+            print(f"    {name:45s} {v['runs']:5.2f} runs, {v['ns']:7.0f} ns "
+                  f"({v['ns'] / v['runs']:.0f} a run; less the empty: "
+                  f"{v['ns'] - v['runs'] * empty_ns:.0f})")
+        total = sum(v["ns"] for v in p["ours"].values())
+        runs = sum(v["runs"] for v in p["ours"].values())
+        print(f"    all: {total:.0f} ns per exchange; less the empty programs' "
+              f"{runs * empty_ns:.0f}: {total - runs * empty_ns:.0f}")
     OUT.mkdir(exist_ok=True)
     result["budget"] = BUDGET
     name = f"ebpf_overhead_budget{BUDGET}.json" if BUDGET else "ebpf_overhead.json"
