@@ -17,8 +17,10 @@
  *                    socket); SSL_set_fd, or the socket the call's own syscalls used, gives the
  *                    fd, so the exchange joins its connection (its peer) like a clear one.
  *
- * Only the first 16 bytes (8 when shorter) are read of a followed read or write; at most
- * HTTP_PAYLOAD bytes are copied, and only when they look like a request line. */
+ * Only the first 16 bytes (8 when shorter) are read of a followed read or write, but on a
+ * connection that carried HTTP with no request waiting, where the next bytes are most likely
+ * the next request: there up to HTTP_PAYLOAD are read at once, into its state. At most
+ * HTTP_PAYLOAD bytes are kept, and only when they look like a request line. */
 #include <uapi/linux/ptrace.h>  /* struct pt_regs: a uprobe's registers (the user ABI) */
 #include "events.h"
 #include "serving.h"
@@ -252,11 +254,59 @@ static __always_inline void note_tls_fd(u64 id, s32 fd);
  * connection's state; when they look like a final response and a request of the other side
  * waits, the pair goes out as one EV_HTTP_EXCHANGE. ``ts``: when the bytes were there (0: now;
  * an SSL_write is handled at its return, but its time is its entry's). */
+/* A request waits in its connection's state (replacing one of the other side: the descriptor
+ * changed hands). ``copied``: its first bytes already in c->data (on_data read them there), or
+ * -1 to read them from ``buf`` now. */
+static __always_inline int wait_request(struct conn_state *c, u64 id, s32 fd, u32 op, u64 buf,
+                                        u64 len, u32 flags, u64 ts, int copied)
+{
+    c->ts_ns = ts ? ts : bpf_ktime_get_boot_ns();
+    /* Sampled or not, its bytes are kept: should the connection pipeline, user space pairs
+     * every request from then on, this one included. */
+    c->weight = sample_weight(id, op, c->ts_ns);
+    if (op == HTTP_OP_READ)
+        serving_request(id, fd, c->ts_ns, c->weight);
+    c->tid = (u32)id;
+    c->uid = (u32)bpf_get_current_uid_gid();
+    c->op = op;
+    c->flags = flags;
+    c->len = len > 0xffffffff ? 0xffffffff : (u32)len;
+    bpf_get_current_comm(&c->comm, sizeof(c->comm));
+    if (copied >= 0) {
+        c->copied = copied;
+        return 0;
+    }
+    u32 n = len > HTTP_PAYLOAD ? HTTP_PAYLOAD : (u32)len;
+    if (bpf_probe_read_user(c->data, n, (void *)buf))
+        n = 0;
+    c->copied = n;
+    return 0;
+}
+
 static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32 flags, u64 ts)
 {
     char head[HTTP_STATUS_LEN] = {};
     if (len < 8 || !buf)
         return 0;
+    u64 key = fd_key(id, fd);
+    struct conn_state *c = conns.lookup(&key);
+    if (c && !c->ts_ns && !c->raw) {
+        /* A connection that carried HTTP, with no request waiting: its next bytes are most
+         * likely the next request. They are read once, straight into the state where a
+         * request waits (a read of user memory costs ~100 ns, whatever its size up to this):
+         * a response here would be an orphan, and other bytes leave nothing behind. */
+        u32 n = len > HTTP_PAYLOAD ? HTTP_PAYLOAD : (u32)len;
+        if (bpf_probe_read_user(c->data, n, (void *)buf))
+            return 0;
+        if (!looks_http(c->data)) {
+            if (!(flags & HTTP_FLAG_TLS))
+                note_tls_fd(id, fd);
+            return 0;
+        }
+        if (c->data[1] == 'T')
+            return 0;                /* a response, and nothing waits: an orphan */
+        return wait_request(c, id, fd, op, buf, len, flags, ts, n);
+    }
     if (len >= HTTP_STATUS_LEN) {
         if (bpf_probe_read_user(head, HTTP_STATUS_LEN, (void *)buf))
             return 0;
@@ -269,8 +319,6 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
         return 0;
     }
     int response = head[1] == 'T';   /* "HTTP/1." (HEAD has 'E') */
-    u64 key = fd_key(id, fd);
-    struct conn_state *c = conns.lookup(&key);
     if (response) {
         if (!c)
             return 0;                /* no request seen on it: nothing to answer */
@@ -346,24 +394,7 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
         emit_raw(fd, op, buf, len);
         return 0;
     }
-    /* It waits (replacing one of the other side: the descriptor changed hands). */
-    c->ts_ns = ts ? ts : bpf_ktime_get_boot_ns();
-    /* Sampled or not, its bytes are kept: should the connection pipeline, user space pairs
-     * every request from then on, this one included. */
-    c->weight = sample_weight(id, op, c->ts_ns);
-    if (op == HTTP_OP_READ)
-        serving_request(id, fd, c->ts_ns, c->weight);
-    c->tid = (u32)id;
-    c->uid = (u32)bpf_get_current_uid_gid();
-    c->op = op;
-    c->flags = flags;
-    c->len = len > 0xffffffff ? 0xffffffff : (u32)len;
-    bpf_get_current_comm(&c->comm, sizeof(c->comm));
-    u32 n = len > HTTP_PAYLOAD ? HTTP_PAYLOAD : (u32)len;
-    if (bpf_probe_read_user(c->data, n, (void *)buf))
-        n = 0;
-    c->copied = n;
-    return 0;
+    return wait_request(c, id, fd, op, buf, len, flags, ts, -1);
 }
 
 /* ===== 3. syscalls ======================================================================== */

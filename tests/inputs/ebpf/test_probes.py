@@ -163,6 +163,52 @@ def test_http_pairing_in_the_kernel_and_pipelining_handed_to_user_space(live_inp
         assert {e.peer_addr for e in side} == {"127.0.0.1"}
 
 
+IDLE = r"""
+import json, os, socket
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+cli = socket.create_connection(srv.getsockname())
+conn, _ = srv.accept()
+def recv(s, n):
+    got = b""
+    while len(got) < n:
+        got += s.recv(n - len(got))
+    return got
+def send(a, b, data):
+    a.sendall(data); recv(b, len(data))
+send(cli, conn, b"GET /a HTTP/1.1\r\n\r\n")
+send(conn, cli, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+send(conn, cli, b"0123456789")  # the body in a write of its own: nothing waits, not HTTP
+send(conn, cli, b"HTTP/1.1 204 Stray\r\n\r\n")  # a response with nothing waiting: an orphan
+send(cli, conn, b"GET /" + b"x" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n")  # 231 bytes
+send(conn, cli, b"HTTP/1.1 404 Not Found\r\n\r\n")
+print(json.dumps({"pid": os.getpid()}))
+"""
+
+
+def test_an_idle_connection_s_next_request_is_read_once_and_other_bytes_leave_nothing(
+        live_input):
+    """On a connection with no request waiting, the probe reads the next bytes straight into
+    the connection's state: a request there (its whole line, 231 bytes) pairs as any other; a
+    body written on its own and a response with nothing waiting leave nothing behind."""
+    from common.events import HttpEvent
+    li = live_input(probes=["tcp", "http"])
+    proc = subprocess.run([sys.executable, "-c", IDLE], capture_output=True, text=True,
+                          check=True)
+    pid = json.loads(proc.stdout)["pid"]
+
+    def mine(events):
+        got = [e for e in events if isinstance(e, HttpEvent) and e.pid == pid]
+        return got if len(got) >= 4 else None
+
+    li.wait_for(mine, what="4 http events of the script", timeout=30)
+    time.sleep(0.5)
+    got = mine(li.collect())
+    for direction in ("server", "client"):
+        side = sorted((e for e in got if e.direction == direction), key=lambda e: e.time_ns)
+        assert [(e.method, e.path, e.status) for e in side] == \
+            [("GET", "/a", 200), ("GET", "/" + "x" * 200, 404)], direction
+
+
 def test_a_full_queue_makes_the_input_wait_while_the_ring_buffer_holds_the_events(live_input):
     """The pipeline not reading (this test does not collect) and its queue far too small for
     what comes: the input waits for room instead of dropping batches, the probe's ring buffer
