@@ -148,7 +148,8 @@ struct http_exchange_ev {
     u32 response_len;     /* bytes the response's write or read moved */
     u32 flags;            /* HTTP_FLAG_*, and the weight above HTTP_WEIGHT_SHIFT */
     char status[HTTP_STATUS_LEN]; /* the response's first bytes: "HTTP/1.1 200 OK\r\n" */
-    char data[HTTP_PAYLOAD];      /* the request's first bytes: its request line */
+    char data[HTTP_PAYLOAD];      /* the request's first bytes: its request line (the record
+                                   * the http probe sends ends after ``copied`` of them) */
 };
 
 struct fd_close_ev {
@@ -180,6 +181,15 @@ static __always_inline void ev_submit(void *e)
 {
     u64 pending = bpf_ringbuf_query(EVENTS, BPF_RB_AVAIL_DATA);
     bpf_ringbuf_submit(e, pending >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+/* The same for a record that is already whole (a map value): ``size`` bytes of it go out, in
+ * one copy. Non-zero when the ring buffer had no room. */
+static __always_inline long ev_output(void *e, u64 size)
+{
+    u64 pending = bpf_ringbuf_query(EVENTS, BPF_RB_AVAIL_DATA);
+    return bpf_ringbuf_output(EVENTS, e, size,
+                              pending >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 /* count_lost() is in each probe's file: BCC rewrites map calls (lost.lookup) only there. */

@@ -79,20 +79,16 @@ BPF_TASK_STORAGE(reading, struct io_args);
 
 /* What the probe knows of a connection that carried HTTP: the request waiting for its response
  * (at most one: a second one before the first's response is pipelining, and the connection then
- * goes to user space raw, which pairs any number in order). */
+ * goes to user space raw, which pairs any number in order), kept as the very record its
+ * exchange will be: the response fills in the rest and the record goes out with the request's
+ * bytes only (bpf_ringbuf_output of the used part: one copy, no reservation of the whole). */
 struct conn_state {
-    u64 ts_ns;             /* the waiting request's first bytes; 0 when none waits */
-    u32 tid;
-    u32 uid;
-    u32 op;                /* the waiting request's: HTTP_OP_READ (server) or HTTP_OP_WRITE */
-    u32 len;
-    u32 copied;
     u32 raw;               /* 1: every HTTP read and write of it is sent as is (EV_HTTP) */
-    u32 flags;             /* HTTP_FLAG_* of the waiting request */
     u32 weight;            /* 0: not sampled (its exchange is only counted); else what it
                             * stands for (1, or N when 1 in N is sampled) */
-    char comm[COMM_LEN];
-    char data[HTTP_PAYLOAD];
+    struct http_exchange_ev ev; /* the waiting request: ev.h.ts_ns its first bytes' time, 0 when
+                                 * none waits; ev.op HTTP_OP_READ (server) or HTTP_OP_WRITE;
+                                 * ev.flags its HTTP_FLAG_*; ev.copied bytes of it in ev.data */
 };
 
 BPF_TABLE("lru_hash", u64, struct conn_state, conns, HTTP_CONNS); /* pid << 32 | fd */
@@ -233,15 +229,15 @@ static __always_inline void emit_raw_waiting(u64 key, s32 fd, struct conn_state 
     }
     e->h.type = EV_HTTP;
     e->h.pid = key >> 32;
-    e->h.tid = c->tid;
-    e->h.uid = c->uid;
-    e->h.ts_ns = c->ts_ns;
-    __builtin_memcpy(e->h.comm, c->comm, COMM_LEN);
+    e->h.tid = c->ev.h.tid;
+    e->h.uid = c->ev.h.uid;
+    e->h.ts_ns = c->ev.h.ts_ns;
+    __builtin_memcpy(e->h.comm, c->ev.h.comm, COMM_LEN);
     e->fd = fd;
-    e->op = c->op;
-    e->len = c->len;
-    u32 n = c->copied > HTTP_PAYLOAD ? HTTP_PAYLOAD : c->copied;
-    if (bpf_probe_read_kernel(e->data, n, c->data))
+    e->op = c->ev.op;
+    e->len = c->ev.len;
+    u32 n = c->ev.copied > HTTP_PAYLOAD ? HTTP_PAYLOAD : c->ev.copied;
+    if (bpf_probe_read_kernel(e->data, n, c->ev.data))
         n = 0;
     e->copied = n;
     ev_submit(e);
@@ -249,40 +245,44 @@ static __always_inline void emit_raw_waiting(u64 key, s32 fd, struct conn_state 
 
 static __always_inline void note_tls_fd(u64 id, s32 fd);
 
+/* A request waits in its connection's state (replacing one of the other side: the descriptor
+ * changed hands). ``copied``: its first bytes already in c->ev.data (on_data read them there), or
+ * -1 to read them from ``buf`` now. */
+static __always_inline int wait_request(struct conn_state *c, u64 id, s32 fd, u32 op, u64 buf,
+                                        u64 len, u32 flags, u64 ts, int copied)
+{
+    u64 at = ts ? ts : bpf_ktime_get_boot_ns();
+    c->ev.h.ts_ns = at;
+    /* Sampled or not, its bytes are kept: should the connection pipeline, user space pairs
+     * every request from then on, this one included. */
+    c->weight = sample_weight(id, op, at);
+    if (op == HTTP_OP_READ)
+        serving_request(id, fd, at, c->weight);
+    c->ev.h.type = EV_HTTP_EXCHANGE;
+    c->ev.h.pid = id >> 32;
+    c->ev.h.tid = (u32)id;
+    c->ev.h.uid = (u32)bpf_get_current_uid_gid();
+    bpf_get_current_comm(&c->ev.h.comm, sizeof(c->ev.h.comm));
+    c->ev.fd = fd;
+    c->ev.op = op;
+    c->ev.flags = flags;
+    c->ev.len = len > 0xffffffff ? 0xffffffff : (u32)len;
+    if (copied >= 0) {
+        c->ev.copied = copied;
+        return 0;
+    }
+    u32 n = len > HTTP_PAYLOAD ? HTTP_PAYLOAD : (u32)len;
+    if (bpf_probe_read_user(c->ev.data, n, (void *)buf))
+        n = 0;
+    c->ev.copied = n;
+    return 0;
+}
+
 /* A read (at its exit) or a write (at its entry) of a followed descriptor, or TLS plaintext
  * (flags HTTP_FLAG_TLS): when its first bytes look like a request, it waits in the
  * connection's state; when they look like a final response and a request of the other side
  * waits, the pair goes out as one EV_HTTP_EXCHANGE. ``ts``: when the bytes were there (0: now;
  * an SSL_write is handled at its return, but its time is its entry's). */
-/* A request waits in its connection's state (replacing one of the other side: the descriptor
- * changed hands). ``copied``: its first bytes already in c->data (on_data read them there), or
- * -1 to read them from ``buf`` now. */
-static __always_inline int wait_request(struct conn_state *c, u64 id, s32 fd, u32 op, u64 buf,
-                                        u64 len, u32 flags, u64 ts, int copied)
-{
-    c->ts_ns = ts ? ts : bpf_ktime_get_boot_ns();
-    /* Sampled or not, its bytes are kept: should the connection pipeline, user space pairs
-     * every request from then on, this one included. */
-    c->weight = sample_weight(id, op, c->ts_ns);
-    if (op == HTTP_OP_READ)
-        serving_request(id, fd, c->ts_ns, c->weight);
-    c->tid = (u32)id;
-    c->uid = (u32)bpf_get_current_uid_gid();
-    c->op = op;
-    c->flags = flags;
-    c->len = len > 0xffffffff ? 0xffffffff : (u32)len;
-    bpf_get_current_comm(&c->comm, sizeof(c->comm));
-    if (copied >= 0) {
-        c->copied = copied;
-        return 0;
-    }
-    u32 n = len > HTTP_PAYLOAD ? HTTP_PAYLOAD : (u32)len;
-    if (bpf_probe_read_user(c->data, n, (void *)buf))
-        n = 0;
-    c->copied = n;
-    return 0;
-}
-
 static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32 flags, u64 ts)
 {
     char head[HTTP_STATUS_LEN] = {};
@@ -290,20 +290,20 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
         return 0;
     u64 key = fd_key(id, fd);
     struct conn_state *c = conns.lookup(&key);
-    if (c && !c->ts_ns && !c->raw) {
+    if (c && !c->ev.h.ts_ns && !c->raw) {
         /* A connection that carried HTTP, with no request waiting: its next bytes are most
          * likely the next request. They are read once, straight into the state where a
          * request waits (a read of user memory costs ~100 ns, whatever its size up to this):
          * a response here would be an orphan, and other bytes leave nothing behind. */
         u32 n = len > HTTP_PAYLOAD ? HTTP_PAYLOAD : (u32)len;
-        if (bpf_probe_read_user(c->data, n, (void *)buf))
+        if (bpf_probe_read_user(c->ev.data, n, (void *)buf))
             return 0;
-        if (!looks_http(c->data)) {
+        if (!looks_http(c->ev.data)) {
             if (!(flags & HTTP_FLAG_TLS))
                 note_tls_fd(id, fd);
             return 0;
         }
-        if (c->data[1] == 'T')
+        if (c->ev.data[1] == 'T')
             return 0;                /* a response, and nothing waits: an orphan */
         return wait_request(c, id, fd, op, buf, len, flags, ts, n);
     }
@@ -326,44 +326,30 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
             emit_raw(fd, op, buf, len);
             return 0;
         }
-        if (!c->ts_ns || c->op == op)
+        if (!c->ev.h.ts_ns || c->ev.op == op)
             return 0;                /* nothing waits on this side: an orphan */
         if (len >= 12 && head[9] == '1')
             return 0;                /* 1xx (100 Continue): the final response is to come */
         u64 now = ts ? ts : bpf_ktime_get_boot_ns();
         if (op == HTTP_OP_WRITE)
-            serving_response(id, fd, c->ts_ns, now);
+            serving_response(id, fd, c->ev.h.ts_ns, now);
         count_exchange(0);
         if (!c->weight) {
-            c->ts_ns = 0;
+            c->ev.h.ts_ns = 0;
             count_exchange(1);
             return 0;
         }
-        struct http_exchange_ev *e = ev_reserve(sizeof(*e));
-        if (!e) {
-            c->ts_ns = 0;
-            count_lost();
-            return 0;
-        }
-        e->h.type = EV_HTTP_EXCHANGE;
-        e->h.pid = id >> 32;
-        e->h.tid = c->tid;
-        e->h.uid = c->uid;
-        e->h.ts_ns = c->ts_ns;
-        __builtin_memcpy(e->h.comm, c->comm, COMM_LEN);
-        e->fd = fd;
-        e->op = c->op;
+        struct http_exchange_ev *e = &c->ev;
+        u32 asked = e->flags;
         e->response_ts_ns = now;
-        e->len = c->len;
         e->response_len = len > 0xffffffff ? 0xffffffff : (u32)len;
-        e->flags = c->flags | flags | (c->weight > 1 ? c->weight << HTTP_WEIGHT_SHIFT : 0);
+        e->flags = asked | flags | (c->weight > 1 ? c->weight << HTTP_WEIGHT_SHIFT : 0);
         __builtin_memcpy(e->status, head, HTTP_STATUS_LEN);
-        u32 n = c->copied > HTTP_PAYLOAD ? HTTP_PAYLOAD : c->copied;
-        if (bpf_probe_read_kernel(e->data, n, c->data))
-            n = 0;
-        e->copied = n;
-        ev_submit(e);
-        c->ts_ns = 0;
+        u32 n = e->copied > HTTP_PAYLOAD ? HTTP_PAYLOAD : e->copied;
+        if (ev_output(e, offsetof(struct http_exchange_ev, data) + n))
+            count_lost();
+        e->flags = asked;
+        e->h.ts_ns = 0;
         return 0;
     }
     /* A request. */
@@ -383,14 +369,14 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
         emit_raw(fd, op, buf, len);
         return 0;
     }
-    if (c->ts_ns && c->op == op) {
+    if (c->ev.h.ts_ns && c->ev.op == op) {
         /* Pipelining: a second request before the first's response. From now on user space
          * pairs this connection's requests and responses, in order. */
         c->raw = 1;
         if (op == HTTP_OP_READ)
             serving_request(id, fd, 0, 1);
         emit_raw_waiting(key, fd, c);
-        c->ts_ns = 0;
+        c->ev.h.ts_ns = 0;
         emit_raw(fd, op, buf, len);
         return 0;
     }
