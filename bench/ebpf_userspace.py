@@ -49,7 +49,6 @@ from outputs.stdout_config import StdoutOutputConfig  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
 from pipeline.runner import build as build_pipeline  # noqa: E402
 
-PAYLOAD = 256
 CONNECTIONS = 32
 PORT = 8080
 REQUEST = b"GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -68,9 +67,9 @@ def conn(kind: int, pid: int, fd: int, ts: int, comm: bytes, sport: int, dport: 
 
 
 def exchange(pid: int, fd: int, op: int, ts: int, resp_ts: int, comm: bytes) -> bytes:
-    data = REQUEST.ljust(PAYLOAD, b"\0")
+    # As the http probe sends it: the fixed part, then only the request's bytes.
     return header(EV_HTTP_EXCHANGE, pid, pid, ts, comm) + HTTP_EXCHANGE.pack(
-        fd, op, resp_ts, len(REQUEST), len(REQUEST), 200, 0, STATUS) + data
+        fd, op, resp_ts, len(REQUEST), len(REQUEST), 200, 0, STATUS) + REQUEST
 
 
 def records(requests: int, server: int, client: int) -> list[list[bytes]]:

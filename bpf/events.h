@@ -187,7 +187,7 @@ static __always_inline void ev_submit(void *e)
  * one copy. Non-zero when the ring buffer had no room. */
 static __always_inline long ev_output(void *e, u64 size)
 {
-    u64 pending = bpf_ringbuf_query(EVENTS, BPF_RB_AVAIL_DATA);
+    u64 pending = bpf_ringbuf_query(EVENTS, BPF_RB_AVAIL_DATA) + size;  /* as ev_submit's */
     return bpf_ringbuf_output(EVENTS, e, size,
                               pending >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }

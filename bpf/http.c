@@ -19,8 +19,9 @@
  *
  * Only the first 16 bytes (8 when shorter) are read of a followed read or write, but on a
  * connection that carried HTTP with no request waiting, where the next bytes are most likely
- * the next request: there up to HTTP_PAYLOAD are read at once, into its state. At most
- * HTTP_PAYLOAD bytes are kept, and only when they look like a request line. */
+ * the next request: there up to HTTP_PAYLOAD are read at once, into its state, and wiped at
+ * once unless they start a request. At most HTTP_PAYLOAD bytes are kept, and only of a
+ * request, until its connection's next one. */
 #include <uapi/linux/ptrace.h>  /* struct pt_regs: a uprobe's registers (the user ABI) */
 #include "events.h"
 #include "serving.h"
@@ -293,19 +294,22 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
     if (c && !c->ev.h.ts_ns && !c->raw) {
         /* A connection that carried HTTP, with no request waiting: its next bytes are most
          * likely the next request. They are read once, straight into the state where a
-         * request waits (a read of user memory costs ~100 ns, whatever its size up to this):
-         * a response here would be an orphan, and other bytes leave nothing behind. */
+         * request waits (a read of user memory costs ~100 ns, whatever its size up to this);
+         * anything else there (a response with nothing waiting: an orphan; a body) is wiped
+         * at once. When the read fails (the bytes run into a page not in memory), the first
+         * bytes are read as for any other connection, below. Two threads of one process on
+         * one descriptor at once (a tunnel's reader and writer) may mix their bytes here, as
+         * they could the waiting request's before. */
         u32 n = len > HTTP_PAYLOAD ? HTTP_PAYLOAD : (u32)len;
-        if (bpf_probe_read_user(c->ev.data, n, (void *)buf))
-            return 0;
-        if (!looks_http(c->ev.data)) {
-            if (!(flags & HTTP_FLAG_TLS))
-                note_tls_fd(id, fd);
+        if (!bpf_probe_read_user(c->ev.data, n, (void *)buf)) {
+            if (looks_http(c->ev.data) && c->ev.data[1] != 'T')
+                return wait_request(c, id, fd, op, buf, len, flags, ts, n);
+            int tls = !looks_http(c->ev.data);
+            __builtin_memset(c->ev.data, 0, HTTP_PAYLOAD);
+            if (tls && !(flags & HTTP_FLAG_TLS))
+                note_tls_fd(id, fd);  /* maybe a TLS record, under an SSL_read/SSL_write */
             return 0;
         }
-        if (c->ev.data[1] == 'T')
-            return 0;                /* a response, and nothing waits: an orphan */
-        return wait_request(c, id, fd, op, buf, len, flags, ts, n);
     }
     if (len >= HTTP_STATUS_LEN) {
         if (bpf_probe_read_user(head, HTTP_STATUS_LEN, (void *)buf))

@@ -57,7 +57,8 @@ HTTP_CONNS_BYTES = 16 * 1024 * 1024
 
 def http_conns(options: ProgramOptions) -> int:
     """Connections the http probe keeps state of: 16 MiB of them, 4,096 to 65,536."""
-    return max(4096, min(65536, HTTP_CONNS_BYTES // (options.http_payload_bytes + 64)))
+    # bpf/http.c struct conn_state: 8 bytes, the 88 of an exchange record's fixed part, payload
+    return max(4096, min(65536, HTTP_CONNS_BYTES // (options.http_payload_bytes + 96)))
 
 
 HTTP_FDS = 65536

@@ -162,12 +162,35 @@ def test_an_exchange_read_after_the_next_connection_on_its_descriptor_has_its_ow
 
 
 def _exchange_bytes(path: bytes, status: bytes, *, pid=10, fd=5, ts=100, resp_ts=400, op=HTTP_OP_READ):
+    """A kernel-paired exchange as the http probe sends it: the fixed part, then only the
+    request's bytes (``copied`` of them)."""
     import struct
     from inputs.ebpf.layouts import EV_HTTP_EXCHANGE
     request = b"GET " + path + b" HTTP/1.0\r\nHost: h\r\n\r\n"
     return (struct.pack("<IIIIQ16s", EV_HTTP_EXCHANGE, pid, pid + 1, 0, ts, b"nginx\0x") +
             struct.pack("<iIQIIII16s", fd, op, resp_ts, len(request), len(request), len(status), 0,
-                        status) + request.ljust(256, b"\0"))
+                        status) + request)
+
+
+def test_an_exchange_record_ends_after_its_request_s_bytes():
+    """The probe sends the used part of its record: read in the hot path and by layouts.decode
+    alike, as a record padded to the whole struct would be; one cut inside its fixed part is a
+    decode error, not an exception."""
+    from inputs.ebpf.layouts import SIZES, decode
+    fixed = SIZES["http_exchange_ev"]
+    short = _exchange_bytes(b"/s?q=1", b"HTTP/1.1 404 Not")
+    request = b"GET /s?q=1 HTTP/1.0\r\nHost: h\r\n\r\n"
+    assert len(short) == fixed + len(request)
+    padded = short + bytes(256 - len(request))
+    got = []
+    for record in (short, padded):
+        (ev,), n, errors = Translator().feed_records([record])
+        assert (n, errors) == (1, [])
+        got.append((ev.method, ev.path, ev.status, ev.version, ev.duration_ns, ev.comm))
+        assert decode(record).data == request
+    assert got[0] == got[1] == ("GET", "/s?q=1", 404, "HTTP/1.0", 300, "nginx")
+    events, n, errors = Translator().feed_records([short[:fixed - 8]])
+    assert events == [] and n == 0 and len(errors) == 1, errors
 
 
 def _accept_bytes() -> bytes:

@@ -12,7 +12,7 @@ import time
 
 from common.events import ConnEvent, ProcessEvent
 from inputs.ebpf.layouts import ARG_LEN
-from tests.inputs.ebpf.conftest import needs_ebpf
+from tests.inputs.ebpf.conftest import needs, needs_ebpf
 
 pytestmark = needs_ebpf
 
@@ -207,6 +207,47 @@ def test_an_idle_connection_s_next_request_is_read_once_and_other_bytes_leave_no
         side = sorted((e for e in got if e.direction == direction), key=lambda e: e.time_ns)
         assert [(e.method, e.path, e.status) for e in side] == \
             [("GET", "/a", 200), ("GET", "/" + "x" * 200, 404)], direction
+
+
+BODY = r"""
+import json, os, socket, sys
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+cli = socket.create_connection(srv.getsockname())
+conn, _ = srv.accept()
+def recv(s, n):
+    got = b""
+    while len(got) < n:
+        got += s.recv(n - len(got))
+    return got
+def send(a, b, data):
+    a.sendall(data); recv(b, len(data))
+send(cli, conn, b"GET /a HTTP/1.1\r\n\r\n")
+send(conn, cli, b"HTTP/1.1 200 OK\r\nContent-Length: 22\r\n\r\n")
+send(conn, cli, b"SECRET-BODY-0123456789")  # on its own, with nothing waiting
+print(json.dumps({"pid": os.getpid()}), flush=True)
+sys.stdin.readline()  # the connection stays open while the test looks at the map
+"""
+
+
+@needs("bpftool")
+def test_bytes_read_on_an_idle_connection_that_start_no_request_are_not_kept(live_input):
+    """The probe reads an idle connection's next bytes straight into the connection's state;
+    a body there is wiped at once: the kernel's map holds the exchange's record (its status
+    line) but no byte of the body, on either side."""
+    live_input(probes=["tcp", "http"])
+    proc = subprocess.Popen([sys.executable, "-c", BODY], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        pid = json.loads(proc.stdout.readline())["pid"]
+        dump = subprocess.run(["bpftool", "-j", "map", "dump", "name", "conns"],
+                              capture_output=True, text=True, check=True)
+    finally:
+        proc.communicate("\n", timeout=10)
+    states = [bytes(int(b, 16) for b in entry["value"]) for entry in json.loads(dump.stdout)
+              if int.from_bytes(bytes(int(b, 16) for b in entry["key"]), "little") >> 32 == pid]
+    assert len(states) == 2  # the server's descriptor and the client's
+    assert all(b"HTTP/1.1 200 OK" in s for s in states)
+    assert not any(b"SECRET" in s for s in states)
 
 
 def test_a_full_queue_makes_the_input_wait_while_the_ring_buffer_holds_the_events(live_input):
