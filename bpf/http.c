@@ -43,16 +43,19 @@ static __always_inline u64 fd_key(u64 id, s32 fd)
 /* ===== 1. descriptors ===================================================================== */
 
 #define FD_SOCKET 1        /* a socket accept()ed or connect()ed (or a TCP socket from /proc) */
+#define FD_HTTP 2          /* ... that carried a request: the probe keeps a state of it (conns) */
 
 /* LRU: a process that exits closes its descriptors without close(), so entries of dead
  * processes stay until the least recently used go. */
 BPF_TABLE("lru_hash", u64, u32, fds, HTTP_FDS);          /* pid << 32 | fd -> FD_* bits */
 BPF_TABLE("lru_hash", u64, s32, connecting, 16384);      /* pid_tgid -> fd of its connect() */
 
-static __always_inline int followed(u64 id, s32 fd)
+/* The descriptor's FD_* bits: 0 when it is not followed. */
+static __always_inline u32 followed(u64 id, s32 fd)
 {
     u64 key = fd_key(id, fd);
-    return fds.lookup(&key) != 0;
+    u32 *bits = fds.lookup(&key);
+    return bits ? *bits : 0;
 }
 
 static __always_inline void follow(u64 id, s32 fd, u32 kind)
@@ -67,6 +70,8 @@ struct io_args {
     u64 buf;               /* the buffer, or the first struct iovec when vec */
     s32 fd;
     u32 vec;
+    u32 bits;              /* the descriptor's FD_* */
+    u32 pad;
 };
 
 struct iovec_user {
@@ -284,13 +289,16 @@ static __always_inline int wait_request(struct conn_state *c, u64 id, s32 fd, u3
  * connection's state; when they look like a final response and a request of the other side
  * waits, the pair goes out as one EV_HTTP_EXCHANGE. ``ts``: when the bytes were there (0: now;
  * an SSL_write is handled at its return, but its time is its entry's). */
-static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32 flags, u64 ts)
+static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32 flags, u64 ts,
+                                   u32 bits)
 {
     char head[HTTP_STATUS_LEN] = {};
     if (len < 8 || !buf)
         return 0;
     u64 key = fd_key(id, fd);
-    struct conn_state *c = conns.lookup(&key);
+    struct conn_state *c = 0;
+    if (bits & FD_HTTP)              /* else only once its bytes look like HTTP, below */
+        c = conns.lookup(&key);
     if (c && !c->ev.h.ts_ns && !c->raw) {
         /* A connection that carried HTTP, with no request waiting: its next bytes are most
          * likely the next request. They are read once, straight into the state where a
@@ -322,6 +330,8 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
             note_tls_fd(id, fd);     /* maybe a TLS record, under an SSL_read/SSL_write */
         return 0;
     }
+    if (!(bits & FD_HTTP))
+        c = conns.lookup(&key);
     int response = head[1] == 'T';   /* "HTTP/1." (HEAD has 'E') */
     if (response) {
         if (!c)
@@ -357,6 +367,11 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
         return 0;
     }
     /* A request. */
+    if (!(bits & FD_HTTP)) {         /* from now on its state is looked up first */
+        u32 *fbits = fds.lookup(&key);
+        if (fbits)
+            *fbits |= FD_HTTP;
+    }
     if (!c) {
         int zero = 0;
         struct conn_state *z = conn_zero.lookup(&zero);
@@ -413,7 +428,8 @@ static __always_inline u64 msghdr_iov(u64 msg)
 static __always_inline int read_enter(s32 fd, u64 buf, u32 vec)
 {
     u64 id = bpf_get_current_pid_tgid();
-    if (!followed(id, fd) || is_self(id >> 32))
+    u32 bits = followed(id, fd);
+    if (!bits || is_self(id >> 32))
         return 0;
     struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
     struct io_args *a = reading.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -421,6 +437,7 @@ static __always_inline int read_enter(s32 fd, u64 buf, u32 vec)
         a->buf = buf;
         a->fd = fd;
         a->vec = vec;
+        a->bits = bits;
     }
     return 0;
 }
@@ -440,20 +457,21 @@ static __always_inline int read_exit(long ret)
     u64 len = ret;
     if (c.vec && first_iov(c.buf, &buf, &len))
         return 0;
-    return on_data(id, c.fd, HTTP_OP_READ, buf, len, 0, 0);
+    return on_data(id, c.fd, HTTP_OP_READ, buf, len, 0, 0, c.bits);
 }
 
 static __always_inline int write_enter(s32 fd, u64 buf, u64 len, u32 vec)
 {
     u64 id = bpf_get_current_pid_tgid();
-    if (!followed(id, fd) || is_self(id >> 32))
+    u32 bits = followed(id, fd);
+    if (!bits || is_self(id >> 32))
         return 0;
     if (vec) {
         len = ~0ULL;
         if (first_iov(buf, &buf, &len))
             return 0;
     }
-    return on_data(id, fd, HTTP_OP_WRITE, buf, len, 0, 0);
+    return on_data(id, fd, HTTP_OP_WRITE, buf, len, 0, 0, bits);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return read_enter(args->fd, (u64)args->buf, 0); }
@@ -613,7 +631,8 @@ static __always_inline int tls_exit(struct pt_regs *ctx)
         t.fd = *fd;
     }
     /* A write's bytes were there at its entry; a read's at its return. */
-    return on_data(id, t.fd, t.op, t.buf, len, HTTP_FLAG_TLS, t.op == HTTP_OP_WRITE ? t.ts_ns : 0);
+    return on_data(id, t.fd, t.op, t.buf, len, HTTP_FLAG_TLS, t.op == HTTP_OP_WRITE ? t.ts_ns : 0,
+                   FD_HTTP);         /* its state is looked up first: TLS carries HTTP here */
 }
 
 int tls_read_enter(struct pt_regs *ctx) { return tls_enter(ctx, HTTP_OP_READ, 0); }

@@ -224,30 +224,55 @@ def send(a, b, data):
 send(cli, conn, b"GET /a HTTP/1.1\r\n\r\n")
 send(conn, cli, b"HTTP/1.1 200 OK\r\nContent-Length: 22\r\n\r\n")
 send(conn, cli, b"SECRET-BODY-0123456789")  # on its own, with nothing waiting
-print(json.dumps({"pid": os.getpid()}), flush=True)
+other = socket.create_connection(srv.getsockname())  # a connection that never carries HTTP
+peer, _ = srv.accept()
+send(other, peer, b"PING 1\r\n")
+send(peer, other, b"+PONG\r\n")
+print(json.dumps({"pid": os.getpid(), "http": [cli.fileno(), conn.fileno()],
+                  "other": [other.fileno(), peer.fileno()]}), flush=True)
 sys.stdin.readline()  # the connection stays open while the test looks at the map
 """
+
+
+def map_entries(name: str, pid: int) -> dict[int, bytes]:
+    """The entries of every BPF map called ``name`` whose key is ``pid << 32 | fd``: fd ->
+    value (bpftool)."""
+    shown = subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True,
+                           check=True)
+    out = {}
+    for m in json.loads(shown.stdout):
+        if m.get("name") != name:
+            continue
+        dump = subprocess.run(["bpftool", "-j", "map", "dump", "id", str(m["id"])],
+                              capture_output=True, text=True, check=True)
+        for entry in json.loads(dump.stdout):
+            key = int.from_bytes(bytes(int(b, 16) for b in entry["key"]), "little")
+            if key >> 32 == pid:
+                out[key & 0xffffffff] = bytes(int(b, 16) for b in entry["value"])
+    return out
 
 
 @needs("bpftool")
 def test_bytes_read_on_an_idle_connection_that_start_no_request_are_not_kept(live_input):
     """The probe reads an idle connection's next bytes straight into the connection's state;
     a body there is wiped at once: the kernel's map holds the exchange's record (its status
-    line) but no byte of the body, on either side."""
+    line) but no byte of the body, on either side. Only descriptors that carried a request
+    are marked so (FD_HTTP), and have a state: a connection that never did has neither."""
     live_input(probes=["tcp", "http"])
     proc = subprocess.Popen([sys.executable, "-c", BODY], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
-        pid = json.loads(proc.stdout.readline())["pid"]
-        dump = subprocess.run(["bpftool", "-j", "map", "dump", "name", "conns"],
-                              capture_output=True, text=True, check=True)
+        known = json.loads(proc.stdout.readline())
+        states = map_entries("conns", known["pid"])
+        bits = {fd: int.from_bytes(v, "little") for fd, v in
+                map_entries("fds", known["pid"]).items()}
     finally:
         proc.communicate("\n", timeout=10)
-    states = [bytes(int(b, 16) for b in entry["value"]) for entry in json.loads(dump.stdout)
-              if int.from_bytes(bytes(int(b, 16) for b in entry["key"]), "little") >> 32 == pid]
-    assert len(states) == 2  # the server's descriptor and the client's
-    assert all(b"HTTP/1.1 200 OK" in s for s in states)
-    assert not any(b"SECRET" in s for s in states)
+    assert sorted(states) == sorted(known["http"])  # the server's descriptor and the client's
+    assert all(b"HTTP/1.1 200 OK" in s for s in states.values())
+    assert not any(b"SECRET" in s for s in states.values())
+    assert {fd: bits.get(fd) for fd in known["http"] + known["other"]} == \
+        {**{fd: 3 for fd in known["http"]}, **{fd: 1 for fd in known["other"]}}
 
 
 def test_a_full_queue_makes_the_input_wait_while_the_ring_buffer_holds_the_events(live_input):
