@@ -12,7 +12,9 @@ Parts (each can be left out):
   utime+stime from /proc/PID/stat), and the events lost (LossEvents) or missing (spans, one per
   exchange, fewer than 2 x requests: each request is seen on nginx's side and on the
   generator's).
-- saturation: requests/s with the generator unlimited (16 connections), untraced vs traced.
+- saturation: requests/s with the generator unlimited (16 connections), untraced vs traced, and
+  with the probes alone (their records drained by a thread that does nothing with them; with
+  ``--budget``, sampling 1 in what the budget would make it): the kernel side's share.
 - floor: the kernel floor per exchange (bench/exchange.c: one process, client write, server read,
   server write, client read over loopback, CPU time per exchange) with no programs, with empty
   programs on the same tracepoints as ours, and with ours (read by a consumer).
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -322,17 +325,25 @@ def rate_rounds(loadgen: str, port: int, tmp: Path, rate: int, args) -> dict:
 
 
 def saturation_rounds(loadgen: str, port: int, tmp: Path, args) -> dict:
-    untraced, traced = [], []
+    """Requests/s at saturation: untraced, the probes alone (drained by a thread that does
+    nothing with the records, sampling at the N the agent's budget would choose at the untraced
+    rate: what the kernel side costs), and the agent."""
+    untraced, probes, traced = [], [], []
     for i in range(args.rounds):
         untraced.append(load(loadgen, port, 0, args.seconds, 16)["rate"])
+        one_in = max(1, math.ceil(2 * untraced[-1] / BUDGET)) if BUDGET else 1
+        with drained_probes() as programs:
+            programs.set_sampling(one_in)
+            probes.append(load(loadgen, port, 0, args.seconds, 16)["rate"])
         agent = Agent(tmp)
         try:
             traced.append(load(loadgen, port, 0, args.seconds, 16)["rate"])
         finally:
             agent.stop()
-        print(f"  saturation round {i + 1}: {untraced[-1]:.0f} / {traced[-1]:.0f} req/s "
-              "(untraced / traced)", flush=True)
-    return {"untraced": untraced, "traced": traced}
+        print(f"  saturation round {i + 1}: {untraced[-1]:.0f} / {probes[-1]:.0f} (probes alone, "
+              f"1 in {one_in}) / {traced[-1]:.0f} req/s (untraced / probes / traced)",
+              flush=True)
+    return {"untraced": untraced, "probes": probes, "traced": traced}
 
 
 def empty_programs_source() -> str:
@@ -547,7 +558,9 @@ def main() -> None:
     if "saturation" in result:
         s = result["saturation"]
         print(f"saturation: {summary(s['untraced'], '.0f')} -> {summary(s['traced'], '.0f')} "
-              f"req/s ({100 * (med(s['traced']) / med(s['untraced']) - 1):+.0f}%)")
+              f"req/s ({100 * (med(s['traced']) / med(s['untraced']) - 1):+.0f}%); the probes "
+              f"alone {summary(s['probes'], '.0f')} "
+              f"({100 * (med(s['probes']) / med(s['untraced']) - 1):+.0f}%)")
     if "floor" in result:
         f = result["floor"]
         print(f"kernel floor per exchange: none {summary(f['none'], '.2f')} us, empty programs "
