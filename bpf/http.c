@@ -310,11 +310,11 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
          * they could the waiting request's before. */
         u32 n = len > HTTP_PAYLOAD ? HTTP_PAYLOAD : (u32)len;
         if (!bpf_probe_read_user(c->ev.data, n, (void *)buf)) {
-            if (looks_http(c->ev.data) && c->ev.data[1] != 'T')
+            int http = looks_http(c->ev.data);
+            if (http && c->ev.data[1] != 'T')
                 return wait_request(c, id, fd, op, buf, len, flags, ts, n);
-            int tls = !looks_http(c->ev.data);
             __builtin_memset(c->ev.data, 0, HTTP_PAYLOAD);
-            if (tls && !(flags & HTTP_FLAG_TLS))
+            if (!http && !(flags & HTTP_FLAG_TLS))
                 note_tls_fd(id, fd);  /* maybe a TLS record, under an SSL_read/SSL_write */
             return 0;
         }
@@ -353,16 +353,14 @@ static __always_inline int on_data(u64 id, s32 fd, u32 op, u64 buf, u64 len, u32
             count_exchange(1);
             return 0;
         }
-        struct http_exchange_ev *e = &c->ev;
-        u32 asked = e->flags;
+        struct http_exchange_ev *e = &c->ev;  /* the request's part set by wait_request() */
         e->response_ts_ns = now;
         e->response_len = len > 0xffffffff ? 0xffffffff : (u32)len;
-        e->flags = asked | flags | (c->weight > 1 ? c->weight << HTTP_WEIGHT_SHIFT : 0);
+        e->flags |= flags | (c->weight > 1 ? c->weight << HTTP_WEIGHT_SHIFT : 0);
         __builtin_memcpy(e->status, head, HTTP_STATUS_LEN);
         u32 n = e->copied > HTTP_PAYLOAD ? HTTP_PAYLOAD : e->copied;
         if (ev_output(e, offsetof(struct http_exchange_ev, data) + n))
             count_lost();
-        e->flags = asked;
         e->h.ts_ns = 0;
         return 0;
     }

@@ -116,8 +116,8 @@ def test_a_known_tcp_connection_connect_accept_close(live_input):
     assert time.time_ns() - connect.time_ns < 120 * 10**9  # wall-clock time, not boot time
 
 
-PIPELINED = r"""
-import json, os, socket
+A_CONNECTION = r"""
+import json, os, socket, sys
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
 cli = socket.create_connection(srv.getsockname())
 conn, _ = srv.accept()
@@ -126,6 +126,13 @@ def recv(s, n):
     while len(got) < n:
         got += s.recv(n - len(got))
     return got
+def send(a, b, data):
+    a.sendall(data); recv(b, len(data))
+"""
+"""The scripts' start: a loopback connection (``cli`` to ``conn``), ``recv`` of exactly n bytes,
+and ``send`` of bytes from one end that the other reads whole."""
+
+PIPELINED = A_CONNECTION + r"""
 reqs = [b"GET /p1 HTTP/1.1\r\nHost: a\r\n\r\n", b"GET /p2 HTTP/1.1\r\nHost: a\r\n\r\n"]
 resps = [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"HTTP/1.1 404 Not Found\r\n\r\n"]
 # One request at a time, then two pipelined (each its own write and read), then one again.
@@ -163,18 +170,7 @@ def test_http_pairing_in_the_kernel_and_pipelining_handed_to_user_space(live_inp
         assert {e.peer_addr for e in side} == {"127.0.0.1"}
 
 
-IDLE = r"""
-import json, os, socket
-srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
-cli = socket.create_connection(srv.getsockname())
-conn, _ = srv.accept()
-def recv(s, n):
-    got = b""
-    while len(got) < n:
-        got += s.recv(n - len(got))
-    return got
-def send(a, b, data):
-    a.sendall(data); recv(b, len(data))
+IDLE = A_CONNECTION + r"""
 send(cli, conn, b"GET /a HTTP/1.1\r\n\r\n")
 send(conn, cli, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
 send(conn, cli, b"0123456789")  # the body in a write of its own: nothing waits, not HTTP
@@ -209,18 +205,7 @@ def test_an_idle_connection_s_next_request_is_read_once_and_other_bytes_leave_no
             [("GET", "/a", 200), ("GET", "/" + "x" * 200, 404)], direction
 
 
-BODY = r"""
-import json, os, socket, sys
-srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
-cli = socket.create_connection(srv.getsockname())
-conn, _ = srv.accept()
-def recv(s, n):
-    got = b""
-    while len(got) < n:
-        got += s.recv(n - len(got))
-    return got
-def send(a, b, data):
-    a.sendall(data); recv(b, len(data))
+BODY = A_CONNECTION + r"""
 send(cli, conn, b"GET /a HTTP/1.1\r\n\r\n")
 send(conn, cli, b"HTTP/1.1 200 OK\r\nContent-Length: 22\r\n\r\n")
 send(conn, cli, b"SECRET-BODY-0123456789")  # on its own, with nothing waiting
