@@ -358,6 +358,21 @@ def empty_programs_source() -> str:
 
 
 @contextlib.contextmanager
+def empty_programs():
+    """Empty programs on every tracepoint our probes attach to, loaded."""
+    sys.path.insert(0, str(ROOT))
+    from bcc import BPF
+
+    from inputs.ebpf.loader import QUIET_CFLAGS
+
+    programs = BPF(text=empty_programs_source(), cflags=QUIET_CFLAGS)
+    try:
+        yield programs
+    finally:
+        programs.cleanup()
+
+
+@contextlib.contextmanager
 def drained_probes():
     """The process, tcp and http probes loaded, their ring buffers drained by a thread that does
     nothing with the records: the kernel side of tracing alone."""
@@ -383,11 +398,6 @@ def drained_probes():
 
 
 def floor_runs(exchange: str, args) -> dict:
-    sys.path.insert(0, str(ROOT))
-    from bcc import BPF
-
-    from inputs.ebpf.loader import QUIET_CFLAGS
-
     def run(mode: str = "tcp") -> float:
         out = subprocess.run(["taskset", "-c", LOAD_CPU, exchange, str(args.floor_exchanges),
                               mode], capture_output=True, text=True, check=True)
@@ -398,11 +408,8 @@ def floor_runs(exchange: str, args) -> dict:
     for i in range(args.rounds):
         result["none"].append(run())
         result["pipe_none"].append(run("pipe"))
-        empty = BPF(text=empty_programs_source(), cflags=QUIET_CFLAGS)
-        try:
+        with empty_programs():
             result["empty"].append(run())
-        finally:
-            empty.cleanup()
         with drained_probes():
             result["ours"].append(run())
             result["pipe_ours"].append(run("pipe"))
@@ -419,43 +426,29 @@ def program_profile(exchange: str, args) -> dict:
     program (by name, summed over the probes that share one) its runs and run_time_ns per
     exchange, medians of the rounds. An empty program's time is what bpf_stats itself costs
     (two clock reads a run) and the call: ours minus it is the programs' own work."""
-    sys.path.insert(0, str(ROOT))
-    from bcc import BPF
-
-    from inputs.ebpf.loader import QUIET_CFLAGS
-
     n = args.floor_exchanges
 
-    def one(load) -> dict[str, tuple[float, float]]:
+    def one(load) -> dict[str, list[float]]:
         with load():
             before = bpf_programs()
             subprocess.run(["taskset", "-c", LOAD_CPU, exchange, str(n), "tcp"],
                            capture_output=True, check=True)
             after = bpf_programs()
-        per: dict[str, list[float]] = {}
+        per: dict[str, list[float]] = {}  # name -> [runs, ns] per exchange
         for pid, p in after.items():
             b = before.get(pid, {})
             runs = p.get("run_cnt", 0) - b.get("run_cnt", 0)
             if runs >= n:  # on the exchanges' path (others run now and then, for anyone)
-                name = p.get("name", str(pid))
-                ns = p.get("run_time_ns", 0) - b.get("run_time_ns", 0)
-                r, t = per.setdefault(name, [0.0, 0.0])
-                per[name] = [r + runs / n, t + ns / n]
-        return {k: (v[0], v[1]) for k, v in per.items()}
-
-    @contextlib.contextmanager
-    def empty():
-        programs = BPF(text=empty_programs_source(), cflags=QUIET_CFLAGS)
-        try:
-            yield
-        finally:
-            programs.cleanup()
+                acc = per.setdefault(p.get("name", str(pid)), [0.0, 0.0])
+                acc[0] += runs / n
+                acc[1] += (p.get("run_time_ns", 0) - b.get("run_time_ns", 0)) / n
+        return per
 
     rounds: dict[str, list[dict]] = {"empty": [], "ours": []}
     subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
     try:
         for _ in range(args.rounds):
-            rounds["empty"].append(one(empty))
+            rounds["empty"].append(one(empty_programs))
             rounds["ours"].append(one(drained_probes))
     finally:
         subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=True)
