@@ -17,6 +17,8 @@ from typing import Union
 
 import msgspec
 
+from common.fastpath import tagged
+
 # LogEvent.flags
 PIECE = 1
 """``data`` is one piece of a line longer than the input's maximum; ``piece`` numbers it."""
@@ -431,6 +433,24 @@ class BatchCodec:
             out += self._events.decode(_array_header(len(piece)) + b"".join(piece))
             between()
         return Batch(events=out, source=raw.source, seq=raw.seq, acks=raw.acks)
+
+    def decode_lines(self, data: bytes | memoryview, between: Callable[[], None]) -> Batch:
+        """A Batch whose LogEvents are decoded and whose other events are left as their
+        msgpack bytes (``msgspec.Raw``), for an output that renders those from their bytes
+        (outputs/ndjson.py): decoding them would be most of its work. Their bytes are checked
+        when they are rendered (a renderer that cannot take one decodes it, and msgspec raises
+        as ``decode`` would have). Needs the compiled module (common.fastpath.tagged)."""
+        raw = self._raw.decode(data)
+        events: list = raw.events
+        logs = tagged(events, b"log")
+        for start in range(0, len(logs), CODEC_PIECE):
+            piece = logs[start:start + CODEC_PIECE]
+            decoded = self._events.decode(_array_header(len(piece))
+                                          + b"".join([events[i] for i in piece]))
+            for i, ev in zip(piece, decoded):
+                events[i] = ev
+            between()
+        return Batch(events=events, source=raw.source, seq=raw.seq, acks=raw.acks)
 
 
 LOG_EVENT_BYTES = 64

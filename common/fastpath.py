@@ -11,11 +11,16 @@ from collections.abc import Callable
 
 render_lines: Callable[[bytes, bytes, int, bytes], bytes] | None
 """NDJSON of a run of plain lines (outputs/ndjson.py); None: not built, render them in Python."""
+render_events: Callable[[list, int, int, tuple, bytes, int], tuple[bytes, int]] | None
+"""NDJSON of events other than lines straight from their msgpack bytes (outputs/ndjson.py);
+None: not built, decode and render them in Python."""
+tagged: Callable[[list, bytes], list[int]] | None
+"""The indices of the events (msgpack bytes) of one tag (common.events.BatchCodec.decode_lines)."""
 
 try:
-    from common._speedups import count_lines, render_lines
+    from common._speedups import count_lines, render_events, render_lines, tagged
 except ImportError:  # not built
-    render_lines = None
+    render_lines = render_events = tagged = None
 
     def count_lines(data: bytes | bytearray | memoryview) -> int:
         """The newlines in ``data`` (any buffer, as the compiled one takes)."""
@@ -26,4 +31,4 @@ except ImportError:  # not built
 COMPILED = render_lines is not None
 """Whether the compiled module is there."""
 
-__all__ = ["COMPILED", "count_lines", "render_lines"]
+__all__ = ["COMPILED", "count_lines", "render_events", "render_lines", "tagged"]

@@ -11,16 +11,19 @@ take that way too: the bytes are the same either way (tests/outputs/test_ndjson_
 
 from __future__ import annotations
 
+import typing
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
 import msgspec
+import msgspec.inspect as mi
 
 from common.cpu import relax
-from common.events import FORMAT_ERROR, ONE_RECORD, ContainerRef, Event, LogEvent, ProcessInfo
-from common.fastpath import render_lines
-from common.identity import Identity, event_id, line_prefix
+from common.events import (FORMAT_ERROR, ONE_RECORD, ContainerRef, Event, LogEvent, LogWriteEvent,
+                           MetricEvent, ProcessInfo)
+from common.fastpath import render_events, render_lines
+from common.identity import INPUT_SHIFT, Identity, event_id, line_prefix
 from common.timefmt import rfc3339_ns
 from outputs.records import EventRecord, LineRun, line_run, view
 
@@ -30,6 +33,10 @@ between pieces (common.cpu.relax)."""
 FAST_PATH = render_lines is not None
 """Whether runs of plain lines are rendered by the compiled fast path (else in Python, into the
 same bytes)."""
+RAW_PATH = render_events is not None
+"""Whether events other than lines can be rendered from their msgpack bytes (``msgspec.Raw``,
+as ``BatchCodec.decode_lines`` leaves them) by the compiled fast path."""
+_ANY_EVENT = msgspec.msgpack.Decoder(Event)
 
 
 class PlainLine(msgspec.Struct, omit_defaults=True):
@@ -193,8 +200,72 @@ def plain(ev: LogEvent) -> bool:
     return True
 
 
+_K_INT, _K_STR, _K_BOOL, _K_NIL, _K_MAP, _K_ARRAY = 1, 2, 4, 8, 16, 32
+_K_ANY = 63
+"""What a msgpack value may be, as common/_speedups.c's ``render_events`` checks it."""
+
+
+def _kinds(t: mi.Type) -> int:
+    if isinstance(t, mi.UnionType):
+        k = 0
+        for u in t.types:
+            k |= _kinds(u)
+        return k
+    return {mi.IntType: _K_INT, mi.StrType: _K_STR, mi.BoolType: _K_BOOL, mi.NoneType: _K_NIL,
+            mi.DictType: _K_MAP, mi.StructType: _K_MAP, mi.ListType: _K_ARRAY,
+            mi.AnyType: _K_ANY}.get(type(t), 0)
+
+
+def _item_kinds(t: mi.Type) -> int:
+    """What a list's items or a dict's values may be (a struct's fields: not checked)."""
+    if isinstance(t, mi.UnionType):
+        k = 0
+        for u in t.types:
+            k |= _item_kinds(u)
+        return k or _K_ANY
+    if isinstance(t, mi.DictType):
+        return _kinds(t.value_type)
+    if isinstance(t, mi.ListType):
+        return _kinds(t.item_type)
+    return _K_ANY
+
+
+def compiled_shapes(host: str) -> tuple:
+    """What ``render_events`` needs to know of each event kind it renders, in the order of the
+    Python path's objects (``_Shape``): (tag, the msgpack array's items, where its time, seq
+    and process are (0: none), the JSON of ``host`` and ``type``, each item's key (None: the
+    tag, time, seq and process, placed apart), and two bytes per item: what msgpack kinds it
+    may be, and its list items or dict values (what msgspec would take; a value it would
+    not makes the compiled path hand the event back, and msgspec then says what is wrong).
+    Lines have their own path; a write to a log file (bytes) and a metric point (floats) are
+    left to Python: msgspec's JSON of those is not what the compiled path writes."""
+    shapes = []
+    for kind in typing.get_args(Event):
+        if kind in (LogEvent, LogWriteEvent, MetricEvent):
+            continue
+        info = mi.type_info(kind)
+        names = [f.name for f in info.fields]
+        tag = kind.__struct_config__.tag
+        keys = (None,) + tuple(None if n in ("time_ns", "seq", "process")
+                               else b',"' + n.encode() + b'":' for n in names)
+        kinds = bytes([_K_STR, 0]) + b"".join(bytes([_kinds(f.type), _item_kinds(f.type)])
+                                              for f in info.fields)
+        at = {n: i + 1 for i, n in enumerate(names)}
+        shapes.append((tag.encode(), len(names) + 1, at["time_ns"], at.get("seq", 0),
+                       at.get("process", 0), b',"host":' + msgspec.json.encode(host)
+                       + b',"type":' + msgspec.json.encode(tag), keys, kinds))
+    return tuple(shapes)
+
+
 class Renderer:
-    """Renders a batch's events as bytes: NDJSON (one object per line) or a human text form."""
+    """Renders a batch's events as bytes: NDJSON (one object per line) or a human text form.
+
+    Events may come as their msgpack bytes (``msgspec.Raw``: what ``BatchCodec.decode_lines``
+    leaves of a batch but its lines) when ``takes_raw``: NDJSON with the compiled module. Those
+    go from their bytes to NDJSON with no Python object (``render_events``), the same bytes as
+    decoding and rendering them here (tests/outputs/test_ndjson_fast.py); one it does not take
+    (a float, bytes, a kind it does not know) is decoded and rendered here, and bytes that do
+    not decode raise msgspec's errors as decoding the batch would have."""
 
     def __init__(self, *, fmt: str, host: str, identity: Identity | None = None,
                  fast: bool = FAST_PATH) -> None:
@@ -204,6 +275,11 @@ class Renderer:
         self._encoder = msgspec.json.Encoder()
         self._fast = fast and FAST_PATH
         self._host_json = b',"host":' + msgspec.json.encode(host) + b',"path":'
+        self.takes_raw = self._fast and RAW_PATH and fmt == "ndjson"
+        """Whether ``render`` takes events as their msgpack bytes."""
+        self._shapes = compiled_shapes(host) if self.takes_raw else ()
+        self._id_prefix = b"" if identity is None else \
+            msgspec.json.encode(f"{identity.agent}.{identity.session}-")[1:-1]
 
     def render(self, events: list[Event]) -> bytes:
         if self.fmt != "ndjson":
@@ -212,9 +288,20 @@ class Renderer:
             return self._encoder.encode_lines(records(events, self.host, self.identity))
         out: list[bytes] = []
         rest: list[Event] = []  # what the fast path does not take, in order, since the last run
+        raws: list[msgspec.Raw] = []  # events as their bytes, in order, since the last run
         agent = self.identity.agent if self.identity is not None else ""
         encode = msgspec.json.encode
         for ev in events:
+            if type(ev) is msgspec.Raw:
+                if rest:
+                    out.append(self._encoder.encode_lines(records(rest, self.host,
+                                                                  self.identity)))
+                    rest = []
+                raws.append(ev)
+                continue
+            if raws:
+                self._render_raw(raws, out)
+                raws = []
             if type(ev) is not LogEvent or not plain(ev):
                 rest.append(ev)
                 if len(rest) >= RENDER_PIECE:
@@ -231,9 +318,26 @@ class Renderer:
                 + encode(ev.path) + b',"offset":'
             prefix = line_prefix(agent, ev.fid).encode()
             out.append(render_lines(head, ev.data, ev.offset, prefix))
+        if raws:
+            self._render_raw(raws, out)
         if rest:
             out.append(self._encoder.encode_lines(records(rest, self.host, self.identity)))
         return out[0] if len(out) == 1 else b"".join(out)
+
+    def _render_raw(self, raws: list[msgspec.Raw], out: list[bytes]) -> None:
+        """Events as their msgpack bytes, RENDER_PIECE at a time; one the compiled path does not
+        take is decoded (msgspec raises for bytes that are not an event) and rendered here."""
+        i, n = 0, len(raws)
+        while i < n:
+            stop = min(n, i + RENDER_PIECE)
+            data, i = render_events(raws, i, stop, self._shapes, self._id_prefix, INPUT_SHIFT)
+            if data:
+                out.append(data)
+            if i < stop:  # it stopped at one it does not take
+                ev = _ANY_EVENT.decode(raws[i])
+                out.append(self._encoder.encode_lines(records([ev], self.host, self.identity)))
+                i += 1
+            relax()
 
 
 def text_lines(items: list[LineRun | EventRecord], host: str) -> list[str]:

@@ -82,6 +82,9 @@ class OutputRunner:
             dead_letters = DeadLetters(directory=directory_of(state_dir), output=ctx.name)
         self.dead_letters = dead_letters
         self.poison_after = max(1, poison_after)
+        self.raw = bool(getattr(sink, "takes_raw", False))
+        """The sink renders events other than lines from their bytes (outputs/ndjson.py): they
+        are not decoded here (``BatchCodec.decode_lines``)."""
         self._said_dead = False
         self.trim = IdleTrim()
 
@@ -99,7 +102,8 @@ class OutputRunner:
                 except Closed:
                     return
                 try:
-                    batch = self.codec.decode_in_pieces(message, relax)
+                    batch = self.codec.decode_lines(message, relax) if self.raw \
+                        else self.codec.decode_in_pieces(message, relax)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     self.set_aside(message, "undecodable", exc, None)
                     self.consumer.commit()
@@ -126,6 +130,11 @@ class OutputRunner:
                 verdict = self.sink.send(batch)
             except (SinkClosed, BootError):
                 raise
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                # an event left as bytes (self.raw) did not decode when it was rendered: what
+                # decoding the whole batch would have found
+                self.set_aside(message, "undecodable", exc, None)
+                return
             except Exception as exc:  # noqa: BLE001 - a poison batch, or a bug: set it aside
                 raised += 1
                 if raised >= self.poison_after:

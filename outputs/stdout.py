@@ -35,6 +35,8 @@ class StdoutSink:
                  ) -> None:
         self.fd = fd
         self.renderer = Renderer(fmt=fmt, host=host, identity=identity)
+        self.takes_raw = self.renderer.takes_raw
+        """Events other than lines may come as their msgpack bytes (outputs/runner.py)."""
 
     def send(self, batch: Batch) -> Verdict:
         self.write(self.renderer.render(batch.events))

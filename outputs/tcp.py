@@ -78,16 +78,22 @@ def build(ctx: Context[TcpOutputConfig]) -> OutputRunner:
     if cfg.framing == "ndjson-acked":
         from outputs.acked import AckedSink  # it builds on TcpSink, below
 
+        renderer = Renderer(fmt="ndjson", host=ctx.host, identity=ctx.identity)
         sink = AckedSink(
             name=f"tcp {format_address(host, port)} (acknowledged)", host=host, port=port,
-            encode=Renderer(fmt="ndjson", host=ctx.host, identity=ctx.identity).render, tls=tls,
+            encode=renderer.render, takes_raw=renderer.takes_raw, tls=tls,
             server_name=cfg.tls_server_name or host, token=token,
             connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout, log=ctx.log)
         return OutputRunner(ctx, sink, backoff=Backoff(maximum=cfg.backoff_max))
+    if cfg.framing == "ndjson":  # its renderer takes events as their bytes (outputs/runner.py)
+        renderer = Renderer(fmt="ndjson", host=ctx.host, identity=ctx.identity)
+        encode, takes_raw = renderer.render, renderer.takes_raw
+    else:
+        encode, takes_raw = encoder(framing=cfg.framing, host=ctx.host, facility=cfg.facility,
+                                    app_name=cfg.app_name, identity=ctx.identity), False
     sink = TcpSink(
-        name=f"tcp {format_address(host, port)}", host=host, port=port,
-        encode=encoder(framing=cfg.framing, host=ctx.host, facility=cfg.facility,
-                       app_name=cfg.app_name, identity=ctx.identity),
+        name=f"tcp {format_address(host, port)}", host=host, port=port, encode=encode,
+        takes_raw=takes_raw,
         tls=tls, server_name=cfg.tls_server_name or host, token=token,
         connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout,
         replay_bytes=cfg.replay_bytes, log=ctx.log)
@@ -121,8 +127,11 @@ class TcpSink:
                  server_name: str = "", token: str = "", connect_timeout: float = 5.0,
                  write_timeout: float = 10.0, replay_bytes: int = 8 << 20,
                  count_lines: Callable[[list[Event]], int] | None = None,
-                 log: logging.Logger | None = None) -> None:
+                 takes_raw: bool = False, log: logging.Logger | None = None) -> None:
         self.name = name
+        self.takes_raw = takes_raw
+        """``encode`` takes events other than lines as their msgpack bytes (outputs/runner.py,
+        outputs/ndjson.py): an NDJSON renderer's."""
         self.host = host
         self.port = port
         self.encode = encode

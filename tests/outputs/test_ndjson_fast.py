@@ -1,17 +1,21 @@
-"""The NDJSON renderer's compiled fast path (common/_speedups.c) against the Python path: the same
+"""The NDJSON renderer's compiled fast paths (common/_speedups.c) against the Python path: the same
 bytes for any batch, whatever its lines hold (quotes, backslashes, control bytes, non-ASCII,
-invalid UTF-8) and whatever its runs carry (flags, writers, joins, ids); and which runs it takes."""
+invalid UTF-8) and whatever its runs carry (flags, writers, joins, ids); and which runs it takes.
+Likewise events other than lines rendered from their msgpack bytes (``render_events``), of every
+kind, against decoding and rendering them in Python."""
 
 from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from common.events import (FORMAT_ERROR, PIECE, UNTERMINATED, HttpEvent, LineJoin, LogEvent,
-                           ProcessInfo)
-from common.identity import Identity
+from common.events import (FORMAT_ERROR, PIECE, UNTERMINATED, Batch, BatchCodec, ConnEvent,
+                           EtwEvent, HttpEvent, LineJoin, LogEvent, LogWriteEvent, LossEvent,
+                           MetricEvent, ProcessEvent, ProcessInfo, SpanEvent)
+from common.identity import Identity, event_seq
 from outputs import ndjson
 from outputs.ndjson import FAST_PATH, Renderer, plain
 
@@ -93,4 +97,113 @@ def test_any_batch_renders_the_same_bytes_both_ways(runs, host, path):
     events = [ev(b"".join(x + b"\n" for x in ls), offset=off, fid=fid, path=path)
               for ls, off, fid in runs]
     fast, slow = both(events, host=host)
+    assert fast == slow
+
+
+# --- events other than lines, rendered from their msgpack bytes (BatchCodec.decode_lines) ------
+
+CODEC = BatchCodec()
+PROC = ProcessInfo(pid=1234, ppid=1, comm="nginx", exe="/usr/sbin/nginx",
+                   cmdline=["nginx: worker \"process\"", "é\t"], uid=33, start_ns=5, how="event")
+
+
+def as_bytes(events):
+    """The batch as an output reads it when its renderer takes events as their bytes: lines
+    decoded, the others msgspec.Raw."""
+    batch = CODEC.decode_lines(CODEC.encode(Batch(events=events)), lambda: None)
+    assert [type(e) is LogEvent for e in batch.events] == [type(e) is LogEvent for e in events]
+    return batch.events
+
+
+def from_bytes_and_decoded(events, identity=ID, host="web-1"):
+    fast = Renderer(fmt="ndjson", host=host, identity=identity).render(as_bytes(events))
+    slow = Renderer(fmt="ndjson", host=host, identity=identity, fast=False).render(events)
+    return fast, slow
+
+
+def every_kind() -> list:
+    seq = event_seq(2, 77, 5)
+    return [
+        SpanEvent(1_700_000_001_000_000_000, 1_700_000_001_000_000_500, "a" * 32, "b" * 16,
+                  "c" * 16, "client", "GET", True,
+                  {"url.path": "/漢?q=\"x\"\\", "http.response.status_code": 503, "neg": -40000,
+                   "big": 2**64 - 1, "small": -2**63, "ctl": "\x00\x1f\x7f"},
+                  {"service.name": "nginx", "process.pid": 1234}, "k=v", "connection"),
+        HttpEvent(1_700_000_000_123_456_789, 1234, 1235, "nginx", 10, "server", "GET",
+                  "/ok?a=\x01b", 200, 40000, "127.0.0.1", 40001, "HTTP/1.1", PROC, 987,
+                  seq=seq, headers_cut=True, weight=4),
+        ProcessEvent("exec", 1_699_999_999_999_999_999, 42, 1, 42, 0, "sh", "/bin/sh",
+                     ["sh", "-c", "échec"], exit_code=None, process=PROC, seq=seq + 1),
+        ProcessEvent("exit", 5, 42, exit_code=-9),
+        ConnEvent("accept", 1_700_000_000_000_000_000, 42, 43, "nginx", 6, "::1", 8080,
+                  "::1", 50000, process=PROC),
+        LossEvent(0, "input ebpf", "ring buffer http", 3, seq=seq + 2),
+        EtwEvent(1_700_000_000_000_000_000, "prov", 7, fields={"a": 1, "b": "x", "c": True,
+                                                               "d": None}),
+    ]
+
+
+def test_every_kind_renders_from_its_bytes_as_the_python_path_does():
+    events = every_kind()
+    for identity in (ID, None):
+        fast, slow = from_bytes_and_decoded(events, identity)
+        assert fast == slow
+    rows = [json.loads(x) for x in fast.splitlines()]
+    assert [r["type"] for r in rows] == ["span", "http", "process", "process", "conn", "loss",
+                                         "etw"]
+    assert rows[0]["attrs"]["url.path"] == "/漢?q=\"x\"\\" and rows[0]["attrs"]["big"] == 2**64 - 1
+    assert rows[1]["process"]["cmdline"] == ["nginx: worker \"process\"", "é\t"]
+
+
+def test_events_from_bytes_go_through_the_compiled_renderer(monkeypatch):
+    taken = []
+    real = ndjson.render_events
+
+    def spy(raws, start, stop, *rest):
+        data, nxt = real(raws, start, stop, *rest)
+        taken.append(nxt - start)
+        return data, nxt
+
+    monkeypatch.setattr(ndjson, "render_events", spy)
+    events = every_kind()
+    Renderer(fmt="ndjson", host="h", identity=ID).render(as_bytes(events))
+    assert sum(taken) == len(events)  # every one in C: none decoded
+
+
+def test_what_the_compiled_renderer_does_not_take_is_decoded_in_order():
+    metric = MetricEvent(name="http.server.request.duration", time_ns=1_700_000_000_000_000_000,
+                         start_ns=5, attrs={"service.name": "x"}, count=2, sum=0.25)
+    write = LogWriteEvent(5, 1, 1, 3, 1, 2, 4, b"\xffhead", 7)
+    events = [every_kind()[0], metric, ev(b"a\nb\n"), write, every_kind()[1]]
+    fast, slow = from_bytes_and_decoded(events)
+    assert fast == slow
+    assert [json.loads(x).get("type", "line") for x in fast.splitlines()] == [
+        "span", "metric", "line", "line", "logwrite", "http"]
+
+
+def test_an_event_whose_bytes_do_not_decode_raises_as_decoding_would():
+    # a span whose time is text: msgspec rejects it; the compiled path hands it back
+    bad = msgspec.msgpack.encode(["span", "noon", 2, "a" * 32, "b" * 16, "", "server", "",
+                                  False, {}, {}, "", ""])
+    good = as_bytes(every_kind()[:1])
+    with pytest.raises(msgspec.ValidationError):
+        Renderer(fmt="ndjson", host="h").render(good + [msgspec.Raw(bad)])
+    with pytest.raises(msgspec.DecodeError):
+        Renderer(fmt="ndjson", host="h").render([msgspec.Raw(b"\x9d\xa4span\xcb")])
+
+
+attr_values = st.one_of(st.integers(-2**63, 2**64 - 1), st.text(max_size=12))
+
+
+@settings(max_examples=300, deadline=None)
+@given(spans=st.lists(st.tuples(st.integers(0, 2**63 - 1), st.text(max_size=16),
+                                st.dictionaries(st.text(max_size=8), attr_values, max_size=5),
+                                st.booleans()), min_size=1, max_size=6),
+       host=st.text(max_size=10), with_lines=st.booleans())
+def test_any_span_renders_from_its_bytes_as_the_python_path_does(spans, host, with_lines):
+    events = [SpanEvent(t, t + 1, "a" * 32, "b" * 16, name=name, error=err, attrs=attrs,
+                        resource={"service.name": name}) for t, name, attrs, err in spans]
+    if with_lines:
+        events.insert(1, ev(b"line\n"))
+    fast, slow = from_bytes_and_decoded(events, host=host)
     assert fast == slow

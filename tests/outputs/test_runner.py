@@ -13,6 +13,7 @@ import threading
 import time
 
 import grpc
+import msgspec
 import pytest
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 
@@ -115,9 +116,12 @@ class Rig:
         self.board.destroy()
 
 
-def tcp_sink(port: int, encode=None) -> TcpSink:
+def tcp_sink(port: int, encode=None, *, raw: bool = False) -> TcpSink:
+    """raw: events other than lines come to the renderer as their bytes (as outputs/tcp.py's
+    build sets it up for NDJSON)."""
+    renderer = Renderer(fmt="ndjson", host="h")
     return TcpSink(name=f"tcp 127.0.0.1:{port}", host="127.0.0.1", port=port,
-                   encode=encode or Renderer(fmt="ndjson", host="h").render,
+                   encode=encode or renderer.render, takes_raw=raw and renderer.takes_raw,
                    connect_timeout=2, write_timeout=2)
 
 
@@ -250,6 +254,34 @@ def test_an_undecodable_message_is_set_aside_and_the_next_batch_delivered(tmp_pa
     assert deadletter.message_of(entry) == garbage and entry.bytes == len(garbage)
     assert entry.events is None and ("DecodeError" in entry.error or "ValidationError" in entry.error)
     assert entry.time.startswith(time.strftime("%Y-%m-%dT", time.gmtime()))
+
+
+def test_an_event_that_does_not_decode_when_rendered_from_its_bytes_sets_its_batch_aside(
+        tmp_path, caplog):
+    # A TCP output renders events other than lines from their msgpack bytes (not decoded by
+    # the runner): one whose bytes msgspec rejects sets its batch aside as undecodable, at
+    # once, as decoding the batch would have; the next batch goes.
+    rx = Receiver()
+    sink = tcp_sink(rx.port, raw=True)
+    assert sink.takes_raw
+    rig = Rig(tmp_path, sink)
+    span = ["span", 1, 2, "a" * 32, "b" * 16, "", "server", "GET", False, {}, {}, "", ""]
+    bad = CODEC.encode(Batch(events=[], acks=[(0, 1)]))
+    # the batch with one span whose end is text: a Batch's bytes, the span's spliced in
+    poison = bad[:1] + b"\x91" + msgspec.msgpack.encode(span[:2] + ["later"] + span[3:]) + bad[2:]
+    try:
+        rig.producer.put(poison)
+        rig.put(2, "after the poison")
+        wait_for(lambda: rig.acked() == 2, what="the good batch acknowledged")
+        wait_for(lambda: len(rx.lines) == 1, what="the good line")
+    finally:
+        rig.close()
+        rx.close()
+    assert rig.error is None and lines_of(rx) == ["after the poison"]
+    assert rig.runner.stats.batches_dead == 1 and rig.committed() == 2
+    (entry,) = deadletter.read(rig.dead.path)
+    assert entry.reason == "undecodable" and "ValidationError" in entry.error
+    assert deadletter.message_of(entry) == poison
 
 
 def test_a_batch_the_sink_raises_on_is_set_aside_after_a_few_attempts(tmp_path, caplog):
