@@ -349,6 +349,11 @@ Event = Union[LogEvent, ProcessEvent, ConnEvent, HttpEvent, LossEvent, EtwEvent,
               SpanEvent, LogWriteEvent]
 
 
+NUMBERED = (ProcessEvent, ConnEvent, HttpEvent, LossEvent, EtwEvent)
+"""The events that get a record id of their own from the pipeline (``seq``; log lines have
+theirs from their offsets)."""
+
+
 class Batch(msgspec.Struct, array_like=True):
     """One queue message: the events a producer hands on in one go, in order."""
 

@@ -16,13 +16,15 @@ import time
 
 import msgspec
 
-from common.events import (NAMES_PID, ONE_RECORD, ConnEvent, ContainerRef, Event, HttpEvent, LogEvent,
-                           ProcessEvent)
+from common.events import (NAMES_PID, NUMBERED, ONE_RECORD, ConnEvent, ContainerRef, Event,
+                           HttpEvent, LogEvent, ProcessEvent)
+from common.identity import event_seq
 from pipeline.containers import from_log_path
 from pipeline.proctable import ProcessTable
 from pipeline.writers import WriterCache
 
 _replace = msgspec.structs.replace
+_NUMBERED = frozenset(NUMBERED)
 _SYSLOG_PID = re.compile(rb"^(?:\S+ +){0,6}?[\w./@-]+\[(\d{1,9})\]: ")
 
 
@@ -33,22 +35,35 @@ class Enricher:
         self.containers: dict[str, ContainerRef | None] = {}
         self.enriched = 0
 
-    def enrich(self, events: list[Event], now: float | None = None) -> list[Event]:
+    def enrich(self, events: list[Event], now: float | None = None, *,
+               number: tuple[int, int] | None = None) -> list[Event]:
+        """The events with their processes. ``number``: (input index, message seq): also give
+        each event that no file holds its sequence for a record id (as
+        ``pipeline.runner.number_events`` does), in the same copy of it."""
         now = time.monotonic() if now is None else now
-        keys = {(e.dev, e.ino) for e in events if isinstance(e, LogEvent)}
+        keys = {(e.dev, e.ino) for e in events if type(e) is LogEvent}
         writers = self.writers.writers(keys, now) if keys else {}
+        base = event_seq(number[0], number[1], 0) if number is not None else 0
         out: list[Event] = []
-        for ev in events:
-            if isinstance(ev, LogEvent):
+        append = out.append
+        lookup = self.table.lookup
+        for i, ev in enumerate(events):
+            kind = type(ev)
+            if kind is LogEvent:
                 out += self._log(ev, writers.get((ev.dev, ev.ino), ()), now)
-            elif isinstance(ev, ProcessEvent):
+                continue
+            if kind is HttpEvent or kind is ConnEvent:
+                proc = lookup(ev.pid, now=now)
+            elif kind is ProcessEvent:
                 proc = self.table.apply(ev, now)
-                out.append(_replace(ev, process=proc.info("event")) if proc else ev)
-            elif isinstance(ev, (ConnEvent, HttpEvent)):
-                proc = self.table.lookup(ev.pid, now=now)
-                out.append(_replace(ev, process=proc.info("event")) if proc else ev)
             else:
-                out.append(ev)
+                proc = None
+            seq = base | i if base and kind in _NUMBERED and not ev.seq else 0
+            if proc is not None:
+                append(_replace(ev, process=proc.info("event"), seq=seq) if seq
+                       else _replace(ev, process=proc.info("event")))
+            else:
+                append(_replace(ev, seq=seq) if seq else ev)
         self.enriched += len(out)
         return out
 

@@ -24,8 +24,7 @@ import msgspec
 
 from common.component import BootError, Context
 from common.cpu import relax
-from common.events import (Batch, BatchCodec, ConnEvent, EtwEvent, Event, HttpEvent, LogEvent,
-                           LogWriteEvent, LossEvent, ProcessEvent)
+from common.events import NUMBERED, Batch, BatchCodec, Event, HttpEvent, LogEvent, LogWriteEvent
 from common.identity import event_seq
 from common.memory import IdleTrim
 from common.shmqueue import Closed, Empty, Full, wait_any
@@ -39,8 +38,6 @@ from pipeline.spans import SpanBuilder
 from pipeline.writers import WriterCache
 
 _replace = msgspec.structs.replace
-_NUMBERED = (ProcessEvent, ConnEvent, HttpEvent, LossEvent, EtwEvent)
-"""The events that get a record id of their own (log lines have theirs from their offsets)."""
 MESSAGES_PER_TURN = 8
 """Messages taken from one input queue before the next gets its turn."""
 METRIC_POINTS_PER_BATCH = 5000
@@ -74,7 +71,7 @@ def number_events(events: list[Event], input_index: int, message_seq: int) -> li
     if all(type(ev) is LogEvent for ev in events):
         return events
     return [_replace(ev, seq=event_seq(input_index, message_seq, i))
-            if type(ev) in _NUMBERED and not ev.seq else ev for i, ev in enumerate(events)]
+            if type(ev) in NUMBERED and not ev.seq else ev for i, ev in enumerate(events)]
 
 
 class Pipeline:
@@ -135,12 +132,13 @@ class Pipeline:
                     if batch.seq:
                         self.handed_on[index[id(c)]] = batch.seq
                     events = batch.events
-                    if batch.seq:
-                        events = number_events(events, index[id(c)], batch.seq)
-                    if self.enricher is not None:
+                    if self.enricher is not None:  # numbered in the same copy of each event
                         if time.monotonic() >= self.next_poll:
                             self.poll_processes()
-                        events = self.enricher.enrich(events)
+                        events = self.enricher.enrich(
+                            events, number=(index[id(c)], batch.seq) if batch.seq else None)
+                    elif batch.seq:
+                        events = number_events(events, index[id(c)], batch.seq)
                     if self.metrics is not None:
                         self.metrics.observe(events)
                     now = time.monotonic()

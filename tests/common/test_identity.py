@@ -8,12 +8,15 @@ import os
 
 import pytest
 
-from common.events import LogEvent, ProcessEvent
+from common.events import ConnEvent, HttpEvent, LogEvent, LossEvent, ProcessEvent, SpanEvent
 from common.identity import (IdentityError, agent_id, event_id, event_seq, file_id,
                              load_identity, position_of, source_of)
 from outputs.ndjson import Renderer, line_records
 from outputs.records import line_run
+from pipeline.enrich import Enricher
+from pipeline.proctable import ProcessTable
 from pipeline.runner import number_events
+from pipeline.writers import WriterCache
 
 
 def log_records(ev, host, agent=""):
@@ -153,3 +156,29 @@ def test_a_read_only_state_dir_cannot_keep_an_id_and_says_so(tmp_path):
         subprocess.run(["umount", str(ro)], check=True)
     a, b = ephemeral_identity(), ephemeral_identity()
     assert a.agent != b.agent and len(a.agent) == 16 and int(a.agent, 16) >= 0
+
+
+def test_enrichment_numbers_events_as_number_events_does():
+    # The pipeline numbers events in the copy enrichment makes of them (one copy, not two):
+    # the same seqs, a process where the table has one, a log run and a numbered event as they
+    # were.
+    table = ProcessTable()
+    table.rundown()
+    enricher = Enricher(table, WriterCache(refresh=1.0))
+    me = os.getpid()
+    evs = [HttpEvent(time_ns=1, pid=me, tid=me, comm="py", fd=3, direction="server",
+                     method="GET", path="/"),
+           _ev(b"x\n"),
+           ConnEvent(kind="accept", time_ns=2, pid=2**22 + 7),  # no such process
+           LossEvent(time_ns=3, source="input ebpf", what="ring buffer", count=1),
+           ProcessEvent(kind="exec", time_ns=4, pid=5, seq=99),  # numbered already
+           SpanEvent(time_ns=5, end_ns=6, trace_id="a" * 32, span_id="b" * 16)]
+    enriched = enricher.enrich(evs, number=(2, 41))
+    numbered = number_events(evs, 2, 41)
+    assert [getattr(e, "seq", None) for e in enriched] == \
+        [getattr(e, "seq", None) for e in numbered] == \
+        [event_seq(2, 41, 0), None, event_seq(2, 41, 2), event_seq(2, 41, 3), 99, None]
+    assert enriched[0].process is not None and enriched[0].process.pid == me
+    assert enriched[2].process is None
+    assert enriched[1] is evs[1] and enriched[5] is evs[5]
+    assert [e.seq for e in enricher.enrich(evs[:1])] == [0]  # no message seq: not numbered
