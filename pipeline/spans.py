@@ -79,11 +79,6 @@ class _Span(msgspec.Struct, gc=False, eq=False):
         return self.start <= other.start and other.end <= self.end
 
 
-def _new_span(ev: HttpEvent, now: float) -> _Span:
-    start = ev.boot_ns or ev.time_ns
-    return _Span(ev, new_span_id(), start, start + ev.duration_ns, now)
-
-
 class SpanBuilder:
     """Feed it the pipeline's events (``observe``), call ``expire`` on a timer; both return the
     SpanEvents ready to go."""
@@ -165,62 +160,82 @@ class SpanBuilder:
                 self.servers.popitem(last=False)
 
     def _exchange(self, ev: HttpEvent, now: float, out: list[SpanEvent]) -> None:
-        s = _new_span(ev, now)
+        # The hot path, one exchange at a time: the parent rules and _send's common case are
+        # written out in place (a call costs as much as a few lines here).
+        start = ev.boot_ns or ev.time_ns
+        s = _Span(ev, new_span_id(), start, start + ev.duration_ns, now)
         self.stats["spans"] += 1
         pid, fd = ev.pid, ev.fd
         conn_key = (pid, fd)
-        s.local = self.conns.get(conn_key)
+        s.local = local = self.conns.get(conn_key)
         exchanges = self.exchanges
-        exchanges[(pid, fd, s.start)] = s
+        exchanges[(pid, fd, start)] = s
         if len(exchanges) > 65536:
             exchanges.popitem(last=False)
-        if ev.direction == "server":
+        server = ev.direction == "server"
+        if server:
             key = (pid, ev.tid)
-            self._remember(self.by_thread, key, s)
-            want = ("thread", pid, ev.tid)
+            index = self.by_thread
         else:
             key = conn_key
-            self._remember(self.by_conn, key, s)
-            want = ("conn", pid, fd)
+            index = self.by_conn
+        q = index.get(key)
+        if q is None:
+            q = self._new_queue(index, key)
+        q.append(s)
         if self.waiting:  # is this span the parent some waiting span wants?
-            self._adopt(want, s)
-        self._place(s, now, out)
-        if s.trace_id:
-            self._send(s, out)
+            self._adopt(("thread", pid, ev.tid) if server else ("conn", pid, fd), s)
+        # Its parent, in the rules' order (the module's docstring).
+        if ev.traceparent and self._traced(s):
+            pass
+        elif server:
+            client = self.connectors.get((local[2], local[3], local[0], local[1])) \
+                if local else None
+            if client is None:
+                s.trace_id = new_trace_id()
+            else:
+                self._wait_or_join(s, ("conn",) + client, self.by_conn.get(client),
+                                   "connection", now)
+        elif pid in self.servers:
+            self._wait_or_join(s, ("thread", pid, ev.tid), self.by_thread.get((pid, ev.tid)),
+                               "thread", now)
         else:
+            s.trace_id = new_trace_id()
+        if not s.trace_id:
             self._waits.append(s)
+        elif s.children or s.sent:
+            self._send(s, out)
+        else:  # _send's common case: nothing waited for it
+            s.sent = True
+            if self.pending:
+                self.pending.pop(id(s), None)
+            self.stats[s.how or "roots"] += 1
+            out.append(self._event(s))
         if self._ready or len(self.pending) > self.max_pending:
             self._trim(out)
 
-    def _place(self, s: _Span, now: float, out: list[SpanEvent]) -> None:
+    @staticmethod
+    def _traced(s: _Span) -> bool:
+        """Rule 1: the request's traceparent, when valid, gives the span its trace (and, on the
+        server side, its parent); whether it did."""
         ev = s.ev
-        if ev.traceparent:
-            parent = parse_traceparent(ev.traceparent)
-            if parent is not None:
-                s.trace_id, s.how, s.tracestate = parent.trace_id, "traceparent", ev.tracestate
-                if ev.direction == "server":
-                    s.parent = parent.span_id
-                else:  # the header names this very exchange: the caller made its id for it
-                    s.span_id = parent.span_id
-                return
+        parent = parse_traceparent(ev.traceparent)
+        if parent is None:
+            return False
+        s.trace_id, s.how, s.tracestate = parent.trace_id, "traceparent", ev.tracestate
         if ev.direction == "server":
-            conn = s.local  # this connection's (local, peer) ends
-            client = self.connectors.get((conn[2], conn[3], conn[0], conn[1])) if conn else None
-            if client is not None:
-                self._wait_or_join(s, ("conn",) + client, self.by_conn.get(client), "connection",
-                                   now)
-                return
-        elif ev.pid in self.servers:
-            self._wait_or_join(s, ("thread", ev.pid, ev.tid),
-                               self.by_thread.get((ev.pid, ev.tid)), "thread", now)
-            return
-        s.trace_id = new_trace_id()
+            s.parent = parent.span_id
+        else:  # the header names this very exchange: the caller made its id for it
+            s.span_id = parent.span_id
+        return True
 
     def _wait_or_join(self, s: _Span, want: tuple, candidates, how: str, now: float) -> None:
-        for p in reversed(candidates or ()):
-            if p is not s and p.holds(s):
-                self._link(p, s, how)
-                return
+        if candidates:
+            start, end = s.start, s.end
+            for p in reversed(candidates):
+                if p.start <= start and end <= p.end and p is not s:  # p.holds(s)
+                    self._link(p, s, how)
+                    return
         s.want = want
         s.how = how
         s.deadline = now + self.hold
@@ -257,14 +272,14 @@ class SpanBuilder:
         else:
             del self.waiting[want]
 
-    def _remember(self, index: dict, key: tuple, s: _Span) -> None:
-        q = index.get(key)
-        if q is None:
-            q = index[key] = deque(maxlen=MAX_PER_KEY)
-            if len(index) > 65536:
-                for k in list(index)[:1024]:
-                    del index[k]
-        q.append(s)
+    @staticmethod
+    def _new_queue(index: dict, key: tuple) -> deque[_Span]:
+        """The recent spans of a new thread or connection (the oldest keys go past 65,536)."""
+        q = index[key] = deque(maxlen=MAX_PER_KEY)
+        if len(index) > 65536:
+            for k in list(index)[:1024]:
+                del index[k]
+        return q
 
     # --- output --------------------------------------------------------------------------------
 
