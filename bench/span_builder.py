@@ -3,8 +3,10 @@ the rest of the pipeline: the exchanges of bench/ebpf_userspace.py's load as Htt
 load generator's client exchange on each of 32 connections to nginx, and nginx's server
 exchange on the accepted end: every server span finds its parent by the connection rule),
 fed in pieces of 256 as the pipeline feeds them. Median of the rounds, µs per exchange.
+Spans as the pipeline makes them (their msgpack bytes, with the compiled module), or with
+``--objects`` as SpanEvents.
 
-    .venv/bin/python bench/span_builder.py [--requests 20000] [--rounds 5]
+    .venv/bin/python bench/span_builder.py [--requests 20000] [--rounds 5] [--objects]
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.events import ConnEvent, HttpEvent, ProcessInfo  # noqa: E402
-from pipeline.spans import SpanBuilder  # noqa: E402
+from pipeline.spans import PACKED, SpanBuilder  # noqa: E402
 
 CONNECTIONS = 32
 SERVER = ProcessInfo(pid=100, comm="nginx", exe="/usr/sbin/nginx", cmdline=["nginx"], start_ns=1,
@@ -50,20 +52,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--objects", action="store_true", help="SpanEvents, not their bytes")
     args = ap.parse_args()
     evs = events(args.requests)
     gc.collect()
     gc.freeze()  # as agent/child.py does before a component runs
     results = []
     for _ in range(args.rounds):
-        builder = SpanBuilder()
+        builder = SpanBuilder(packed=not args.objects)
         t0 = time.process_time()
         spans = 0
         for i in range(0, len(evs), 256):
             spans += len(builder.observe(evs[i:i + 256], 0.0))
         results.append((time.process_time() - t0) / (2 * args.requests) * 1e6)
         assert spans == 2 * args.requests, spans
-    print(f"SpanBuilder.observe: {statistics.median(results):.2f} µs per exchange "
+    made = "SpanEvents" if args.objects or not PACKED else "their bytes"
+    print(f"SpanBuilder.observe ({made}): {statistics.median(results):.2f} µs per exchange "
           f"({min(results):.2f}-{max(results):.2f}), {args.rounds} rounds of "
           f"{2 * args.requests} exchanges")
 

@@ -39,6 +39,14 @@
  * and the caller's decoding says why; the fields of a nested struct (the process) are not
  * checked one by one. A time before year 1000 or after 9999 is handed back too.
  *
+ *   pack_span(values, places, trace_id, span_id, parent, tracestate, how, local, resource,
+ *             head, keys) -> bytes | None
+ *
+ * An HTTP exchange's span as the pipeline sends it (pipeline/spans.py SpanBuilder(packed=True)):
+ * the msgpack bytes msgspec makes of the SpanEvent that SpanBuilder._event builds, the same
+ * rules for its attributes, with no dict or SpanEvent per span (tests/pipeline/test_spans.py
+ * holds the two together). None for a value of a type the rules do not expect.
+ *
  *   tagged(events, tag) -> list[int]
  *
  * The indices of the events (msgpack bytes) with that tag, or that are not a tagged array at
@@ -860,6 +868,336 @@ count_lines(PyObject *self, PyObject *arg)
     return PyLong_FromSsize_t(n);
 }
 
+/* --- pack_span: an HTTP exchange's span, straight to its msgpack bytes ------------------------ */
+
+/* msgpack writers: msgspec's encodings (the shortest form of each int, str and map header). */
+static inline char *
+mp_uint(char *o, uint64_t v)
+{
+    if (v < 0x80) {
+        *o++ = (char)v;
+    } else if (v <= 0xFF) {
+        *o++ = (char)0xCC;
+        *o++ = (char)v;
+    } else if (v <= 0xFFFF) {
+        *o++ = (char)0xCD;
+        *o++ = (char)(v >> 8);
+        *o++ = (char)v;
+    } else if (v <= 0xFFFFFFFFu) {
+        *o++ = (char)0xCE;
+        for (int i = 3; i >= 0; i--)
+            *o++ = (char)(v >> (8 * i));
+    } else {
+        *o++ = (char)0xCF;
+        for (int i = 7; i >= 0; i--)
+            *o++ = (char)(v >> (8 * i));
+    }
+    return o;
+}
+
+static inline char *
+mp_int(char *o, int64_t v)
+{
+    if (v >= 0)
+        return mp_uint(o, (uint64_t)v);
+    if (v >= -32) {
+        *o++ = (char)(unsigned char)(0xE0 | (v + 32));
+    } else if (v >= -128) {
+        *o++ = (char)0xD0;
+        *o++ = (char)v;
+    } else if (v >= -32768) {
+        *o++ = (char)0xD1;
+        *o++ = (char)(v >> 8);
+        *o++ = (char)v;
+    } else if (v >= INT32_MIN) {
+        *o++ = (char)0xD2;
+        for (int i = 3; i >= 0; i--)
+            *o++ = (char)((uint64_t)v >> (8 * i));
+    } else {
+        *o++ = (char)0xD3;
+        for (int i = 7; i >= 0; i--)
+            *o++ = (char)((uint64_t)v >> (8 * i));
+    }
+    return o;
+}
+
+static inline char *
+mp_str_head(char *o, size_t n)
+{
+    if (n < 32) {
+        *o++ = (char)(0xA0 | n);
+    } else if (n <= 0xFF) {
+        *o++ = (char)0xD9;
+        *o++ = (char)n;
+    } else if (n <= 0xFFFF) {
+        *o++ = (char)0xDA;
+        *o++ = (char)(n >> 8);
+        *o++ = (char)n;
+    } else {
+        *o++ = (char)0xDB;
+        for (int i = 3; i >= 0; i--)
+            *o++ = (char)(n >> (8 * i));
+    }
+    return o;
+}
+
+static inline char *
+mp_str(char *o, const char *s, size_t n)
+{
+    o = mp_str_head(o, n);
+    memcpy(o, s, n);
+    return o + n;
+}
+
+static inline char *
+mp_bytes(char *o, PyObject *b)
+{
+    memcpy(o, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    return o + PyBytes_GET_SIZE(b);
+}
+
+/* The attributes' keys, in the order pipeline/spans.py passes them (SPAN_ATTR_KEYS) and a span's
+ * attributes come in. */
+enum { A_METHOD, A_PATH, A_QUERY, A_STATUS, A_ERROR, A_VERSION, A_PEER_ADDR, A_PEER_PORT,
+       A_SERVER_ADDR, A_SERVER_PORT, A_CLIENT_ADDR, A_CLIENT_PORT, A_URL_FULL, A_THREAD,
+       A_HEADERS_CUT, A_WEIGHT, A_KEYS };
+/* The HttpEvent fields it reads, in the order pipeline/spans.py gives their places in
+ * msgspec.structs.astuple(event) (SPAN_EVENT_FIELDS). */
+enum { F_TIME, F_TID, F_DIRECTION, F_METHOD, F_PATH, F_STATUS, F_DURATION, F_PEER_ADDR,
+       F_PEER_PORT, F_VERSION, F_TRACEPARENT, F_HEADERS_CUT, F_WEIGHT, F_COUNT };
+
+typedef struct {
+    const char *s;
+    Py_ssize_t n;
+} Str;
+
+static inline int
+as_str(PyObject *o, Str *out)
+{
+    if (!PyUnicode_CheckExact(o))
+        return 0;
+    out->s = PyUnicode_AsUTF8AndSize(o, &out->n);
+    if (out->s == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+static inline int
+as_int(PyObject *o, int64_t *out)
+{
+    if (!PyLong_CheckExact(o))
+        return 0;
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = (int64_t)v;
+    return 1;
+}
+
+/* pack_span(values, places, trace_id, span_id, parent, tracestate, how, local, resource, head,
+ *           keys) -> bytes | None
+ *
+ * The msgpack bytes msgspec makes of the SpanEvent that pipeline/spans.py's SpanBuilder._event
+ * builds of an exchange (the same rules: tests/pipeline/test_spans.py holds the two together):
+ * values is astuple(HttpEvent), places the indices in it of the fields it reads (F_*), local the
+ * connection's (local address, port, peer address, port) or None, resource the resource's
+ * msgpack (a map), head the SpanEvent's array header and tag, keys the attributes' keys as
+ * msgpack strs (A_*). None when a value is not of the type the rules expect (the caller then
+ * builds the SpanEvent in Python). */
+static PyObject *
+pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "pack_span takes 11 arguments");
+        return NULL;
+    }
+    PyObject *values = args[0], *places = args[1], *local = args[7], *resource = args[8];
+    PyObject *head = args[9], *keys = args[10];
+    if (!PyTuple_CheckExact(values) || !PyBytes_CheckExact(places)
+            || PyBytes_GET_SIZE(places) != F_COUNT || !PyBytes_CheckExact(resource)
+            || !PyBytes_CheckExact(head) || !PyTuple_CheckExact(keys)
+            || PyTuple_GET_SIZE(keys) != A_KEYS) {
+        PyErr_SetString(PyExc_TypeError, "pack_span: arguments of the wrong types");
+        return NULL;
+    }
+    size_t key_bytes = 0;
+    for (int i = 0; i < A_KEYS; i++) {
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(keys, i))) {
+            PyErr_SetString(PyExc_TypeError, "pack_span: keys are bytes");
+            return NULL;
+        }
+        key_bytes += (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(keys, i));
+    }
+    PyObject *f[F_COUNT];
+    const unsigned char *at = (const unsigned char *)PyBytes_AS_STRING(places);
+    for (int i = 0; i < F_COUNT; i++) {
+        if (at[i] >= PyTuple_GET_SIZE(values)) {
+            PyErr_SetString(PyExc_ValueError, "pack_span: a place past the event's fields");
+            return NULL;
+        }
+        f[i] = PyTuple_GET_ITEM(values, at[i]);
+    }
+    Str direction, method, path, peer, version, trace_id, span_id, parent, tracestate, how;
+    Str laddr = {"", 0};
+    int64_t time_ns, tid, status, duration, peer_port, weight, lport = 0;
+    if (!as_str(f[F_DIRECTION], &direction) || !as_str(f[F_METHOD], &method)
+            || !as_str(f[F_PATH], &path) || !as_str(f[F_PEER_ADDR], &peer)
+            || !as_str(f[F_VERSION], &version) || !as_int(f[F_TIME], &time_ns)
+            || !as_int(f[F_TID], &tid) || !as_int(f[F_STATUS], &status)
+            || !as_int(f[F_DURATION], &duration) || !as_int(f[F_PEER_PORT], &peer_port)
+            || !as_int(f[F_WEIGHT], &weight) || !PyUnicode_CheckExact(f[F_TRACEPARENT])
+            || !PyBool_Check(f[F_HEADERS_CUT]) || !as_str(args[2], &trace_id)
+            || !as_str(args[3], &span_id) || !as_str(args[4], &parent)
+            || !as_str(args[5], &tracestate) || !as_str(args[6], &how))
+        Py_RETURN_NONE;
+    if (time_ns < 0 || duration < 0 || time_ns > INT64_MAX - duration)
+        Py_RETURN_NONE;  /* msgspec would write the sum as it is: not worth a path of its own */
+    int has_local = local != Py_None;
+    if (has_local) {
+        if (!PyTuple_CheckExact(local) || PyTuple_GET_SIZE(local) < 2
+                || !as_str(PyTuple_GET_ITEM(local, 0), &laddr)
+                || !as_int(PyTuple_GET_ITEM(local, 1), &lport))
+            Py_RETURN_NONE;
+    }
+    int server = direction.n == 6 && memcmp(direction.s, "server", 6) == 0;
+    int error = status >= 500 || (!server && status >= 400);
+    const char *q = memchr(path.s, '?', (size_t)path.n);
+    Str upath = path, query = {"", 0};
+    if (q != NULL) {
+        upath.n = q - path.s;
+        query.s = q + 1;
+        query.n = path.n - upath.n - 1;
+    }
+    /* network.protocol.version: what follows the '/', or the whole when nothing does */
+    Str pv = version;
+    const char *slash = memchr(version.s, '/', (size_t)version.n);
+    if (slash != NULL && slash + 1 < version.s + version.n) {
+        pv.s = slash + 1;
+        pv.n = version.s + version.n - pv.s;
+    }
+    int cut = f[F_HEADERS_CUT] == Py_True && PyUnicode_GET_LENGTH(f[F_TRACEPARENT]) == 0;
+
+    size_t strings = (size_t)(direction.n + method.n * 2 + path.n * 3 + peer.n * 5 + version.n
+                              + trace_id.n + span_id.n + parent.n + tracestate.n + how.n
+                              + laddr.n * 2);
+    /* ints at most 9 bytes, str headers 5, the error's and url.full's port digits and the
+     * rest of url.full under 128 */
+    size_t bound = 16 * 9 + 20 * 5 + 128 + strings + key_bytes
+                   + (size_t)PyBytes_GET_SIZE(resource) + (size_t)PyBytes_GET_SIZE(head);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)bound);
+    if (out == NULL)
+        return NULL;
+    char *o = PyBytes_AS_STRING(out);
+#define KEY(k) (o = mp_bytes(o, PyTuple_GET_ITEM(keys, (k))))
+    o = mp_bytes(o, head);
+    o = mp_int(o, time_ns);
+    o = mp_int(o, time_ns + duration);
+    o = mp_str(o, trace_id.s, (size_t)trace_id.n);
+    o = mp_str(o, span_id.s, (size_t)span_id.n);
+    o = mp_str(o, parent.s, (size_t)parent.n);
+    o = mp_str(o, direction.s, (size_t)direction.n);
+    o = mp_str(o, method.s, (size_t)method.n);
+    *o++ = (char)(error ? 0xC3 : 0xC2);
+    /* the attributes: their count first */
+    int n = 4 + (q != NULL) + (status != 0) + error + cut + (weight > 1);
+    if (server) {
+        if (peer.n)
+            n += has_local ? 6 : 4;
+        else if (has_local)
+            n += 2;
+    } else if (peer.n) {
+        n += 5;
+    }
+    *o++ = (char)(0x80 | n);  /* at most 16: a fixmap */
+    KEY(A_METHOD);
+    o = mp_str(o, method.s, (size_t)method.n);
+    KEY(A_PATH);
+    o = mp_str(o, upath.s, (size_t)upath.n);
+    if (q != NULL) {
+        KEY(A_QUERY);
+        o = mp_str(o, query.s, (size_t)query.n);
+    }
+    if (status) {
+        KEY(A_STATUS);
+        o = mp_int(o, status);
+    }
+    if (error) {
+        char digits[24];
+        int k = snprintf(digits, sizeof digits, "%lld", (long long)status);
+        KEY(A_ERROR);
+        o = mp_str(o, digits, (size_t)k);
+    }
+    KEY(A_VERSION);
+    o = mp_str(o, pv.s, (size_t)pv.n);
+    if (server) {
+        if (peer.n) {
+            KEY(A_PEER_ADDR);
+            o = mp_str(o, peer.s, (size_t)peer.n);
+            KEY(A_PEER_PORT);
+            o = mp_int(o, peer_port);
+            if (has_local) {
+                KEY(A_SERVER_ADDR);
+                o = mp_str(o, laddr.s, (size_t)laddr.n);
+                KEY(A_SERVER_PORT);
+                o = mp_int(o, lport);
+            }
+            KEY(A_CLIENT_ADDR);
+            o = mp_str(o, peer.s, (size_t)peer.n);
+            KEY(A_CLIENT_PORT);
+            o = mp_int(o, peer_port);
+        } else if (has_local) {
+            KEY(A_SERVER_ADDR);
+            o = mp_str(o, laddr.s, (size_t)laddr.n);
+            KEY(A_SERVER_PORT);
+            o = mp_int(o, lport);
+        }
+    } else if (peer.n) {
+        KEY(A_PEER_ADDR);
+        o = mp_str(o, peer.s, (size_t)peer.n);
+        KEY(A_PEER_PORT);
+        o = mp_int(o, peer_port);
+        KEY(A_SERVER_ADDR);
+        o = mp_str(o, peer.s, (size_t)peer.n);
+        KEY(A_SERVER_PORT);
+        o = mp_int(o, peer_port);
+        KEY(A_URL_FULL);
+        char port[24];
+        int k = snprintf(port, sizeof port, "%lld", (long long)peer_port);
+        o = mp_str_head(o, 7 + (size_t)peer.n + 1 + (size_t)k + (size_t)path.n);
+        memcpy(o, "http://", 7);
+        o += 7;
+        memcpy(o, peer.s, (size_t)peer.n);
+        o += peer.n;
+        *o++ = ':';
+        memcpy(o, port, (size_t)k);
+        o += k;
+        memcpy(o, path.s, (size_t)path.n);
+        o += path.n;
+    }
+    KEY(A_THREAD);
+    o = mp_int(o, tid);
+    if (cut) {
+        KEY(A_HEADERS_CUT);
+        *o++ = 1;
+    }
+    if (weight > 1) {
+        KEY(A_WEIGHT);
+        o = mp_int(o, weight);
+    }
+#undef KEY
+    o = mp_bytes(o, resource);
+    o = mp_str(o, tracestate.s, (size_t)tracestate.n);
+    o = mp_str(o, how.s, (size_t)how.n);
+    if (_PyBytes_Resize(&out, o - PyBytes_AS_STRING(out)) < 0)
+        return NULL;
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"count_lines", count_lines, METH_O, "count_lines(data) -> int: the newlines in data."},
     {"render_lines", render_lines, METH_VARARGS,
@@ -867,6 +1205,9 @@ static PyMethodDef methods[] = {
     {"render_events", render_events, METH_VARARGS,
      "render_events(events, start, stop, shapes, id_prefix, shift) -> (bytes, next): events "
      "other than lines, from their msgpack bytes, as NDJSON."},
+    {"pack_span", (PyCFunction)(void (*)(void))pack_span, METH_FASTCALL,
+     "pack_span(values, places, trace_id, span_id, parent, tracestate, how, local, resource, "
+     "head, keys) -> bytes | None: an exchange's SpanEvent as msgpack (pipeline/spans.py)."},
     {"tagged", tagged, METH_VARARGS,
      "tagged(events, tag) -> list[int]: the indices of the events (msgpack) of that tag."},
     {NULL, NULL, 0, NULL},
@@ -874,7 +1215,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "common._speedups",
-    "Compiled byte loops: count_lines, tagged and the NDJSON renderer's fast paths (common/fastpath.py).",
+    "Compiled byte loops: count_lines, tagged, pack_span and the NDJSON renderer's fast paths (common/fastpath.py).",
     -1,
     methods,
 };

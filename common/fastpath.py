@@ -14,13 +14,16 @@ render_lines: Callable[[bytes, bytes, int, bytes], bytes] | None
 render_events: Callable[[list, int, int, tuple, bytes, int], tuple[bytes, int]] | None
 """NDJSON of events other than lines straight from their msgpack bytes (outputs/ndjson.py);
 None: not built, decode and render them in Python."""
+pack_span: Callable[..., bytes | None] | None
+"""An exchange's SpanEvent straight to its msgpack bytes (pipeline/spans.py); None: not built,
+build the SpanEvent and let msgspec encode it."""
 tagged: Callable[[list, bytes], list[int]] | None
 """The indices of the events (msgpack bytes) of one tag (common.events.BatchCodec.decode_lines)."""
 
 try:
-    from common._speedups import count_lines, render_events, render_lines, tagged
+    from common._speedups import count_lines, pack_span, render_events, render_lines, tagged
 except ImportError:  # not built
-    render_lines = render_events = tagged = None
+    render_lines = render_events = pack_span = tagged = None
 
     def count_lines(data: bytes | bytearray | memoryview) -> int:
         """The newlines in ``data`` (any buffer, as the compiled one takes)."""
@@ -31,4 +34,4 @@ except ImportError:  # not built
 COMPILED = render_lines is not None
 """Whether the compiled module is there."""
 
-__all__ = ["COMPILED", "count_lines", "render_events", "render_lines", "tagged"]
+__all__ = ["COMPILED", "count_lines", "pack_span", "render_events", "render_lines", "tagged"]

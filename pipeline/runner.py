@@ -102,7 +102,10 @@ class Pipeline:
         self.metrics = Aggregator.from_config(metrics, log=ctx.log) \
             if metrics is not None and metrics.enabled and self.metric_queues else None
         spans = getattr(ctx.config, "spans", None)
-        self.spans = SpanBuilder(spans) if spans is not None and spans.enabled else None
+        # spans go on as their msgpack bytes: nothing here reads them, and the outputs decode
+        # them (or render them from those bytes) as they would the SpanEvent's
+        self.spans = SpanBuilder(spans, packed=True) if spans is not None and spans.enabled \
+            else None
         join = getattr(ctx.config, "join", None)
         self.joiner = LogJoiner(self.spans, join) \
             if self.spans is not None and join is not None and join.enabled else None

@@ -1,12 +1,17 @@
 """The span builder's rules on made-up events (the kernel's part is tested with real servers in
 tests/pipeline/test_tracing_live.py): attributes, traceparent, the thread and connection parents,
-the hold bound."""
+the hold bound; and the spans as the pipeline makes them, their msgpack bytes straight from the
+compiled module, against msgspec's bytes of the same SpanEvents."""
 
 from __future__ import annotations
 
+import msgspec
+import pytest
+from hypothesis import given, settings, strategies as st
+
 from common.events import ConnEvent, HttpEvent, ProcessInfo, SpanEvent
 from common.tracecontext import find_headers, parse_traceparent
-from pipeline.spans import SpanBuilder, SpansConfig
+from pipeline.spans import PACKED, SpanBuilder, SpansConfig, _Span
 
 MS = 1_000_000
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -165,3 +170,62 @@ def test_a_server_exchange_that_does_not_hold_the_client_one_is_not_its_parent()
     assert [s.kind for s in later] == ["server"]
     (root,) = b.expire(0.6)
     assert root.parent_how == ""
+
+
+# --- spans as their msgpack bytes (SpanBuilder(packed=True), what the pipeline makes) ----------
+
+compiled = pytest.mark.skipif(not PACKED, reason="common._speedups not built: the pipeline makes "
+                              "SpanEvents (tests/common/test_fastpath.py fails)")
+
+texts = st.text(max_size=12)
+exchanges = st.builds(
+    lambda direction, path, status, peer, version, tp, cut, weight, tid, dur, local, tstate, how:
+    (HttpEvent(time_ns=1_700_000_000_000 * MS + dur, pid=10, tid=tid, comm="srv", fd=4,
+               direction=direction, method="GET", path=path, status=status, duration_ns=dur,
+               peer_addr=peer[0], peer_port=peer[1], version=version, boot_ns=10**9,
+               traceparent=tp, headers_cut=cut, weight=weight,
+               process=ProcessInfo(pid=10, comm="srv", exe="/bin/srv", cmdline=["srv", "é"])),
+     local, tstate, how),
+    st.sampled_from(["server", "client"]),
+    st.one_of(texts, st.builds(lambda a, b: f"{a}?{b}", texts, texts)),
+    st.sampled_from([0, 200, 399, 400, 404, 500, 503, 2**31, -1]),
+    st.sampled_from([("", 0), ("127.0.0.1", 40001), ("fe80::1", 65535), ("é", 1)]),
+    st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", "HTTP/", "weird"]),
+    st.sampled_from(["", TP]),
+    st.booleans(),
+    st.sampled_from([1, 2, 65535]),
+    st.integers(0, 2**40),
+    st.integers(0, 10**12),
+    st.sampled_from([None, ("127.0.0.1", 8080, "127.0.0.1", 40001), ("::1", 0, "", 0)]),
+    texts, st.sampled_from(["", "connection", "thread", "traceparent"]))
+
+
+@compiled
+@settings(max_examples=400, deadline=None)
+@given(cases=st.lists(exchanges, min_size=1, max_size=4))
+def test_a_span_s_bytes_are_msgspec_s_bytes_of_its_span_event(cases):
+    b = SpanBuilder(packed=True)
+    for ev, local, tstate, how in cases:
+        s = _Span(ev, "b" * 16, ev.boot_ns, ev.boot_ns + ev.duration_ns, 0.0,
+                  trace_id="a" * 32, parent="c" * 16 if how else "", how=how,
+                  tracestate=tstate, local=local)
+        packed = b._packed(s)
+        assert type(packed) is msgspec.Raw  # made in C, not the fallback
+        assert bytes(packed) == msgspec.msgpack.encode(b._event(s))
+
+
+@compiled
+def test_the_pipeline_s_spans_are_their_bytes_and_decode_to_the_same_spans():
+    def feed(b):
+        return b.observe([conn("accept", 10, 4, ("127.0.0.1", 8080), ("127.0.0.1", 5555)),
+                          http("server", 10, 10, 4, 0, 3, path="/a?b=1", status=503,
+                               peer=("127.0.0.1", 5555), comm="nginx"),
+                          http("client", 20, 20, 3, 0, 1, status=404, comm="curl")], 0.0)
+
+    packed = feed(SpanBuilder(packed=True))
+    assert PACKED and [type(s) for s in packed] == [msgspec.Raw, msgspec.Raw]
+    spans = [msgspec.msgpack.decode(s, type=SpanEvent) for s in packed]
+    objects = feed(SpanBuilder())
+    strip = lambda s: msgspec.structs.replace(s, trace_id="", span_id="")  # noqa: E731 - new ids
+    assert [strip(s) for s in spans] == [strip(s) for s in objects]
+    assert spans[0].attrs["url.query"] == "b=1" and spans[1].attrs["error.type"] == "404"
