@@ -35,9 +35,10 @@
  * compiled_shapes: the keys in order, where the time, seq and process are, what kinds of
  * msgpack value each field may hold) with all its fields, every top-level value of a kind its
  * field's type allows (and a list's items or a dict's values likewise), strings of valid
- * UTF-8, no float, binary or extension anywhere. What msgspec would reject is so handed back,
- * and the caller's decoding says why; the fields of a nested struct (the process) are not
- * checked one by one. A time before year 1000 or after 9999 is handed back too.
+ * UTF-8, no float, binary or extension anywhere, no key twice in a map, no process (a nested
+ * struct: see PROCESS in render_event). What msgspec would reject is so handed back, and the
+ * caller's decoding says why. A time before year 1000 or after 9999, a map of more than
+ * MAX_KEYS keys and an event of more than MAX_EVENT bytes are handed back too.
  *
  *   pack_span(values, places, trace_id, span_id, parent, tracestate, how, local, resource,
  *             head, keys) -> bytes | None
@@ -257,6 +258,8 @@ enum { TJ_OK = 0, TJ_OTHER = -1, TJ_NOMEM = -2 };
 
 #define MAX_DEPTH 32
 #define MAX_FIELDS 64
+#define MAX_KEYS 32         /* a map with more is handed back */
+#define MAX_EVENT (1 << 20) /* an event of more bytes is handed back (its room: 8 per byte) */
 
 static inline uint64_t
 be(const unsigned char *p, int n)
@@ -410,6 +413,8 @@ static inline Py_ssize_t
 container(const unsigned char **pp, const unsigned char *end, int *map)
 {
     const unsigned char *p = *pp;
+    if (p >= end)
+        return -1;
     unsigned char t = *p;
     size_t count, h;
     if ((t & 0xE0) == 0x80) {  /* fixmap 0x8_, fixarray 0x9_ */
@@ -488,6 +493,10 @@ put_value(Buf *b, const unsigned char **pp, const unsigned char *end, int depth,
     n = container(&p, end, &map);
     if (n < 0)
         return TJ_OTHER;  /* float, binary, extension, or a reserved byte */
+    if (map && n > MAX_KEYS)
+        return TJ_OTHER;  /* its keys' uniqueness is not worth checking here */
+    const unsigned char *key_at[MAX_KEYS];
+    Py_ssize_t key_len[MAX_KEYS];
     b->p[b->len++] = map ? '{' : '[';
     for (Py_ssize_t i = 0; i < n; i++) {
         if (i)
@@ -496,6 +505,11 @@ put_value(Buf *b, const unsigned char **pp, const unsigned char *end, int depth,
             Py_ssize_t k = str_len(&p, end);
             if (k < 0)
                 return TJ_OTHER;  /* msgspec.json writes other keys as strings: left to it */
+            for (Py_ssize_t j = 0; j < i; j++)
+                if (key_len[j] == k && memcmp(key_at[j], p, (size_t)k) == 0)
+                    return TJ_OTHER;  /* a key twice: msgspec keeps the last value only */
+            key_at[i] = p;
+            key_len[i] = k;
             int r = put_str(b, p, (size_t)k);
             if (r)
                 return r;
@@ -546,7 +560,6 @@ skip_value(const unsigned char **pp, const unsigned char *end, int depth)
 
 static const char TIME_KEY[] = "{\"time\":\"";
 static const char ID_OPEN[] = ",\"id\":\"";
-static const char PROCESS_KEY[] = ",\"process\":";
 
 static struct { int64_t secs; char text[24]; } last_second = {-1, ""};
 
@@ -614,16 +627,22 @@ read_shape(PyObject *t, Shape *s)
         PyErr_SetString(PyExc_ValueError, "render_events: a shape that does not fit");
         return -1;
     }
+    if ((s->seq_at && (s->seq_at == s->time_at || s->seq_at == s->process_at))
+            || (s->process_at && s->process_at == s->time_at)) {
+        PyErr_SetString(PyExc_ValueError, "render_events: time, seq and process in one place");
+        return -1;
+    }
     s->fixed = (size_t)PyBytes_GET_SIZE(s->head);
     for (Py_ssize_t i = 0; i < s->fields; i++) {
         PyObject *key = PyTuple_GET_ITEM(s->keys, i);
-        if (key != Py_None) {
-            if (!PyBytes_Check(key)) {
-                PyErr_SetString(PyExc_TypeError, "render_events: a key is bytes or None");
-                return -1;
-            }
-            s->fixed += (size_t)PyBytes_GET_SIZE(key);
+        int apart = i == 0 || i == s->time_at || i == s->seq_at || i == s->process_at;
+        if (apart ? key != Py_None : !PyBytes_CheckExact(key)) {
+            PyErr_SetString(PyExc_TypeError, "render_events: a key is None for the tag, time, "
+                            "seq and process, bytes for any other field");
+            return -1;
         }
+        if (!apart)
+            s->fixed += (size_t)PyBytes_GET_SIZE(key);
     }
     return 0;
 }
@@ -655,17 +674,16 @@ render_event(Buf *b, const unsigned char *p, const unsigned char *end, const Sha
             s = &shapes[i];
             break;
         }
-    if (s == NULL || count != s->fields)
-        return TJ_OTHER;  /* not a kind this renders, or not all its fields: msgspec's way */
+    if (s == NULL || count != s->fields || end - p > MAX_EVENT)
+        return TJ_OTHER;  /* not a kind this renders, not all its fields, or very large */
     /* EVENT_ROOM: a value's JSON is at most 8 bytes per byte of its msgpack (a string 6 per
      * byte and its quotes; a nil, a bool, an int, a separator fewer), then the fixed parts. */
     size_t room = 8 * (size_t)(end - p) + s->fixed + sizeof(TIME_KEY) + 32 + sizeof(ID_OPEN)
-                  + idp_len + 48 + sizeof(PROCESS_KEY) + 2;
+                  + idp_len + 48 + 2;
     if (b->cap - b->len < room && buf_grow(b, room) < 0)
         return TJ_NOMEM;
     p = q + tl;  /* past the tag */
     uint64_t ns, seq = 0;
-    const unsigned char *process = NULL;
     if (s->time_at == 1 && !(idp_len && s->seq_at)) {
         /* one pass: the time first, no id to wait for */
         if (!read_int(&p, end, &neg, &ns) || neg)
@@ -677,12 +695,12 @@ render_event(Buf *b, const unsigned char *p, const unsigned char *end, const Sha
         put_key(b, s->head);
         for (Py_ssize_t i = 2; i < count; i++) {
             if (i == s->seq_at) {
-                if (skip_value(&p, end, 1))
-                    goto other;
+                if (!read_int(&p, end, &neg, &seq))
+                    goto other;  /* not an int: msgspec says what it is */
             } else if (i == s->process_at) {
-                process = p;
-                if (skip_value(&p, end, 1))
-                    goto other;
+                if (p >= end || *p != 0xC0)
+                    goto other;  /* a process: see PROCESS below */
+                p++;
             } else {
                 if (p >= end || !(kind_of(*p) & s->kinds[2 * i]))
                     goto other;
@@ -725,7 +743,8 @@ render_event(Buf *b, const unsigned char *p, const unsigned char *end, const Sha
         }
         for (Py_ssize_t i = 1; i < count; i++) {
             if (i == s->process_at) {
-                process = at[i];
+                if (*at[i] != 0xC0)
+                    goto other;  /* a process: see PROCESS below */
                 continue;
             }
             PyObject *key = PyTuple_GET_ITEM(s->keys, i);
@@ -741,14 +760,11 @@ render_event(Buf *b, const unsigned char *p, const unsigned char *end, const Sha
     }
     if (p != end)
         goto other;  /* bytes after the event: not what msgspec would take */
-    if (process != NULL && *process != 0xC0) {  /* None: left out */
-        if (!(kind_of(*process) & s->kinds[2 * s->process_at]))
-            goto other;
-        memcpy(b->p + b->len, PROCESS_KEY, sizeof(PROCESS_KEY) - 1);
-        b->len += sizeof(PROCESS_KEY) - 1;
-        if (put_value(b, &process, end, 1, s->kinds[2 * s->process_at + 1]))
-            goto other;
-    }
+    /* PROCESS: an event's process (a ProcessInfo, a msgpack map) is handed back: msgspec
+     * decodes a struct's map whatever its keys' order, drops unknown keys and values equal to
+     * their defaults, and checks each field's type; this would have to do all that to write
+     * the same JSON. Spans, the bulk of what comes this way, have none; a None process is
+     * left out of the object, as the Python path does. */
     b->p[b->len++] = '}';
     b->p[b->len++] = '\n';
     return TJ_OK;
@@ -785,9 +801,13 @@ render_events(PyObject *self, PyObject *args)
         stop = PyList_GET_SIZE(events);
     Buf b = {NULL, 0, 0};
     Py_ssize_t i = start;
-    for (; i < stop; i++) {
+    for (; i < stop && i < PyList_GET_SIZE(events); i++) {
         Py_buffer view;
-        if (PyObject_GetBuffer(PyList_GET_ITEM(events, i), &view, PyBUF_SIMPLE) < 0) {
+        PyObject *item = PyList_GET_ITEM(events, i);
+        Py_INCREF(item);  /* a __buffer__ in Python could change the list */
+        int got = PyObject_GetBuffer(item, &view, PyBUF_SIMPLE);
+        Py_DECREF(item);  /* the view holds it from here */
+        if (got < 0) {
             PyErr_Clear();
             break;  /* not bytes: the caller's to render */
         }
@@ -829,7 +849,7 @@ tagged(PyObject *self, PyObject *args)
             PyErr_Clear();
         } else {
             const unsigned char *p = view.buf, *end = p + view.len;
-            if (p < end && ((*p & 0xF0) == 0x90 || *p == 0xDC)) {
+            if (p < end && ((*p & 0xF0) == 0x90 || (*p == 0xDC && end - p >= 3))) {
                 p += *p == 0xDC ? 3 : 1;
                 Py_ssize_t n = str_len(&p, end);
                 hit = n < 0 || (n == tag_len && memcmp(p, tag, (size_t)n) == 0);

@@ -217,11 +217,12 @@ def _kinds(t: mi.Type) -> int:
 
 
 def _item_kinds(t: mi.Type) -> int:
-    """What a list's items or a dict's values may be (a struct's fields: not checked)."""
+    """What a list's items or a dict's values may be (_K_ANY: not a list or a dict)."""
     if isinstance(t, mi.UnionType):
         k = 0
         for u in t.types:
-            k |= _item_kinds(u)
+            if isinstance(u, (mi.DictType, mi.ListType)):
+                k |= _item_kinds(u)
         return k or _K_ANY
     if isinstance(t, mi.DictType):
         return _kinds(t.value_type)
@@ -230,13 +231,38 @@ def _item_kinds(t: mi.Type) -> int:
     return _K_ANY
 
 
+_SCALARS = (mi.IntType, mi.StrType, mi.BoolType, mi.NoneType, mi.FloatType)
+
+
+def _modelled(t: mi.Type) -> bool:
+    """Whether the kinds above say all msgspec would check of a field of this type: scalars
+    without constraints, unions of them, and lists and dicts (str keys) of those. Floats are
+    scalars here: the compiled path hands back any float it meets."""
+    if isinstance(t, mi.UnionType):
+        return all(_modelled(u) for u in t.types)
+    if isinstance(t, _SCALARS):
+        return not any(getattr(t, c, None) is not None for c in (
+            "ge", "gt", "le", "lt", "multiple_of", "min_length", "max_length", "pattern"))
+    if isinstance(t, mi.ListType):
+        return isinstance(t.item_type, _SCALARS) and _modelled(t.item_type) \
+            and t.min_length is None and t.max_length is None
+    if isinstance(t, mi.DictType):
+        return isinstance(t.key_type, mi.StrType) and _modelled(t.key_type) \
+            and all(isinstance(u, _SCALARS) for u in getattr(t.value_type, "types",
+                                                             (t.value_type,))) \
+            and _modelled(t.value_type) and t.min_length is None and t.max_length is None
+    return False
+
+
 def compiled_shapes(host: str) -> tuple:
     """What ``render_events`` needs to know of each event kind it renders, in the order of the
     Python path's objects (``_Shape``): (tag, the msgpack array's items, where its time, seq
     and process are (0: none), the JSON of ``host`` and ``type``, each item's key (None: the
     tag, time, seq and process, placed apart), and two bytes per item: what msgpack kinds it
     may be, and its list items or dict values (what msgspec would take; a value it would
-    not makes the compiled path hand the event back, and msgspec then says what is wrong).
+    not makes the compiled path hand the event back, and msgspec then says what is wrong). An
+    event with a process (a nested struct) is handed back too, and so is every event of a
+    kind with a field whose checks these kinds cannot say (``_modelled``).
     Lines have their own path; a write to a log file (bytes) and a metric point (floats) are
     left to Python: msgspec's JSON of those is not what the compiled path writes."""
     shapes = []
@@ -244,6 +270,8 @@ def compiled_shapes(host: str) -> tuple:
         if kind in (LogEvent, LogWriteEvent, MetricEvent):
             continue
         info = mi.type_info(kind)
+        if not all(_modelled(f.type) for f in info.fields if f.name != "process"):
+            continue  # a field whose checks the kinds cannot say: the Python path's
         names = [f.name for f in info.fields]
         tag = kind.__struct_config__.tag
         keys = (None,) + tuple(None if n in ("time_ns", "seq", "process")

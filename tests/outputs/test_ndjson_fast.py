@@ -167,7 +167,8 @@ def test_events_from_bytes_go_through_the_compiled_renderer(monkeypatch):
     monkeypatch.setattr(ndjson, "render_events", spy)
     events = every_kind()
     Renderer(fmt="ndjson", host="h", identity=ID).render(as_bytes(events))
-    assert sum(taken) == len(events)  # every one in C: none decoded
+    # every one in C but those with a process (a nested struct: decoded, in order)
+    assert sum(taken) == len([e for e in events if getattr(e, "process", None) is None]) == 4
 
 
 def test_what_the_compiled_renderer_does_not_take_is_decoded_in_order():
@@ -207,3 +208,75 @@ def test_any_span_renders_from_its_bytes_as_the_python_path_does(spans, host, wi
         events.insert(1, ev(b"line\n"))
     fast, slow = from_bytes_and_decoded(events, host=host)
     assert fast == slow
+
+
+# Any event of every kind, and bytes that are not quite one: the compiled path renders what the
+# Python path renders, byte for byte, or hands the event back (then msgspec decodes it, or says
+# what is wrong with it); it never reads or writes past what it was given.
+
+any_text = st.text(max_size=24) | st.sampled_from(["", "\x00\x1f\x7f", "\u2028", "\U0001f600",
+                                                   '"\\', "é" * 40])
+i64 = st.integers(-2**63, 2**64 - 1)
+any_time = st.integers(0, 2**64 - 1) | st.integers(-2**63, -1)
+any_seq = st.just(0) | st.integers(1, 2**64 - 1) | st.integers(-2**63, -1)
+any_proc = st.none() | st.builds(ProcessInfo, pid=i64, comm=any_text, exe=any_text,
+                                 cmdline=st.lists(any_text, max_size=3), exited=st.booleans())
+any_attrs = st.dictionaries(any_text, any_text | i64, max_size=5)
+any_event = st.one_of(
+    st.builds(SpanEvent, any_time, i64, any_text, any_text, any_text, any_text, any_text,
+              st.booleans(), any_attrs, any_attrs, any_text, any_text),
+    st.builds(HttpEvent, any_time, i64, i64, any_text, i64, any_text, any_text, any_text, i64,
+              i64, any_text, i64, any_text, any_proc, i64, any_text, any_text, st.booleans(),
+              any_seq, i64),
+    st.builds(ProcessEvent, any_text, any_time, i64, i64, i64, i64, any_text, any_text,
+              st.lists(any_text, max_size=4), st.none() | i64, i64, any_text, any_proc, any_seq),
+    st.builds(ConnEvent, any_text, any_time, i64, i64, any_text, i64, any_text, i64, any_text,
+              i64, i64, i64, any_proc, any_seq),
+    st.builds(LossEvent, any_time, any_text, any_text, i64, any_seq),
+    st.builds(EtwEvent, any_time, any_text, i64, i64, i64, i64, i64, i64, i64, any_text,
+              any_text, st.dictionaries(any_text, any_text | i64 | st.booleans() | st.none()
+                                        | st.floats(), max_size=4), any_seq))
+
+
+@settings(max_examples=500, deadline=None)
+@given(events=st.lists(any_event, min_size=1, max_size=5), host=any_text, ids=st.booleans())
+def test_any_event_of_any_kind_renders_from_its_bytes_as_the_python_path_does(events, host, ids):
+    fast, slow = from_bytes_and_decoded(events, identity=ID if ids else None, host=host)
+    assert fast == slow
+
+
+@settings(max_examples=1000, deadline=None)
+@given(ev=any_event, ids=st.booleans(), data=st.data())
+def test_bytes_that_are_not_quite_an_event_render_alike_or_are_handed_back(ev, ids, data):
+    raw = bytearray(msgspec.msgpack.encode(ev))
+    for _ in range(data.draw(st.integers(1, 3))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    raw = bytes(raw)
+    renderer = Renderer(fmt="ndjson", host="h", identity=ID if ids else None)
+    out, taken = ndjson.render_events([msgspec.Raw(raw)], 0, 1, renderer._shapes,
+                                      renderer._id_prefix, ndjson.INPUT_SHIFT)
+    if not taken:
+        assert out == b""
+        return
+    decoded = ndjson._ANY_EVENT.decode(raw)  # raises if the C took what msgspec would not
+    slow = Renderer(fmt="ndjson", host="h", identity=ID if ids else None, fast=False)
+    assert out == slow.render([decoded])
+
+
+def test_what_msgspec_would_reject_or_rewrite_is_handed_back():
+    def taken(raw: bytes, identity=None) -> int:
+        r = Renderer(fmt="ndjson", host="h", identity=identity)
+        return ndjson.render_events([msgspec.Raw(raw)], 0, 1, r._shapes, r._id_prefix,
+                                    ndjson.INPUT_SHIFT)[1]
+
+    enc = msgspec.msgpack.encode
+    assert taken(enc(["loss", 5, "src", "what", 3, 0])) == 1
+    assert taken(enc(["loss", 5, "src", "what", 3, "x"])) == 0  # a seq that is not an int
+    span = ["span", 1, 2, "a", "b", "", "server", "GET", False, {}, {}, "", ""]
+    assert taken(enc(span)) == 1
+    dup = enc(span[:9]) + b"\x82\xa1a\x01\xa1a\x02" + enc(span[10:])[1:]  # attrs {"a":1,"a":2}
+    dup = bytes([0x9d]) + dup[1:]
+    assert taken(dup) == 0  # msgspec keeps the last value only
+    assert taken(b"") == 0 and taken(b"\xdc") == 0
+    proc = ProcessEvent("exec", 5, 42, process=ProcessInfo(pid=42))
+    assert taken(enc(proc)) == 0  # a process: decoded (msgspec rewrites a struct's map)
