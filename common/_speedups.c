@@ -976,13 +976,13 @@ mp_bytes(char *o, PyObject *b)
     return o + PyBytes_GET_SIZE(b);
 }
 
-/* The attributes' keys, in the order pipeline/spans.py passes them (SPAN_ATTR_KEYS) and a span's
+/* The attributes' keys, in the order pipeline/spans.py passes them (_ATTR_KEYS) and a span's
  * attributes come in. */
 enum { A_METHOD, A_PATH, A_QUERY, A_STATUS, A_ERROR, A_VERSION, A_PEER_ADDR, A_PEER_PORT,
        A_SERVER_ADDR, A_SERVER_PORT, A_CLIENT_ADDR, A_CLIENT_PORT, A_URL_FULL, A_THREAD,
        A_HEADERS_CUT, A_WEIGHT, A_KEYS };
 /* The HttpEvent fields it reads, in the order pipeline/spans.py gives their places in
- * msgspec.structs.astuple(event) (SPAN_EVENT_FIELDS). */
+ * msgspec.structs.astuple(event) (_PACKED_FIELDS). */
 enum { F_TIME, F_TID, F_DIRECTION, F_METHOD, F_PATH, F_STATUS, F_DURATION, F_PEER_ADDR,
        F_PEER_PORT, F_VERSION, F_TRACEPARENT, F_HEADERS_CUT, F_WEIGHT, F_COUNT };
 
@@ -997,11 +997,11 @@ as_str(PyObject *o, Str *out)
     if (!PyUnicode_CheckExact(o))
         return 0;
     out->s = PyUnicode_AsUTF8AndSize(o, &out->n);
-    if (out->s == NULL) {
+    if (out->s == NULL) {  /* a lone surrogate: msgspec raises, and so will the caller's path */
         PyErr_Clear();
         return 0;
     }
-    return 1;
+    return (uint64_t)out->n <= UINT32_MAX;  /* msgspec's longest str */
 }
 
 static inline int
@@ -1062,7 +1062,8 @@ pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         f[i] = PyTuple_GET_ITEM(values, at[i]);
     }
-    Str direction, method, path, peer, version, trace_id, span_id, parent, tracestate, how;
+    Str direction, method, path, peer, version, traceparent, trace_id, span_id, parent,
+        tracestate, how;
     Str laddr = {"", 0};
     int64_t time_ns, tid, status, duration, peer_port, weight, lport = 0;
     if (!as_str(f[F_DIRECTION], &direction) || !as_str(f[F_METHOD], &method)
@@ -1070,21 +1071,21 @@ pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             || !as_str(f[F_VERSION], &version) || !as_int(f[F_TIME], &time_ns)
             || !as_int(f[F_TID], &tid) || !as_int(f[F_STATUS], &status)
             || !as_int(f[F_DURATION], &duration) || !as_int(f[F_PEER_PORT], &peer_port)
-            || !as_int(f[F_WEIGHT], &weight) || !PyUnicode_CheckExact(f[F_TRACEPARENT])
+            || !as_int(f[F_WEIGHT], &weight) || !as_str(f[F_TRACEPARENT], &traceparent)
             || !PyBool_Check(f[F_HEADERS_CUT]) || !as_str(args[2], &trace_id)
             || !as_str(args[3], &span_id) || !as_str(args[4], &parent)
             || !as_str(args[5], &tracestate) || !as_str(args[6], &how))
         Py_RETURN_NONE;
     if (time_ns < 0 || duration < 0 || time_ns > INT64_MAX - duration)
         Py_RETURN_NONE;  /* msgspec would write the sum as it is: not worth a path of its own */
-    int has_local = local != Py_None;
+    int server = direction.n == 6 && memcmp(direction.s, "server", 6) == 0;
+    int has_local = server && local != Py_None;  /* a client span's is not used */
     if (has_local) {
         if (!PyTuple_CheckExact(local) || PyTuple_GET_SIZE(local) < 2
                 || !as_str(PyTuple_GET_ITEM(local, 0), &laddr)
                 || !as_int(PyTuple_GET_ITEM(local, 1), &lport))
             Py_RETURN_NONE;
     }
-    int server = direction.n == 6 && memcmp(direction.s, "server", 6) == 0;
     int error = status >= 500 || (!server && status >= 400);
     const char *q = memchr(path.s, '?', (size_t)path.n);
     Str upath = path, query = {"", 0};
@@ -1100,8 +1101,19 @@ pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         pv.s = slash + 1;
         pv.n = version.s + version.n - pv.s;
     }
-    int cut = f[F_HEADERS_CUT] == Py_True && PyUnicode_GET_LENGTH(f[F_TRACEPARENT]) == 0;
+    int cut = f[F_HEADERS_CUT] == Py_True && traceparent.n == 0;
 
+    int n = 4 + (q != NULL) + (status != 0) + error + cut + (weight > 1);
+    if (server) {
+        if (peer.n)
+            n += has_local ? 6 : 4;
+        else if (has_local)
+            n += 2;
+    } else if (peer.n) {
+        n += 5;
+    }
+    if (n > 15)
+        Py_RETURN_NONE;  /* not a fixmap: cannot happen with these rules; Python's, if it did */
     size_t strings = (size_t)(direction.n + method.n * 2 + path.n * 3 + peer.n * 5 + version.n
                               + trace_id.n + span_id.n + parent.n + tracestate.n + how.n
                               + laddr.n * 2);
@@ -1123,17 +1135,8 @@ pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     o = mp_str(o, direction.s, (size_t)direction.n);
     o = mp_str(o, method.s, (size_t)method.n);
     *o++ = (char)(error ? 0xC3 : 0xC2);
-    /* the attributes: their count first */
-    int n = 4 + (q != NULL) + (status != 0) + error + cut + (weight > 1);
-    if (server) {
-        if (peer.n)
-            n += has_local ? 6 : 4;
-        else if (has_local)
-            n += 2;
-    } else if (peer.n) {
-        n += 5;
-    }
-    *o++ = (char)(0x80 | n);  /* at most 16: a fixmap */
+    /* the attributes, counted before they are written */
+    *o++ = (char)(0x80 | n);  /* at most 15 (checked above): a fixmap */
     KEY(A_METHOD);
     o = mp_str(o, method.s, (size_t)method.n);
     KEY(A_PATH);
@@ -1213,6 +1216,7 @@ pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     o = mp_bytes(o, resource);
     o = mp_str(o, tracestate.s, (size_t)tracestate.n);
     o = mp_str(o, how.s, (size_t)how.n);
+    assert((size_t)(o - PyBytes_AS_STRING(out)) <= bound);
     if (_PyBytes_Resize(&out, o - PyBytes_AS_STRING(out)) < 0)
         return NULL;
     return out;

@@ -177,7 +177,9 @@ def test_a_server_exchange_that_does_not_hold_the_client_one_is_not_its_parent()
 compiled = pytest.mark.skipif(not PACKED, reason="common._speedups not built: the pipeline makes "
                               "SpanEvents (tests/common/test_fastpath.py fails)")
 
-texts = st.text(max_size=12)
+texts = st.text(max_size=12) | st.sampled_from(["x" * 31, "y" * 32, "é" * 200, "z" * 65536])
+ints = st.sampled_from([0, 1, 127, 128, 255, 256, 65535, 65536, 2**32, 2**63 - 1, -1, -32, -33,
+                        -129, -2**31 - 1, -2**63]) | st.integers(-2**63, 2**63 - 1)
 exchanges = st.builds(
     lambda direction, path, status, peer, version, tp, cut, weight, tid, dur, local, tstate, how:
     (HttpEvent(time_ns=1_700_000_000_000 * MS + dur, pid=10, tid=tid, comm="srv", fd=4,
@@ -188,15 +190,17 @@ exchanges = st.builds(
      local, tstate, how),
     st.sampled_from(["server", "client"]),
     st.one_of(texts, st.builds(lambda a, b: f"{a}?{b}", texts, texts)),
-    st.sampled_from([0, 200, 399, 400, 404, 500, 503, 2**31, -1]),
-    st.sampled_from([("", 0), ("127.0.0.1", 40001), ("fe80::1", 65535), ("é", 1)]),
-    st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", "HTTP/", "weird"]),
+    st.sampled_from([0, 200, 399, 400, 404, 499, 500, 503, 2**31, -1]) | ints,
+    st.sampled_from([("", 0), ("127.0.0.1", 40001), ("fe80::1", 65535), ("é", 1)])
+    | st.tuples(texts, ints),
+    st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", "HTTP/", "/x", "a/b/c", "", "weird"]),
     st.sampled_from(["", TP]),
     st.booleans(),
-    st.sampled_from([1, 2, 65535]),
-    st.integers(0, 2**40),
+    st.sampled_from([1, 2, 65535, 0, -5]),
+    ints,
     st.integers(0, 10**12),
-    st.sampled_from([None, ("127.0.0.1", 8080, "127.0.0.1", 40001), ("::1", 0, "", 0)]),
+    st.sampled_from([None, ("127.0.0.1", 8080, "127.0.0.1", 40001), ("::1", 0, "", 0)])
+    | st.tuples(texts, ints, texts, ints),
     texts, st.sampled_from(["", "connection", "thread", "traceparent"]))
 
 
