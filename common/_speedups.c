@@ -891,28 +891,25 @@ count_lines(PyObject *self, PyObject *arg)
 /* --- pack_span: an HTTP exchange's span, straight to its msgpack bytes ------------------------ */
 
 /* msgpack writers: msgspec's encodings (the shortest form of each int, str and map header). */
+/* A type byte, then v's low n bytes, big-endian. */
+static inline char *
+mp_fixed(char *o, unsigned char type, uint64_t v, int n)
+{
+    *o++ = (char)type;
+    for (int i = n - 1; i >= 0; i--)
+        *o++ = (char)(v >> (8 * i));
+    return o;
+}
+
 static inline char *
 mp_uint(char *o, uint64_t v)
 {
     if (v < 0x80) {
         *o++ = (char)v;
-    } else if (v <= 0xFF) {
-        *o++ = (char)0xCC;
-        *o++ = (char)v;
-    } else if (v <= 0xFFFF) {
-        *o++ = (char)0xCD;
-        *o++ = (char)(v >> 8);
-        *o++ = (char)v;
-    } else if (v <= 0xFFFFFFFFu) {
-        *o++ = (char)0xCE;
-        for (int i = 3; i >= 0; i--)
-            *o++ = (char)(v >> (8 * i));
-    } else {
-        *o++ = (char)0xCF;
-        for (int i = 7; i >= 0; i--)
-            *o++ = (char)(v >> (8 * i));
+        return o;
     }
-    return o;
+    return v <= 0xFF ? mp_fixed(o, 0xCC, v, 1) : v <= 0xFFFF ? mp_fixed(o, 0xCD, v, 2)
+         : v <= 0xFFFFFFFFu ? mp_fixed(o, 0xCE, v, 4) : mp_fixed(o, 0xCF, v, 8);
 }
 
 static inline char *
@@ -922,23 +919,11 @@ mp_int(char *o, int64_t v)
         return mp_uint(o, (uint64_t)v);
     if (v >= -32) {
         *o++ = (char)(unsigned char)(0xE0 | (v + 32));
-    } else if (v >= -128) {
-        *o++ = (char)0xD0;
-        *o++ = (char)v;
-    } else if (v >= -32768) {
-        *o++ = (char)0xD1;
-        *o++ = (char)(v >> 8);
-        *o++ = (char)v;
-    } else if (v >= INT32_MIN) {
-        *o++ = (char)0xD2;
-        for (int i = 3; i >= 0; i--)
-            *o++ = (char)((uint64_t)v >> (8 * i));
-    } else {
-        *o++ = (char)0xD3;
-        for (int i = 7; i >= 0; i--)
-            *o++ = (char)((uint64_t)v >> (8 * i));
+        return o;
     }
-    return o;
+    uint64_t u = (uint64_t)v;  /* two's complement: its low bytes are the narrower forms' */
+    return v >= -128 ? mp_fixed(o, 0xD0, u, 1) : v >= -32768 ? mp_fixed(o, 0xD1, u, 2)
+         : v >= INT32_MIN ? mp_fixed(o, 0xD2, u, 4) : mp_fixed(o, 0xD3, u, 8);
 }
 
 static inline char *
@@ -946,19 +931,10 @@ mp_str_head(char *o, size_t n)
 {
     if (n < 32) {
         *o++ = (char)(0xA0 | n);
-    } else if (n <= 0xFF) {
-        *o++ = (char)0xD9;
-        *o++ = (char)n;
-    } else if (n <= 0xFFFF) {
-        *o++ = (char)0xDA;
-        *o++ = (char)(n >> 8);
-        *o++ = (char)n;
-    } else {
-        *o++ = (char)0xDB;
-        for (int i = 3; i >= 0; i--)
-            *o++ = (char)(n >> (8 * i));
+        return o;
     }
-    return o;
+    return n <= 0xFF ? mp_fixed(o, 0xD9, n, 1) : n <= 0xFFFF ? mp_fixed(o, 0xDA, n, 2)
+         : mp_fixed(o, 0xDB, n, 4);
 }
 
 static inline char *
@@ -1157,37 +1133,19 @@ pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     KEY(A_VERSION);
     o = mp_str(o, pv.s, (size_t)pv.n);
+/* an address and a port, as two attributes */
+#define ENDPOINT(ka, kp, a, port) \
+    (KEY(ka), o = mp_str(o, (a).s, (size_t)(a).n), KEY(kp), o = mp_int(o, (port)))
     if (server) {
-        if (peer.n) {
-            KEY(A_PEER_ADDR);
-            o = mp_str(o, peer.s, (size_t)peer.n);
-            KEY(A_PEER_PORT);
-            o = mp_int(o, peer_port);
-            if (has_local) {
-                KEY(A_SERVER_ADDR);
-                o = mp_str(o, laddr.s, (size_t)laddr.n);
-                KEY(A_SERVER_PORT);
-                o = mp_int(o, lport);
-            }
-            KEY(A_CLIENT_ADDR);
-            o = mp_str(o, peer.s, (size_t)peer.n);
-            KEY(A_CLIENT_PORT);
-            o = mp_int(o, peer_port);
-        } else if (has_local) {
-            KEY(A_SERVER_ADDR);
-            o = mp_str(o, laddr.s, (size_t)laddr.n);
-            KEY(A_SERVER_PORT);
-            o = mp_int(o, lport);
-        }
+        if (peer.n)
+            ENDPOINT(A_PEER_ADDR, A_PEER_PORT, peer, peer_port);
+        if (has_local)
+            ENDPOINT(A_SERVER_ADDR, A_SERVER_PORT, laddr, lport);
+        if (peer.n)
+            ENDPOINT(A_CLIENT_ADDR, A_CLIENT_PORT, peer, peer_port);
     } else if (peer.n) {
-        KEY(A_PEER_ADDR);
-        o = mp_str(o, peer.s, (size_t)peer.n);
-        KEY(A_PEER_PORT);
-        o = mp_int(o, peer_port);
-        KEY(A_SERVER_ADDR);
-        o = mp_str(o, peer.s, (size_t)peer.n);
-        KEY(A_SERVER_PORT);
-        o = mp_int(o, peer_port);
+        ENDPOINT(A_PEER_ADDR, A_PEER_PORT, peer, peer_port);
+        ENDPOINT(A_SERVER_ADDR, A_SERVER_PORT, peer, peer_port);
         KEY(A_URL_FULL);
         char port[24];
         int k = snprintf(port, sizeof port, "%lld", (long long)peer_port);
@@ -1212,6 +1170,7 @@ pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         KEY(A_WEIGHT);
         o = mp_int(o, weight);
     }
+#undef ENDPOINT
 #undef KEY
     o = mp_bytes(o, resource);
     o = mp_str(o, tracestate.s, (size_t)tracestate.n);

@@ -111,7 +111,6 @@ class SpanBuilder:
         encodes as it is) instead of SpanEvents, with the compiled module (PACKED)."""
         cfg = cfg or SpansConfig()
         self._make = self._packed if packed and PACKED else self._event
-        self.resource_packed: dict[tuple, bytes] = {}
         self.hold = cfg.hold
         self.overrides = dict(cfg.services)
         self.max_pending = cfg.max_pending
@@ -128,7 +127,7 @@ class SpanBuilder:
         """Spans waiting for a trace id, by id(), oldest first (deadlines grow with it)."""
         self.exchanges: OrderedDict[tuple[int, int, int], _Span] = OrderedDict()
         """(pid, fd, boot_ns) -> its span: what the log join looks exchanges up by."""
-        self.resource_cache: dict[tuple, dict] = {}
+        self.resource_cache: dict[tuple, tuple[dict, bytes]] = {}
         self._waits: list[_Span] = []
         """Spans of this observe() that did not go out at once."""
         self.unsent: set[int] = set()
@@ -418,29 +417,24 @@ class SpanBuilder:
             attrs["log_shuttle.sample_weight"] = ev.weight  # the probe kept 1 exchange in N
         start = ev.time_ns
         return SpanEvent(start, start + ev.duration_ns, s.trace_id, s.span_id, s.parent,
-                         ev.direction, ev.method, error, attrs, self._resource(ev), s.tracestate,
-                         s.how)
+                         ev.direction, ev.method, error, attrs, self._resource(ev)[0],
+                         s.tracestate, s.how)
 
     def _packed(self, s: _Span) -> msgspec.Raw | SpanEvent:
         """``_event``'s SpanEvent as its msgpack bytes, made in C with no object per span (the
         SpanEvent itself when a value is not of the type the C expects)."""
         ev = s.ev
-        proc = ev.process
-        key = (ev.pid, proc.start_ns if proc is not None else 0, ev.comm)
-        resource = self.resource_packed.get(key)
-        if resource is None:
-            if len(self.resource_packed) > 65536:
-                self.resource_packed.clear()
-            resource = self.resource_packed[key] = _encode(self._resource(ev))
         data = pack_span(_astuple(ev), _PACKED_FIELDS, s.trace_id, s.span_id, s.parent,
-                         s.tracestate, s.how, s.local, resource, _PACKED_HEAD, _PACKED_KEYS)
+                         s.tracestate, s.how, s.local, self._resource(ev)[1], _PACKED_HEAD,
+                         _PACKED_KEYS)
         return msgspec.Raw(data) if data is not None else self._event(s)
 
-    def _resource(self, ev: HttpEvent) -> dict[str, str | int]:
+    def _resource(self, ev: HttpEvent) -> tuple[dict[str, str | int], bytes]:
+        """The resource of an exchange's process, and its msgpack (made once per process)."""
         proc = ev.process
         key = (ev.pid, proc.start_ns if proc is not None else 0, ev.comm)
-        res = self.resource_cache.get(key)
-        if res is None:
+        entry = self.resource_cache.get(key)
+        if entry is None:
             if len(self.resource_cache) > 65536:
                 self.resource_cache.clear()
             res = {"service.name": service_name(ev.comm, proc, self.overrides),
@@ -454,8 +448,8 @@ class SpanBuilder:
                     res["container.id"] = proc.container_id
                 if proc.pod_uid:
                     res["k8s.pod.uid"] = proc.pod_uid
-            self.resource_cache[key] = res
-        return res
+            entry = self.resource_cache[key] = (res, _encode(res))
+        return entry
 
     def span_of(self, pid: int, fd: int, boot_ns: int) -> _Span | None:
         """The span of an exchange (its request's first bytes at ``boot_ns``), for the log join."""

@@ -235,40 +235,13 @@ def test_a_sink_gone_for_good_stops_the_runner_without_acknowledging(tmp_path):
         os.close(w)
 
 
-def test_an_undecodable_message_is_set_aside_and_the_next_batch_delivered(tmp_path, caplog):
+def poison_then_a_line(tmp_path, poison: bytes, *, raw: bool = False):
+    """A TCP output given a poison message, then a batch of one line: the rig and the dead
+    letter, once the line is delivered and acknowledged."""
     rx = Receiver()
-    rig = Rig(tmp_path, tcp_sink(rx.port))
-    garbage = b"\x93\xa4this is not a Batch\xc1"
-    try:
-        rig.producer.put(garbage)
-        rig.put(2, "after the poison")
-        wait_for(lambda: rig.acked() == 2, what="the good batch acknowledged")
-        wait_for(lambda: len(rx.lines) == 1, what="the good line")
-    finally:
-        rig.close()
-        rx.close()
-    assert rig.error is None and lines_of(rx) == ["after the poison"]
-    assert rig.runner.stats.batches_dead == 1 and rig.committed() == 2
-    (entry,) = deadletter.read(rig.dead.path)
-    assert entry.reason == "undecodable" and entry.output == "output test"
-    assert deadletter.message_of(entry) == garbage and entry.bytes == len(garbage)
-    assert entry.events is None and ("DecodeError" in entry.error or "ValidationError" in entry.error)
-    assert entry.time.startswith(time.strftime("%Y-%m-%dT", time.gmtime()))
-
-
-def test_an_event_that_does_not_decode_when_rendered_from_its_bytes_sets_its_batch_aside(
-        tmp_path, caplog):
-    # A TCP output renders events other than lines from their msgpack bytes (not decoded by
-    # the runner): one whose bytes msgspec rejects sets its batch aside as undecodable, at
-    # once, as decoding the batch would have; the next batch goes.
-    rx = Receiver()
-    sink = tcp_sink(rx.port, raw=True)
-    assert sink.takes_raw
+    sink = tcp_sink(rx.port, raw=raw)
+    assert sink.takes_raw == raw
     rig = Rig(tmp_path, sink)
-    span = ["span", 1, 2, "a" * 32, "b" * 16, "", "server", "GET", False, {}, {}, "", ""]
-    bad = CODEC.encode(Batch(events=[], acks=[(0, 1)]))
-    # the batch with one span whose end is text: a Batch's bytes, the span's spliced in
-    poison = bad[:1] + b"\x91" + msgspec.msgpack.encode(span[:2] + ["later"] + span[3:]) + bad[2:]
     try:
         rig.producer.put(poison)
         rig.put(2, "after the poison")
@@ -280,8 +253,28 @@ def test_an_event_that_does_not_decode_when_rendered_from_its_bytes_sets_its_bat
     assert rig.error is None and lines_of(rx) == ["after the poison"]
     assert rig.runner.stats.batches_dead == 1 and rig.committed() == 2
     (entry,) = deadletter.read(rig.dead.path)
-    assert entry.reason == "undecodable" and "ValidationError" in entry.error
-    assert deadletter.message_of(entry) == poison
+    assert entry.reason == "undecodable" and entry.output == "output test"
+    assert deadletter.message_of(entry) == poison and entry.bytes == len(poison)
+    return rig, entry
+
+
+def test_an_undecodable_message_is_set_aside_and_the_next_batch_delivered(tmp_path, caplog):
+    _, entry = poison_then_a_line(tmp_path, b"\x93\xa4this is not a Batch\xc1")
+    assert entry.events is None and ("DecodeError" in entry.error or "ValidationError" in entry.error)
+    assert entry.time.startswith(time.strftime("%Y-%m-%dT", time.gmtime()))
+
+
+def test_an_event_that_does_not_decode_when_rendered_from_its_bytes_sets_its_batch_aside(
+        tmp_path, caplog):
+    # A TCP output renders events other than lines from their msgpack bytes (not decoded by
+    # the runner): one whose bytes msgspec rejects sets its batch aside as undecodable, at
+    # once, as decoding the batch would have; the next batch goes.
+    span = ["span", 1, 2, "a" * 32, "b" * 16, "", "server", "GET", False, {}, {}, "", ""]
+    bad = CODEC.encode(Batch(events=[], acks=[(0, 1)]))
+    # the batch with one span whose end is text: a Batch's bytes, the span's spliced in
+    poison = bad[:1] + b"\x91" + msgspec.msgpack.encode(span[:2] + ["later"] + span[3:]) + bad[2:]
+    _, entry = poison_then_a_line(tmp_path, poison, raw=True)
+    assert "ValidationError" in entry.error
 
 
 def test_a_batch_the_sink_raises_on_is_set_aside_after_a_few_attempts(tmp_path, caplog):
