@@ -103,7 +103,7 @@ class _Span(msgspec.Struct, gc=False, eq=False):
 
 class SpanBuilder:
     """Feed it the pipeline's events (``observe``), call ``expire`` on a timer; both return the
-    SpanEvents ready to go."""
+    SpanEvents ready to go (``packed``: their msgpack bytes, as ``msgspec.Raw``)."""
 
     def __init__(self, cfg: SpansConfig | None = None, *, host_attrs: dict | None = None,
                  packed: bool = False) -> None:
