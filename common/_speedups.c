@@ -37,8 +37,8 @@
  * field's type allows (and a list's items or a dict's values likewise), strings of valid
  * UTF-8, no float, binary or extension anywhere, no key twice in a map, no process (a nested
  * struct: see PROCESS in render_event). What msgspec would reject is so handed back, and the
- * caller's decoding says why. A time before year 1000 or after 9999, a map of more than
- * MAX_KEYS keys and an event of more than MAX_EVENT bytes are handed back too.
+ * caller's decoding says why. A map of more than MAX_KEYS keys and an event of more than
+ * MAX_EVENT bytes are handed back too.
  *
  *   pack_span(values, places, trace_id, span_id, parent, tracestate, how, local, resource,
  *             head, keys) -> bytes | None
@@ -57,7 +57,6 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 
 /* 0: copy; 'u': \u00XX; else the character after the backslash. */
 static char ESC[256];
@@ -561,22 +560,28 @@ skip_value(const unsigned char **pp, const unsigned char *end, int depth)
 static const char TIME_KEY[] = "{\"time\":\"";
 static const char ID_OPEN[] = ",\"id\":\"";
 
-static struct { int64_t secs; char text[24]; } last_second = {-1, ""};
+static struct { int64_t secs; char text[48]; } last_second = {-1, ""};
 
-/* "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ" as rfc3339_ns writes it (and the closing quote); 0 when the
- * year is not four digits (left to Python). */
-static int
+/* "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ" as rfc3339_ns writes it (and the closing quote). A u64 of
+ * nanoseconds is 1970 to 2554: always four digits of year. The date from the days since the
+ * epoch by Howard Hinnant's civil_from_days (no gmtime_r: not every C library has it). */
+static void
 put_time(Buf *b, uint64_t ns)
 {
     int64_t secs = (int64_t)(ns / 1000000000u);
     uint32_t frac = (uint32_t)(ns % 1000000000u);
     if (last_second.secs != secs) {
-        time_t t = (time_t)secs;
-        struct tm tm;
-        if (gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 < 1000 || tm.tm_year + 1900 > 9999)
-            return 0;
+        int64_t days = secs / 86400, rem = secs % 86400;
+        int64_t z = days + 719468, era = z / 146097;
+        int64_t doe = z - era * 146097;
+        int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        int64_t mp = (5 * doy + 2) / 153;
+        int64_t day = doy - (153 * mp + 2) / 5 + 1, month = mp < 10 ? mp + 3 : mp - 9;
+        int64_t year = yoe + era * 400 + (month <= 2);
         snprintf(last_second.text, sizeof last_second.text, "%04d-%02d-%02dT%02d:%02d:%02d",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+                 (int)year, (int)month, (int)day, (int)(rem / 3600), (int)(rem / 60 % 60),
+                 (int)(rem % 60));
         last_second.secs = secs;
     }
     memcpy(b->p + b->len, last_second.text, 19);
@@ -591,7 +596,6 @@ put_time(Buf *b, uint64_t ns)
     *o++ = 'Z';
     *o++ = '"';
     b->len = (size_t)(o - b->p);
-    return 1;
 }
 
 /* A shape: (tag, items, time_at, seq_at, process_at, head, keys, kinds), built by
@@ -690,8 +694,7 @@ render_event(Buf *b, const unsigned char *p, const unsigned char *end, const Sha
             return TJ_OTHER;
         memcpy(b->p + b->len, TIME_KEY, sizeof(TIME_KEY) - 1);
         b->len += sizeof(TIME_KEY) - 1;
-        if (!put_time(b, ns))
-            goto other;
+        put_time(b, ns);
         put_key(b, s->head);
         for (Py_ssize_t i = 2; i < count; i++) {
             if (i == s->seq_at) {
@@ -728,8 +731,7 @@ render_event(Buf *b, const unsigned char *p, const unsigned char *end, const Sha
         }
         memcpy(b->p + b->len, TIME_KEY, sizeof(TIME_KEY) - 1);
         b->len += sizeof(TIME_KEY) - 1;
-        if (!put_time(b, ns))
-            goto other;
+        put_time(b, ns);
         put_key(b, s->head);
         if (idp_len && seq) {
             memcpy(b->p + b->len, ID_OPEN, sizeof(ID_OPEN) - 1);

@@ -280,3 +280,16 @@ def test_what_msgspec_would_reject_or_rewrite_is_handed_back():
     assert taken(b"") == 0 and taken(b"\xdc") == 0
     proc = ProcessEvent("exec", 5, 42, process=ProcessInfo(pid=42))
     assert taken(enc(proc)) == 0  # a process: decoded (msgspec rewrites a struct's map)
+
+
+def test_times_render_as_rfc3339_ns_does_at_the_calendar_s_edges():
+    # the compiled path computes the date itself (no gmtime_r): leap days, centuries, the
+    # epoch and the last nanosecond a u64 holds (2554)
+    day = 86400 * 10**9
+    edges = [0, 1, day - 1, day, 951782400 * 10**9, 951868799 * 10**9 + 5, 4107542400 * 10**9,
+             4102444800 * 10**9 - 1, 2**63, 2**64 - 1]
+    events = [LossEvent(t, "input ebpf", "ring buffer", 1) for t in edges]
+    fast, slow = from_bytes_and_decoded(events)
+    assert fast == slow
+    assert json.loads(fast.splitlines()[4])["time"] == "2000-02-29T00:00:00.000000000Z"
+    assert json.loads(fast.splitlines()[-1])["time"].startswith("2554-07-21T")
