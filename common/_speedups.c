@@ -1008,12 +1008,8 @@ as_int(PyObject *o, int64_t *out)
  * msgpack strs (A_*). None when a value is not of the type the rules expect (the caller then
  * builds the SpanEvent in Python). */
 static PyObject *
-pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+pack_span_of(PyObject *const *args)
 {
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "pack_span takes 11 arguments");
-        return NULL;
-    }
     PyObject *values = args[0], *places = args[1], *local = args[7], *resource = args[8];
     PyObject *head = args[9], *keys = args[10];
     if (!PyTuple_CheckExact(values) || !PyBytes_CheckExact(places)
@@ -1183,6 +1179,482 @@ pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+static PyObject *
+pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "pack_span takes 11 arguments");
+        return NULL;
+    }
+    return pack_span_of(args);
+}
+
+/* observe_spans(builder, events, now, out, kit) -> None
+ *
+ * pipeline/spans.py's SpanBuilder.observe, the loop over a message's events in the builder's
+ * packed mode: a ConnEvent goes to builder._conn, an HttpEvent to builder._exchange, but for
+ * the common case, which is done here with the same effects on the builder's tables: an
+ * exchange with no traceparent whose span needs no wait (a root: no local parent to look for;
+ * or its parent found among the recent spans with its trace id known) and that no waiting span
+ * wants as its parent. Its span goes to out as msgspec.Raw(pack_span(...)) (or, when a value is
+ * not of the type pack_span expects, builder._event's SpanEvent). Everything else (a
+ * traceparent to parse, a span that waits, a parent that waits, waiters to adopt) is left to
+ * builder._exchange, before anything was changed. kit: see K_*; the same ids
+ * (new_span_id then, for a root, new_trace_id) are drawn in the same order as in Python, so
+ * that with the same ids both give the same spans (tests/pipeline/test_spans.py). */
+enum { K_HTTP, K_CONN, K_SPAN, K_RELAX, K_SPAN_ID, K_TRACE_ID, K_SPAN_IDS, K_TRACE_IDS,
+       K_ASTUPLE, K_RAW, K_PLACES, K_HEAD, K_KEYS, K_MORE, K_KEPT, K_COUNT };
+/* The other HttpEvent fields it reads, in the order of their places in kit[K_MORE]. */
+enum { M_PID, M_FD, M_COMM, M_PROCESS, M_BOOT, M_COUNT };
+/* What it counts, added to builder.stats at the end. */
+enum { C_SPANS, C_ROOTS, C_CONNECTION, C_THREAD, C_COUNT };
+static const char *const COUNTED[C_COUNT] = {"spans", "roots", "connection", "thread"};
+
+static PyObject *S_start, *S_end, *S_trace_id, *S_span_id, *S_start_ns, *S_exchange, *S_conn,
+    *S_new_queue, *S_resource, *S_event, *S_trim, *S_append, *S_ready, *S_popitem, *S_last,
+    *S_connection, *S_thread, *S_conn_tag, *S_empty, *S_zero;
+static const char *const TABLES[] = {"conns", "connectors", "servers", "by_thread", "by_conn",
+                                     "exchanges", "waiting", "pending", "resource_cache"};
+enum { T_CONNS, T_CONNECTORS, T_SERVERS, T_BY_THREAD, T_BY_CONN, T_EXCHANGES, T_WAITING,
+       T_PENDING, T_RESOURCES, T_COUNT };
+
+static int
+intern_span_names(void)
+{
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
+    INTERN(S_start, "start");
+    INTERN(S_end, "end");
+    INTERN(S_trace_id, "trace_id");
+    INTERN(S_span_id, "span_id");
+    INTERN(S_start_ns, "start_ns");
+    INTERN(S_exchange, "_exchange");
+    INTERN(S_conn, "_conn");
+    INTERN(S_new_queue, "_new_queue");
+    INTERN(S_resource, "_resource");
+    INTERN(S_event, "_event");
+    INTERN(S_trim, "_trim");
+    INTERN(S_append, "append");
+    INTERN(S_ready, "_ready");
+    INTERN(S_popitem, "popitem");
+    INTERN(S_last, "last");
+    INTERN(S_connection, "connection");
+    INTERN(S_thread, "thread");
+    INTERN(S_conn_tag, "conn");
+    INTERN(S_empty, "");
+#undef INTERN
+    return (S_zero = PyLong_FromLong(0)) == NULL ? -1 : 0;
+}
+
+/* The last span of recent spans q (a deque, or NULL: none) whose interval holds [start, end],
+ * as a new reference in *found (NULL: none does). -1: an error; 1: a span whose bounds are not
+ * ints (Python's comparison, then). */
+static int
+holder(PyObject *q, int64_t start, int64_t end, PyObject **found)
+{
+    *found = NULL;
+    if (q == NULL)
+        return 0;
+    Py_ssize_t n = PyObject_Length(q);
+    if (n < 0)
+        return -1;
+    for (Py_ssize_t i = n - 1; i >= 0; i--) {
+        PyObject *p = PySequence_GetItem(q, i);
+        if (p == NULL)
+            return -1;
+        PyObject *a = PyObject_GetAttr(p, S_start), *b = a ? PyObject_GetAttr(p, S_end) : NULL;
+        int64_t ps, pe;
+        int ints = b != NULL && as_int(a, &ps) && as_int(b, &pe);
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        if (!ints) {
+            Py_DECREF(p);
+            return PyErr_Occurred() ? -1 : 1;
+        }
+        if (ps <= start && end <= pe) {
+            *found = p;
+            return 0;
+        }
+        Py_DECREF(p);
+    }
+    return 0;
+}
+
+/* A new id: the last of pool (common/tracecontext.py's list of ids drawn ahead, a list), as
+ * new_span_id or new_trace_id, draw, pops it, or, when the pool is empty, draw's. */
+static PyObject *
+new_id(PyObject *pool, PyObject *draw)
+{
+    Py_ssize_t n = PyList_GET_SIZE(pool);
+    if (n == 0)
+        return PyObject_CallNoArgs(draw);
+    PyObject *id = PyList_GET_ITEM(pool, n - 1);
+    Py_INCREF(id);
+    if (PyList_SetSlice(pool, n - 1, n, NULL) < 0) {
+        Py_DECREF(id);
+        return NULL;
+    }
+    return id;
+}
+
+/* Borrowed from a dict (or OrderedDict): the value, NULL when absent or on an error. */
+#define LOOKUP(d, k) PyDict_GetItemWithError((d), (k))
+
+/* One HttpEvent: 1 done here, 0 left to builder._exchange (nothing changed), -1 an error. */
+static int
+fast_exchange(PyObject *builder, PyObject **t, PyObject *ev, PyObject *now, PyObject *out,
+              PyObject *const *kit, int64_t kept, int64_t max_pending, long *counts)
+{
+    PyObject *vals = PyObject_CallOneArg(kit[K_ASTUPLE], ev);
+    if (vals == NULL)
+        return -1;
+    int r = -1;
+    PyObject *conn_key = NULL, *local = NULL, *wkey = NULL, *tkey = NULL, *ckey = NULL,
+             *client = NULL, *p = NULL, *ptrace = NULL, *pspan = NULL, *span_id = NULL,
+             *trace_id = NULL, *endobj = NULL, *s = NULL, *ekey = NULL, *q = NULL,
+             *start_ns = NULL, *rkey = NULL, *entry = NULL, *data = NULL, *item = NULL,
+             *res = NULL;
+    const unsigned char *at = (const unsigned char *)PyBytes_AS_STRING(kit[K_PLACES]);
+    const unsigned char *more = (const unsigned char *)PyBytes_AS_STRING(kit[K_MORE]);
+    Py_ssize_t nv = PyTuple_GET_SIZE(vals);
+    for (int i = 0; i < F_COUNT; i++)
+        if (at[i] >= nv)
+            goto pass;
+    for (int i = 0; i < M_COUNT; i++)
+        if (more[i] >= nv)
+            goto pass;
+#define V(i) PyTuple_GET_ITEM(vals, (i))
+    PyObject *pid = V(more[M_PID]), *fd = V(more[M_FD]), *tid = V(at[F_TID]);
+    PyObject *direction = V(at[F_DIRECTION]), *tp = V(at[F_TRACEPARENT]);
+    PyObject *boot = V(more[M_BOOT]), *timev = V(at[F_TIME]);
+    int64_t b, tm, d;
+    if (!PyUnicode_CheckExact(tp) || PyUnicode_GET_LENGTH(tp) != 0
+            || !PyUnicode_CheckExact(direction) || !as_int(boot, &b) || !as_int(timev, &tm)
+            || !as_int(V(at[F_DURATION]), &d))
+        goto pass;  /* rule 1 (a traceparent), or values Python handles as they are */
+    int server = PyUnicode_CompareWithASCIIString(direction, "server") == 0;
+    PyObject *startobj = b ? boot : timev;  /* ev.boot_ns or ev.time_ns */
+    int64_t start = b ? b : tm;
+    if (d < 0 ? start < INT64_MIN - d : start > INT64_MAX - d)
+        goto pass;
+    int64_t end = start + d;
+
+    if ((conn_key = PyTuple_Pack(2, pid, fd)) == NULL)
+        goto done;
+    local = LOOKUP(t[T_CONNS], conn_key);
+    if (local == NULL && PyErr_Occurred())
+        goto done;
+    Py_XINCREF(local);
+    if ((tkey = PyTuple_Pack(2, pid, tid)) == NULL)  /* its thread: (pid, tid) */
+        goto done;
+    /* A waiting span that wants this one as its parent: Python adopts it (_adopt). */
+    if (PyDict_GET_SIZE(t[T_WAITING])) {
+        wkey = server ? PyTuple_Pack(3, S_thread, pid, tid) : PyTuple_Pack(3, S_conn_tag, pid, fd);
+        if (wkey == NULL)
+            goto done;
+        PyObject *w = LOOKUP(t[T_WAITING], wkey);
+        if (w == NULL && PyErr_Occurred())
+            goto done;
+        if (w != NULL) {
+            int truth = PyObject_IsTrue(w);
+            if (truth < 0)
+                goto done;
+            if (truth)
+                goto pass;
+        }
+    }
+    /* Its parent, by the rules (2: connection, 3: thread); a root when none applies. */
+    PyObject *how = S_empty;
+    int rule = C_ROOTS;
+    if (server) {
+        if (local != NULL) {
+            if (!PyTuple_CheckExact(local) || PyTuple_GET_SIZE(local) != 4)
+                goto pass;
+            ckey = PyTuple_Pack(4, PyTuple_GET_ITEM(local, 2), PyTuple_GET_ITEM(local, 3),
+                                PyTuple_GET_ITEM(local, 0), PyTuple_GET_ITEM(local, 1));
+            if (ckey == NULL)
+                goto done;
+            client = LOOKUP(t[T_CONNECTORS], ckey);
+            if (client == NULL && PyErr_Occurred())
+                goto done;
+            Py_XINCREF(client);
+        }
+        if (client != NULL) {
+            PyObject *cands = LOOKUP(t[T_BY_CONN], client);
+            if (cands == NULL && PyErr_Occurred())
+                goto done;
+            Py_XINCREF(cands);
+            int h = holder(cands, start, end, &p);
+            Py_XDECREF(cands);
+            if (h < 0)
+                goto done;
+            if (h > 0 || p == NULL)
+                goto pass;  /* it waits for its parent */
+            how = S_connection;
+            rule = C_CONNECTION;
+        }
+    } else {
+        int in = PyDict_Contains(t[T_SERVERS], pid);
+        if (in < 0)
+            goto done;
+        if (in) {
+            PyObject *cands = LOOKUP(t[T_BY_THREAD], tkey);
+            if (cands == NULL && PyErr_Occurred())
+                goto done;
+            Py_XINCREF(cands);
+            int h = holder(cands, start, end, &p);
+            Py_XDECREF(cands);
+            if (h < 0)
+                goto done;
+            if (h > 0 || p == NULL)
+                goto pass;
+            how = S_thread;
+            rule = C_THREAD;
+        }
+    }
+    if (p != NULL) {
+        if ((ptrace = PyObject_GetAttr(p, S_trace_id)) == NULL
+                || (pspan = PyObject_GetAttr(p, S_span_id)) == NULL)
+            goto done;
+        if (!PyUnicode_CheckExact(ptrace) || PyUnicode_GET_LENGTH(ptrace) == 0)
+            goto pass;  /* the parent waits for its own trace id: this one waits with it */
+    }
+
+    /* From here on the builder's tables change: the span is made and sent. */
+    if ((span_id = new_id(kit[K_SPAN_IDS], kit[K_SPAN_ID])) == NULL)
+        goto done;
+    if (p == NULL) {
+        if ((trace_id = new_id(kit[K_TRACE_IDS], kit[K_TRACE_ID])) == NULL)
+            goto done;
+    } else {
+        trace_id = ptrace;
+        Py_INCREF(trace_id);
+    }
+    PyObject *parent = p != NULL ? pspan : S_empty;
+    if ((endobj = PyLong_FromLongLong(end)) == NULL)
+        goto done;
+    PyObject *sargs[13] = {ev, span_id, startobj, endobj, now, trace_id, parent, how, S_empty,
+                           Py_None, Py_None, Py_True, local != NULL ? local : Py_None};
+    if ((s = PyObject_Vectorcall(kit[K_SPAN], sargs, 13, NULL)) == NULL)
+        goto done;
+    /* exchanges[(pid, fd, start)] = s, the oldest going past ``kept`` */
+    if ((ekey = PyTuple_Pack(3, pid, fd, startobj)) == NULL
+            || PyObject_SetItem(t[T_EXCHANGES], ekey, s) < 0)
+        goto done;
+    if (PyObject_Length(t[T_EXCHANGES]) > kept) {
+        PyObject *pargs[2] = {t[T_EXCHANGES], Py_False};
+        PyObject *names = PyTuple_Pack(1, S_last);
+        if (names == NULL)
+            goto done;
+        res = PyObject_VectorcallMethod(S_popitem, pargs, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                        names);
+        Py_DECREF(names);
+        if (res == NULL)
+            goto done;
+        Py_CLEAR(res);
+    }
+    /* its recent spans: its thread's (a server span) or its connection's (a client's) */
+    PyObject *index = server ? t[T_BY_THREAD] : t[T_BY_CONN], *qkey = server ? tkey : conn_key;
+    q = LOOKUP(index, qkey);
+    if (q == NULL) {
+        if (PyErr_Occurred())
+            goto done;
+        q = PyObject_CallMethodObjArgs(builder, S_new_queue, index, qkey, NULL);
+        if (q == NULL)
+            goto done;
+    } else {
+        Py_INCREF(q);
+    }
+    if ((res = PyObject_CallMethodOneArg(q, S_append, s)) == NULL)
+        goto done;
+    Py_CLEAR(res);
+    counts[C_SPANS]++;
+    counts[rule]++;
+    /* its bytes: _packed */
+    PyObject *proc = V(more[M_PROCESS]);
+    if (proc == Py_None) {
+        start_ns = S_zero;
+        Py_INCREF(start_ns);
+    } else if ((start_ns = PyObject_GetAttr(proc, S_start_ns)) == NULL) {
+        goto done;
+    }
+    if ((rkey = PyTuple_Pack(3, pid, start_ns, V(more[M_COMM]))) == NULL)
+        goto done;
+    entry = LOOKUP(t[T_RESOURCES], rkey);
+    if (entry == NULL) {
+        if (PyErr_Occurred()
+                || (entry = PyObject_CallMethodOneArg(builder, S_resource, ev)) == NULL)
+            goto done;
+    } else {
+        Py_INCREF(entry);
+    }
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2) {
+        PyErr_SetString(PyExc_TypeError, "observe_spans: a resource entry is (dict, bytes)");
+        goto done;
+    }
+    PyObject *pargs[11] = {vals, kit[K_PLACES], trace_id, span_id, parent, S_empty, how,
+                           local != NULL ? local : Py_None, PyTuple_GET_ITEM(entry, 1),
+                           kit[K_HEAD], kit[K_KEYS]};
+    if ((data = pack_span_of(pargs)) == NULL)
+        goto done;
+    item = data == Py_None ? PyObject_CallMethodOneArg(builder, S_event, s)
+                           : PyObject_CallOneArg(kit[K_RAW], data);
+    if (item == NULL || PyList_Append(out, item) < 0)
+        goto done;
+    /* _trim when spans became ready or too many wait (neither happens here: as in Python) */
+    PyObject *ready = PyObject_GetAttr(builder, S_ready);
+    if (ready == NULL)
+        goto done;
+    int truth = PyObject_IsTrue(ready);
+    Py_DECREF(ready);
+    if (truth < 0)
+        goto done;
+    Py_ssize_t waiting = PyObject_Length(t[T_PENDING]);
+    if (waiting < 0)
+        goto done;
+    if (truth || waiting > max_pending) {
+        if ((res = PyObject_CallMethodOneArg(builder, S_trim, out)) == NULL)
+            goto done;
+        Py_CLEAR(res);
+    }
+#undef V
+    r = 1;
+    goto done;
+pass:
+    r = PyErr_Occurred() ? -1 : 0;
+done:
+    Py_XDECREF(conn_key);
+    Py_XDECREF(local);
+    Py_XDECREF(wkey);
+    Py_XDECREF(tkey);
+    Py_XDECREF(ckey);
+    Py_XDECREF(client);
+    Py_XDECREF(p);
+    Py_XDECREF(ptrace);
+    Py_XDECREF(pspan);
+    Py_XDECREF(span_id);
+    Py_XDECREF(trace_id);
+    Py_XDECREF(endobj);
+    Py_XDECREF(s);
+    Py_XDECREF(ekey);
+    Py_XDECREF(q);
+    Py_XDECREF(start_ns);
+    Py_XDECREF(rkey);
+    Py_XDECREF(entry);
+    Py_XDECREF(data);
+    Py_XDECREF(item);
+    Py_XDECREF(res);
+    Py_DECREF(vals);
+    return r;
+}
+
+static PyObject *
+observe_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "observe_spans takes 5 arguments");
+        return NULL;
+    }
+    PyObject *builder = args[0], *now = args[2], *out = args[3], *kitobj = args[4];
+    if (!PyList_CheckExact(out) || !PyTuple_CheckExact(kitobj)
+            || PyTuple_GET_SIZE(kitobj) != K_COUNT
+            || !PyBytes_CheckExact(PyTuple_GET_ITEM(kitobj, K_PLACES))
+            || PyBytes_GET_SIZE(PyTuple_GET_ITEM(kitobj, K_PLACES)) != F_COUNT
+            || !PyBytes_CheckExact(PyTuple_GET_ITEM(kitobj, K_MORE))
+            || PyBytes_GET_SIZE(PyTuple_GET_ITEM(kitobj, K_MORE)) != M_COUNT
+            || !PyList_CheckExact(PyTuple_GET_ITEM(kitobj, K_SPAN_IDS))
+            || !PyList_CheckExact(PyTuple_GET_ITEM(kitobj, K_TRACE_IDS))) {
+        PyErr_SetString(PyExc_TypeError, "observe_spans: arguments of the wrong types");
+        return NULL;
+    }
+    PyObject *const *kit = &PyTuple_GET_ITEM(kitobj, 0);
+    int64_t kept;
+    if (!as_int(kit[K_KEPT], &kept)) {
+        PyErr_SetString(PyExc_TypeError, "observe_spans: kit[K_KEPT] is an int");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[1], "observe_spans: events are a sequence");
+    if (seq == NULL)
+        return NULL;
+    PyObject *t[T_COUNT] = {NULL};
+    PyObject *result = NULL, *stats = NULL;
+    long counts[C_COUNT] = {0};
+    int64_t max_pending;
+    for (int i = 0; i < T_COUNT; i++) {
+        if ((t[i] = PyObject_GetAttrString(builder, TABLES[i])) == NULL)
+            goto error;
+        if (!PyDict_Check(t[i])) {  /* dict or OrderedDict: what LOOKUP reads */
+            PyErr_Format(PyExc_TypeError, "observe_spans: builder.%s is not a dict", TABLES[i]);
+            goto error;
+        }
+    }
+    PyObject *mp = PyObject_GetAttrString(builder, "max_pending");
+    if (mp == NULL)
+        goto error;
+    int ok = as_int(mp, &max_pending);
+    Py_DECREF(mp);
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "observe_spans: builder.max_pending is an int");
+        goto error;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), exchanges = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ev = PySequence_Fast_GET_ITEM(seq, i), *res;
+        if (Py_TYPE(ev) == (PyTypeObject *)kit[K_HTTP]) {
+            int r = fast_exchange(builder, t, ev, now, out, kit, kept, max_pending, counts);
+            if (r < 0)
+                goto error;
+            if (r == 0) {
+                res = PyObject_CallMethodObjArgs(builder, S_exchange, ev, now, out, NULL);
+                if (res == NULL)
+                    goto error;
+                Py_DECREF(res);
+            }
+            if (!(++exchanges & 15)) {  /* a hundred microseconds of spans: the CPU to whoever waits */
+                if ((res = PyObject_CallNoArgs(kit[K_RELAX])) == NULL)
+                    goto error;
+                Py_DECREF(res);
+            }
+        } else if (Py_TYPE(ev) == (PyTypeObject *)kit[K_CONN]) {
+            if ((res = PyObject_CallMethodOneArg(builder, S_conn, ev)) == NULL)
+                goto error;
+            Py_DECREF(res);
+        }
+    }
+    result = Py_None;
+    Py_INCREF(result);
+error:
+    /* what was counted goes to builder.stats, even when an error stops the loop */
+    if (counts[C_SPANS]) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        stats = PyObject_GetAttrString(builder, "stats");
+        for (int i = 0; stats != NULL && i < C_COUNT; i++) {
+            if (!counts[i])
+                continue;
+            PyObject *was = PyMapping_GetItemString(stats, COUNTED[i]);
+            PyObject *add = was ? PyLong_FromLong(counts[i]) : NULL;
+            PyObject *now_n = add ? PyNumber_Add(was, add) : NULL;
+            Py_XDECREF(was);
+            Py_XDECREF(add);
+            if (now_n == NULL || PyMapping_SetItemString(stats, COUNTED[i], now_n) < 0) {
+                Py_XDECREF(now_n);
+                break;
+            }
+            Py_DECREF(now_n);
+        }
+        Py_XDECREF(stats);
+        if (type != NULL) {
+            PyErr_Restore(type, value, tb);
+        } else if (PyErr_Occurred()) {
+            Py_CLEAR(result);
+        }
+    }
+    for (int i = 0; i < T_COUNT; i++)
+        Py_XDECREF(t[i]);
+    Py_DECREF(seq);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"count_lines", count_lines, METH_O, "count_lines(data) -> int: the newlines in data."},
     {"render_lines", render_lines, METH_VARARGS,
@@ -1193,6 +1665,9 @@ static PyMethodDef methods[] = {
     {"pack_span", (PyCFunction)(void (*)(void))pack_span, METH_FASTCALL,
      "pack_span(values, places, trace_id, span_id, parent, tracestate, how, local, resource, "
      "head, keys) -> bytes | None: an exchange's SpanEvent as msgpack (pipeline/spans.py)."},
+    {"observe_spans", (PyCFunction)(void (*)(void))observe_spans, METH_FASTCALL,
+     "observe_spans(builder, events, now, out, kit) -> None: SpanBuilder.observe's loop, its "
+     "common case in C (pipeline/spans.py)."},
     {"tagged", tagged, METH_VARARGS,
      "tagged(events, tag) -> list[int]: the indices of the events (msgpack) of that tag."},
     {NULL, NULL, 0, NULL},
@@ -1209,5 +1684,7 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     init_escapes();
+    if (intern_span_names() < 0)
+        return NULL;
     return PyModule_Create(&module);
 }

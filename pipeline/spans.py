@@ -31,7 +31,8 @@ import msgspec
 
 from common.cpu import relax
 from common.events import ConnEvent, Event, HttpEvent, ProcessInfo, SpanEvent
-from common.fastpath import pack_span
+from common import tracecontext
+from common.fastpath import observe_spans, pack_span
 from common.tracecontext import new_span_id, new_trace_id, parse_traceparent
 from pipeline.config import SpansConfig
 
@@ -39,6 +40,8 @@ MAX_PER_KEY = 64
 """Recent spans kept per thread and per connection, for parents to be found among."""
 _PROTOCOL_VERSIONS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
 """``network.protocol.version`` of the versions most requests carry."""
+EXCHANGES_KEPT = 65536
+"""Spans kept by their exchange's key for the log join (the oldest go)."""
 KEEP_NS = 30 * 10**9
 """Spans older than this (by their end) are no longer looked at as parents."""
 
@@ -57,6 +60,9 @@ _PACKED_FIELDS = bytes(HttpEvent.__struct_fields__.index(n) for n in (
     "time_ns", "tid", "direction", "method", "path", "status", "duration_ns", "peer_addr",
     "peer_port", "version", "traceparent", "headers_cut", "weight"))
 """Where pack_span finds what it reads (its F_* order) in ``astuple(HttpEvent)``."""
+_FAST_FIELDS = bytes(HttpEvent.__struct_fields__.index(n) for n in (
+    "pid", "fd", "comm", "process", "boot_ns"))
+"""The other fields observe_spans reads (its M_* order) in ``astuple(HttpEvent)``."""
 _PACKED_HEAD = msgspec.msgpack.encode(SpanEvent(0, 0, "", ""))[:6]
 """A SpanEvent's msgpack array header and tag."""
 assert _PACKED_HEAD == bytes([0x90 | len(SpanEvent.__struct_fields__) + 1]) + b"\xa4span"
@@ -111,6 +117,14 @@ class SpanBuilder:
         encodes as it is) instead of SpanEvents, with the compiled module (PACKED)."""
         cfg = cfg or SpansConfig()
         self._make = self._packed if packed and PACKED else self._event
+        self._fast = (HttpEvent, ConnEvent, _Span, relax, new_span_id, new_trace_id,
+                      tracecontext._span_ids, tracecontext._trace_ids, _astuple, msgspec.Raw,
+                      _PACKED_FIELDS, _PACKED_HEAD, _PACKED_KEYS, _FAST_FIELDS, EXCHANGES_KEPT) \
+            if self._make == self._packed and observe_spans is not None else None
+        """observe()'s loop in C, with what it uses (its K_* order; the id pools are
+        common.tracecontext's, drawn from as new_span_id and new_trace_id do): the exchanges
+        whose span needs no wait go out from there, the others through ``_exchange``, with
+        the same effects (common/_speedups.c observe_spans). None: the loop in Python."""
         self.hold = cfg.hold
         self.overrides = dict(cfg.services)
         self.max_pending = cfg.max_pending
@@ -145,16 +159,19 @@ class SpanBuilder:
         """The spans ready to go for these events; ``unsent`` is then the set of id()s of the
         HttpEvents among them whose span waits (for a parent) still."""
         out: list[SpanEvent] = []
-        n = 0
-        for ev in events:
-            kind = type(ev)
-            if kind is HttpEvent:
-                self._exchange(ev, now, out)
-                n += 1
-                if not n & 15:
-                    relax()  # a hundred microseconds of spans: the CPU to whoever waits
-            elif kind is ConnEvent:
-                self._conn(ev)
+        if self._fast is not None:  # the same loop, in C
+            observe_spans(self, events, now, out, self._fast)
+        else:
+            n = 0
+            for ev in events:
+                kind = type(ev)
+                if kind is HttpEvent:
+                    self._exchange(ev, now, out)
+                    n += 1
+                    if not n & 15:
+                        relax()  # a hundred microseconds of spans: the CPU to whoever waits
+                elif kind is ConnEvent:
+                    self._conn(ev)
         waits = self._waits
         if waits:
             self._waits = []
@@ -196,7 +213,7 @@ class SpanBuilder:
         s.local = local = self.conns.get(conn_key)
         exchanges = self.exchanges
         exchanges[(pid, fd, start)] = s
-        if len(exchanges) > 65536:
+        if len(exchanges) > EXCHANGES_KEPT:
             exchanges.popitem(last=False)
         server = ev.direction == "server"
         if server:

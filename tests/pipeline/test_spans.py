@@ -9,8 +9,11 @@ import msgspec
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from common import tracecontext
 from common.events import ConnEvent, HttpEvent, ProcessInfo, SpanEvent
+from common.fastpath import observe_spans
 from common.tracecontext import find_headers, parse_traceparent
+from pipeline import spans as spans_module
 from pipeline.spans import PACKED, SpanBuilder, SpansConfig, _Span
 
 MS = 1_000_000
@@ -233,3 +236,112 @@ def test_the_pipeline_s_spans_are_their_bytes_and_decode_to_the_same_spans():
     strip = lambda s: msgspec.structs.replace(s, trace_id="", span_id="")  # noqa: E731 - new ids
     assert [strip(s) for s in spans] == [strip(s) for s in objects]
     assert spans[0].attrs["url.query"] == "b=1" and spans[1].attrs["error.type"] == "404"
+
+
+# --- observe()'s loop in C (common/_speedups.c observe_spans), against the same in Python -------
+
+fast = pytest.mark.skipif(not PACKED or observe_spans is None,
+                          reason="common._speedups not built: observe() runs in Python "
+                                 "(tests/common/test_fastpath.py fails)")
+PORTS = st.sampled_from([8080, 40001, 40002])
+FRONT, BACK, OTHER = ("127.0.0.1", 40001), ("127.0.0.1", 8080), ("127.0.0.1", 40002)
+WIRED = [conn("connect", 20, 3, FRONT, BACK), conn("accept", 10, 4, BACK, FRONT),
+         conn("connect", 10, 5, OTHER, BACK), conn("accept", 11, 4, BACK, OTHER)]
+"""Connections of this host's processes to each other: 20 calls 10, whose thread calls 11."""
+ENDS = st.sampled_from([("client", 20, 3), ("server", 10, 4), ("client", 10, 5),
+                        ("server", 11, 4), ("server", 10, 3), ("client", 11, 3)])
+"""(direction, pid, fd) of exchanges, mostly on the wired connections."""
+conns = st.builds(lambda kind, pid, fd, lport, pport: conn(kind, pid, fd, ("127.0.0.1", lport),
+                                                          ("127.0.0.1", pport)),
+                  st.sampled_from(["connect", "accept", "close"]), st.sampled_from([10, 11, 20]),
+                  st.sampled_from([3, 4, -1]), PORTS, PORTS)
+exchanges_on_ends = st.builds(
+    lambda end, tid, start, dur, tp, boot, process, path: msgspec.structs.replace(
+        http(end[0], end[1], tid, end[2], start, dur, tp=tp, path=path, peer=("127.0.0.1", 40001),
+             process=ProcessInfo(pid=end[1], start_ns=5, exe="/bin/p") if process else None),
+        boot_ns=10**9 + start * MS if boot else 0),
+    ENDS, st.sampled_from([10, 11, 20]), st.integers(0, 6),
+    st.one_of(st.integers(0, 3), st.integers(8, 12)),  # short ones in long ones, often
+    st.sampled_from(["", "", "", "", TP, "00-bad"]), st.integers(0, 5).map(bool), st.booleans(),
+    st.sampled_from(["/x", "/y?q=1"]))
+others = [conns, st.tuples(st.just("expire"), st.sampled_from([0.0, 0.1, 0.6])), st.just("cut")]
+ops = st.integers(0, 10).flatmap(lambda i: exchanges_on_ends if i < 8 else others[i - 8])
+"""Mostly exchanges (one_of would give each branch the same weight)."""
+scripts = st.builds(lambda wired, rest: (WIRED if wired else []) + rest,
+                    st.integers(0, 4).map(bool), st.lists(ops, min_size=4, max_size=60))
+
+
+def _run(script, compiled_loop):
+    """Feed a script of events (in messages cut at "cut", with expire() between) to a packed
+    builder whose observe() loop is in C or in Python; what came out at each step, and the
+    builder's tables at the end, with the same ids drawn."""
+    tracecontext._random.seed(1234)
+    tracecontext._span_ids.clear()
+    tracecontext._trace_ids.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(spans_module, "EXCHANGES_KEPT", 6)  # the Python path's bound
+        return _feed(script, compiled_loop)
+
+
+def _feed(script, compiled_loop):
+    b = SpanBuilder(SpansConfig(hold=0.5), packed=True)
+    b.max_pending = 3  # below the config's bound: _trim's giving up, often
+    if compiled_loop:
+        assert b._fast is not None
+        b._fast = b._fast[:-1] + (6,)  # the C path's
+    else:
+        b._fast = None
+    made = lambda out: [bytes(x) if type(x) is msgspec.Raw  # noqa: E731
+                        else msgspec.msgpack.encode(x) for x in out]
+    log, chunk, now = [], [], 0.0
+    for op in script + ["cut"]:
+        if op == "cut" or type(op) is tuple:
+            if chunk:
+                out = b.observe(chunk, now)
+                log.append(("observe", made(out),
+                            sorted(i for i, e in enumerate(chunk) if id(e) in b.unsent)))
+                chunk = []
+            if type(op) is tuple:
+                now += op[1]
+                log.append(("expire", made(b.expire(now))))
+        else:
+            chunk.append(op)
+    ids = lambda index: {k: [s.span_id for s in q] for k, q in index.items()}  # noqa: E731
+    tables = (dict(b.stats), [(k, s.span_id, s.trace_id, s.sent) for k, s in b.exchanges.items()],
+              ids(b.by_thread), ids(b.by_conn), [s.span_id for s in b.pending.values()],
+              {k: [s.span_id for s in v] for k, v in b.waiting.items()}, dict(b.conns),
+              dict(b.connectors), list(b.servers), [s.span_id for s in b._ready],
+              {k: v[1] for k, v in b.resource_cache.items()})
+    return log, tables
+
+
+@fast
+@settings(max_examples=300, deadline=None)
+@given(script=scripts)
+def test_observe_s_loop_in_c_makes_what_python_s_makes(script):
+    assert _run(script, True) == _run(script, False)
+
+
+@fast
+def test_the_common_exchanges_go_through_c_and_the_others_through_python(monkeypatch):
+    b = SpanBuilder(packed=True)
+    taken = []
+    original = b._exchange
+    monkeypatch.setattr(b, "_exchange", lambda ev, now, out: (taken.append(ev.path),
+                                                              original(ev, now, out)))
+    front, back = ("127.0.0.1", 40001), ("127.0.0.1", 8080)
+    out = b.observe([
+        conn("connect", 20, 3, front, back), conn("accept", 10, 4, back, front),
+        http("client", 20, 20, 3, 0, 10, path="/root"),           # a root: C
+        http("server", 10, 10, 4, 1, 5, path="/child"),           # its parent sent: C
+        http("server", 10, 11, 4, 20, 5, path="/orphan"),         # no client holds it: waits
+        http("client", 20, 20, 3, 19, 10, path="/late-parent"),   # adopts /orphan: Python
+        http("client", 21, 21, 5, 30, 1, path="/traced", tp=TP),  # a traceparent: Python
+    ], 0.0)
+    assert taken == ["/orphan", "/late-parent", "/traced"]
+    spans = [msgspec.msgpack.decode(s, type=SpanEvent) for s in out]
+    by_path = {s.attrs["url.path"]: s for s in spans}
+    assert by_path["/child"].parent_span_id == by_path["/root"].span_id
+    assert by_path["/child"].trace_id == by_path["/root"].trace_id
+    assert by_path["/orphan"].parent_span_id == by_path["/late-parent"].span_id
+    assert b.stats["spans"] == 5 and b.stats["connection"] == 2 and b.stats["roots"] == 2
