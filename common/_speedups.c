@@ -1655,6 +1655,185 @@ error:
     return result;
 }
 
+/* http_exchange(item, offset, peers, comms, kit) -> HttpEvent | None
+ *
+ * inputs/ebpf/translate.py's Translator.feed_records, for one kernel-paired exchange: item is
+ * the record's unpack (EXCHANGE: struct ev_header and struct http_exchange_ev up to its data)
+ * and the record's bytes; the HttpEvent the Python loop makes of it, or None when the loop must
+ * make it (a request line other than METHOD SP path SP HTTP/1.x, a traceparent or tracestate to
+ * find among the headers, a peer to find among closed connections, values of unexpected types).
+ * kit: see X_*; comms: the process names' cache (the record's 16 bytes -> str), filled here as
+ * there. */
+enum { X_EVENT, X_NEED, X_READ_OP, X_SHIFT, X_METHODS, X_VERSIONS, X_SERVER, X_CLIENT, X_COUNT };
+/* The item's fields (EXCHANGE's unpack, then the record). */
+enum { I_TYPE, I_PID, I_TID, I_UID, I_TS, I_COMM, I_FD, I_OP, I_RESP_TS, I_LEN, I_COPIED,
+       I_RESP_LEN, I_FLAGS, I_STATUS, I_DATA, I_COUNT };
+
+static const char *
+find2(const char *s, Py_ssize_t n, const char *pat, Py_ssize_t m)
+{
+    for (Py_ssize_t i = 0; i + m <= n; i++)
+        if (s[i] == pat[0] && memcmp(s + i, pat, (size_t)m) == 0)
+            return s + i;
+    return NULL;
+}
+
+/* Whether "\ntrace" (any case) is in s: a traceparent or tracestate header may be there. */
+static int
+names_trace(const char *s, Py_ssize_t n)
+{
+    static const char lower[] = "\ntrace";
+    for (Py_ssize_t i = 0; i + 6 <= n; i++) {
+        if (s[i] != '\n')
+            continue;
+        int k = 1;
+        while (k < 6 && (s[i + k] | 0x20) == lower[k])
+            k++;
+        if (k == 6)
+            return 1;
+    }
+    return 0;
+}
+
+/* The str of a pair (bytes, str) in pairs whose bytes are s[:n] (borrowed), or NULL. */
+static PyObject *
+text_of(PyObject *pairs, const char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pairs); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(pairs, i), *b = PyTuple_GET_ITEM(pair, 0);
+        if (PyBytes_GET_SIZE(b) == n && memcmp(PyBytes_AS_STRING(b), s, (size_t)n) == 0)
+            return PyTuple_GET_ITEM(pair, 1);
+    }
+    return NULL;
+}
+
+static PyObject *
+http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "http_exchange takes 5 arguments");
+        return NULL;
+    }
+    PyObject *item = args[0], *peers = args[2], *comms = args[3], *kitobj = args[4];
+    int64_t offset, need, read_op, shift;
+    if (!PyTuple_CheckExact(kitobj) || PyTuple_GET_SIZE(kitobj) != X_COUNT
+            || !PyDict_CheckExact(comms) || !PyDict_Check(peers) || !as_int(args[1], &offset)) {
+        PyErr_SetString(PyExc_TypeError, "http_exchange: arguments of the wrong types");
+        return NULL;
+    }
+    PyObject *const *kit = &PyTuple_GET_ITEM(kitobj, 0);
+    if (!as_int(kit[X_NEED], &need) || !as_int(kit[X_READ_OP], &read_op)
+            || !as_int(kit[X_SHIFT], &shift) || !PyTuple_CheckExact(kit[X_METHODS])
+            || !PyTuple_CheckExact(kit[X_VERSIONS])) {
+        PyErr_SetString(PyExc_TypeError, "http_exchange: a kit of the wrong types");
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != I_COUNT)
+        Py_RETURN_NONE;
+#define IT(i) PyTuple_GET_ITEM(item, (i))
+    int64_t pid, tid, ts, fd, op, resp_ts, copied, resp_len, flags;
+    PyObject *comm = IT(I_COMM), *status = IT(I_STATUS), *data = IT(I_DATA);
+    if (!as_int(IT(I_PID), &pid) || !as_int(IT(I_TID), &tid) || !as_int(IT(I_TS), &ts)
+            || !as_int(IT(I_FD), &fd) || !as_int(IT(I_OP), &op)
+            || !as_int(IT(I_RESP_TS), &resp_ts) || !as_int(IT(I_COPIED), &copied)
+            || !as_int(IT(I_RESP_LEN), &resp_len) || !as_int(IT(I_FLAGS), &flags)
+            || !PyBytes_CheckExact(comm) || !PyBytes_CheckExact(status)
+            || !PyBytes_CheckExact(data) || copied < 0 || ts < 0 || offset < 0
+            || ts > INT64_MAX - offset)
+        Py_RETURN_NONE;
+    /* the request: data[need:need + copied] */
+    const char *d = PyBytes_AS_STRING(data);
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    Py_ssize_t start = need < size ? (Py_ssize_t)need : size;
+    Py_ssize_t stop = copied < size - start ? start + (Py_ssize_t)copied : size;
+    const char *req = d + start;
+    Py_ssize_t rn = stop - start;
+    /* no header named trace...: most requests (else Python's find_headers) */
+    const char *blank = find2(req, rn, "\r\n\r\n", 4);
+    Py_ssize_t head = blank != NULL ? blank - req + 2 : rn;
+    if (names_trace(req, head))
+        Py_RETURN_NONE;
+    /* the request line: METHOD SP path SP HTTP/1.x */
+    const char *eol = find2(req, rn, "\r\n", 2);
+    Py_ssize_t ln = eol != NULL ? eol - req : rn;
+    const char *sp1 = memchr(req, ' ', (size_t)ln);
+    if (sp1 == NULL)
+        Py_RETURN_NONE;
+    const char *sp2 = memchr(sp1 + 1, ' ', (size_t)(req + ln - sp1 - 1));
+    if (sp2 == NULL)
+        Py_RETURN_NONE;
+    PyObject *method = text_of(kit[X_METHODS], req, sp1 - req);
+    PyObject *version = text_of(kit[X_VERSIONS], sp2 + 1, req + ln - sp2 - 1);
+    if (method == NULL || version == NULL)
+        Py_RETURN_NONE;
+    /* the peer, of the connection open on (pid, fd) since before the request */
+    PyObject *key = PyTuple_Pack(2, IT(I_PID), IT(I_FD));
+    if (key == NULL)
+        return NULL;
+    PyObject *peer = PyDict_GetItemWithError(peers, key);  /* borrowed: nothing runs below */
+    Py_DECREF(key);
+    int64_t opened;
+    if (peer == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;  /* maybe a closed one's: Python's closed_peer */
+    }
+    if (!PyTuple_CheckExact(peer) || PyTuple_GET_SIZE(peer) != 4
+            || !as_int(PyTuple_GET_ITEM(peer, 3), &opened) || ts < opened)
+        Py_RETURN_NONE;
+    /* the status code of the first 12 bytes, "HTTP/1.x NNN" */
+    long code = 0;
+    const char *st = PyBytes_AS_STRING(status);
+    if (resp_len >= 12 && PyBytes_GET_SIZE(status) >= 12 && memcmp(st, "HTTP/1.", 7) == 0
+            && st[8] == ' ' && st[9] >= '0' && st[9] <= '9' && st[10] >= '0' && st[10] <= '9'
+            && st[11] >= '0' && st[11] <= '9')
+        code = (st[9] - '0') * 100 + (st[10] - '0') * 10 + (st[11] - '0');
+    /* the process name, cached by its 16 bytes (a new reference here) */
+    PyObject *name = PyDict_GetItemWithError(comms, comm);
+    if (name != NULL) {
+        Py_INCREF(name);
+    } else {
+        if (PyErr_Occurred())
+            return NULL;
+        const char *c = PyBytes_AS_STRING(comm), *nul = memchr(c, 0, PyBytes_GET_SIZE(comm));
+        name = PyUnicode_DecodeUTF8(c, nul != NULL ? nul - c : PyBytes_GET_SIZE(comm), "replace");
+        if (name == NULL)
+            return NULL;
+        if (PyDict_SetItem(comms, comm, name) < 0) {
+            Py_DECREF(name);
+            return NULL;
+        }
+        if (PyDict_GET_SIZE(comms) > 4096)
+            PyDict_Clear(comms);
+    }
+    PyObject *path = PyUnicode_DecodeUTF8(sp1 + 1, sp2 - sp1 - 1, "replace");
+    if (path == NULL) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    int64_t weight = flags >> shift;
+    PyObject *time = PyLong_FromLongLong(ts + offset), *codeobj = PyLong_FromLong(code);
+    PyObject *dur = PyLong_FromLongLong(resp_ts > ts ? resp_ts - ts : 0);
+    PyObject *w = weight ? PyLong_FromLongLong(weight) : PyLong_FromLong(1);
+    PyObject *out = NULL;
+    if (time != NULL && codeobj != NULL && dur != NULL && w != NULL) {
+        PyObject *fields[20] = {
+            time, IT(I_PID), IT(I_TID), name, IT(I_FD),
+            op == read_op ? kit[X_SERVER] : kit[X_CLIENT], method, path, codeobj, dur,
+            PyTuple_GET_ITEM(peer, 0), PyTuple_GET_ITEM(peer, 1), version, Py_None, IT(I_TS),
+            S_empty, S_empty, blank == NULL ? Py_True : Py_False, S_zero, w};
+        out = PyObject_Vectorcall(kit[X_EVENT], fields, 20, NULL);
+    }
+    Py_XDECREF(time);
+    Py_XDECREF(codeobj);
+    Py_XDECREF(dur);
+    Py_XDECREF(w);
+    Py_DECREF(path);
+    Py_DECREF(name);
+#undef IT
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"count_lines", count_lines, METH_O, "count_lines(data) -> int: the newlines in data."},
     {"render_lines", render_lines, METH_VARARGS,
@@ -1668,6 +1847,9 @@ static PyMethodDef methods[] = {
     {"observe_spans", (PyCFunction)(void (*)(void))observe_spans, METH_FASTCALL,
      "observe_spans(builder, events, now, out, kit) -> None: SpanBuilder.observe's loop, its "
      "common case in C (pipeline/spans.py)."},
+    {"http_exchange", (PyCFunction)(void (*)(void))http_exchange, METH_FASTCALL,
+     "http_exchange(item, offset, peers, comms, kit) -> HttpEvent | None: a kernel-paired "
+     "exchange's event, its common case (inputs/ebpf/translate.py)."},
     {"tagged", tagged, METH_VARARGS,
      "tagged(events, tag) -> list[int]: the indices of the events (msgpack) of that tag."},
     {NULL, NULL, 0, NULL},

@@ -17,6 +17,9 @@ None: not built, decode and render them in Python."""
 pack_span: Callable[..., bytes | None] | None
 """An exchange's SpanEvent straight to its msgpack bytes (pipeline/spans.py); None: not built,
 build the SpanEvent and let msgspec encode it."""
+http_exchange: Callable[..., object] | None
+"""A kernel-paired exchange's HttpEvent, its common case compiled (inputs/ebpf/translate.py);
+None: not built, made in Python."""
 observe_spans: Callable[..., None] | None
 """SpanBuilder.observe's loop with its common case compiled (pipeline/spans.py); None: not
 built, the loop in Python."""
@@ -24,10 +27,10 @@ tagged: Callable[[list, bytes], list[int]] | None
 """The indices of the events (msgpack bytes) of one tag (common.events.BatchCodec.decode_lines)."""
 
 try:
-    from common._speedups import (count_lines, observe_spans, pack_span, render_events,
-                                  render_lines, tagged)
+    from common._speedups import (count_lines, http_exchange, observe_spans, pack_span,
+                                  render_events, render_lines, tagged)
 except ImportError:  # not built
-    render_lines = render_events = pack_span = observe_spans = tagged = None
+    render_lines = render_events = pack_span = observe_spans = http_exchange = tagged = None
 
     def count_lines(data: bytes | bytearray | memoryview) -> int:
         """The newlines in ``data`` (any buffer, as the compiled one takes)."""
@@ -38,5 +41,5 @@ except ImportError:  # not built
 COMPILED = render_lines is not None
 """Whether the compiled module is there."""
 
-__all__ = ["COMPILED", "count_lines", "observe_spans", "pack_span", "render_events",
-           "render_lines", "tagged"]
+__all__ = ["COMPILED", "count_lines", "http_exchange", "observe_spans", "pack_span",
+           "render_events", "render_lines", "tagged"]

@@ -16,6 +16,7 @@ from operator import itemgetter
 
 from common.cpu import relax
 from common.events import ConnEvent, Event, HttpEvent, ProcessEvent
+from common.fastpath import http_exchange
 from common.tracecontext import find_headers
 from inputs.ebpf.http import METHODS, HttpTracker, RequestLine, StatusLine, parse
 from inputs.ebpf.logwrite import EV_LOG_WRITE, LogWrite, LogWriteTranslator, decode_log_write
@@ -38,6 +39,9 @@ _STATUS_CODES: dict[bytes, int] = {}
 _METHOD_TEXT = {m: m.decode("ascii") for m in METHODS}
 _VERSION_TEXT = {b"HTTP/1.1": "HTTP/1.1", b"HTTP/1.0": "HTTP/1.0"}
 _TS = itemgetter(4)
+_FAST_KIT = (HttpEvent, EXCHANGE_DATA, HTTP_OP_READ, HTTP_WEIGHT_SHIFT, tuple(_METHOD_TEXT.items()),
+             tuple(_VERSION_TEXT.items()), "server", "client")
+"""What common/_speedups.c http_exchange uses (its X_* order)."""
 
 
 def _status_code(head: bytes) -> int:
@@ -154,6 +158,8 @@ class Translator:
         codes = _STATUS_CODES
         methods = _METHOD_TEXT
         versions = _VERSION_TEXT
+        fast = http_exchange
+        kit = _FAST_KIT
         exchanges = unparsed = 0
         for n, item in enumerate(items, 1):
             if not n & 63:
@@ -163,6 +169,12 @@ class Translator:
                 if ev is not None:
                     emit(ev)
                 continue
+            if fast is not None:  # the common case in C: the same event as below, or None
+                ev = fast(item, offset, self.peers, comms, kit)
+                if ev is not None:
+                    exchanges += 1
+                    emit(ev)
+                    continue
             (_t, pid, tid, _uid, ts, comm, fd, op, resp_ts, _len, copied, resp_len, flags,
              status, data) = item
             stop = need + copied
