@@ -1211,7 +1211,7 @@ enum { C_SPANS, C_ROOTS, C_CONNECTION, C_THREAD, C_COUNT };
 static const char *const COUNTED[C_COUNT] = {"spans", "roots", "connection", "thread"};
 
 static PyObject *S_start, *S_end, *S_trace_id, *S_span_id, *S_start_ns, *S_exchange, *S_conn,
-    *S_new_queue, *S_resource, *S_event, *S_trim, *S_append, *S_ready, *S_popitem, *S_last,
+    *S_new_queue, *S_resource, *S_event, *S_trim, *S_append, *S_ready, *S_popitem,
     *S_connection, *S_thread, *S_conn_tag, *S_empty, *S_zero;
 static const char *const TABLES[] = {"conns", "connectors", "servers", "by_thread", "by_conn",
                                      "exchanges", "waiting", "pending", "resource_cache"};
@@ -1236,7 +1236,6 @@ intern_span_names(void)
     INTERN(S_append, "append");
     INTERN(S_ready, "_ready");
     INTERN(S_popitem, "popitem");
-    INTERN(S_last, "last");
     INTERN(S_connection, "connection");
     INTERN(S_thread, "thread");
     INTERN(S_conn_tag, "conn");
@@ -1436,26 +1435,20 @@ fast_exchange(PyObject *builder, PyObject **t, PyObject *ev, PyObject *now, PyOb
                            Py_None, Py_None, Py_True, local != NULL ? local : Py_None};
     if ((s = PyObject_Vectorcall(kit[K_SPAN], sargs, 13, NULL)) == NULL)
         goto done;
+    counts[C_SPANS]++;  /* where _exchange counts it: before anything else can fail */
     /* exchanges[(pid, fd, start)] = s, the oldest going past ``kept`` */
     if ((ekey = PyTuple_Pack(3, pid, fd, startobj)) == NULL
             || PyObject_SetItem(t[T_EXCHANGES], ekey, s) < 0)
         goto done;
-    if (PyObject_Length(t[T_EXCHANGES]) > kept) {
-        PyObject *pargs[2] = {t[T_EXCHANGES], Py_False};
-        PyObject *names = PyTuple_Pack(1, S_last);
-        if (names == NULL)
-            goto done;
-        res = PyObject_VectorcallMethod(S_popitem, pargs, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                        names);
-        Py_DECREF(names);
-        if (res == NULL)
+    if (PyDict_GET_SIZE(t[T_EXCHANGES]) > kept) {  /* popitem(last=False), no kwnames tuple */
+        if ((res = PyObject_CallMethodOneArg(t[T_EXCHANGES], S_popitem, Py_False)) == NULL)
             goto done;
         Py_CLEAR(res);
     }
     /* its recent spans: its thread's (a server span) or its connection's (a client's) */
     PyObject *index = server ? t[T_BY_THREAD] : t[T_BY_CONN], *qkey = server ? tkey : conn_key;
     q = LOOKUP(index, qkey);
-    if (q == NULL) {
+    if (q == NULL || q == Py_None) {  /* index.get(key) is None */
         if (PyErr_Occurred())
             goto done;
         q = PyObject_CallMethodObjArgs(builder, S_new_queue, index, qkey, NULL);
@@ -1467,7 +1460,6 @@ fast_exchange(PyObject *builder, PyObject **t, PyObject *ev, PyObject *now, PyOb
     if ((res = PyObject_CallMethodOneArg(q, S_append, s)) == NULL)
         goto done;
     Py_CLEAR(res);
-    counts[C_SPANS]++;
     counts[rule]++;
     /* its bytes: _packed */
     PyObject *proc = V(more[M_PROCESS]);
@@ -1572,8 +1564,8 @@ observe_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "observe_spans: kit[K_KEPT] is an int");
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(args[1], "observe_spans: events are a sequence");
-    if (seq == NULL)
+    PyObject *it = PyObject_GetIter(args[1]), *ev = NULL;  /* as Python's for: lazily, each held */
+    if (it == NULL)
         return NULL;
     PyObject *t[T_COUNT] = {NULL};
     PyObject *result = NULL, *stats = NULL;
@@ -1596,9 +1588,9 @@ observe_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "observe_spans: builder.max_pending is an int");
         goto error;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), exchanges = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *ev = PySequence_Fast_GET_ITEM(seq, i), *res;
+    Py_ssize_t exchanges = 0;
+    while ((ev = PyIter_Next(it)) != NULL) {
+        PyObject *res;
         if (Py_TYPE(ev) == (PyTypeObject *)kit[K_HTTP]) {
             int r = fast_exchange(builder, t, ev, now, out, kit, kept, max_pending, counts);
             if (r < 0)
@@ -1619,7 +1611,10 @@ observe_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 goto error;
             Py_DECREF(res);
         }
+        Py_CLEAR(ev);
     }
+    if (PyErr_Occurred())  /* the iterator's */
+        goto error;
     result = Py_None;
     Py_INCREF(result);
 error:
@@ -1651,7 +1646,8 @@ error:
     }
     for (int i = 0; i < T_COUNT; i++)
         Py_XDECREF(t[i]);
-    Py_DECREF(seq);
+    Py_XDECREF(ev);
+    Py_DECREF(it);
     return result;
 }
 

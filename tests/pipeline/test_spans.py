@@ -345,3 +345,23 @@ def test_the_common_exchanges_go_through_c_and_the_others_through_python(monkeyp
     assert by_path["/child"].trace_id == by_path["/root"].trace_id
     assert by_path["/orphan"].parent_span_id == by_path["/late-parent"].span_id
     assert b.stats["spans"] == 5 and b.stats["connection"] == 2 and b.stats["roots"] == 2
+
+
+@fast
+def test_observe_s_loop_in_c_holds_each_event_as_python_s_for_does():
+    """A callback that empties the list of events under the loop (the review's crash) stops it
+    where Python's for would stop, and a generator is taken one event at a time."""
+    b = SpanBuilder(packed=True)
+    events = [conn("accept", 10, 4, ("127.0.0.1", 8080), ("127.0.0.1", 5555))] + [
+        http("server", 10, 10, 4, i, 1) for i in range(40)]
+    original = b._conn
+    b._conn = lambda ev: (events.clear(), original(ev))
+    assert b.observe(events, 0.0) == [] and b.stats["spans"] == 0
+    seen = []
+
+    def lazily():
+        for i in range(3):
+            seen.append(len(b.exchanges))
+            yield http("server", 10, 10, 4, 100 + i, 1)
+
+    assert len(b.observe(lazily(), 0.0)) == 3 and seen == [0, 1, 2]
