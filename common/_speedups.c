@@ -1717,7 +1717,8 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "http_exchange: arguments of the wrong types");
         return NULL;
     }
-    PyObject *const *kit = &PyTuple_GET_ITEM(kitobj, 0);
+    PyObject *const *kit = &PyTuple_GET_ITEM(kitobj, 0);  /* translate._FAST_KIT, a constant:
+                                                          * its pairs are (bytes, str) */
     if (!as_int(kit[X_NEED], &need) || !as_int(kit[X_READ_OP], &read_op)
             || !as_int(kit[X_SHIFT], &shift) || !PyTuple_CheckExact(kit[X_METHODS])
             || !PyTuple_CheckExact(kit[X_VERSIONS])) {
@@ -1734,8 +1735,8 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             || !as_int(IT(I_RESP_TS), &resp_ts) || !as_int(IT(I_COPIED), &copied)
             || !as_int(IT(I_RESP_LEN), &resp_len) || !as_int(IT(I_FLAGS), &flags)
             || !PyBytes_CheckExact(comm) || !PyBytes_CheckExact(status)
-            || !PyBytes_CheckExact(data) || copied < 0 || ts < 0 || offset < 0
-            || ts > INT64_MAX - offset)
+            || !PyBytes_CheckExact(data) || copied < 0 || ts < 0
+            || (offset > 0 && ts > INT64_MAX - offset))
         Py_RETURN_NONE;
     /* the request: data[need:need + copied] */
     const char *d = PyBytes_AS_STRING(data);
@@ -1780,7 +1781,9 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* the status code of the first 12 bytes, "HTTP/1.x NNN" */
     long code = 0;
     const char *st = PyBytes_AS_STRING(status);
-    if (resp_len >= 12 && PyBytes_GET_SIZE(status) >= 12 && memcmp(st, "HTTP/1.", 7) == 0
+    if (resp_len >= 12 && PyBytes_GET_SIZE(status) < 12)
+        Py_RETURN_NONE;  /* Python reads a code of fewer digits in it */
+    if (resp_len >= 12 && memcmp(st, "HTTP/1.", 7) == 0
             && st[8] == ' ' && st[9] >= '0' && st[9] <= '9' && st[10] >= '0' && st[10] <= '9'
             && st[11] >= '0' && st[11] <= '9')
         code = (st[9] - '0') * 100 + (st[10] - '0') * 10 + (st[11] - '0');

@@ -115,6 +115,10 @@ def test_the_common_exchange_is_made_in_c_and_the_others_are_left_to_python():
     ev = http_exchange(item, 7, peers, {}, translate._FAST_KIT)
     assert (ev.time_ns, ev.method, ev.path, ev.status, ev.duration_ns, ev.peer_port, ev.weight,
             ev.headers_cut) == (107, "GET", "/a?b=1", 200, 300, 41000, 5, False)
+    # a clock that started at 1970 (no RTC, before NTP): the offset is negative, still C's
+    assert http_exchange(item, -7, peers, {}, translate._FAST_KIT).time_ns == 93
+    short = item[:13] + (b"HTTP/1.1 20",) + item[14:]  # Python reads "20" there: its own
+    assert http_exchange(short, 7, peers, {}, translate._FAST_KIT) is None
     for request, peer in [
             (b"GET /a HTTP/1.1\r\ntraceparent: 00-x\r\n\r\n", peers),  # its headers: Python
             (b"GET /a\r\n\r\n", peers),                                # no version: Python
