@@ -1833,6 +1833,55 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* hex_ids(raw, size) -> list[str]
+ *
+ * common/tracecontext.py's ids: raw cut in pieces of size bytes, each as lower-case hex, in
+ * order, but for pieces all zero (not a valid W3C id). (A last piece shorter than size, which
+ * _draw never makes, is kept as its Python cut keeps it.) */
+static PyObject *
+hex_ids(PyObject *self, PyObject *args)
+{
+    Py_buffer raw;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "y*n", &raw, &size))
+        return NULL;
+    PyObject *out = NULL;
+    if (size <= 0 || size > 64) {
+        PyErr_SetString(PyExc_ValueError, "hex_ids: size is 1 to 64 bytes");
+        goto done;
+    }
+    if ((out = PyList_New(0)) == NULL)
+        goto done;
+    const unsigned char *b = raw.buf;
+    for (Py_ssize_t at = 0; at < raw.len; at += size) {
+        Py_ssize_t n = raw.len - at < size ? raw.len - at : size;
+        unsigned char any = 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            any |= b[at + i];
+        if (!any && n == size)
+            continue;  /* a short last piece is kept, whatever it holds, as Python keeps it */
+        PyObject *id = PyUnicode_New(2 * n, 127);
+        if (id == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        Py_UCS1 *o = PyUnicode_1BYTE_DATA(id);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[2 * i] = (Py_UCS1)HEX[b[at + i] >> 4];
+            o[2 * i + 1] = (Py_UCS1)HEX[b[at + i] & 15];
+        }
+        int failed = PyList_Append(out, id) < 0;
+        Py_DECREF(id);
+        if (failed) {
+            Py_CLEAR(out);
+            goto done;
+        }
+    }
+done:
+    PyBuffer_Release(&raw);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"count_lines", count_lines, METH_O, "count_lines(data) -> int: the newlines in data."},
     {"render_lines", render_lines, METH_VARARGS,
@@ -1849,6 +1898,9 @@ static PyMethodDef methods[] = {
     {"http_exchange", (PyCFunction)(void (*)(void))http_exchange, METH_FASTCALL,
      "http_exchange(item, offset, peers, comms, kit) -> HttpEvent | None: a kernel-paired "
      "exchange's event, its common case (inputs/ebpf/translate.py)."},
+    {"hex_ids", hex_ids, METH_VARARGS,
+     "hex_ids(raw, size) -> list[str]: raw in pieces of size bytes as hex, all-zero ones left "
+     "out (common/tracecontext.py)."},
     {"tagged", tagged, METH_VARARGS,
      "tagged(events, tag) -> list[int]: the indices of the events (msgpack) of that tag."},
     {NULL, NULL, 0, NULL},

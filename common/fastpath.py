@@ -17,6 +17,9 @@ None: not built, decode and render them in Python."""
 pack_span: Callable[..., bytes | None] | None
 """An exchange's SpanEvent straight to its msgpack bytes (pipeline/spans.py); None: not built,
 build the SpanEvent and let msgspec encode it."""
+hex_ids: Callable[[bytes, int], list[str]] | None
+"""Random bytes cut into trace or span ids (common/tracecontext.py); None: not built, cut in
+Python."""
 http_exchange: Callable[..., object] | None
 """A kernel-paired exchange's HttpEvent, its common case compiled (inputs/ebpf/translate.py);
 None: not built, made in Python."""
@@ -27,10 +30,11 @@ tagged: Callable[[list, bytes], list[int]] | None
 """The indices of the events (msgpack bytes) of one tag (common.events.BatchCodec.decode_lines)."""
 
 try:
-    from common._speedups import (count_lines, http_exchange, observe_spans, pack_span,
+    from common._speedups import (count_lines, hex_ids, http_exchange, observe_spans, pack_span,
                                   render_events, render_lines, tagged)
 except ImportError:  # not built
-    render_lines = render_events = pack_span = observe_spans = http_exchange = tagged = None
+    render_lines = render_events = pack_span = observe_spans = http_exchange = hex_ids = None
+    tagged = None
 
     def count_lines(data: bytes | bytearray | memoryview) -> int:
         """The newlines in ``data`` (any buffer, as the compiled one takes)."""
@@ -41,5 +45,5 @@ except ImportError:  # not built
 COMPILED = render_lines is not None
 """Whether the compiled module is there."""
 
-__all__ = ["COMPILED", "count_lines", "http_exchange", "observe_spans", "pack_span",
+__all__ = ["COMPILED", "count_lines", "hex_ids", "http_exchange", "observe_spans", "pack_span",
            "render_events", "render_lines", "tagged"]

@@ -7,7 +7,11 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+from hypothesis import given, settings, strategies as st
+
 from common import tracecontext
+from common.fastpath import hex_ids
 from common.tracecontext import new_span_id, new_trace_id
 
 
@@ -43,3 +47,22 @@ def test_a_forked_child_draws_other_ids_than_its_parent():
     os.waitpid(pid, 0)
     parent = [new_span_id() for _ in range(300)] + [new_trace_id()]
     assert len(child) == 301 and not set(child) & set(parent)
+
+
+@pytest.mark.skipif(hex_ids is None, reason="common._speedups not built: ids are cut in Python "
+                    "(tests/common/test_fastpath.py fails)")
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=300) | st.lists(st.sampled_from([b"\0" * 8, b"\0" * 7 + b"\1",
+                                                               b"\xff" * 8]), max_size=40)
+       .map(b"".join), size=st.sampled_from([8, 16]))
+def test_compiled_ids_are_the_python_cut(raw, size):
+    """The same ids from the same random bytes with the compiled cut as without it."""
+    got = []
+    for cut in (hex_ids, None):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tracecontext, "hex_ids", cut)
+            mp.setattr(tracecontext._random, "randbytes", lambda n: raw)
+            pool: list[str] = []
+            tracecontext._draw(pool, size * 2)
+            got.append(pool)
+    assert got[0] == got[1]
