@@ -17,7 +17,9 @@ Parts (each can be left out):
   ``--budget``, sampling 1 in what the budget would make it): the kernel side's share.
 - floor: the kernel floor per exchange (bench/exchange.c: one process, client write, server read,
   server write, client read over loopback, CPU time per exchange) with no programs, with empty
-  programs on the same tracepoints as ours, and with ours (read by a consumer).
+  programs on the same tracepoints as ours, with two raw tracepoints (sys_enter, sys_exit) doing
+  the least a program must to tell a followed read or write (RAW_SOURCE: the other way to hook
+  the syscalls), and with ours (read by a consumer).
 - programs: where the kernel side's time goes, program by program (run_time_ns per exchange of
   bench/exchange.c, ours against empty programs, whose time is what bpf_stats itself costs).
 
@@ -357,15 +359,45 @@ def empty_programs_source() -> str:
     return "\n".join(f"TRACEPOINT_PROBE({c}, {n}) {{ return 0; }}" for c, n in sorted(points))
 
 
+RAW_SOURCE = """
+#include <uapi/linux/ptrace.h>  /* struct pt_regs: the registers (the user ABI) */
+struct noted { s32 fd; u32 op; };
+BPF_TASK_STORAGE(noted, struct noted);
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    switch (ctx->args[1]) {  /* the syscall: read, write, close, readv, writev, connect, accept,
+                              * sendto, recvfrom, sendmsg, recvmsg, accept4 */
+    case 0: case 1: case 3: case 19: case 20: case 42: case 43: case 44: case 45: case 46:
+    case 47: case 288: {
+        u64 fd = 0;  /* its first argument, from the registers */
+        bpf_probe_read_kernel(&fd, sizeof(fd), &((struct pt_regs *)ctx->args[0])->di);
+        return fd == 0x7fffffff;
+    }
+    }
+    return 0;
+}
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    struct noted *n = noted.task_storage_get(task, 0, 0);
+    return n && n->fd == 12345;
+}
+"""
+"""The other way to hook the syscalls (x86-64): two raw tracepoints for every syscall of the
+host, not one syscall tracepoint per syscall followed, doing no more than a program of ours must
+to tell a followed read or write (the syscall's number; a register at entry; the thread's
+storage at exit). Measured in the floor beside empty programs on our tracepoints."""
+
+
 @contextlib.contextmanager
-def empty_programs():
-    """Empty programs on every tracepoint our probes attach to, loaded."""
+def empty_programs(source: str | None = None):
+    """Empty programs on every tracepoint our probes attach to (or ``source``), loaded."""
     sys.path.insert(0, str(ROOT))
     from bcc import BPF
 
     from inputs.ebpf.loader import QUIET_CFLAGS
 
-    programs = BPF(text=empty_programs_source(), cflags=QUIET_CFLAGS)
+    programs = BPF(text=source or empty_programs_source(), cflags=QUIET_CFLAGS)
     try:
         yield programs
     finally:
@@ -403,18 +435,21 @@ def floor_runs(exchange: str, args) -> dict:
                               mode], capture_output=True, text=True, check=True)
         return float(out.stdout) / 1e3
 
-    result: dict[str, list[float]] = {"none": [], "empty": [], "ours": [], "pipe_none": [],
-                                      "pipe_ours": []}
+    result: dict[str, list[float]] = {"none": [], "empty": [], "raw": [], "ours": [],
+                                      "pipe_none": [], "pipe_ours": []}
     for i in range(args.rounds):
         result["none"].append(run())
         result["pipe_none"].append(run("pipe"))
         with empty_programs():
             result["empty"].append(run())
+        with empty_programs(RAW_SOURCE):
+            result["raw"].append(run())
         with drained_probes():
             result["ours"].append(run())
             result["pipe_ours"].append(run("pipe"))
         print(f"  floor round {i + 1}: none {result['none'][-1]:.2f}, empty "
-              f"{result['empty'][-1]:.2f}, ours {result['ours'][-1]:.2f} us per exchange; "
+              f"{result['empty'][-1]:.2f}, raw tracepoints {result['raw'][-1]:.2f}, ours "
+              f"{result['ours'][-1]:.2f} us per exchange; "
               f"pipes: none {result['pipe_none'][-1]:.2f}, ours {result['pipe_ours'][-1]:.2f}",
               flush=True)
     return result
@@ -557,7 +592,8 @@ def main() -> None:
     if "floor" in result:
         f = result["floor"]
         print(f"kernel floor per exchange: none {summary(f['none'], '.2f')} us, empty programs "
-              f"{summary(f['empty'], '.2f')} us, ours {summary(f['ours'], '.2f')} us "
+              f"{summary(f['empty'], '.2f')} us, two raw tracepoints doing the least "
+              f"{summary(f['raw'], '.2f')} us, ours {summary(f['ours'], '.2f')} us "
               f"(ours - none: {med(f['ours']) - med(f['none']):.2f} us); the same over pipes: "
               f"none {summary(f['pipe_none'], '.2f')} us, ours {summary(f['pipe_ours'], '.2f')} us")
     if "programs" in result:
