@@ -90,7 +90,7 @@ class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
 # 128-byte block (two 64-byte cache lines; Apple's arm64 cores have 128-byte lines), so the
 # producer's stores do not keep invalidating the line the consumer writes, and vice versa.
 _MAGIC = 0x3151_4D48_534C_534C  # b"LSLSHMQ1" read as a little-endian u64
-_VERSION = 1
+_VERSION = 2  # 2: skip records (HOT_BYTES)
 _W_MAGIC, _W_VERSION, _W_CAPACITY, _W_DATA = 0, 1, 2, 3  # written once by create()
 _W_TAIL, _W_CLOSED, _W_MSGS_PUT, _W_BYTES_PUT = 16, 17, 18, 19  # producer's block (byte 128)
 _W_HEAD, _W_MSGS_COMMITTED, _W_BYTES_COMMITTED = 32, 33, 34  # consumer's block (byte 256)
@@ -100,6 +100,9 @@ _HEADER_SIZE = 384  # the data area starts here
 # stamp = (p & 0xffffffff) ^ _STAMP. A slot that was never written for position p (zeroes,
 # or an older record) fails the check, so the consumer raises instead of returning garbage.
 _STAMP = 0x5153_4C4C
+_SKIP = 0xFFFF_FFFF
+"""The length of a skip record: the producer went back to the ring's start (HOT_BYTES); the
+record's position up to the end of its lap holds nothing. No message is that long."""
 _RECORD_HEADER = 8
 _MIN_CAPACITY = 64
 RELEASE_AFTER = 1 << 20
@@ -112,6 +115,12 @@ RELEASE_INTERVAL = 1.0
 the ring after every message: giving its pages back each time made both sides fault them in
 again, page by page, for every message (a page fault per 4 KiB written and another per 4 KiB
 read), which halved the file input's throughput at full speed (docs/benchmarks.md)."""
+HOT_BYTES = RELEASE_AFTER
+"""When the producer finds the ring empty with its write position past this, it goes back to
+the ring's start (a skip record tells the consumer), so that a stream the consumer keeps up
+with stays in the ring's first HOT_BYTES: pages that stay in memory, not every page of the ring
+in turn, each faulted in on both sides lap after lap once an empty ring's pages had been given
+back. Those pages are the ones a stream keeps when the others go (``release``)."""
 _MAX_CAPACITY = 1 << 32  # the record length is a u32
 
 
@@ -276,7 +285,7 @@ class Producer:
     """The producing end of a queue. Get it with :meth:`ShmQueue.producer`."""
 
     __slots__ = ("_queue", "_mm", "_words", "_cap", "_base", "_max", "_tail", "_notify", "_space",
-                 "_written", "_release", "_released_at")
+                 "_written", "_release", "_released_at", "_puts")
 
     def __init__(self, queue: ShmQueue) -> None:
         self._queue = queue
@@ -293,6 +302,8 @@ class Producer:
         self._release = getattr(queue._segment, "release", None)
         self._released_at = float("-inf")
         """time.monotonic() of the last release."""
+        self._puts = 0
+        """Messages put since the last release: none, the ring is idle (all its pages may go)."""
 
     def put(self, data: bytes | bytearray | memoryview, *, timeout: float | None = None) -> None:
         """Append one message, blocking while there is no room (at most ``timeout`` seconds,
@@ -312,15 +323,23 @@ class Producer:
         cap = self._cap
         tail = self._tail
         head = words[_W_HEAD]
-        if head == tail and self._written >= RELEASE_AFTER and self._release is not None \
-                and time.monotonic() - self._released_at >= RELEASE_INTERVAL:
-            # Empty: every byte of the ring is free, and free bytes are the producer's alone
-            # (the consumer reads only below tail), so their pages can go.
-            self._give_back()
-        if need > cap - (tail - head):
-            self._wait_for_space(need, timeout)
         base = self._base
         pos = tail % cap
+        if head == tail:
+            # Empty: every byte of the ring is free, and free bytes are the producer's alone
+            # (the consumer reads only below tail).
+            if self._written >= RELEASE_AFTER and self._release is not None \
+                    and time.monotonic() - self._released_at >= RELEASE_INTERVAL:
+                self._give_back(HOT_BYTES)  # a stream's: the pages it goes on writing stay
+            if pos > HOT_BYTES and need <= pos:
+                # Back to the ring's start: a skip record, then this one at 0 (published
+                # together below). The bytes skipped count as used until the consumer has read
+                # past them, and what is free from 0 is exactly what was behind ``pos``.
+                words[(base + pos) >> 3] = _SKIP | (((tail & 0xFFFF_FFFF) ^ _STAMP) << 32)
+                tail += cap - pos
+                pos = 0
+        if need > cap - (tail - head):
+            self._wait_for_space(need, timeout)
         words[(base + pos) >> 3] = n | (((tail & 0xFFFF_FFFF) ^ _STAMP) << 32)
         start = pos + _RECORD_HEADER
         if start == cap:
@@ -336,6 +355,7 @@ class Producer:
             view.release()
         tail += need
         self._written += need
+        self._puts += 1
         # Local first: should an exception (a signal handler's) come between the two lines, the
         # record is published with the next one instead of being overwritten by it.
         self._tail = tail
@@ -347,15 +367,22 @@ class Producer:
     def release(self) -> bool:
         """When the ring is empty, give the pages the producer wrote since it last did back to
         the kernel (put does it by itself once RELEASE_AFTER bytes went through; a producer
-        that goes idle calls this, so that a burst's pages do not stay); whether it did."""
+        that goes idle calls this, so that a burst's pages do not stay). The first HOT_BYTES
+        stay while messages come (some were put since the last release): a stream writes there
+        again at once; once none came, they go too. Whether every page written is given back
+        (False: call again later, the ring was being read or its first pages were kept)."""
         if self._written and self._words[_W_HEAD] == self._tail and self._release is not None:
-            self._give_back()
-            return True
+            keep = HOT_BYTES if self._puts else 0
+            self._give_back(keep)
+            return not keep
         return False
 
-    def _give_back(self) -> None:
-        self._release(self._base, self._base + self._cap)
-        self._written = 0
+    def _give_back(self, keep: int = 0) -> None:
+        """Give back the pages of the ring past its first ``keep`` bytes."""
+        if keep < self._cap:
+            self._release(self._base + keep, self._base + self._cap)
+        self._written = 1 if keep else 0  # what was kept is still there: an idle release takes it
+        self._puts = 0
         self._released_at = time.monotonic()
 
     def put_nowait(self, data: bytes | bytearray | memoryview) -> None:
@@ -422,12 +449,20 @@ class Consumer:
         words = self._words
         pos = self._read
         tail = words[_W_TAIL]
-        if pos == tail:
-            tail = self._wait_for_data(timeout)
         cap, base = self._cap, self._base
-        off = pos % cap
-        header = words[(base + off) >> 3]
-        n = header & 0xFFFF_FFFF
+        while True:
+            if pos == tail:
+                tail = self._wait_for_data(timeout)
+            off = pos % cap
+            header = words[(base + off) >> 3]
+            n = header & 0xFFFF_FFFF
+            if n != _SKIP or header >> 32 != (pos & 0xFFFF_FFFF) ^ _STAMP:
+                break
+            # The producer went back to the ring's start: the next record is at the next lap.
+            pos += cap - off
+            if pos > tail:
+                break  # not published that far: corrupt (below)
+            self._read = pos
         need = (n + 15) & ~7
         if header >> 32 != (pos & 0xFFFF_FFFF) ^ _STAMP or need > tail - pos:
             raise QueueCorrupt(f"queue {self._queue.name!r}: no valid record at published position {pos} "

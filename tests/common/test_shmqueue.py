@@ -838,9 +838,13 @@ def test_an_empty_ring_gives_its_pages_back(make_queue, children, monkeypatch) -
     for body in bodies:
         assert consumer.get(timeout=GENEROUS) == body
     assert _ring_rss_kib(queue.name) >= 6 * 1024
-    producer.put(b"x" * 100)  # the ring was empty: its pages go first
-    assert _ring_rss_kib(queue.name) <= 64
+    producer.put(b"x" * 100)  # the ring was empty: its pages go first, but a stream's first ones
+    assert _ring_rss_kib(queue.name) <= shmqueue.HOT_BYTES // KIB + 64
     assert consumer.get(timeout=GENEROUS) == b"x" * 100
+    assert not producer.release()  # messages came since the last release: the first pages stay
+    assert _ring_rss_kib(queue.name) <= shmqueue.HOT_BYTES // KIB + 64
+    assert producer.release()  # none came since: idle, every page goes
+    assert _ring_rss_kib(queue.name) <= 64
     # Across processes and many releases, every message is what was put (the child, forked,
     # releases as often as this process does).
     count = 400
@@ -876,3 +880,59 @@ def test_a_stream_the_consumer_keeps_up_with_gives_pages_back_at_most_once_a_sec
     elapsed = time.monotonic() - t0
     assert 1 <= len(calls) <= 1 + elapsed / shmqueue.RELEASE_INTERVAL, (len(calls), elapsed)
     assert all(b - a >= shmqueue.RELEASE_INTERVAL for a, b in zip(calls, calls[1:]))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps (Linux)")
+def test_a_stream_the_consumer_keeps_up_with_stays_in_the_ring_s_first_pages(make_queue, children):
+    """Found empty past HOT_BYTES, the producer goes back to the ring's start (a skip record):
+    a stream of 40 MiB through a 16 MiB ring touches about HOT_BYTES of it, not all of it, in a
+    consumer of another process too, and every message is what was put."""
+    queue = make_queue(capacity=16 * MIB)
+    count, size = 400, 100 * KIB
+
+    def consume() -> None:
+        c = queue.consumer()
+        r = random.Random(5)
+        for i in range(count):
+            assert c.get(timeout=GENEROUS) == r.randbytes(size), f"message {i}"
+            os.write(ack_w, b".")
+
+    ack_r, ack_w = os.pipe()
+    try:
+        pid = children.spawn(consume)
+        producer = queue.producer()
+        r = random.Random(5)
+        for _ in range(count):
+            producer.put(r.randbytes(size), timeout=GENEROUS)
+            assert os.read(ack_r, 1) == b"."  # read before the next is put: empty each time
+        children.join(pid)
+    finally:
+        os.close(ack_r)
+        os.close(ack_w)
+    stats = queue.stats()
+    assert stats.messages_committed == count and stats.used_bytes == 0
+    assert stats.bytes_put == count * size  # 40 MiB: past the ring's end twice and more
+    assert _ring_rss_kib(queue.name) <= (shmqueue.HOT_BYTES + 2 * size) // KIB + 64
+
+
+def test_a_skip_record_is_read_past_and_redelivered_after_rewind(make_queue) -> None:
+    """The skip record between a message near the ring's end and the next at its start: read
+    past with or without commit; a rewind reads the same messages again; positions line up."""
+    queue = make_queue(capacity=4 * MIB)
+    producer, consumer = queue.producer(), queue.consumer()
+    first = b"a" * (shmqueue.HOT_BYTES + 1000)  # the write position ends up past HOT_BYTES
+    producer.put(first)
+    assert consumer.get() == first  # committed: the ring is empty
+    producer.put(b"b" * 10)  # goes back to the start (a skip record before it)
+    producer.put(b"c" * 20)
+    assert producer._tail == queue.capacity + _need(10) + _need(20)  # the next lap's start
+    got = [consumer.get(commit=False), consumer.get(commit=False)]
+    assert got == [b"b" * 10, b"c" * 20]
+    consumer.rewind()
+    assert [consumer.get(commit=False), consumer.get(commit=False)] == got
+    with pytest.raises(Empty):
+        consumer.get_nowait()
+    consumer.commit()
+    stats = queue.stats()
+    assert stats.used_bytes == 0 and stats.messages_committed == 3
+    assert stats.bytes_put == len(first) + 30 == stats.bytes_committed
