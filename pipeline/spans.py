@@ -41,7 +41,13 @@ MAX_PER_KEY = 64
 _PROTOCOL_VERSIONS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
 """``network.protocol.version`` of the versions most requests carry."""
 EXCHANGES_KEPT = 65536
-"""Spans kept by their exchange's key for the log join (the oldest go)."""
+"""Spans kept by their exchange's key for the log join, at most (the oldest go)..."""
+EXCHANGE_KEEP_NS = 15 * 10**9
+"""...and only while they began less than this before the newest (the log join keeps a write
+10 s, pipeline/logjoin.py WRITE_KEEP_NS: an older exchange has no line left to take it). A
+host at a few hundred exchanges a second keeps a few thousand, not 65,536 (~45 MB)."""
+FORGET_FROM = 1024
+"""Below this many kept, none is looked at for its age."""
 KEEP_NS = 30 * 10**9
 """Spans older than this (by their end) are no longer looked at as parents."""
 
@@ -178,7 +184,19 @@ class SpanBuilder:
             self.unsent = {id(s.ev) for s in waits if not s.sent}
         elif self.unsent:
             self.unsent = set()
+        if len(self.exchanges) > FORGET_FROM:
+            self._forget_old()
         return out
+
+    def _forget_old(self) -> None:
+        """Spans that began EXCHANGE_KEEP_NS before the newest go from ``exchanges`` (kept in
+        the order they came: the oldest first, near enough)."""
+        exchanges = self.exchanges
+        horizon = next(reversed(exchanges.values())).start - EXCHANGE_KEEP_NS
+        first = iter(exchanges.values())
+        while next(first).start < horizon:
+            exchanges.popitem(last=False)
+            first = iter(exchanges.values())
 
     def _conn(self, ev: ConnEvent) -> None:
         key = (ev.pid, ev.fd)

@@ -365,3 +365,20 @@ def test_observe_s_loop_in_c_holds_each_event_as_python_s_for_does():
             yield http("server", 10, 10, 4, 100 + i, 1)
 
     assert len(b.observe(lazily(), 0.0)) == 3 and seen == [0, 1, 2]
+
+
+@pytest.mark.parametrize("loop", ["c", "python"])
+def test_spans_older_than_the_log_join_can_use_are_forgotten(loop):
+    """A host at a modest rate keeps the last EXCHANGE_KEEP_NS of spans for the log join, not
+    the last 65,536 (~45 MB)."""
+    b = SpanBuilder(packed=True)
+    if loop == "python" or b._fast is None:
+        b._fast = None
+    events = [http("client", 20, 20, 3, i * 10, 1) for i in range(3000)]  # 30 s of them
+    for i in range(0, len(events), 100):
+        b.observe(events[i:i + 100], 0.0)
+    assert len(b.exchanges) == spans_module.EXCHANGE_KEEP_NS // (10 * MS) + 1
+    assert b.span_of(20, 3, events[-1].boot_ns) is not None
+    assert b.span_of(20, 3, events[-1500].boot_ns) is not None
+    assert b.span_of(20, 3, events[-1502].boot_ns) is None and b.span_of(20, 3, events[0].boot_ns) is None
+    assert b.stats["spans"] == 3000
