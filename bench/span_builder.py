@@ -6,7 +6,11 @@ fed in pieces of 256 as the pipeline feeds them. Median of the rounds, µs per e
 Spans as the pipeline makes them (their msgpack bytes, with the compiled module), or with
 ``--objects`` as SpanEvents.
 
-    .venv/bin/python bench/span_builder.py [--requests 20000] [--rounds 5] [--objects]
+``--memory``: what the builder holds (tracemalloc) after six minutes of an ordinary host's
+exchanges (200 a second, nginx's server side, each its own path), with spans kept by age
+(pipeline/spans.py EXCHANGE_KEEP_NS) and, beside it, kept by number only (the last 65,536).
+
+    .venv/bin/python bench/span_builder.py [--requests 20000] [--rounds 5] [--objects] [--memory]
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
+import tracemalloc
 import sys
 import time
 from pathlib import Path
@@ -21,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.events import ConnEvent, HttpEvent, ProcessInfo  # noqa: E402
+from pipeline import spans as spans_module  # noqa: E402
 from pipeline.spans import PACKED, SpanBuilder  # noqa: E402
 
 CONNECTIONS = 32
@@ -48,12 +54,36 @@ def events(requests: int) -> list:
     return out
 
 
+def memory() -> None:
+    rate, seconds = 200, 360
+    for keep, how in ((spans_module.EXCHANGE_KEEP_NS, "by age"), (10**18, "by number only")):
+        spans_module.EXCHANGE_KEEP_NS = keep
+        builder = SpanBuilder(packed=True)
+        tracemalloc.start()
+        t = 10**12
+        for i in range(0, rate * seconds, 100):  # the pipeline's messages: ~100 exchanges
+            batch = []
+            for _ in range(100):
+                t += 10**9 // rate
+                batch.append(HttpEvent(t, 100, 100, "nginx", 10, "server", "GET", f"/item/{i}",
+                                       200, 40_000, "127.0.0.1", 40000, "HTTP/1.1", SERVER, t))
+            builder.observe(batch, 0.0)
+            del batch
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        print(f"kept {how}: {len(builder.exchanges)} spans, {held / 2**20:.1f} MiB held (their "
+              f"exchanges with them) after {seconds} s of {rate} exchanges a second")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--objects", action="store_true", help="SpanEvents, not their bytes")
+    ap.add_argument("--memory", action="store_true", help="what it holds at an ordinary rate")
     args = ap.parse_args()
+    if args.memory:
+        return memory()
     evs = events(args.requests)
     gc.collect()
     gc.freeze()  # as agent/child.py does before a component runs
