@@ -17,13 +17,14 @@ import time
 import msgspec
 
 from common.events import (NAMES_PID, NUMBERED, ONE_RECORD, ConnEvent, ContainerRef, Event,
-                           HttpEvent, LogEvent, ProcessEvent)
+                           HttpEvent, LogEvent, ProcessEvent, ProcessInfo)
 from common.identity import event_seq
 from pipeline.containers import from_log_path
 from pipeline.proctable import ProcessTable
 from pipeline.writers import WriterCache
 
 _replace = msgspec.structs.replace
+_UNKNOWN = object()
 _NUMBERED = frozenset(NUMBERED)
 _SYSLOG_PID = re.compile(rb"^(?:\S+ +){0,6}?[\w./@-]+\[(\d{1,9})\]: ")
 
@@ -47,21 +48,28 @@ class Enricher:
         out: list[Event] = []
         append = out.append
         lookup = self.table.lookup
+        infos: dict[int, ProcessInfo | None] = {}
+        """pid -> its ProcessInfo for this message's events (a message's exchanges come from a
+        few processes); a process event, which may change its process, empties it."""
         for i, ev in enumerate(events):
             kind = type(ev)
             if kind is LogEvent:
                 out += self._log(ev, writers.get((ev.dev, ev.ino), ()), now)
                 continue
             if kind is HttpEvent or kind is ConnEvent:
-                proc = lookup(ev.pid, now=now)
+                info = infos.get(ev.pid, _UNKNOWN)
+                if info is _UNKNOWN:
+                    proc = lookup(ev.pid, now=now)
+                    info = infos[ev.pid] = proc.info("event") if proc is not None else None
             elif kind is ProcessEvent:
+                infos.clear()
                 proc = self.table.apply(ev, now)
+                info = proc.info("event") if proc is not None else None
             else:
-                proc = None
+                info = None
             seq = base | i if base and kind in _NUMBERED and not ev.seq else 0
-            if proc is not None:
-                append(_replace(ev, process=proc.info("event"), seq=seq) if seq
-                       else _replace(ev, process=proc.info("event")))
+            if info is not None:
+                append(_replace(ev, process=info, seq=seq) if seq else _replace(ev, process=info))
             else:
                 append(_replace(ev, seq=seq) if seq else ev)
         self.enriched += len(out)
