@@ -52,6 +52,22 @@
  *
  * The indices of the events (msgpack bytes) with that tag, or that are not a tagged array at
  * all (common/events.py BatchCodec.decode_lines decodes those).
+ *
+ *   observe_spans(builder, events, now, out, kit) -> None
+ *
+ * The span builder's loop (pipeline/spans.py SpanBuilder.observe, packed): the exchanges whose
+ * span needs no wait are made, kept and packed here, with the same effects on the builder's
+ * tables as its Python path; the others are handed to that path before anything changed
+ * (tests/pipeline/test_spans.py runs scripts through both and holds them together).
+ *
+ *   http_exchange(item, offset, peers, comms, kit) -> HttpEvent | None
+ *
+ * A kernel-paired exchange's event in its common case (inputs/ebpf/translate.py feed_records),
+ * None for anything else, which the Python loop makes (tests/inputs/ebpf/test_translate_fast.py).
+ *
+ *   hex_ids(raw, size) -> list[str]
+ *
+ * Random bytes cut into trace or span ids as hex, all-zero ones left out (common/tracecontext.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
