@@ -1023,6 +1023,16 @@ as_int(PyObject *o, int64_t *out)
  * msgpack (a map), head the SpanEvent's array header and tag, keys the attributes' keys as
  * msgpack strs (A_*). None when a value is not of the type the rules expect (the caller then
  * builds the SpanEvent in Python). */
+/* Whether a METH_FASTCALL function got other than ``want`` arguments (a TypeError set). */
+static int
+wrong_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t want)
+{
+    if (nargs == want)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", name, want);
+    return 1;
+}
+
 static PyObject *
 pack_span_of(PyObject *const *args)
 {
@@ -1198,10 +1208,8 @@ pack_span_of(PyObject *const *args)
 static PyObject *
 pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "pack_span takes 11 arguments");
+    if (wrong_nargs("pack_span", nargs, 11))
         return NULL;
-    }
     return pack_span_of(args);
 }
 
@@ -1558,10 +1566,8 @@ done:
 static PyObject *
 observe_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "observe_spans takes 5 arguments");
+    if (wrong_nargs("observe_spans", nargs, 5))
         return NULL;
-    }
     PyObject *builder = args[0], *now = args[2], *out = args[3], *kitobj = args[4];
     if (!PyList_CheckExact(out) || !PyTuple_CheckExact(kitobj)
             || PyTuple_GET_SIZE(kitobj) != K_COUNT
@@ -1722,10 +1728,8 @@ text_of(PyObject *pairs, const char *s, Py_ssize_t n)
 static PyObject *
 http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "http_exchange takes 5 arguments");
+    if (wrong_nargs("http_exchange", nargs, 5))
         return NULL;
-    }
     PyObject *item = args[0], *peers = args[2], *comms = args[3], *kitobj = args[4];
     int64_t offset, need, read_op, shift;
     if (!PyTuple_CheckExact(kitobj) || PyTuple_GET_SIZE(kitobj) != X_COUNT
