@@ -142,7 +142,7 @@ def micro(n: int = 50_000, rounds: int = 5) -> dict:
             for k in range(0, n, 100)]
     span_us, join_us, joined = [], [], 0
     for _ in range(rounds):
-        spans = SpanBuilder()
+        spans = SpanBuilder(packed=True)  # as the pipeline makes them
         t = time.perf_counter()
         for k in range(0, n, 1000):
             spans.observe(exchanges[k:k + 1000], 0.0)
