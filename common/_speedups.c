@@ -1322,6 +1322,20 @@ new_id(PyObject *pool, PyObject *draw)
 /* Borrowed from a dict (or OrderedDict): the value, NULL when absent or on an error. */
 #define LOOKUP(d, k) PyDict_GetItemWithError((d), (k))
 
+/* holder() of the recent spans index[key] (none when index has no such key). */
+static int
+parent_in(PyObject *index, PyObject *key, int64_t start, int64_t end, PyObject **found)
+{
+    *found = NULL;
+    PyObject *q = LOOKUP(index, key);
+    if (q == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(q);  /* holder() runs Python (the spans' attributes): q is held meanwhile */
+    int h = holder(q, start, end, found);
+    Py_DECREF(q);
+    return h;
+}
+
 /* One HttpEvent: 1 done here, 0 left to builder._exchange (nothing changed), -1 an error. */
 static int
 fast_exchange(PyObject *builder, PyObject **t, PyObject *ev, PyObject *now, PyObject *out,
@@ -1402,12 +1416,7 @@ fast_exchange(PyObject *builder, PyObject **t, PyObject *ev, PyObject *now, PyOb
             Py_XINCREF(client);
         }
         if (client != NULL) {
-            PyObject *cands = LOOKUP(t[T_BY_CONN], client);
-            if (cands == NULL && PyErr_Occurred())
-                goto done;
-            Py_XINCREF(cands);
-            int h = holder(cands, start, end, &p);
-            Py_XDECREF(cands);
+            int h = parent_in(t[T_BY_CONN], client, start, end, &p);
             if (h < 0)
                 goto done;
             if (h > 0 || p == NULL)
@@ -1420,12 +1429,7 @@ fast_exchange(PyObject *builder, PyObject **t, PyObject *ev, PyObject *now, PyOb
         if (in < 0)
             goto done;
         if (in) {
-            PyObject *cands = LOOKUP(t[T_BY_THREAD], tkey);
-            if (cands == NULL && PyErr_Occurred())
-                goto done;
-            Py_XINCREF(cands);
-            int h = holder(cands, start, end, &p);
-            Py_XDECREF(cands);
+            int h = parent_in(t[T_BY_THREAD], tkey, start, end, &p);
             if (h < 0)
                 goto done;
             if (h > 0 || p == NULL)
