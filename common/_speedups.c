@@ -1268,15 +1268,13 @@ intern_span_names(void)
     return (S_zero = PyLong_FromLong(0)) == NULL ? -1 : 0;
 }
 
-/* The last span of recent spans q (a deque, or NULL: none) whose interval holds [start, end],
- * as a new reference in *found (NULL: none does). -1: an error; 1: a span whose bounds are not
- * ints (Python's comparison, then). */
+/* The last span of recent spans q (a deque) whose interval holds [start, end], as a new
+ * reference in *found (NULL: none does). -1: an error; 1: a span whose bounds are not ints
+ * (Python's comparison, then). */
 static int
 holder(PyObject *q, int64_t start, int64_t end, PyObject **found)
 {
     *found = NULL;
-    if (q == NULL)
-        return 0;
     Py_ssize_t n = PyObject_Length(q);
     if (n < 0)
         return -1;
