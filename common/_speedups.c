@@ -1220,7 +1220,8 @@ pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  * the common case, which is done here with the same effects on the builder's tables: an
  * exchange with no traceparent whose span needs no wait (a root: no local parent to look for;
  * or its parent found among the recent spans with its trace id known) and that no waiting span
- * wants as its parent. Its span goes to out as msgspec.Raw(pack_span(...)) (or, when a value is
+ * would take as its parent (none_adopted: spans may wait on its thread or connection, for a
+ * parent whose interval this one does not hold). Its span goes to out as msgspec.Raw(pack_span(...)) (or, when a value is
  * not of the type pack_span expects, builder._event's SpanEvent). Everything else (a
  * traceparent to parse, a span that waits, a parent that waits, waiters to adopt) is left to
  * builder._exchange, before anything was changed. kit: see K_*; the same ids
@@ -1236,7 +1237,7 @@ static const char *const COUNTED[C_COUNT] = {"spans", "roots", "connection", "th
 
 static PyObject *S_start, *S_end, *S_trace_id, *S_span_id, *S_start_ns, *S_exchange, *S_conn,
     *S_new_queue, *S_resource, *S_event, *S_trim, *S_append, *S_ready, *S_popitem,
-    *S_connection, *S_thread, *S_conn_tag, *S_empty, *S_zero;
+    *S_connection, *S_thread, *S_conn_tag, *S_empty, *S_zero, *S_want;
 static const char *const TABLES[] = {"conns", "connectors", "servers", "by_thread", "by_conn",
                                      "exchanges", "waiting", "pending", "resource_cache"};
 enum { T_CONNS, T_CONNECTORS, T_SERVERS, T_BY_THREAD, T_BY_CONN, T_EXCHANGES, T_WAITING,
@@ -1260,6 +1261,7 @@ intern_span_names(void)
     INTERN(S_append, "append");
     INTERN(S_ready, "_ready");
     INTERN(S_popitem, "popitem");
+    INTERN(S_want, "want");
     INTERN(S_connection, "connection");
     INTERN(S_thread, "thread");
     INTERN(S_conn_tag, "conn");
@@ -1315,6 +1317,60 @@ new_id(PyObject *pool, PyObject *draw)
         return NULL;
     }
     return id;
+}
+
+/* Whether _adopt(want, a span of [start, end]) would change nothing but the list's identity:
+ * waiters (builder.waiting[want]) is a list whose every span still wants ``want`` (its
+ * ``want`` is that very tuple or an equal one) and either has its trace id or is not held by
+ * [start, end]. 1: so (the exchange stays in C); 0: not, or not sure (Python adopts); -1: an
+ * error. A connection whose server span waits for a parent that never comes (its client's
+ * exchange was not sampled) has all its later exchanges come here until that span expires. */
+static int
+none_adopted(PyObject *waiters, PyObject *want, int64_t start, int64_t end)
+{
+    if (!PyList_CheckExact(waiters))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(waiters); i++) {
+        PyObject *c = PyList_GET_ITEM(waiters, i);
+        Py_INCREF(c);  /* the attributes' lookups may run Python */
+        PyObject *cw = PyObject_GetAttr(c, S_want);
+        int r = -1, same;
+        if (cw == NULL)
+            goto next;
+        same = cw == want ? 1 : PyObject_RichCompareBool(cw, want, Py_EQ);
+        if (same <= 0) {
+            r = same;  /* a stale waiter: _adopt drops it from the list */
+            goto next;
+        }
+        PyObject *tr = PyObject_GetAttr(c, S_trace_id);
+        if (tr == NULL)
+            goto next;
+        int traced = PyObject_IsTrue(tr);
+        Py_DECREF(tr);
+        if (traced < 0)
+            goto next;
+        if (traced) {
+            r = 1;
+            goto next;
+        }
+        PyObject *a = PyObject_GetAttr(c, S_start), *b = a ? PyObject_GetAttr(c, S_end) : NULL;
+        int64_t cs, ce;
+        int ints = b != NULL && as_int(a, &cs) && as_int(b, &ce);
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        if (!ints)
+            r = PyErr_Occurred() ? -1 : 0;
+        else
+            r = !(start <= cs && ce <= end);  /* held: this span is its parent */
+    next:
+        Py_XDECREF(cw);
+        Py_DECREF(c);
+        if (r != 1)
+            return r;
+        if (!PyList_CheckExact(waiters))
+            return 0;
+    }
+    return 1;
 }
 
 /* Borrowed from a dict (or OrderedDict): the value, NULL when absent or on an error. */
@@ -1390,10 +1446,10 @@ fast_exchange(PyObject *builder, PyObject **t, PyObject *ev, PyObject *now, PyOb
         if (w == NULL && PyErr_Occurred())
             goto done;
         if (w != NULL) {
-            int truth = PyObject_IsTrue(w);
-            if (truth < 0)
+            int quiet = none_adopted(w, wkey, start, end);
+            if (quiet < 0)
                 goto done;
-            if (truth)
+            if (!quiet)
                 goto pass;
         }
     }

@@ -335,6 +335,7 @@ def test_the_common_exchanges_go_through_c_and_the_others_through_python(monkeyp
         http("client", 20, 20, 3, 0, 10, path="/root"),           # a root: C
         http("server", 10, 10, 4, 1, 5, path="/child"),           # its parent sent: C
         http("server", 10, 11, 4, 20, 5, path="/orphan"),         # no client holds it: waits
+        http("client", 20, 20, 3, 26, 2, path="/beside"),         # /orphan waits on: C
         http("client", 20, 20, 3, 19, 10, path="/late-parent"),   # adopts /orphan: Python
         http("client", 21, 21, 5, 30, 1, path="/traced", tp=TP),  # a traceparent: Python
     ], 0.0)
@@ -344,7 +345,8 @@ def test_the_common_exchanges_go_through_c_and_the_others_through_python(monkeyp
     assert by_path["/child"].parent_span_id == by_path["/root"].span_id
     assert by_path["/child"].trace_id == by_path["/root"].trace_id
     assert by_path["/orphan"].parent_span_id == by_path["/late-parent"].span_id
-    assert b.stats["spans"] == 5 and b.stats["connection"] == 2 and b.stats["roots"] == 2
+    assert by_path["/beside"].parent_span_id == ""
+    assert b.stats["spans"] == 6 and b.stats["connection"] == 2 and b.stats["roots"] == 3
 
 
 @fast
