@@ -68,6 +68,11 @@
  *   hex_ids(raw, size) -> list[str]
  *
  * Random bytes cut into trace or span ids as hex, all-zero ones left out (common/tracecontext.py).
+ *
+ *   ring_read(consumer, producer, base, mask, out) -> int
+ *
+ * One pass over a BPF ring buffer's memory: its complete records as bytes, their space handed
+ * back, with the memory ordering libbpf's consumer uses (inputs/ebpf/loader.py RingReader).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1960,6 +1965,86 @@ done:
     return out;
 }
 
+/* ring_read(consumer, producer, base, mask, out) -> int
+ *
+ * One pass over a BPF ring buffer (inputs/ebpf/loader.py RingReader, libbpf's layout):
+ * consumer is the mapping of its consumer page (writable), producer that of its producer page
+ * and its data pages, mapped twice in a row from ``base`` (a record that wraps around is
+ * contiguous there), mask the data's size less one. Each record: a u32 length (bit 31: still
+ * being written; bit 30: discarded), a u32 for the kernel, the data, padded to 8 bytes. Every
+ * complete record not discarded is appended to out as bytes, in order, up to the first one
+ * still being written; the consumer position then moves past them all, which hands their space
+ * back to the kernel. The positions and lengths are read with acquire and the consumer
+ * position written with release ordering, as libbpf's consumer does: correct on any CPU, where
+ * the Python loop beside it relies on x86's ordering. ValueError for a length that does not
+ * fit the ring (not libbpf's layout). */
+#define RB_BUSY (1U << 31)
+#define RB_DISCARD (1U << 30)
+#define RB_HDR 8
+
+static PyObject *
+ring_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (wrong_nargs("ring_read", nargs, 5))
+        return NULL;
+    int64_t base, mask;
+    PyObject *out = args[4];
+    if (!as_int(args[2], &base) || !as_int(args[3], &mask) || base < 8 || mask < 7
+            || (mask & (mask + 1)) != 0 || !PyList_Check(out)) {
+        PyErr_SetString(PyExc_TypeError, "ring_read: arguments of the wrong types");
+        return NULL;
+    }
+    Py_buffer cb, pb;
+    if (PyObject_GetBuffer(args[0], &cb, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &pb, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&cb);
+        return NULL;
+    }
+    Py_ssize_t n = 0;
+    int failed = 0;
+    if (cb.len < 8 || pb.len < base + 2 * (mask + 1)) {
+        PyErr_SetString(PyExc_ValueError, "ring_read: mappings smaller than the ring");
+        failed = 1;
+        goto done;
+    }
+    uint64_t *consp = (uint64_t *)cb.buf;
+    const char *data = (const char *)pb.buf;
+    uint64_t cons = __atomic_load_n(consp, __ATOMIC_RELAXED);  /* ours alone to write */
+    uint64_t prod = __atomic_load_n((const uint64_t *)data, __ATOMIC_ACQUIRE);
+    uint64_t start = cons;
+    while (cons < prod) {
+        const char *rec = data + base + (cons & (uint64_t)mask);
+        uint32_t length = __atomic_load_n((const uint32_t *)rec, __ATOMIC_ACQUIRE);
+        if (length & RB_BUSY)
+            break;  /* being written: the next pass takes it */
+        uint64_t size = length & ~(RB_BUSY | RB_DISCARD);
+        if (size + RB_HDR > (uint64_t)mask + 1) {
+            PyErr_Format(PyExc_ValueError, "ring_read: a record of %llu bytes in a ring of %lld",
+                         (unsigned long long)size, (long long)(mask + 1));
+            failed = 1;
+            break;
+        }
+        if (!(length & RB_DISCARD)) {
+            PyObject *b = PyBytes_FromStringAndSize(rec + RB_HDR, (Py_ssize_t)size);
+            if (b == NULL || PyList_Append(out, b) < 0) {
+                Py_XDECREF(b);
+                failed = 1;
+                break;
+            }
+            Py_DECREF(b);
+            n++;
+        }
+        cons += (size + RB_HDR + 7) & ~(uint64_t)7;
+    }
+    if (cons != start)  /* what was taken (even before an error) is given back */
+        __atomic_store_n(consp, cons, __ATOMIC_RELEASE);
+done:
+    PyBuffer_Release(&pb);
+    PyBuffer_Release(&cb);
+    return failed ? NULL : PyLong_FromSsize_t(n);
+}
+
 static PyMethodDef methods[] = {
     {"count_lines", count_lines, METH_O, "count_lines(data) -> int: the newlines in data."},
     {"render_lines", render_lines, METH_VARARGS,
@@ -1979,6 +2064,9 @@ static PyMethodDef methods[] = {
     {"hex_ids", hex_ids, METH_VARARGS,
      "hex_ids(raw, size) -> list[str]: raw in pieces of size bytes as hex, all-zero ones left "
      "out (common/tracecontext.py)."},
+    {"ring_read", (PyCFunction)(void (*)(void))ring_read, METH_FASTCALL,
+     "ring_read(consumer, producer, base, mask, out) -> int: the complete records of a BPF "
+     "ring buffer appended to out as bytes, their space given back (inputs/ebpf/loader.py)."},
     {"tagged", tagged, METH_VARARGS,
      "tagged(events, tag) -> list[int]: the indices of the events (msgpack) of that tag."},
     {NULL, NULL, 0, NULL},

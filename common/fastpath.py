@@ -8,6 +8,7 @@ one is built on Linux.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 render_lines: Callable[[bytes, bytes, int, bytes], bytes] | None
 """NDJSON of a run of plain lines (outputs/ndjson.py); None: not built, render them in Python."""
@@ -26,15 +27,18 @@ None: not built, made in Python."""
 observe_spans: Callable[..., None] | None
 """SpanBuilder.observe's loop with its common case compiled (pipeline/spans.py); None: not
 built, the loop in Python."""
+ring_read: Callable[[Any, Any, int, int, list], int] | None
+"""One pass over a BPF ring buffer's memory, its records as bytes (inputs/ebpf/loader.py
+RingReader); None: not built, read in Python (x86) or through BCC's callbacks."""
 tagged: Callable[[list, bytes], list[int]] | None
 """The indices of the events (msgpack bytes) of one tag (common.events.BatchCodec.decode_lines)."""
 
 try:
     from common._speedups import (count_lines, hex_ids, http_exchange, observe_spans, pack_span,
-                                  render_events, render_lines, tagged)
+                                  render_events, render_lines, ring_read, tagged)
 except ImportError:  # not built
     render_lines = render_events = pack_span = observe_spans = http_exchange = hex_ids = None
-    tagged = None
+    tagged = ring_read = None
 
     def count_lines(data: bytes | bytearray | memoryview) -> int:
         """The newlines in ``data`` (any buffer, as the compiled one takes)."""
@@ -46,4 +50,4 @@ COMPILED = render_lines is not None
 """Whether the compiled module is there."""
 
 __all__ = ["COMPILED", "count_lines", "hex_ids", "http_exchange", "observe_spans", "pack_span",
-           "render_events", "render_lines", "tagged"]
+           "render_events", "render_lines", "ring_read", "tagged"]
