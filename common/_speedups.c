@@ -60,9 +60,9 @@
  * tables as its Python path; the others are handed to that path before anything changed
  * (tests/pipeline/test_spans.py runs scripts through both and holds them together).
  *
- *   http_exchange(item, offset, peers, comms, kit) -> HttpEvent | None
+ *   http_exchange(record, offset, peers, comms, kit) -> HttpEvent | None
  *
- * A kernel-paired exchange's event in its common case (inputs/ebpf/translate.py feed_records),
+ * A kernel-paired exchange's event, from its record's bytes, in its common case (inputs/ebpf/translate.py feed_records),
  * None for anything else, which the Python loop makes (tests/inputs/ebpf/test_translate_fast.py).
  *
  *   hex_ids(raw, size) -> list[str]
@@ -1739,16 +1739,19 @@ error:
 /* http_exchange(item, offset, peers, comms, kit) -> HttpEvent | None
  *
  * inputs/ebpf/translate.py's Translator.feed_records, for one kernel-paired exchange: item is
- * the record's unpack (EXCHANGE: struct ev_header and struct http_exchange_ev up to its data)
- * and the record's bytes; the HttpEvent the Python loop makes of it, or None when the loop must
+ * the record's bytes (struct ev_header, struct http_exchange_ev and its data: EX_* below), read
+ * in place, with no Python object per field that the event does not keep; the HttpEvent the Python loop makes of it, or None when the loop must
  * make it (a request line other than METHOD SP path SP HTTP/1.x, a traceparent or tracestate to
  * find among the headers, a peer to find among closed connections, values of unexpected types).
  * kit: see X_*; comms: the process names' cache (the record's 16 bytes -> str), filled here as
  * there. */
 enum { X_EVENT, X_NEED, X_READ_OP, X_SHIFT, X_METHODS, X_VERSIONS, X_SERVER, X_CLIENT, X_COUNT };
-/* The item's fields (EXCHANGE's unpack, then the record). */
-enum { I_TYPE, I_PID, I_TID, I_UID, I_TS, I_COMM, I_FD, I_OP, I_RESP_TS, I_LEN, I_COPIED,
-       I_RESP_LEN, I_FLAGS, I_STATUS, I_DATA, I_COUNT };
+/* Where the record's fields are: struct ev_header then struct http_exchange_ev, packed, little
+ * endian (inputs/ebpf/translate.py EXCHANGE: "<IIIIQ16s" "iIQIIII16s"; tests/inputs/ebpf/
+ * test_layouts.py holds those to bpf/events.h). A kit whose X_NEED is not EX_DATA (the layout
+ * changed) leaves every record to Python. */
+enum { EX_PID = 4, EX_TID = 8, EX_TS = 16, EX_COMM = 24, EX_FD = 40, EX_OP = 44, EX_RESP_TS = 48,
+       EX_COPIED = 60, EX_RESP_LEN = 64, EX_FLAGS = 68, EX_STATUS = 72, EX_DATA = 88 };
 
 static const char *
 find2(const char *s, Py_ssize_t n, const char *pat, Py_ssize_t m)
@@ -1808,19 +1811,32 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "http_exchange: a kit of the wrong types");
         return NULL;
     }
-    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != I_COUNT)
+    if (!PyBytes_CheckExact(item) || need != EX_DATA || PyBytes_GET_SIZE(item) < EX_DATA)
+        Py_RETURN_NONE;  /* not the layout this reads (EXCHANGE's), or too short for it */
+    const char *rec = PyBytes_AS_STRING(item);
+    uint32_t u32;
+    uint64_t u64;
+    int32_t i32;
+#define FIELD(var, at) memcpy(&(var), rec + (at), sizeof(var))
+    FIELD(u32, EX_PID); int64_t pid = u32;
+    FIELD(u32, EX_TID); int64_t tid = u32;
+    FIELD(u64, EX_TS);
+    if (u64 > (uint64_t)INT64_MAX)
         Py_RETURN_NONE;
-#define IT(i) PyTuple_GET_ITEM(item, (i))
-    int64_t pid, tid, ts, fd, op, resp_ts, copied, resp_len, flags;
-    PyObject *comm = IT(I_COMM), *status = IT(I_STATUS), *data = IT(I_DATA);
-    if (!as_int(IT(I_PID), &pid) || !as_int(IT(I_TID), &tid) || !as_int(IT(I_TS), &ts)
-            || !as_int(IT(I_FD), &fd) || !as_int(IT(I_OP), &op)
-            || !as_int(IT(I_RESP_TS), &resp_ts) || !as_int(IT(I_COPIED), &copied)
-            || !as_int(IT(I_RESP_LEN), &resp_len) || !as_int(IT(I_FLAGS), &flags)
-            || !PyBytes_CheckExact(comm) || !PyBytes_CheckExact(status)
-            || !PyBytes_CheckExact(data) || copied < 0 || ts < 0
-            || (offset > 0 && ts > INT64_MAX - offset))
+    int64_t ts = (int64_t)u64;
+    FIELD(i32, EX_FD); int64_t fd = i32;
+    FIELD(u32, EX_OP); int64_t op = u32;
+    FIELD(u64, EX_RESP_TS);
+    if (u64 > (uint64_t)INT64_MAX)
         Py_RETURN_NONE;
+    int64_t resp_ts = (int64_t)u64;
+    FIELD(u32, EX_COPIED); int64_t copied = u32;
+    FIELD(u32, EX_RESP_LEN); int64_t resp_len = u32;
+    FIELD(u32, EX_FLAGS); int64_t flags = u32;
+#undef FIELD
+    if (offset > 0 && ts > INT64_MAX - offset)
+        Py_RETURN_NONE;
+    PyObject *data = item;
     /* the request: data[need:need + copied] */
     const char *d = PyBytes_AS_STRING(data);
     Py_ssize_t size = PyBytes_GET_SIZE(data);
@@ -1847,72 +1863,81 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (method == NULL || version == NULL)
         Py_RETURN_NONE;
     /* the peer, of the connection open on (pid, fd) since before the request */
-    PyObject *key = PyTuple_Pack(2, IT(I_PID), IT(I_FD));
-    if (key == NULL)
-        return NULL;
-    PyObject *peer = PyDict_GetItemWithError(peers, key);  /* borrowed: nothing runs below */
-    Py_DECREF(key);
+    PyObject *pid_o = PyLong_FromLongLong(pid), *fd_o = PyLong_FromLongLong(fd);
+    PyObject *key = pid_o != NULL && fd_o != NULL ? PyTuple_Pack(2, pid_o, fd_o) : NULL;
+    PyObject *peer = key != NULL ? PyDict_GetItemWithError(peers, key) : NULL;
+    Py_XINCREF(peer);
+    Py_XDECREF(key);
     int64_t opened;
-    if (peer == NULL) {
+    if (peer == NULL || !PyTuple_CheckExact(peer) || PyTuple_GET_SIZE(peer) != 4
+            || !as_int(PyTuple_GET_ITEM(peer, 3), &opened) || ts < opened) {
+        /* none: maybe a closed one's (Python's closed_peer); or an error */
+        Py_XDECREF(peer);
+        Py_XDECREF(pid_o);
+        Py_XDECREF(fd_o);
         if (PyErr_Occurred())
             return NULL;
-        Py_RETURN_NONE;  /* maybe a closed one's: Python's closed_peer */
-    }
-    if (!PyTuple_CheckExact(peer) || PyTuple_GET_SIZE(peer) != 4
-            || !as_int(PyTuple_GET_ITEM(peer, 3), &opened) || ts < opened)
         Py_RETURN_NONE;
+    }
     /* the status code of the first 12 bytes, "HTTP/1.x NNN" */
     long code = 0;
-    const char *st = PyBytes_AS_STRING(status);
-    if (resp_len >= 12 && PyBytes_GET_SIZE(status) < 12)
-        Py_RETURN_NONE;  /* Python reads a code of fewer digits in it */
+    const char *st = rec + EX_STATUS;  /* its 16 bytes: a status line's first 12 are there */
     if (resp_len >= 12 && memcmp(st, "HTTP/1.", 7) == 0
             && st[8] == ' ' && st[9] >= '0' && st[9] <= '9' && st[10] >= '0' && st[10] <= '9'
             && st[11] >= '0' && st[11] <= '9')
         code = (st[9] - '0') * 100 + (st[10] - '0') * 10 + (st[11] - '0');
     /* the process name, cached by its 16 bytes (a new reference here) */
-    PyObject *name = PyDict_GetItemWithError(comms, comm);
+    PyObject *out = NULL, *name = NULL, *path = NULL, *time = NULL, *codeobj = NULL,
+             *dur = NULL, *w = NULL, *tid_o = NULL, *ts_o = NULL;
+    PyObject *comm = PyBytes_FromStringAndSize(rec + EX_COMM, 16);
+    if (comm == NULL)
+        goto done;
+    name = PyDict_GetItemWithError(comms, comm);
     if (name != NULL) {
         Py_INCREF(name);
     } else {
         if (PyErr_Occurred())
-            return NULL;
-        const char *c = PyBytes_AS_STRING(comm), *nul = memchr(c, 0, PyBytes_GET_SIZE(comm));
-        name = PyUnicode_DecodeUTF8(c, nul != NULL ? nul - c : PyBytes_GET_SIZE(comm), "replace");
+            goto done;
+        const char *c = rec + EX_COMM, *nul = memchr(c, 0, 16);
+        name = PyUnicode_DecodeUTF8(c, nul != NULL ? nul - c : 16, "replace");
         if (name == NULL)
-            return NULL;
-        if (PyDict_SetItem(comms, comm, name) < 0) {
-            Py_DECREF(name);
-            return NULL;
-        }
+            goto done;
+        if (PyDict_SetItem(comms, comm, name) < 0)
+            goto done;
         if (PyDict_GET_SIZE(comms) > 4096)
             PyDict_Clear(comms);
     }
-    PyObject *path = PyUnicode_DecodeUTF8(sp1 + 1, sp2 - sp1 - 1, "replace");
-    if (path == NULL) {
-        Py_DECREF(name);
-        return NULL;
-    }
+    if ((path = PyUnicode_DecodeUTF8(sp1 + 1, sp2 - sp1 - 1, "replace")) == NULL)
+        goto done;
     int64_t weight = flags >> shift;
-    PyObject *time = PyLong_FromLongLong(ts + offset), *codeobj = PyLong_FromLong(code);
-    PyObject *dur = PyLong_FromLongLong(resp_ts > ts ? resp_ts - ts : 0);
-    PyObject *w = weight ? PyLong_FromLongLong(weight) : PyLong_FromLong(1);
-    PyObject *out = NULL;
-    if (time != NULL && codeobj != NULL && dur != NULL && w != NULL) {
-        PyObject *fields[20] = {
-            time, IT(I_PID), IT(I_TID), name, IT(I_FD),
-            op == read_op ? kit[X_SERVER] : kit[X_CLIENT], method, path, codeobj, dur,
-            PyTuple_GET_ITEM(peer, 0), PyTuple_GET_ITEM(peer, 1), version, Py_None, IT(I_TS),
-            S_empty, S_empty, blank == NULL ? Py_True : Py_False, S_zero, w};
-        out = PyObject_Vectorcall(kit[X_EVENT], fields, 20, NULL);
-    }
+    time = PyLong_FromLongLong(ts + offset);
+    codeobj = PyLong_FromLong(code);
+    dur = PyLong_FromLongLong(resp_ts > ts ? resp_ts - ts : 0);
+    w = weight ? PyLong_FromLongLong(weight) : PyLong_FromLong(1);
+    tid_o = PyLong_FromLongLong(tid);
+    ts_o = PyLong_FromLongLong(ts);
+    if (time == NULL || codeobj == NULL || dur == NULL || w == NULL || tid_o == NULL
+            || ts_o == NULL)
+        goto done;
+    PyObject *fields[20] = {
+        time, pid_o, tid_o, name, fd_o,
+        op == read_op ? kit[X_SERVER] : kit[X_CLIENT], method, path, codeobj, dur,
+        PyTuple_GET_ITEM(peer, 0), PyTuple_GET_ITEM(peer, 1), version, Py_None, ts_o,
+        S_empty, S_empty, blank == NULL ? Py_True : Py_False, S_zero, w};
+    out = PyObject_Vectorcall(kit[X_EVENT], fields, 20, NULL);
+done:
+    Py_DECREF(peer);
+    Py_XDECREF(comm);
+    Py_XDECREF(name);
+    Py_XDECREF(path);
     Py_XDECREF(time);
     Py_XDECREF(codeobj);
     Py_XDECREF(dur);
     Py_XDECREF(w);
-    Py_DECREF(path);
-    Py_DECREF(name);
-#undef IT
+    Py_XDECREF(tid_o);
+    Py_XDECREF(ts_o);
+    Py_DECREF(pid_o);
+    Py_DECREF(fd_o);
     return out;
 }
 

@@ -38,7 +38,10 @@ _STATUS_CODES: dict[bytes, int] = {}
 """A status line's first 12 bytes ("HTTP/1.1 200") -> its code (0: not a status line)."""
 _METHOD_TEXT = {m: m.decode("ascii") for m in METHODS}
 _VERSION_TEXT = {b"HTTP/1.1": "HTTP/1.1", b"HTTP/1.0": "HTTP/1.0"}
-_TS = itemgetter(4)
+_TS = itemgetter(0)
+_U64_AT = struct.Struct("<Q").unpack_from
+_TS_AT = HEADER.size - 16 - 8
+"""Where a record's boot time is (struct ev_header's ts_ns, before its comm)."""
 _FAST_KIT = (HttpEvent, EXCHANGE_DATA, HTTP_OP_READ, HTTP_WEIGHT_SHIFT, tuple(_METHOD_TEXT.items()),
              tuple(_VERSION_TEXT.items()), "server", "client")
 """What common/_speedups.c http_exchange uses (its X_* order)."""
@@ -132,13 +135,15 @@ class Translator:
         small caches, counters added once per call); every other record through
         ``layouts.decode``. Then all in time order (a connection's accept before its requests)."""
         items: list[tuple] = []
+        """(boot time, the record's bytes: a kernel-paired exchange; or its Raw)"""
         errors: list[str] = []
         unpack = EXCHANGE.unpack_from
         need = EXCHANGE_DATA
         append = items.append
+        u64 = _U64_AT
         for data in records:
             if data[0] == EV_HTTP_EXCHANGE and len(data) >= need and not data[1] | data[2] | data[3]:
-                append(unpack(data) + (data,))
+                append((u64(data, _TS_AT)[0], data))
                 continue
             try:
                 if data[0] == EV_LOG_WRITE and not data[1] | data[2] | data[3]:
@@ -148,7 +153,7 @@ class Translator:
             except DecodeError as exc:
                 errors.append(str(exc))
                 continue
-            append((raw.h.type, 0, 0, 0, raw.h.ts_ns, raw))
+            append((raw.h.ts_ns, raw))
         items.sort(key=_TS)
         out: list[Event] = []
         emit = out.append
@@ -161,22 +166,22 @@ class Translator:
         fast = http_exchange
         kit = _FAST_KIT
         exchanges = unparsed = 0
-        for n, item in enumerate(items, 1):
+        for n, (_, data) in enumerate(items, 1):
             if not n & 63:
                 relax()  # a round's records can be milliseconds of work: the CPU to whoever waits
-            if item[0] != EV_HTTP_EXCHANGE:
-                ev = self.one(item[5])
+            if type(data) is not bytes:
+                ev = self.one(data)
                 if ev is not None:
                     emit(ev)
                 continue
             if fast is not None:  # the common case in C: the same event as below, or None
-                ev = fast(item, offset, self.peers, comms, kit)
+                ev = fast(data, offset, self.peers, comms, kit)
                 if ev is not None:
                     exchanges += 1
                     emit(ev)
                     continue
             (_t, pid, tid, _uid, ts, comm, fd, op, resp_ts, _len, copied, resp_len, flags,
-             status, data) = item
+             status) = unpack(data)
             stop = need + copied
             eol = data.find(b"\r\n", need, stop)
             line = data[need:eol if eol >= 0 else stop]

@@ -108,22 +108,22 @@ def test_exchanges_made_in_c_are_those_made_in_python(records):
 
 @compiled
 def test_the_common_exchange_is_made_in_c_and_the_others_are_left_to_python():
-    item = translate.EXCHANGE.unpack_from(
-        plain := record(b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 200 OK\r\n\0",
-                        flags=5 << 16)) + (plain,)
+    plain = record(b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 200 OK\r\n\0",
+                   flags=5 << 16)
     peers = {(10, 5): ("127.0.0.9", 41000, 8080, 50)}
-    ev = http_exchange(item, 7, peers, {}, translate._FAST_KIT)
-    assert (ev.time_ns, ev.method, ev.path, ev.status, ev.duration_ns, ev.peer_port, ev.weight,
-            ev.headers_cut) == (107, "GET", "/a?b=1", 200, 300, 41000, 5, False)
+    ev = http_exchange(plain, 7, peers, {}, translate._FAST_KIT)
+    assert (ev.time_ns, ev.pid, ev.tid, ev.fd, ev.comm, ev.boot_ns, ev.method, ev.path, ev.status,
+            ev.duration_ns, ev.peer_port, ev.weight, ev.headers_cut) == \
+        (107, 10, 11, 5, "nginx", 100, "GET", "/a?b=1", 200, 300, 41000, 5, False)
     # a clock that started at 1970 (no RTC, before NTP): the offset is negative, still C's
-    assert http_exchange(item, -7, peers, {}, translate._FAST_KIT).time_ns == 93
-    short = item[:13] + (b"HTTP/1.1 20",) + item[14:]  # Python reads "20" there: its own
-    assert http_exchange(short, 7, peers, {}, translate._FAST_KIT) is None
+    assert http_exchange(plain, -7, peers, {}, translate._FAST_KIT).time_ns == 93
+    assert http_exchange(plain[:87], 7, peers, {}, translate._FAST_KIT) is None  # cut short
+    kit = translate._FAST_KIT[:1] + (96,) + translate._FAST_KIT[2:]  # another layout: Python's
+    assert http_exchange(plain, 7, peers, {}, kit) is None
     for request, peer in [
             (b"GET /a HTTP/1.1\r\ntraceparent: 00-x\r\n\r\n", peers),  # its headers: Python
             (b"GET /a\r\n\r\n", peers),                                # no version: Python
             (b"GET /a HTTP/1.1\r\n\r\n", {}),                          # no open connection
             (b"GET /a HTTP/1.1\r\n\r\n", {(10, 5): ("127.0.0.9", 41000, 8080, 150)})]:  # later
         other = record(request, b"HTTP/1.1 200 OK\r\n\0")
-        item = translate.EXCHANGE.unpack_from(other) + (other,)
-        assert http_exchange(item, 7, peer, {}, translate._FAST_KIT) is None, request
+        assert http_exchange(other, 7, peer, {}, translate._FAST_KIT) is None, request
