@@ -23,6 +23,12 @@ Parts (each can be left out):
 - programs: where the kernel side's time goes, program by program (run_time_ns per exchange of
   bench/exchange.c, ours against empty programs, whose time is what bpf_stats itself costs).
 
+Each traced round starts the agent afresh and, with ``--warmup S`` (default 20), first runs the
+same load for S seconds, not measured: the round then measures an agent in its steady state, as
+one left on is, with its tables full (the span builder keeps 15 s of spans for the log join:
+until then it grows, and its memory is page-faulted in). ``--warmup 0`` measures an agent's
+first seconds instead.
+
 Prints medians with min-max and writes bench/out/ebpf_overhead.json. The traced agent traces
 every exchange (``[inputs.ebpf] max_exchanges_per_second = 0``, not the agent's default of
 5,000): the whole cost. ``--budget N`` runs it with ``max_exchanges_per_second = N`` (the http
@@ -30,7 +36,7 @@ probe samples over it): its exchanges are then counted by their weights, an esti
 ebpf_overhead_budgetN.json).
 
     sudo .venv/bin/python bench/ebpf_overhead.py [--rounds 3] [--seconds 5] [--rates 1000,5000,20000]
-        [--budget N]
+        [--budget N] [--warmup 20]
 
 Needs root, nginx-light and gcc (LOG_SHUTTLE_SETUP_TEST=1 ./scripts/setup installs them).
 """
@@ -219,9 +225,15 @@ class Agent:
             time.sleep(0.1)
         time.sleep(0.5)
         self.pids = descendants(self.proc.pid)
+        self.marked = 0
+        """Bytes of the output that a warm-up shipped (``mark``)."""
 
     def cpu(self) -> float:
         return cpu_seconds(self.pids)
+
+    def mark(self) -> None:
+        """What was shipped so far is a warm-up's: its exchanges are not the round's."""
+        self.marked = self.out_path.stat().st_size
 
     def by_process(self, measure) -> dict[str, float]:
         """``measure(pid)`` summed per process title ("log-shuttle: input ebpf", ...)."""
@@ -249,6 +261,10 @@ class Agent:
         http = sent = lost = 0
         with open(self.out_path, "rb") as f:
             for line in f:
+                if f.tell() <= self.marked:  # a warm-up's: its losses count, not its exchanges
+                    if b'"type":"loss"' in line:
+                        lost += json.loads(line)["count"]
+                    continue
                 if b'"type":"span"' in line:  # one per exchange (the http event is not shipped)
                     sent += 1
                     at = line.find(b'"log_shuttle.sample_weight":')
@@ -305,6 +321,10 @@ def rate_rounds(loadgen: str, port: int, tmp: Path, rate: int, args) -> dict:
                 continue
             agent = Agent(tmp)
             try:
+                if args.warmup:
+                    load(loadgen, port, rate, args.warmup, args.connections)
+                    time.sleep(1.0)  # the warm-up's last spans out (a wait for a parent: 0.5 s)
+                    agent.mark()
                 r = measured(lambda: load(loadgen, port, rate, args.seconds, args.connections),
                              agent)
             finally:
@@ -508,6 +528,9 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--warmup", type=float, default=20,
+                    help="seconds of the same load before each traced round is measured (0: "
+                    "none: the agent's first seconds)")
     ap.add_argument("--rates", default="1000,5000,20000")
     ap.add_argument("--connections", type=int, default=32,
                     help="keep-alive connections of the rate-limited load")
@@ -531,7 +554,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ebpf-bench-"))
     nginx, port = start_nginx(tmp)
     SERVED[:] = descendants(nginx.pid)
-    result: dict = {"rounds": args.rounds, "seconds": args.seconds, "cores": os.cpu_count(),
+    result: dict = {"rounds": args.rounds, "seconds": args.seconds, "warmup": args.warmup,
+                    "cores": os.cpu_count(),
                     "connections": args.connections, "loadavg_at_start": os.getloadavg()}
     try:
         load(loadgen, port, 0, 1, 16)  # warm up
