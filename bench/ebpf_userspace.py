@@ -107,7 +107,7 @@ def one_round(requests: int, server: int, client: int) -> dict[str, float]:
     try:
         cfg = EbpfInputConfig()
         codec = BatchCodec()
-        tr = Translator()
+        tr = Translator(packed=True)  # as the input's
         out: list = []
         t0 = time.process_time()
         for recs in rounds:

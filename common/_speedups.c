@@ -1744,8 +1744,11 @@ error:
  * make it (a request line other than METHOD SP path SP HTTP/1.x, a traceparent or tracestate to
  * find among the headers, a peer to find among closed connections, values of unexpected types).
  * kit: see X_*; comms: the process names' cache (the record's 16 bytes -> str), filled here as
- * there. */
-enum { X_EVENT, X_NEED, X_READ_OP, X_SHIFT, X_METHODS, X_VERSIONS, X_SERVER, X_CLIENT, X_COUNT };
+ * there. With kit[X_RAW] (msgspec.Raw, not None) the event comes as its msgpack bytes, those
+ * msgspec makes of the HttpEvent (what the input sends on, with no object per event), or None
+ * for values of types it does not expect. */
+enum { X_EVENT, X_NEED, X_READ_OP, X_SHIFT, X_METHODS, X_VERSIONS, X_SERVER, X_CLIENT, X_RAW,
+       X_COUNT };
 /* Where the record's fields are: struct ev_header then struct http_exchange_ev, packed, little
  * endian (inputs/ebpf/translate.py EXCHANGE: "<IIIIQ16s" "iIQIIII16s"; tests/inputs/ebpf/
  * test_layouts.py holds those to bpf/events.h). A kit whose X_NEED is not EX_DATA (the layout
@@ -1888,7 +1891,7 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         code = (st[9] - '0') * 100 + (st[10] - '0') * 10 + (st[11] - '0');
     /* the process name, cached by its 16 bytes (a new reference here) */
     PyObject *out = NULL, *name = NULL, *path = NULL, *time = NULL, *codeobj = NULL,
-             *dur = NULL, *w = NULL, *tid_o = NULL, *ts_o = NULL;
+             *dur = NULL, *w = NULL, *tid_o = NULL, *ts_o = NULL, *packed = NULL;
     PyObject *comm = PyBytes_FromStringAndSize(rec + EX_COMM, 16);
     if (comm == NULL)
         goto done;
@@ -1910,6 +1913,54 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if ((path = PyUnicode_DecodeUTF8(sp1 + 1, sp2 - sp1 - 1, "replace")) == NULL)
         goto done;
     int64_t weight = flags >> shift;
+    if (kit[X_RAW] != Py_None) {  /* the event's msgpack bytes, as msgspec encodes it */
+        Str sn, sp, sm, sv, sd, sa;
+        int64_t port;
+        PyObject *dir = op == read_op ? kit[X_SERVER] : kit[X_CLIENT];
+        if (!as_str(name, &sn) || !as_str(path, &sp) || !as_str(method, &sm)
+                || !as_str(version, &sv) || !as_str(dir, &sd)
+                || !as_str(PyTuple_GET_ITEM(peer, 0), &sa)
+                || !as_int(PyTuple_GET_ITEM(peer, 1), &port)) {
+            if (!PyErr_Occurred()) {  /* values of other types: the object, as Python's */
+                Py_INCREF(Py_None);
+                out = Py_None;
+            }
+            goto done;
+        }
+        /* the array's header and tag, nine ints, six strs and their heads, five constants */
+        size_t room = 3 + 5 + 9 * 9 + 6 * 5 + (size_t)(sn.n + sp.n + sm.n + sv.n + sd.n + sa.n)
+                      + 5;
+        if ((packed = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)room)) == NULL)
+            goto done;
+        char *o = PyBytes_AS_STRING(packed);
+        static const char head[] = "\xdc\x00\x15\xa4http";  /* 21 items: the tag, 20 fields */
+        memcpy(o, head, 8);
+        o += 8;
+        o = mp_int(o, ts + offset);
+        o = mp_int(o, pid);
+        o = mp_int(o, tid);
+        o = mp_str(o, sn.s, (size_t)sn.n);
+        o = mp_int(o, fd);
+        o = mp_str(o, sd.s, (size_t)sd.n);
+        o = mp_str(o, sm.s, (size_t)sm.n);
+        o = mp_str(o, sp.s, (size_t)sp.n);
+        o = mp_int(o, code);
+        o = mp_int(o, resp_ts > ts ? resp_ts - ts : 0);
+        o = mp_str(o, sa.s, (size_t)sa.n);
+        o = mp_int(o, port);
+        o = mp_str(o, sv.s, (size_t)sv.n);
+        *o++ = (char)0xC0;  /* process: None (the pipeline's to fill) */
+        o = mp_int(o, ts);  /* boot_ns */
+        *o++ = (char)0xA0;  /* traceparent: "" */
+        *o++ = (char)0xA0;  /* tracestate: "" */
+        *o++ = (char)(blank == NULL ? 0xC3 : 0xC2);  /* headers_cut */
+        *o++ = 0;  /* seq */
+        o = mp_int(o, weight ? weight : 1);
+        if (_PyBytes_Resize(&packed, o - PyBytes_AS_STRING(packed)) < 0)
+            goto done;  /* packed is NULL then */
+        out = PyObject_CallOneArg(kit[X_RAW], packed);
+        goto done;
+    }
     time = PyLong_FromLongLong(ts + offset);
     codeobj = PyLong_FromLong(code);
     dur = PyLong_FromLongLong(resp_ts > ts ? resp_ts - ts : 0);
@@ -1926,6 +1977,7 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         S_empty, S_empty, blank == NULL ? Py_True : Py_False, S_zero, w};
     out = PyObject_Vectorcall(kit[X_EVENT], fields, 20, NULL);
 done:
+    Py_XDECREF(packed);
     Py_DECREF(peer);
     Py_XDECREF(comm);
     Py_XDECREF(name);

@@ -182,7 +182,7 @@ class EbpfInput:
                                      interval=self.cfg.log_scan_interval,
                                      skip=frozenset({os.getpid()}))
             logwrites = LogWriteTranslator(self.logfiles.file_of)
-        self.translator = Translator(logwrites=logwrites)
+        self.translator = Translator(logwrites=logwrites, packed=True)
         self.stats = EbpfInputStats()
         self.out: list[Event] = []
         self.first_at = 0.0

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from operator import itemgetter
 
+import msgspec
+
 from common.cpu import relax
 from common.events import ConnEvent, Event, HttpEvent, ProcessEvent
 from common.fastpath import http_exchange
@@ -43,8 +45,10 @@ _U64_AT = struct.Struct("<Q").unpack_from
 _TS_AT = HEADER.size - 16 - 8
 """Where a record's boot time is (struct ev_header's ts_ns, before its comm)."""
 _FAST_KIT = (HttpEvent, EXCHANGE_DATA, HTTP_OP_READ, HTTP_WEIGHT_SHIFT, tuple(_METHOD_TEXT.items()),
-             tuple(_VERSION_TEXT.items()), "server", "client")
-"""What common/_speedups.c http_exchange uses (its X_* order)."""
+             tuple(_VERSION_TEXT.items()), "server", "client", None)
+"""What common/_speedups.c http_exchange uses (its X_* order): HttpEvents."""
+_PACKED_KIT = _FAST_KIT[:-1] + (msgspec.Raw,)
+"""The same, for the HttpEvents' msgpack bytes (``Translator(packed=True)``)."""
 
 
 def _status_code(head: bytes) -> int:
@@ -98,8 +102,12 @@ class TranslateStats:
 
 class Translator:
     def __init__(self, *, http: HttpTracker | None = None,
-                 logwrites: LogWriteTranslator | None = None) -> None:
+                 logwrites: LogWriteTranslator | None = None, packed: bool = False) -> None:
+        """packed: the kernel-paired exchanges that the compiled path makes come as their
+        msgpack bytes (``msgspec.Raw``, what msgspec makes of the HttpEvent: the input encodes
+        them as they are), not as HttpEvents; the others as events either way."""
         self.http = http or HttpTracker()
+        self.kit = _PACKED_KIT if packed else _FAST_KIT
         self.logwrites = logwrites
         """Writes to log files (the logwrite probe), when it runs."""
         self.execs: OrderedDict[int, ExecArgs] = OrderedDict()
@@ -164,7 +172,7 @@ class Translator:
         methods = _METHOD_TEXT
         versions = _VERSION_TEXT
         fast = http_exchange
-        kit = _FAST_KIT
+        kit = self.kit
         exchanges = unparsed = 0
         for n, (_, data) in enumerate(items, 1):
             if not n & 63:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 
+import msgspec
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -41,15 +42,22 @@ def close(pid: int, fd: int, ts: int) -> bytes:
         "<iI", fd, 0)
 
 
-def translate_both(records: list[bytes]):
-    """feed_records with the C path and without: (events, count, errors, stats) of each."""
+def translate_both(records: list[bytes], packed: bool = False):
+    """feed_records with the C path (its events as objects, or with ``packed`` as their msgpack
+    bytes) and without: (events as msgpack, count, errors, stats) of each."""
     out = []
     for fast in (http_exchange, None):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(translate, "http_exchange", fast)
-            tr = Translator()
+            tr = Translator(packed=packed)
             tr.offset_ns = 1_700_000_000 * 10**9
-            got = [tr.feed_records(records[i:i + 7]) for i in range(0, len(records), 7)]
+            got = []
+            for i in range(0, len(records), 7):
+                events, n, errors = tr.feed_records(records[i:i + 7])
+                if fast is None or not packed:
+                    assert not any(type(e) is msgspec.Raw for e in events)
+                got.append(([bytes(e) if type(e) is msgspec.Raw else msgspec.msgpack.encode(e)
+                             for e in events], n, errors))
             out.append((got, tr.stats, tr.http.stats, dict(tr._comms)))
     return out
 
@@ -107,6 +115,14 @@ def test_exchanges_made_in_c_are_those_made_in_python(records):
 
 
 @compiled
+@settings(max_examples=500, deadline=None)
+@given(records=st.lists(st.one_of(exchanges, exchanges, conns), max_size=30))
+def test_exchanges_packed_in_c_are_msgspec_s_bytes_of_those_made_in_python(records):
+    fast, slow = translate_both(records, packed=True)
+    assert fast == slow
+
+
+@compiled
 def test_the_common_exchange_is_made_in_c_and_the_others_are_left_to_python():
     plain = record(b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 200 OK\r\n\0",
                    flags=5 << 16)
@@ -115,6 +131,8 @@ def test_the_common_exchange_is_made_in_c_and_the_others_are_left_to_python():
     assert (ev.time_ns, ev.pid, ev.tid, ev.fd, ev.comm, ev.boot_ns, ev.method, ev.path, ev.status,
             ev.duration_ns, ev.peer_port, ev.weight, ev.headers_cut) == \
         (107, 10, 11, 5, "nginx", 100, "GET", "/a?b=1", 200, 300, 41000, 5, False)
+    raw = http_exchange(plain, 7, peers, {}, translate._PACKED_KIT)
+    assert type(raw) is msgspec.Raw and bytes(raw) == msgspec.msgpack.encode(ev)
     # a clock that started at 1970 (no RTC, before NTP): the offset is negative, still C's
     assert http_exchange(plain, -7, peers, {}, translate._FAST_KIT).time_ns == 93
     assert http_exchange(plain[:87], 7, peers, {}, translate._FAST_KIT) is None  # cut short
