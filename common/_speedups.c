@@ -1324,56 +1324,72 @@ new_id(PyObject *pool, PyObject *draw)
     return id;
 }
 
-/* Whether _adopt(want, a span of [start, end]) would change nothing but the list's identity:
- * waiters (builder.waiting[want]) is a list whose every span still wants ``want`` (its
- * ``want`` is that very tuple or an equal one) and either has its trace id or is not held by
- * [start, end]. 1: so (the exchange stays in C); 0: not, or not sure (Python adopts); -1: an
- * error. A connection whose server span waits for a parent that never comes (its client's
- * exchange was not sampled) has all its later exchanges come here until that span expires. */
+/* Whether key is a tuple of exact strs and ints: comparing it runs no Python. */
 static int
-none_adopted(PyObject *waiters, PyObject *want, int64_t start, int64_t end)
+plain_key(PyObject *key)
 {
-    if (!PyList_CheckExact(waiters))
+    if (!PyTuple_CheckExact(key))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(key); i++) {
+        PyObject *k = PyTuple_GET_ITEM(key, i);
+        if (!PyUnicode_CheckExact(k) && !PyLong_CheckExact(k))
+            return 0;
+    }
+    return 1;
+}
+
+/* Whether _adopt(want, a span of [start, end]) would change nothing but the list's identity:
+ * waiters (builder.waiting[want]) is a list of _Spans (span_type) that all still want ``want``
+ * (an equal tuple of strs and ints) and either have their trace id or are not held by
+ * [start, end]. 1: so (the exchange stays in C); 0: not, or not sure, or an error on the way
+ * (cleared: Python's _adopt decides, and meets the same error after the same changes). Nothing
+ * here runs Python. A connection whose server span waits for a parent that never comes (its
+ * client's exchange was not sampled) has all its later exchanges come here until that span
+ * expires. */
+static int
+none_adopted(PyObject *waiters, PyObject *want, PyObject *span_type, int64_t start, int64_t end)
+{
+    if (!PyList_CheckExact(waiters) || !plain_key(want))
         return 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(waiters); i++) {
         PyObject *c = PyList_GET_ITEM(waiters, i);
-        Py_INCREF(c);  /* the attributes' lookups may run Python */
-        PyObject *cw = PyObject_GetAttr(c, S_want);
-        int r = -1, same;
-        if (cw == NULL)
-            goto next;
-        same = cw == want ? 1 : PyObject_RichCompareBool(cw, want, Py_EQ);
-        if (same <= 0) {
-            r = same;  /* a stale waiter: _adopt drops it from the list */
-            goto next;
-        }
-        PyObject *tr = PyObject_GetAttr(c, S_trace_id);
-        if (tr == NULL)
-            goto next;
-        int traced = PyObject_IsTrue(tr);
-        Py_DECREF(tr);
-        if (traced < 0)
+        if (Py_TYPE(c) != (PyTypeObject *)span_type)
+            return 0;  /* not a _Span: its attributes may run Python, which Python's _adopt runs */
+        Py_INCREF(c);
+        PyObject *cw = PyObject_GetAttr(c, S_want), *tr = NULL, *a = NULL, *b = NULL;
+        int r = 0, same, traced;
+        int64_t cs, ce;
+        if (cw == NULL || !plain_key(cw))
+            goto next;  /* (an error: Python's _adopt meets it, after the same changes; a key
+                         * whose comparison could run Python: Python's too) */
+        if ((same = PyObject_RichCompareBool(cw, want, Py_EQ)) <= 0)
+            goto next;  /* a stale waiter (_adopt drops it from the list), or an error */
+        if ((tr = PyObject_GetAttr(c, S_trace_id)) == NULL || (traced = PyObject_IsTrue(tr)) < 0)
             goto next;
         if (traced) {
             r = 1;
             goto next;
         }
-        PyObject *a = PyObject_GetAttr(c, S_start), *b = a ? PyObject_GetAttr(c, S_end) : NULL;
-        int64_t cs, ce;
-        int ints = b != NULL && as_int(a, &cs) && as_int(b, &ce);
+        /* held by [start, end] (_Span.holds, which reads end only when start <= cs)? */
+        if ((a = PyObject_GetAttr(c, S_start)) == NULL || !as_int(a, &cs))
+            goto next;
+        if (cs < start) {
+            r = 1;
+            goto next;
+        }
+        if ((b = PyObject_GetAttr(c, S_end)) == NULL || !as_int(b, &ce))
+            goto next;
+        r = ce > end;  /* held: this span is its parent */
+    next:
+        if (r == 0)
+            PyErr_Clear();  /* 0: Python decides, and raises what it raises */
+        Py_XDECREF(cw);
+        Py_XDECREF(tr);
         Py_XDECREF(a);
         Py_XDECREF(b);
-        if (!ints)
-            r = PyErr_Occurred() ? -1 : 0;
-        else
-            r = !(start <= cs && ce <= end);  /* held: this span is its parent */
-    next:
-        Py_XDECREF(cw);
         Py_DECREF(c);
         if (r != 1)
             return r;
-        if (!PyList_CheckExact(waiters))
-            return 0;
     }
     return 1;
 }
@@ -1451,7 +1467,9 @@ fast_exchange(PyObject *builder, PyObject **t, PyObject *ev, PyObject *now, PyOb
         if (w == NULL && PyErr_Occurred())
             goto done;
         if (w != NULL) {
-            int quiet = none_adopted(w, wkey, start, end);
+            Py_INCREF(w);  /* borrowed: none_adopted may run Python, which may drop it */
+            int quiet = none_adopted(w, wkey, kit[K_SPAN], start, end);
+            Py_DECREF(w);
             if (quiet < 0)
                 goto done;
             if (!quiet)
@@ -1794,6 +1812,22 @@ text_of(PyObject *pairs, const char *s, Py_ssize_t n)
     return NULL;
 }
 
+/* Whether pairs is a tuple of (bytes, str) tuples, what text_of reads unchecked. */
+static int
+pairs_ok(PyObject *pairs)
+{
+    if (!PyTuple_CheckExact(pairs))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pairs); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(pairs, i);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2
+                || !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 0))
+                || !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 1)))
+            return 0;
+    }
+    return 1;
+}
+
 static PyObject *
 http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1809,8 +1843,8 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *const *kit = &PyTuple_GET_ITEM(kitobj, 0);  /* translate._FAST_KIT, a constant:
                                                           * its pairs are (bytes, str) */
     if (!as_int(kit[X_NEED], &need) || !as_int(kit[X_READ_OP], &read_op)
-            || !as_int(kit[X_SHIFT], &shift) || !PyTuple_CheckExact(kit[X_METHODS])
-            || !PyTuple_CheckExact(kit[X_VERSIONS])) {
+            || !as_int(kit[X_SHIFT], &shift) || shift < 0 || shift > 31
+            || !pairs_ok(kit[X_METHODS]) || !pairs_ok(kit[X_VERSIONS])) {
         PyErr_SetString(PyExc_TypeError, "http_exchange: a kit of the wrong types");
         return NULL;
     }
@@ -2066,7 +2100,9 @@ ring_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     int64_t base, mask;
     PyObject *out = args[4];
-    if (!as_int(args[2], &base) || !as_int(args[3], &mask) || base < 8 || mask < 7
+    if (!as_int(args[2], &base) || !as_int(args[3], &mask) || base < 8 || base % 8 != 0
+            || mask < 7
+            || mask >= (INT64_MAX - base) / 2  /* base + 2 * (mask + 1) must not overflow */
             || (mask & (mask + 1)) != 0 || !PyList_Check(out)) {
         PyErr_SetString(PyExc_TypeError, "ring_read: arguments of the wrong types");
         return NULL;
@@ -2090,7 +2126,20 @@ ring_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     uint64_t cons = __atomic_load_n(consp, __ATOMIC_RELAXED);  /* ours alone to write */
     uint64_t prod = __atomic_load_n((const uint64_t *)data, __ATOMIC_ACQUIRE);
     uint64_t start = cons;
-    while (cons < prod) {
+    if (cons % 8 != 0) {  /* the kernel keeps it 8-aligned: the loads below need it */
+        PyErr_Format(PyExc_ValueError, "ring_read: a consumer position of %llu",
+                     (unsigned long long)cons);
+        failed = 1;
+        goto done;
+    }
+    if (cons < prod && prod - cons > (uint64_t)mask + 1) {
+        PyErr_Format(PyExc_ValueError, "ring_read: %llu bytes written, in a ring of %lld",
+                     (unsigned long long)(prod - cons), (long long)(mask + 1));
+        failed = 1;
+        goto done;
+    }
+    /* cons < prod, without wrapping past 2**64 (what is taken against what was there) */
+    while (cons - start < prod - start && cons < prod) {
         const char *rec = data + base + (cons & (uint64_t)mask);
         uint32_t length = __atomic_load_n((const uint32_t *)rec, __ATOMIC_ACQUIRE);
         if (length & RB_BUSY)

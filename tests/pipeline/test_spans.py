@@ -369,6 +369,34 @@ def test_observe_s_loop_in_c_holds_each_event_as_python_s_for_does():
     assert len(b.observe(lazily(), 0.0)) == 3 and seen == [0, 1, 2]
 
 
+@fast
+def test_waiters_whose_comparison_runs_python_are_left_to_python():
+    """A waiting span whose ``want`` compares by running Python (which here replaces the list
+    of waiters under the loop: a use after free in the review's AddressSanitizer build) is
+    decided by Python's _adopt, as everything else the C path cannot be sure of."""
+    from pipeline.spans import _Span
+
+    results = []
+    for compiled in (True, False):
+        b = SpanBuilder(packed=True)
+        if not compiled:
+            b._fast = None
+        ev = http("server", 10, 10, 4, 0, 3)
+
+        class Tid(int):
+            def __eq__(self, other):
+                b.waiting[("thread", 10, 10)] = []
+                return int(self) == other
+
+            __hash__ = int.__hash__
+
+        w = _Span(ev, "a" * 16, 0, 1, 0.0, trace_id="t", want=("thread", 10, Tid(10)))
+        b.waiting[("thread", 10, 10)] = [w, w]
+        out = b.observe([ev], 0.0)
+        results.append((len(out), dict(b.stats), {k: len(v) for k, v in b.waiting.items()}))
+    assert results[0] == results[1]
+
+
 @pytest.mark.parametrize("loop", ["c", "python"])
 def test_spans_older_than_the_log_join_can_use_are_forgotten(loop):
     """A host at a modest rate keeps the last EXCHANGE_KEEP_NS of spans for the log join, not

@@ -141,3 +141,33 @@ def test_a_length_that_does_not_fit_the_ring_is_an_error_and_nothing_is_taken():
     assert struct.unpack_from("<Q", cons, 0)[0] == 0
     with pytest.raises(ValueError, match="smaller than the ring"):
         ring_read(cons, mmap.mmap(-1, PAGE_SIZE), PAGE_SIZE, mask, [])
+
+
+@pytest.mark.skipif(ring_read is None, reason="common._speedups not built "
+                                              "(tests/common/test_fastpath.py fails)")
+def test_positions_and_bounds_that_no_ring_has_are_refused():
+    """Found by a review's AddressSanitizer fuzzing: bounds whose sums overflow, a producer
+    more than a ring ahead (or about to wrap past 2**64), a consumer position that is not
+    8-aligned: refused, not read past the mappings or looped on."""
+    import mmap
+
+    cons, prod = bytearray(8), bytearray(64 + 2 * 64)
+    with pytest.raises(TypeError):
+        ring_read(cons, prod, 8, 2**63 - 1, [])  # mask + 1 overflows
+    with pytest.raises(TypeError):
+        ring_read(cons, bytearray(16), 2**63 - 8, 7, [])  # base + 2 * size overflows
+    with pytest.raises(TypeError):
+        ring_read(cons, prod, 12, 63, [])  # base not 8-aligned
+    struct.pack_into("<Q", prod, 0, 4096)  # the producer 4 KiB on, in a ring of 64 bytes
+    with pytest.raises(ValueError, match="4096 bytes written"):
+        ring_read(cons, prod, 64, 63, [])
+    struct.pack_into("<Q", cons, 0, 2**64 - 16)
+    struct.pack_into("<Q", prod, 0, 2**64 - 1)  # wraps past 2**64 as it is read
+    struct.pack_into("<I", prod, 64 + 48, 8)
+    out: list = []
+    ring_read(cons, prod, 64, 63, out)
+    assert out == [bytes(8)] and struct.unpack_from("<Q", cons, 0)[0] == 0
+    struct.pack_into("<Q", cons, 0, 3)
+    with pytest.raises(ValueError, match="consumer position of 3"):
+        ring_read(cons, prod, 64, 63, [])
+    assert mmap  # (the mappings of a real ring are the other tests')

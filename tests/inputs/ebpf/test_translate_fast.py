@@ -145,3 +145,16 @@ def test_the_common_exchange_is_made_in_c_and_the_others_are_left_to_python():
             (b"GET /a HTTP/1.1\r\n\r\n", {(10, 5): ("127.0.0.9", 41000, 8080, 150)})]:  # later
         other = record(request, b"HTTP/1.1 200 OK\r\n\0")
         assert http_exchange(other, 7, peer, {}, translate._FAST_KIT) is None, request
+
+
+@compiled
+def test_a_kit_of_the_wrong_shape_is_a_type_error():
+    """Found by a review's fuzzing: methods that are not (bytes, str) pairs were read unchecked
+    (a crash), and a weight shift of 64 is undefined in C."""
+    plain = record(b"GET / HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\n\0", flags=5 << 16)
+    kit = translate._FAST_KIT
+    peers = {(10, 5): ("a", 1, 2, 0)}
+    for bad in (kit[:3] + (64,) + kit[4:], kit[:4] + ((1, 2),) + kit[5:],
+                kit[:5] + ((b"HTTP/1.1", 1),) + kit[6:]):
+        with pytest.raises(TypeError, match="kit of the wrong types"):
+            http_exchange(plain, 0, peers, {}, bad)
