@@ -68,9 +68,12 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
                                    keep_stdout=component.keep_stdout,
                                    capabilities=component.capabilities))
         on = metrics.enabled or "metrics" in routes or "both" in routes
+        fed = any(kind == "ebpf" and "process" in getattr(cfg, "probes", ())
+                  for kind, _, _, cfg in instances(config.inputs, INPUTS))
         pipeline_cfg = msgspec.structs.replace(
             config.pipeline, routes=routes,
-            metrics=msgspec.structs.replace(metrics, enabled=on))
+            metrics=msgspec.structs.replace(metrics, enabled=on),
+            processes=msgspec.structs.replace(config.pipeline.processes, fed_by_events=fed))
         specs.append(ChildSpec(role="pipeline", kind="pipeline", build=PIPELINE.build,
                                config=pipeline_cfg, consumes=to_pipeline,
                                produces=from_pipeline, capabilities=PIPELINE.capabilities))

@@ -17,7 +17,7 @@ import time
 import msgspec
 
 from common.events import (NAMES_PID, NUMBERED, ONE_RECORD, ConnEvent, ContainerRef, Event,
-                           HttpEvent, LogEvent, ProcessEvent, ProcessInfo)
+                           HttpEvent, LogEvent, LossEvent, ProcessEvent, ProcessInfo)
 from common.identity import event_seq
 from pipeline.containers import from_log_path
 from pipeline.proctable import ProcessTable
@@ -66,6 +66,8 @@ class Enricher:
                 proc = self.table.apply(ev, now)
                 info = proc.info("event") if proc is not None else None
             else:
+                if kind is LossEvent:  # events an input lost may be processes': look at all
+                    self.table.stale = True
                 info = None
             seq = base | i if base and kind in _NUMBERED and not ev.seq else 0
             if info is not None:

@@ -73,8 +73,14 @@ class Proc:
 
 class ProcessTable:
     def __init__(self, *, proc_root: str = "/proc", grace: float = 60.0,
-                 max_entries: int = 65536) -> None:
+                 max_entries: int = 65536, fed_by_events: bool = False) -> None:
+        """fed_by_events: process events (``apply``) keep the table current: a poll reads only
+        the processes new to it, unless ``stale`` (events were lost) asks for a full one."""
         self.proc_root = proc_root
+        self.fed_by_events = fed_by_events
+        self.stale = True
+        """The next poll reads every process again: the first (what changed between the
+        rundown and the events' start), and one after an input lost events."""
         self.grace = grace
         self.max_entries = max_entries
         self.by_pid: dict[int, list[Proc]] = {}
@@ -159,13 +165,19 @@ class ProcessTable:
 
     def poll(self, now: float) -> tuple[int, int]:
         """Compare the table with /proc: new processes in, gone ones marked exited, a pid that
-        now has another start time is a new process. Returns (new, exited)."""
+        now has another start time is a new process. Returns (new, exited). Fed by events
+        (and not ``stale``), a known process is not read again: its exec or exit, and a new
+        process on its pid, come as events."""
+        full = not self.fed_by_events or self.stale
+        self.stale = False
         seen = set()
         new = exited = 0
         for pid in self.pids():
-            relax()  # the scan is ~10 us a process: on a big host, tens of milliseconds
             seen.add(pid)
             live = self._live(pid)
+            if live is not None and not full:
+                continue
+            relax()  # the scan is ~10 us a process: on a big host, tens of milliseconds
             stat = self._stat_of(pid)
             if stat is None:
                 continue

@@ -53,7 +53,8 @@ def build(ctx: Context[PipelineConfig]) -> Pipeline:
     cfg = ctx.config.processes
     if cfg.enabled:
         t0 = time.perf_counter()
-        table = ProcessTable(grace=cfg.grace, max_entries=cfg.max_processes)
+        table = ProcessTable(grace=cfg.grace, max_entries=cfg.max_processes,
+                             fed_by_events=cfg.fed_by_events)
         try:
             n = table.rundown()
         except OSError as exc:

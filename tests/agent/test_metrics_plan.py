@@ -60,6 +60,22 @@ path = "{tmp_path}/m.jsonl"
             q.destroy()
 
 
+def test_the_process_table_is_fed_by_events_when_the_ebpf_input_traces_processes(tmp_path):
+    for text, fed in [("[inputs.ebpf]\n", True), ('[inputs.ebpf]\nprobes = ["tcp", "http"]\n', False),
+                      (f'[[inputs.file]]\npaths = ["{tmp_path}/a.log"]\n', False)]:
+        specs, queues = plan(_load(tmp_path, text + "[outputs.stdout]\n"))
+        try:
+            (pipe,) = [s for s in specs if s.kind == "pipeline"]
+            assert pipe.config.processes.fed_by_events is fed, text
+        finally:
+            for q in queues:
+                q.destroy()
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, "[inputs.ebpf]\n[pipeline.processes]\nfed_by_events = true\n")
+    assert info.value.problems == [
+        "pipeline.processes.fed_by_events: is set by the agent, not in a configuration"]
+
+
 def test_refusals(tmp_path):
     with pytest.raises(ConfigError) as info:
         _load(tmp_path, '[inputs.ebpf]\n[pipeline]\nroutes = ["events"]\n')

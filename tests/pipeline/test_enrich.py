@@ -30,3 +30,18 @@ def test_a_message_s_events_look_their_process_up_once_and_again_after_a_process
     assert [e.process.exited if e.process else None for e in out] == \
         [False, False, False, True, True, None]
     assert out[0].process is out[1].process is out[2].process  # one lookup, one info
+
+
+def test_a_loss_of_events_makes_the_next_poll_a_full_one():
+    from common.events import LossEvent
+
+    table = ProcessTable(fed_by_events=True)
+    table.rundown()
+    table.poll(now=1.0)
+    assert not table.stale
+    enricher = Enricher(table, WriterCache(refresh=1.0))
+    enricher.enrich([http(os.getpid())])
+    assert not table.stale
+    enricher.enrich([LossEvent(time_ns=1, source="input ebpf", what="ring buffer process",
+                               count=3)])
+    assert table.stale

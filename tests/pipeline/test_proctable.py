@@ -202,3 +202,46 @@ def test_a_poll_offers_the_cpu_as_it_goes_through_proc(monkeypatch):
     monkeypatch.setattr(proctable, "relax", lambda: calls.append(1))
     table.poll(now=1.0)
     assert len(calls) >= len(table.pids()) - 5 > 10  # (processes come and go meanwhile)
+
+
+def test_a_table_fed_by_events_polls_only_for_processes_new_to_it(monkeypatch):
+    """With the eBPF process probe on (its forks, execs and exits keep the table current), a
+    poll reads only the processes the table does not know, not every known one's stat again;
+    the first poll, and one after an input lost events (``stale``), read them all."""
+    table = ProcessTable(fed_by_events=True)
+    table.rundown()
+    known = len(table.pids())
+    reads = []
+    original = table._stat_of
+    monkeypatch.setattr(table, "_stat_of", lambda pid: (reads.append(pid), original(pid))[1])
+    table.poll(now=1.0)  # the first: full
+    assert len(reads) >= known - 5 > 10
+    child = exec_done(subprocess.Popen(["sleep", "30", "0.3"]), "sleep")
+    try:
+        reads.clear()
+        new, _ = table.poll(now=2.0)
+        assert child.pid in reads and len(reads) < 5 and new >= 1
+        assert table.lookup(child.pid, now=2.0, read=False).cmdline == ("sleep", "30", "0.3")
+        reads.clear()
+        table.stale = True  # as a LossEvent makes it (pipeline/enrich.py)
+        table.poll(now=3.0)
+        assert len(reads) >= known - 5
+        reads.clear()
+        table.poll(now=4.0)
+        assert len(reads) < 5
+    finally:
+        child.kill()
+        child.wait()
+    table.poll(now=5.0)  # gone from /proc, with no exit event: still marked exited
+    assert table.lookup(child.pid, now=5.0, read=False).exited_at == 5.0
+
+
+def test_a_table_not_fed_by_events_reads_every_process_at_each_poll(monkeypatch):
+    table = ProcessTable()
+    table.rundown()
+    table.poll(now=1.0)
+    reads = []
+    original = table._stat_of
+    monkeypatch.setattr(table, "_stat_of", lambda pid: (reads.append(pid), original(pid))[1])
+    table.poll(now=2.0)
+    assert len(reads) >= len(table.pids()) - 5 > 10
