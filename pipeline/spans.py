@@ -193,10 +193,14 @@ class SpanBuilder:
         the order they came: the oldest first, near enough)."""
         exchanges = self.exchanges
         horizon = next(reversed(exchanges.values())).start - EXCHANGE_KEEP_NS
-        first = iter(exchanges.values())
-        while next(first).start < horizon:
-            exchanges.popitem(last=False)
-            first = iter(exchanges.values())
+        old = 0
+        for s in exchanges.values():
+            if s.start >= horizon:
+                break
+            old += 1
+        popitem = exchanges.popitem
+        for _ in range(old):
+            popitem(False)  # the oldest
 
     def _conn(self, ev: ConnEvent) -> None:
         key = (ev.pid, ev.fd)
