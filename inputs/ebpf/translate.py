@@ -134,14 +134,17 @@ class Translator:
     def resync_clock(self) -> None:
         self.offset_ns = boot_offset_ns()
 
-    def feed_records(self, records: list[bytes]) -> tuple[list[Event], int, list[str]]:
-        """Events for raw records as the ring buffers hold them (any order): the events, how
-        many records there were, and why those that could not be decoded could not.
+    def feed_records(self, records: list[bytes]
+                     ) -> tuple[list[Event | msgspec.Raw], int, list[str]]:
+        """Events for raw records as the ring buffers hold them (any order): the events (with
+        ``packed``, those the compiled path makes as their msgpack bytes), how many records
+        there were, and why those that could not be decoded could not.
 
-        The hot path: a kernel-paired exchange goes from its bytes to its HttpEvent in one
-        loop (one unpack, the request line found in place, status lines and process names from
-        small caches, counters added once per call); every other record through
-        ``layouts.decode``. Then all in time order (a connection's accept before its requests)."""
+        The hot path: a kernel-paired exchange goes from its bytes to its event in one loop (in
+        C for the common case, from the record's bytes in place; else one unpack, the request
+        line found in place, status lines and process names from small caches, counters added
+        once per call); every other record through ``layouts.decode``. Then all in time order
+        (a connection's accept before its requests)."""
         items: list[tuple] = []
         """(boot time, the record's bytes: a kernel-paired exchange; or its Raw)"""
         errors: list[str] = []
