@@ -74,7 +74,7 @@ class ProcessesConfig(Section):
     """Set by the agent's plan, not by users: an input sends every process's fork, exec and
     exit (the eBPF input's process probe). Those keep the table current, and a poll of /proc
     then reads only the processes that are new to it (and sees which went), not every known
-    one's stat again: on this project's VM that was 9% of the pipeline's CPU at 5,000 traced
+    one's stat again: on this project's VM that was 9% of the pipeline's active time at 5,000 traced
     requests a second, and it grows with the host's processes. A loss of events reported by an
     input makes the next poll a full one."""
 

@@ -28,10 +28,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.fastpath import ring_read
-
 import bpf
 from common.errors import LogShuttleError
+from common.fastpath import ring_read
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 QUIET_CFLAGS = ["-Wno-ignored-attributes", "-Wno-unused-function",
