@@ -25,6 +25,25 @@ def test_relax_yields_once_a_slice_has_passed(monkeypatch):
     assert len(yields) == 2
 
 
+def test_time_asleep_is_not_work(monkeypatch):
+    """The slice is the thread's CPU time: a process that slept (or was preempted) longer than a
+    slice does not give the CPU away as soon as it wakes, before doing anything; once it has
+    worked a slice, it does."""
+    import time
+
+    yields = []
+    monkeypatch.setattr(cpu, "_yield", lambda: yields.append(1))
+    monkeypatch.setattr(cpu, "_last", cpu._clock())
+    time.sleep(5 * cpu.SLICE_NS / 1e9)
+    cpu.relax()
+    assert yields == []
+    start = cpu._clock()
+    while cpu._clock() - start < 2 * cpu.SLICE_NS:
+        pass  # work
+    cpu.relax()
+    assert yields == [1]
+
+
 def test_rendering_a_large_batch_offers_the_cpu_between_pieces(monkeypatch):
     calls = []
     monkeypatch.setattr(ndjson, "relax", lambda: calls.append(1))
