@@ -1828,6 +1828,16 @@ pairs_ok(PyObject *pairs)
     return 1;
 }
 
+/* The record's u64 time at ``at`` into *out; 0 when it does not fit an int64. */
+static inline int
+time_at(const char *rec, int at, int64_t *out)
+{
+    uint64_t v;
+    memcpy(&v, rec + at, sizeof(v));
+    *out = (int64_t)v;
+    return v <= (uint64_t)INT64_MAX;
+}
+
 static PyObject *
 http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1852,21 +1862,15 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;  /* not the layout this reads (EXCHANGE's), or too short for it */
     const char *rec = PyBytes_AS_STRING(item);
     uint32_t u32;
-    uint64_t u64;
     int32_t i32;
 #define FIELD(var, at) memcpy(&(var), rec + (at), sizeof(var))
     FIELD(u32, EX_PID); int64_t pid = u32;
     FIELD(u32, EX_TID); int64_t tid = u32;
-    FIELD(u64, EX_TS);
-    if (u64 > (uint64_t)INT64_MAX)
-        Py_RETURN_NONE;
-    int64_t ts = (int64_t)u64;
+    int64_t ts, resp_ts;
+    if (!time_at(rec, EX_TS, &ts) || !time_at(rec, EX_RESP_TS, &resp_ts))
+        Py_RETURN_NONE;  /* past int64: Python's */
     FIELD(i32, EX_FD); int64_t fd = i32;
     FIELD(u32, EX_OP); int64_t op = u32;
-    FIELD(u64, EX_RESP_TS);
-    if (u64 > (uint64_t)INT64_MAX)
-        Py_RETURN_NONE;
-    int64_t resp_ts = (int64_t)u64;
     FIELD(u32, EX_COPIED); int64_t copied = u32;
     FIELD(u32, EX_RESP_LEN); int64_t resp_len = u32;
     FIELD(u32, EX_FLAGS); int64_t flags = u32;
