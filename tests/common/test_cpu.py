@@ -12,8 +12,10 @@ def test_relax_yields_once_a_slice_has_passed(monkeypatch):
     now = [10**12]
     yields = []
     monkeypatch.setattr(cpu, "_clock", lambda: now[0])
+    monkeypatch.setattr(cpu, "_wall_clock", lambda: now[0])  # busy: the CPU's time is the wall's
     monkeypatch.setattr(cpu, "_yield", lambda: yields.append(now[0]))
     monkeypatch.setattr(cpu, "_last", 0)
+    monkeypatch.setattr(cpu, "_next_look", 0)
     cpu.relax()
     assert len(yields) == 1  # long since the last one
     for _ in range(10):
@@ -34,6 +36,7 @@ def test_time_asleep_is_not_work(monkeypatch):
     yields = []
     monkeypatch.setattr(cpu, "_yield", lambda: yields.append(1))
     monkeypatch.setattr(cpu, "_last", cpu._clock())
+    monkeypatch.setattr(cpu, "_next_look", 0)
     time.sleep(5 * cpu.SLICE_NS / 1e9)
     cpu.relax()
     assert yields == []
@@ -42,6 +45,41 @@ def test_time_asleep_is_not_work(monkeypatch):
         pass  # work
     cpu.relax()
     assert yields == [1]
+
+
+def test_the_cpu_clock_is_read_only_once_the_slice_can_have_been_worked(monkeypatch):
+    """Reading the thread's CPU time is a system call: within a slice of wall time since the
+    last look it is not read at all (the CPU's time cannot have grown more than the wall's), and
+    after a look that found half a slice worked, not before the other half can have passed."""
+    wall, cpu_ns = [10**12], [0]
+    reads, yields = [], []
+
+    def clock():
+        reads.append(1)
+        return cpu_ns[0]
+
+    monkeypatch.setattr(cpu, "_clock", clock)
+    monkeypatch.setattr(cpu, "_wall_clock", lambda: wall[0])
+    monkeypatch.setattr(cpu, "_yield", lambda: yields.append(1))
+    monkeypatch.setattr(cpu, "_last", 0)
+    monkeypatch.setattr(cpu, "_next_look", wall[0] + cpu.SLICE_NS)  # as after a yield
+    for _ in range(100):
+        wall[0] += cpu.SLICE_NS // 100 - 1
+        cpu_ns[0] += cpu.SLICE_NS // 100 - 1
+        cpu.relax()
+    assert reads == [] and yields == []
+    wall[0] += 200  # a slice of wall time, of which the thread worked half (it was preempted)
+    cpu_ns[0] = cpu.SLICE_NS // 2
+    cpu.relax()
+    assert len(reads) == 1 and yields == []
+    wall[0] += cpu.SLICE_NS // 2 - 1  # not yet the other half
+    cpu_ns[0] += cpu.SLICE_NS // 2 - 1
+    cpu.relax()
+    assert len(reads) == 1 and yields == []
+    wall[0] += 1
+    cpu_ns[0] += 1
+    cpu.relax()
+    assert len(reads) == 3 and yields == [1]  # read, yielded, read again
 
 
 def test_rendering_a_large_batch_offers_the_cpu_between_pieces(monkeypatch):
