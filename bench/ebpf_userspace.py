@@ -6,9 +6,10 @@ process in turn, in this one process:
 
 - input ebpf: ``Translator.feed_records`` and the batch's encoding, in the input's batch size
   (the ring buffer's reading is left out: one slice per record);
-- pipeline: the real ``Pipeline`` (pipeline.runner.build, the agent's defaults: process table,
-  spans, log join) reading those messages from a real shared-memory queue and writing its
-  batches to another;
+- pipeline: the real ``Pipeline`` (pipeline.runner.build, the plan of ``--ebpf-http-tracing``
+  alone: process table, spans; with ``--join``, as when files are tailed too, the log join and
+  the spans it keeps by their exchanges) reading those messages from a real shared-memory queue
+  and writing its batches to another;
 - output stdout: the real ``OutputRunner`` and ``StdoutSink`` reading them, writing to
   /dev/null.
 
@@ -16,7 +17,7 @@ CPU is this process's (time.process_time), per request (two exchanges), median o
 bench/ebpf_overhead.py measures the same processes under real load; this one is for comparing
 changes to them.
 
-    .venv/bin/python bench/ebpf_userspace.py [--requests 20000] [--rounds 5]
+    .venv/bin/python bench/ebpf_userspace.py [--requests 20000] [--rounds 5] [--join]
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from inputs.ebpf.translate import Translator, boot_offset_ns  # noqa: E402
 from outputs.stdout import StdoutSink  # noqa: E402
 from outputs.runner import OutputRunner  # noqa: E402
 from outputs.stdout_config import StdoutOutputConfig  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
+from pipeline.config import JoinConfig, PipelineConfig  # noqa: E402
 from pipeline.runner import build as build_pipeline  # noqa: E402
 
 CONNECTIONS = 32
@@ -99,7 +100,7 @@ def queue(name: str) -> tuple[Producer, Consumer, ShmQueue]:
     return Producer(q), Consumer(q), q
 
 
-def one_round(requests: int, server: int, client: int) -> dict[str, float]:
+def one_round(requests: int, server: int, client: int, join: bool) -> dict[str, float]:
     log = logging.getLogger("bench")
     rounds = records(requests, server, client)
     p_in, c_in, q_in = queue("in")
@@ -122,7 +123,8 @@ def one_round(requests: int, server: int, client: int) -> dict[str, float]:
         t_input = time.process_time() - t0
         p_in.close()
 
-        ctx = Context(name="pipeline", config=PipelineConfig(), host="bench", stop=Stop(),
+        config = PipelineConfig(join=JoinConfig(writes_noted=join))  # as the agent's plan sets it
+        ctx = Context(name="pipeline", config=config, host="bench", stop=Stop(),
                       consumers=[c_in], producers=[p_out], log=log)
         t0 = time.process_time()
         build_pipeline(ctx).run()
@@ -150,18 +152,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--join", action="store_true",
+                    help="as with files to tail: the log join, and the spans it keeps")
     args = ap.parse_args()
     client = subprocess.Popen(["sleep", "600"])  # a live process for the client's pid
     gc.collect()
     gc.freeze()  # as agent/child.py does before a component runs
     try:
         time.sleep(0.2)
-        results = [one_round(args.requests, os.getpid(), client.pid)
+        results = [one_round(args.requests, os.getpid(), client.pid, args.join)
                    for _ in range(args.rounds)]
     finally:
         client.kill()
     print(f"user-space CPU per request (two exchanges), {args.requests} requests, "
-          f"{args.rounds} rounds: median (min-max) µs")
+          f"{args.rounds} rounds{', with the log join' if args.join else ''}: median (min-max) µs")
     total = []
     for stage in ("input", "pipeline", "output"):
         xs = [r[stage] for r in results]
