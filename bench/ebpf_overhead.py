@@ -169,6 +169,18 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICK
 
 
+def rss_mib(pid: int) -> float:
+    """A process's resident memory (VmRSS), MiB; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def switches(pid: int) -> int:
     """How many times a process's threads were put on a CPU so far (/proc/PID/task/*/schedstat):
     each a wake-up, a return from a yield or a preemption, and a chance to delay nginx or the
@@ -251,6 +263,10 @@ class Agent:
         """CPU-seconds per process."""
         return self.by_process(lambda p: cpu_seconds([p]))
 
+    def rss_by_process(self) -> dict[str, float]:
+        """Resident memory per process, MiB."""
+        return self.by_process(rss_mib)
+
     def switches_by_process(self) -> dict[str, float]:
         """Times on a CPU per process (``switches``)."""
         return self.by_process(switches)
@@ -299,6 +315,7 @@ def measured(fn, agent: Agent | None) -> dict:
         time.sleep(0.5)
         agent1 = agent.cpu()
     split1 = agent.cpu_by_process() if agent else {}
+    result["agent_rss_mib"] = agent.rss_by_process() if agent else {}
     done = max(1, result["done"])
     result["agent_split_us_per_req"] = {k: 1e6 * (split1.get(k, v) - v) / done
                                         for k, v in split0.items()}
@@ -607,6 +624,10 @@ def main() -> None:
                          f"{med([x['agent_switches_per_s'].get(k, 0) for x in t]):.0f}"
                          for k in t[0]["agent_switches_per_s"])
         print(f"    agent's times on a CPU a second, per process: {woke}")
+        rss = ", ".join(f"{k.removeprefix('log-shuttle: ')} "
+                        f"{med([x['agent_rss_mib'].get(k, 0) for x in t]):.0f}"
+                        for k in t[0]["agent_rss_mib"])
+        print(f"    agent's resident memory at the end of the load, per process (MiB): {rss}")
     if "saturation" in result:
         s = result["saturation"]
         print(f"saturation: {summary(s['untraced'], '.0f')} -> {summary(s['traced'], '.0f')} "
