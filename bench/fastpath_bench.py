@@ -1,4 +1,4 @@
-"""The compiled byte loops (common/_speedups.c) beside their Python equivalents, in one run:
+"""The compiled byte loops (common/speedups/) beside their Python equivalents, in one run:
 
     .venv/bin/python bench/fastpath_bench.py [--rounds 15]
 

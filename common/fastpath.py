@@ -1,4 +1,4 @@
-"""The agent's compiled byte loops (common/_speedups.c), or their pure-Python equivalents where
+"""The agent's compiled byte loops (common/speedups/), or their pure-Python equivalents where
 that module was not built (setup.py builds it when a C compiler and Python's headers are there;
 the install goes on without). Both give the same results; the tests hold them together
 (tests/common/test_fastpath.py, tests/outputs/test_ndjson_fast.py) and check that the compiled

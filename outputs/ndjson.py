@@ -3,7 +3,7 @@ what stdout writes and the TCP output's ``ndjson`` framing sends.
 
 NDJSON is the throughput path. A run of plain lines (no flags, no process, container or join,
 valid UTF-8: what most runs are) goes from the LogEvent's bytes to NDJSON in one call of the
-compiled fast path (common/_speedups.c), with no Python object per line. Any other run becomes
+compiled fast path (common/speedups/), with no Python object per line. Any other run becomes
 one :class:`LineRecord` per line, built in C loops (``map``), and is encoded with the batch's
 other events in one ``encode_lines`` call. Without the compiled module (see setup.py) plain runs
 take that way too: the bytes are the same either way (tests/outputs/test_ndjson_fast.py).
@@ -202,7 +202,7 @@ def plain(ev: LogEvent) -> bool:
 
 _K_INT, _K_STR, _K_BOOL, _K_NIL, _K_MAP, _K_ARRAY = 1, 2, 4, 8, 16, 32
 _K_ANY = 63
-"""What a msgpack value may be, as common/_speedups.c's ``render_events`` checks it."""
+"""What a msgpack value may be, as common/speedups/ndjson.c's ``render_events`` checks it."""
 
 
 def _kinds(t: mi.Type) -> int:

@@ -53,7 +53,7 @@ KEEP_NS = 30 * 10**9
 
 PACKED = pack_span is not None
 """Whether the pipeline's spans can go straight to their msgpack bytes (``SpanBuilder(packed=
-True)``: common/_speedups.c ``pack_span``, the same bytes as msgspec makes of ``_event``'s
+True)``: common/speedups/spans.c ``pack_span``, the same bytes as msgspec makes of ``_event``'s
 SpanEvent)."""
 _ATTR_KEYS = ("http.request.method", "url.path", "url.query", "http.response.status_code",
               "error.type", "network.protocol.version", "network.peer.address",
@@ -135,7 +135,7 @@ class SpanBuilder:
         """observe()'s loop in C, with what it uses (its K_* order; the id pools are
         common.tracecontext's, drawn from as new_span_id and new_trace_id do): the exchanges
         whose span needs no wait go out from there, the others through ``_exchange``, with
-        the same effects (common/_speedups.c observe_spans). None: the loop in Python."""
+        the same effects (common/speedups/spans.c observe_spans). None: the loop in Python."""
         self.hold = cfg.hold
         self.overrides = dict(cfg.services)
         self.max_pending = cfg.max_pending

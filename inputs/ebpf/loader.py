@@ -8,7 +8,7 @@ cflag, ``EVENTS_FD``: the programs ask it how much is pending, to wake the reade
 that is much; BCC's tables have no ``ringbuf_query``), and its own loss counter. ``Programs``
 polls the ring buffers (epoll on their map descriptors, with a short timeout: the programs
 submit without waking it) and hands back the raw bytes, read straight from the ring buffers'
-memory in one pass each (``RingReader``, compiled where common/_speedups.c is built;
+memory in one pass each (``RingReader``, compiled where common/speedups/ is built;
 libbpf's one-callback-per-event consumer only where neither that nor Python's loop is safe).
 
 ``bcc`` is imported here only, lazily, so that every module imports on machines without it;
@@ -192,7 +192,7 @@ class RingReader:
     written so far, as bytes, and hands the space back at once: no callback per record."""
 
     def __init__(self, map_fd: int, size: int, *, compiled: bool = True) -> None:
-        """compiled: read with common/_speedups.c ``ring_read`` where it is built (the same
+        """compiled: read with common/speedups/ebpf.c ``ring_read`` where it is built (the same
         records: ~30 ns a record here, against ~550 in Python's loop); False: Python's loop
         (x86 only, see DIRECT_READ)."""
         self.size = size

@@ -46,7 +46,7 @@ _TS_AT = HEADER.size - 16 - 8
 """Where a record's boot time is (struct ev_header's ts_ns, before its comm)."""
 _FAST_KIT = (HttpEvent, EXCHANGE_DATA, HTTP_OP_READ, HTTP_WEIGHT_SHIFT, tuple(_METHOD_TEXT.items()),
              tuple(_VERSION_TEXT.items()), "server", "client", None)
-"""What common/_speedups.c http_exchange uses (its X_* order): HttpEvents."""
+"""What common/speedups/ebpf.c http_exchange uses (its X_* order): HttpEvents."""
 _PACKED_KIT = _FAST_KIT[:-1] + (msgspec.Raw,)
 """The same, for the HttpEvents' msgpack bytes (``Translator(packed=True)``)."""
 

@@ -1,4 +1,4 @@
-"""The compiled byte loops (common/_speedups.c) give what their Python equivalents give."""
+"""The compiled byte loops (common/speedups/) give what their Python equivalents give."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from common import fastpath
 def test_the_compiled_module_is_built_by_the_setup():
     # scripts/setup installs gcc and Python's headers: on Linux the compiled loops must be there,
     # or the throughput figures in docs/benchmarks.md are not what users get.
-    assert fastpath.COMPILED, "common/_speedups.c was not built (pip install -e . needs gcc, python3-dev)"
+    assert fastpath.COMPILED, "common/speedups/ was not built (pip install -e . needs gcc, python3-dev)"
 
 
 compiled = pytest.mark.skipif(not fastpath.COMPILED, reason="common._speedups not built: "

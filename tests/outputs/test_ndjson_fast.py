@@ -1,4 +1,4 @@
-"""The NDJSON renderer's compiled fast paths (common/_speedups.c) against the Python path: the same
+"""The NDJSON renderer's compiled fast paths (common/speedups/) against the Python path: the same
 bytes for any batch, whatever its lines hold (quotes, backslashes, control bytes, non-ASCII,
 invalid UTF-8) and whatever its runs carry (flags, writers, joins, ids); and which runs it takes.
 Likewise events other than lines rendered from their msgpack bytes (``render_events``), of every

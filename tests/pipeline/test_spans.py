@@ -238,7 +238,7 @@ def test_the_pipeline_s_spans_are_their_bytes_and_decode_to_the_same_spans():
     assert spans[0].attrs["url.query"] == "b=1" and spans[1].attrs["error.type"] == "404"
 
 
-# --- observe()'s loop in C (common/_speedups.c observe_spans), against the same in Python -------
+# --- observe()'s loop in C (common/speedups/spans.c observe_spans), against the same in Python -------
 
 fast = pytest.mark.skipif(not PACKED or observe_spans is None,
                           reason="common._speedups not built: observe() runs in Python "

@@ -1,4 +1,4 @@
-"""A kernel-paired exchange's HttpEvent made in C (common/_speedups.c http_exchange, the
+"""A kernel-paired exchange's HttpEvent made in C (common/speedups/ebpf.c http_exchange, the
 common case of inputs/ebpf/translate.py's feed_records) against the same made in Python:
 made-up records in the probe's layout, no kernel."""
 
