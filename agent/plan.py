@@ -39,13 +39,11 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
         state_dir = config.agent.state_dir or default_state_dir()
         tailed = [p for _, _, _, cfg in instances(config.inputs, INPUTS)
                   for p in getattr(cfg, "paths", ())]
-        noted = False  # an input notes the writes to log files: lines can be joined
         for kind, _, component, cfg in instances(config.inputs, INPUTS):
             if "state_dir" in cfg.__struct_fields__:  # a component's own, else the agent's
                 cfg = msgspec.structs.replace(cfg, state_dir=cfg.state_dir or state_dir)
             if "log_paths" in cfg.__struct_fields__:  # the eBPF input follows writes to them
                 cfg = msgspec.structs.replace(cfg, log_paths=[*cfg.log_paths, *tailed])
-                noted = noted or cfg.wants_logwrite()
             name = getattr(cfg, "name", kind)
             q = queue(f"input-{name}", input_bytes)
             to_pipeline.append(q)
@@ -75,8 +73,7 @@ def plan(config: Config) -> tuple[list[ChildSpec], list[ShmQueue | ProgressBoard
         pipeline_cfg = msgspec.structs.replace(
             config.pipeline, routes=routes,
             metrics=msgspec.structs.replace(metrics, enabled=on),
-            processes=msgspec.structs.replace(config.pipeline.processes, fed_by_events=fed),
-            join=msgspec.structs.replace(config.pipeline.join, writes_noted=noted))
+            processes=msgspec.structs.replace(config.pipeline.processes, fed_by_events=fed))
         specs.append(ChildSpec(role="pipeline", kind="pipeline", build=PIPELINE.build,
                                config=pipeline_cfg, consumes=to_pipeline,
                                produces=from_pipeline, capabilities=PIPELINE.capabilities))

@@ -49,11 +49,6 @@ class JoinConfig(Section):
     """A thread that had two requests in flight at once this recently: its lines are ambiguous."""
     reorder_us: Annotated[int, Meta(ge=0)] = 200
     """Two writes of the same bytes by two threads this close: their lines are ambiguous."""
-    writes_noted: bool = True
-    """Set by the agent's plan, not by users: whether an input notes the writes to log files
-    (the eBPF input's logwrite probe: its http probe on, and files to tail). Without them no
-    line can be joined, and the pipeline keeps no exchanges for the join (at 5,000 exchanges a
-    second, the 15 s of spans it would hold are ~70,000 objects)."""
 
 
 class BatchConfig(Section):
@@ -120,6 +115,4 @@ class PipelineConfig(Section):
         out = ["routes: is set by the agent, not in a configuration"] if self.routes else []
         if self.processes.fed_by_events:
             out.append("processes.fed_by_events: is set by the agent, not in a configuration")
-        if not self.join.writes_noted:
-            out.append("join.writes_noted: is set by the agent, not in a configuration")
         return out

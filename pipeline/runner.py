@@ -103,13 +103,13 @@ class Pipeline:
         self.metrics = Aggregator.from_config(metrics, log=ctx.log) \
             if metrics is not None and metrics.enabled and self.metric_queues else None
         spans = getattr(ctx.config, "spans", None)
-        join = getattr(ctx.config, "join", None)
-        joins = join is not None and join.enabled and join.writes_noted
         # spans go on as their msgpack bytes: nothing here reads them, and the outputs decode
         # them (or render them from those bytes) as they would the SpanEvent's
-        self.spans = SpanBuilder(spans, packed=True, keep_exchanges=joins) \
-            if spans is not None and spans.enabled else None
-        self.joiner = LogJoiner(self.spans, join) if self.spans is not None and joins else None
+        self.spans = SpanBuilder(spans, packed=True) if spans is not None and spans.enabled \
+            else None
+        join = getattr(ctx.config, "join", None)
+        self.joiner = LogJoiner(self.spans, join) \
+            if self.spans is not None and join is not None and join.enabled else None
         self.drop_http = self.spans is not None and not spans.http_events
         """Each exchange goes out as its span only (``[pipeline.spans] http_events``): its http
         event is dropped once the span builder, the metrics and the log join have seen it, and

@@ -118,19 +118,14 @@ class SpanBuilder:
     SpanEvents ready to go (``packed``: their msgpack bytes, as ``msgspec.Raw``)."""
 
     def __init__(self, cfg: SpansConfig | None = None, *, host_attrs: dict | None = None,
-                 packed: bool = False, keep_exchanges: bool = True) -> None:
+                 packed: bool = False) -> None:
         """packed: spans go out as their msgpack bytes (``msgspec.Raw``, what the pipeline
-        encodes as it is) instead of SpanEvents, with the compiled module (PACKED).
-        keep_exchanges: keep each span by its exchange's key for the log join (``span_of``);
-        without a join (no writes to log files are noted) none is kept: the 15 s of spans it
-        keeps are ~70,000 objects at 5,000 exchanges a second (docs/tracing.md)."""
-        self.keep_exchanges = keep_exchanges
+        encodes as it is) instead of SpanEvents, with the compiled module (PACKED)."""
         cfg = cfg or SpansConfig()
         self._make = self._packed if packed and PACKED else self._event
         self._fast = (HttpEvent, ConnEvent, _Span, relax, new_span_id, new_trace_id,
                       tracecontext._span_ids, tracecontext._trace_ids, _astuple, msgspec.Raw,
-                      _PACKED_FIELDS, _PACKED_HEAD, _PACKED_KEYS, _FAST_FIELDS,
-                      EXCHANGES_KEPT if keep_exchanges else 0) \
+                      _PACKED_FIELDS, _PACKED_HEAD, _PACKED_KEYS, _FAST_FIELDS, EXCHANGES_KEPT) \
             if self._make == self._packed and observe_spans is not None else None
         """observe()'s loop in C, with what it uses (its K_* order; the id pools are
         common.tracecontext's, drawn from as new_span_id and new_trace_id do): the exchanges
@@ -151,8 +146,7 @@ class SpanBuilder:
         self.pending: OrderedDict[int, _Span] = OrderedDict()
         """Spans waiting for a trace id, by id(), oldest first (deadlines grow with it)."""
         self.exchanges: OrderedDict[tuple[int, int, int], _Span] = OrderedDict()
-        """(pid, fd, boot_ns) -> its span: what the log join looks exchanges up by (empty unless
-        ``keep_exchanges``)."""
+        """(pid, fd, boot_ns) -> its span: what the log join looks exchanges up by."""
         self.resource_cache: dict[tuple, tuple[dict, bytes]] = {}
         self._waits: list[_Span] = []
         """Spans of this observe() that did not go out at once."""
@@ -239,11 +233,10 @@ class SpanBuilder:
         pid, fd = ev.pid, ev.fd
         conn_key = (pid, fd)
         s.local = local = self.conns.get(conn_key)
-        if self.keep_exchanges:
-            exchanges = self.exchanges
-            exchanges[(pid, fd, start)] = s
-            if len(exchanges) > EXCHANGES_KEPT:
-                exchanges.popitem(last=False)
+        exchanges = self.exchanges
+        exchanges[(pid, fd, start)] = s
+        if len(exchanges) > EXCHANGES_KEPT:
+            exchanges.popitem(last=False)
         server = ev.direction == "server"
         if server:
             key = (pid, ev.tid)

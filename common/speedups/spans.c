@@ -217,9 +217,7 @@ pack_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  * traceparent to parse, a span that waits, a parent that waits, waiters to adopt) is left to
  * builder._exchange, before anything was changed. kit: see K_*; the same ids
  * (new_span_id then, for a root, new_trace_id) are drawn in the same order as in Python, so
- * that with the same ids both give the same spans (tests/pipeline/test_spans.py).
- * kit[K_KEPT]: spans kept in builder.exchanges at most (EXCHANGES_KEPT), or 0 for none (a
- * builder without keep_exchanges). */
+ * that with the same ids both give the same spans (tests/pipeline/test_spans.py). */
 enum { K_HTTP, K_CONN, K_SPAN, K_RELAX, K_SPAN_ID, K_TRACE_ID, K_SPAN_IDS, K_TRACE_IDS,
        K_ASTUPLE, K_RAW, K_PLACES, K_HEAD, K_KEYS, K_MORE, K_KEPT, K_COUNT };
 /* The other HttpEvent fields it reads, in the order of their places in kit[K_MORE]. */
@@ -530,11 +528,11 @@ fast_exchange(PyObject *builder, PyObject **t, PyObject *ev, PyObject *now, PyOb
     if ((s = PyObject_Vectorcall(kit[K_SPAN], sargs, 13, NULL)) == NULL)
         goto done;
     counts[C_SPANS]++;  /* where _exchange counts it: before anything else can fail */
-    /* exchanges[(pid, fd, start)] = s, the oldest going past ``kept`` (0: none kept) */
-    if (kept > 0 && ((ekey = PyTuple_Pack(3, pid, fd, startobj)) == NULL
-                     || PyObject_SetItem(t[T_EXCHANGES], ekey, s) < 0))
+    /* exchanges[(pid, fd, start)] = s, the oldest going past ``kept`` */
+    if ((ekey = PyTuple_Pack(3, pid, fd, startobj)) == NULL
+            || PyObject_SetItem(t[T_EXCHANGES], ekey, s) < 0)
         goto done;
-    if (kept > 0 && PyDict_GET_SIZE(t[T_EXCHANGES]) > kept) {  /* popitem(last=False) */
+    if (PyDict_GET_SIZE(t[T_EXCHANGES]) > kept) {  /* popitem(last=False), no kwnames tuple */
         if ((res = PyObject_CallMethodOneArg(t[T_EXCHANGES], S_popitem, Py_False)) == NULL)
             goto done;
         Py_CLEAR(res);

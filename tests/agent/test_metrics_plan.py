@@ -76,36 +76,6 @@ def test_the_process_table_is_fed_by_events_when_the_ebpf_input_traces_processes
         "pipeline.processes.fed_by_events: is set by the agent, not in a configuration"]
 
 
-def test_exchanges_are_kept_for_the_log_join_only_when_writes_to_log_files_are_noted(tmp_path):
-    """The eBPF input notes writes to log files with its http probe and files to tail: only
-    then can a line be joined, and only then does the pipeline build a joiner, and its span
-    builder keep the exchanges (one built from each plan, on real queues)."""
-    log = f'[[inputs.file]]\npaths = ["{tmp_path}/a.log"]\n'
-    for text, noted in [("[inputs.ebpf]\n" + log, True), ("[inputs.ebpf]\n", False), (log, False),
-                        ('[inputs.ebpf]\nprobes = ["process", "tcp"]\n' + log, False),
-                        ("[inputs.ebpf]\nlog_join = false\n" + log, False)]:
-        specs, queues = plan(_load(tmp_path, text + "[outputs.stdout]\n"))
-        try:
-            (pipe,) = [s for s in specs if s.kind == "pipeline"]
-            assert pipe.config.join.writes_noted is noted, text
-            cfg = msgspec.structs.replace(
-                pipe.config, processes=ProcessesConfig(enabled=False), routes=[])
-            ctx = Context(name="pipeline", config=cfg, host="h", stop=Stop(),
-                          consumers=[q.consumer() for q in pipe.consumes],
-                          producers=[q.producer() for q in pipe.produces],
-                          log=logging.getLogger("test"))
-            runner = build(ctx)
-            assert (runner.joiner is not None) is noted, text
-            assert runner.spans.keep_exchanges is noted, text
-        finally:
-            for q in queues:
-                q.destroy()
-    with pytest.raises(ConfigError) as info:
-        _load(tmp_path, "[inputs.ebpf]\n[pipeline.join]\nwrites_noted = false\n")
-    assert info.value.problems == [
-        "pipeline.join.writes_noted: is set by the agent, not in a configuration"]
-
-
 def test_refusals(tmp_path):
     with pytest.raises(ConfigError) as info:
         _load(tmp_path, '[inputs.ebpf]\n[pipeline]\nroutes = ["events"]\n')

@@ -271,7 +271,7 @@ scripts = st.builds(lambda wired, rest: (WIRED if wired else []) + rest,
                     st.integers(0, 4).map(bool), st.lists(ops, min_size=4, max_size=60))
 
 
-def _run(script, compiled_loop, keep=True):
+def _run(script, compiled_loop):
     """Feed a script of events (in messages cut at "cut", with expire() between) to a packed
     builder whose observe() loop is in C or in Python; what came out at each step, and the
     builder's tables at the end, with the same ids drawn."""
@@ -280,16 +280,15 @@ def _run(script, compiled_loop, keep=True):
     tracecontext._trace_ids.clear()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(spans_module, "EXCHANGES_KEPT", 6)  # the Python path's bound
-        return _feed(script, compiled_loop, keep)
+        return _feed(script, compiled_loop)
 
 
-def _feed(script, compiled_loop, keep=True):
-    b = SpanBuilder(SpansConfig(hold=0.5), packed=True, keep_exchanges=keep)
+def _feed(script, compiled_loop):
+    b = SpanBuilder(SpansConfig(hold=0.5), packed=True)
     b.max_pending = 3  # below the config's bound: _trim's giving up, often
     if compiled_loop:
         assert b._fast is not None
-        assert b._fast[-1] == (spans_module.EXCHANGES_KEPT if keep else 0)
-        b._fast = b._fast[:-1] + (6 if keep else 0,)  # the C path's
+        b._fast = b._fast[:-1] + (6,)  # the C path's
     else:
         b._fast = None
     made = lambda out: [bytes(x) if type(x) is msgspec.Raw  # noqa: E731
@@ -321,20 +320,6 @@ def _feed(script, compiled_loop, keep=True):
 @given(script=scripts)
 def test_observe_s_loop_in_c_makes_what_python_s_makes(script):
     assert _run(script, True) == _run(script, False)
-
-
-@fast
-@settings(max_examples=100, deadline=None)
-@given(script=scripts)
-def test_without_the_log_join_no_exchange_is_kept_and_the_spans_are_the_same(script):
-    """A builder that keeps no exchanges (no writes to log files are noted: no line can be
-    joined) sends the same spans as one that does, through either loop, and keeps none."""
-    kept = _run(script, True)
-    for compiled_loop in (True, False):
-        log, tables = _run(script, compiled_loop, keep=False)
-        assert log == kept[0]
-        assert tables[1] == [] and tables[0] == kept[1][0]
-        assert tables[2:] == kept[1][2:]
 
 
 @fast
