@@ -6,18 +6,21 @@ process in turn, in this one process:
 
 - input ebpf: ``Translator.feed_records`` and the batch's encoding, in the input's batch size
   (the ring buffer's reading is left out: one slice per record);
-- pipeline: the real ``Pipeline`` (pipeline.runner.build, the plan of ``--ebpf-http-tracing``
-  alone: process table, spans; with ``--join``, as when files are tailed too, the log join and
-  the spans it keeps by their exchanges) reading those messages from a real shared-memory queue
-  and writing its batches to another;
+- pipeline: the real ``Pipeline`` (pipeline.runner.build, the agent's defaults: process table,
+  spans, log join) reading those messages from a real shared-memory queue and writing its
+  batches to another;
 - output stdout: the real ``OutputRunner`` and ``StdoutSink`` reading them, writing to
   /dev/null.
 
 CPU is this process's (time.process_time), per request (two exchanges), median of the rounds.
 bench/ebpf_overhead.py measures the same processes under real load; this one is for comparing
-changes to them.
+changes to them. Here the caches stay warm; live, each time the agent yields the CPU
+(common.cpu.relax) the traced server and the load generator run and evict its memory from
+them. ``--cold MIB`` does the same to the caches at each yield (it copies MIB MiB: a 24 MiB
+copy took the pipeline from ~6-8 to ~17 µs per request, about what it costs live at 5,000
+requests/s); the copy's own CPU is left out of the stages'.
 
-    .venv/bin/python bench/ebpf_userspace.py [--requests 20000] [--rounds 5] [--join]
+    .venv/bin/python bench/ebpf_userspace.py [--requests 20000] [--rounds 5] [--cold MIB]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import cpu  # noqa: E402
 from common.component import Context, Stop  # noqa: E402
 from common.events import Batch, BatchCodec  # noqa: E402
 from common.shmqueue import Consumer, Producer, ShmQueue  # noqa: E402
@@ -47,9 +51,11 @@ from inputs.ebpf.translate import Translator, boot_offset_ns  # noqa: E402
 from outputs.stdout import StdoutSink  # noqa: E402
 from outputs.runner import OutputRunner  # noqa: E402
 from outputs.stdout_config import StdoutOutputConfig  # noqa: E402
-from pipeline.config import JoinConfig, PipelineConfig  # noqa: E402
+from pipeline.config import PipelineConfig  # noqa: E402
 from pipeline.runner import build as build_pipeline  # noqa: E402
 
+SWEPT = [0.0]
+"""CPU seconds spent sweeping the caches (``--cold``), left out of the stages' times."""
 CONNECTIONS = 32
 PORT = 8080
 REQUEST = b"GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -100,7 +106,28 @@ def queue(name: str) -> tuple[Producer, Consumer, ShmQueue]:
     return Producer(q), Consumer(q), q
 
 
-def one_round(requests: int, server: int, client: int, join: bool) -> dict[str, float]:
+def swept() -> float:
+    """The sweeping's CPU since the last call (a stage's, when called at its start and end)."""
+    out, SWEPT[0] = SWEPT[0], 0.0
+    return out
+
+
+def cold_yields(mib: int) -> None:
+    """Every yield of the agent's loops (common.cpu.relax) first sweeps ``mib`` MiB through
+    the caches, as the processes the agent yields to do live."""
+    src, dst = bytearray(mib << 20), bytearray(mib << 20)
+    real = cpu._yield
+
+    def sweep_then_yield() -> None:
+        t0 = time.process_time()
+        dst[:] = src
+        SWEPT[0] += time.process_time() - t0
+        real()
+
+    cpu._yield = sweep_then_yield
+
+
+def one_round(requests: int, server: int, client: int) -> dict[str, float]:
     log = logging.getLogger("bench")
     rounds = records(requests, server, client)
     p_in, c_in, q_in = queue("in")
@@ -110,6 +137,7 @@ def one_round(requests: int, server: int, client: int, join: bool) -> dict[str, 
         codec = BatchCodec()
         tr = Translator(packed=True)  # as the input's
         out: list = []
+        swept()
         t0 = time.process_time()
         for recs in rounds:
             tr.offset_ns = boot_offset_ns()
@@ -120,15 +148,14 @@ def one_round(requests: int, server: int, client: int, join: bool) -> dict[str, 
                 out = out[cfg.send_events:]
         if out:
             p_in.put(codec.encode(Batch(events=out, source="input ebpf")))
-        t_input = time.process_time() - t0
+        t_input = time.process_time() - t0 - swept()
         p_in.close()
 
-        config = PipelineConfig(join=JoinConfig(writes_noted=join))  # as the agent's plan sets it
-        ctx = Context(name="pipeline", config=config, host="bench", stop=Stop(),
+        ctx = Context(name="pipeline", config=PipelineConfig(), host="bench", stop=Stop(),
                       consumers=[c_in], producers=[p_out], log=log)
         t0 = time.process_time()
         build_pipeline(ctx).run()
-        t_pipeline = time.process_time() - t0
+        t_pipeline = time.process_time() - t0 - swept()
         p_out.close()
 
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -138,7 +165,7 @@ def one_round(requests: int, server: int, client: int, join: bool) -> dict[str, 
             runner = OutputRunner(octx, StdoutSink(fmt="ndjson", host="bench", fd=devnull))
             t0 = time.process_time()
             runner.run()
-            t_output = time.process_time() - t0
+            t_output = time.process_time() - t0 - swept()
         finally:
             os.close(devnull)
     finally:
@@ -152,20 +179,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--join", action="store_true",
-                    help="as with files to tail: the log join, and the spans it keeps")
+    ap.add_argument("--cold", type=int, default=0, metavar="MIB",
+                    help="sweep MIB MiB through the caches at each yield, as live")
     args = ap.parse_args()
+    if args.cold:
+        cold_yields(args.cold)
     client = subprocess.Popen(["sleep", "600"])  # a live process for the client's pid
     gc.collect()
     gc.freeze()  # as agent/child.py does before a component runs
     try:
         time.sleep(0.2)
-        results = [one_round(args.requests, os.getpid(), client.pid, args.join)
+        results = [one_round(args.requests, os.getpid(), client.pid)
                    for _ in range(args.rounds)]
     finally:
         client.kill()
     print(f"user-space CPU per request (two exchanges), {args.requests} requests, "
-          f"{args.rounds} rounds{', with the log join' if args.join else ''}: median (min-max) µs")
+          f"{args.rounds} rounds{f', caches swept ({args.cold} MiB) at each yield' if args.cold else ''}: "
+          "median (min-max) µs")
     total = []
     for stage in ("input", "pipeline", "output"):
         xs = [r[stage] for r in results]
