@@ -1,4 +1,4 @@
-"""Giving memory back when a process goes idle.
+"""Giving memory back when a process goes idle, and the code of libraries it is done with.
 
 A component process keeps what malloc freed for the next messages while it is busy (the
 thresholds set in agent/platforms/posix.py: refaulting buffers at every message was half the CPU
@@ -7,6 +7,9 @@ it back to the kernel (glibc's ``malloc_trim``) when the process is about to sle
 per ``interval`` and only if it did some work since the last time, so a process woken every few
 milliseconds by a trickle of lines does not trim every time. A no-op where ``malloc_trim`` is
 missing (musl, Windows, macOS).
+
+:func:`release_code` unmaps the pages of libraries' code that a process ran once and will not
+run again (the eBPF input's clang and LLVM, which BCC runs in it to compile the programs).
 """
 
 from __future__ import annotations
@@ -36,6 +39,64 @@ _TRIM = _malloc_trim()
 def trim() -> bool:
     """Return the free memory of malloc's heaps to the kernel now; whether any was."""
     return bool(_TRIM(0)) if _TRIM is not None else False
+
+
+MADV_DONTNEED = 4
+"""Linux's madvise(2) advice (the same value on every architecture)."""
+
+
+def _madvise() -> Callable[[int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_MADVISE = _madvise()
+
+
+def release_code(names: Sequence[str], *, smaps: str = "/proc/self/smaps") -> int:
+    """Unmap the resident pages of the mapped files whose name starts with one of ``names``
+    (``libLLVM``: /usr/lib/.../libLLVM-14.so.1), in the mappings that hold nothing of their
+    own; the bytes that were resident in them.
+
+    Only a private file mapping none of whose pages was ever written (``Anonymous: 0``: its
+    code, its read-only data) is touched: ``MADV_DONTNEED`` then drops the process's page table
+    entries, and the pages stay in the page cache as any file's, for the kernel to reclaim
+    when memory is short. Should the process run that code again, it faults the same bytes
+    back in: nothing changes but its resident memory. A mapping with written pages (relocated
+    data, a library's variables) is left alone, since ``MADV_DONTNEED`` would throw its writes
+    away. 0 where there is no ``madvise`` or no smaps (not Linux)."""
+    if _MADVISE is None or not names:
+        return 0
+    prefixes = tuple(names)
+    try:
+        with open(smaps, encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return 0
+    released = 0
+    mapping: list | None = None  # [start, end, rss kB, anonymous kB], for a library of names
+    for line in text.splitlines() + [""]:
+        head = line.split(maxsplit=6)
+        if not head or (not head[0].endswith(":") and "-" in head[0]):  # a mapping's first line
+            if mapping is not None and mapping[2] and mapping[3] == 0:
+                if _MADVISE(mapping[0], mapping[1] - mapping[0], MADV_DONTNEED) == 0:
+                    released += mapping[2] * 1024
+            mapping = None
+            if len(head) >= 6 and head[5].rsplit("/", 1)[-1].startswith(prefixes):
+                start, _, end = head[0].partition("-")
+                mapping = [int(start, 16), int(end, 16), 0, -1]
+        elif mapping is not None and head[0] == "Rss:":
+            mapping[2] = int(head[1])
+        elif mapping is not None and head[0] == "Anonymous:":
+            mapping[3] = int(head[1])
+    return released
 
 
 class IdleTrim:

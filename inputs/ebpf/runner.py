@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from common.component import Context
 from common.cpu import relax
 from common.events import Batch, BatchCodec, Event, LossEvent, ProcessEvent
-from common.memory import trim
+from common.memory import release_code, trim
 from common.shmqueue import Full, MessageTooLarge
 from inputs.ebpf.loader import Programs
 from inputs.ebpf.logfiles import LogFiles
@@ -29,6 +29,9 @@ TLS_SCAN_INTERVAL = 1.0
 """Seconds between two looks at new processes' maps for a libssl to attach to."""
 QUEUE_WAIT_SLICE = 0.1
 """Seconds between looks at the stop flag while the pipeline's queue is full."""
+COMPILER_LIBRARIES = ("libLLVM", "libclang")
+"""The libraries BCC compiles the programs with, in this process, once: their code is unmapped
+when tracing starts (common.memory.release_code)."""
 
 
 READ_RECORDS = 64
@@ -208,8 +211,11 @@ class EbpfInput:
                               ", ".join(self.cfg.log_paths))
             self.log.info("tracing with probes: %s", ", ".join(self.programs.objects))
             # Compiling the programs (BCC's clang and LLVM, in this process) left ~18 MiB of
-            # freed memory with the allocator: back to the kernel, once.
+            # freed memory with the allocator, and ~70 MiB of their code resident: back to the
+            # kernel, once (the code stays in the page cache, mapped should it run again).
             trim()
+            code = release_code(COMPILER_LIBRARIES)
+            self.log.debug("compiled: the compiler's code unmapped (%.1f MiB)", code / 2**20)
             timeout = self.cfg.poll_interval
             while not self.ctx.stop.is_set():
                 # The programs do not wake us for each event (it would cost the traced process
