@@ -83,7 +83,7 @@ def release_code(names: Sequence[str], *, smaps: str = "/proc/self/smaps") -> in
     released = 0
     mapping: list | None = None  # [start, end, rss kB, anonymous kB], for a library of names
     for line in text.splitlines() + [""]:
-        head = line.split(maxsplit=6)
+        head = line.split(maxsplit=5)  # a path may hold spaces
         if not head or (not head[0].endswith(":") and "-" in head[0]):  # a mapping's first line
             if mapping is not None and mapping[2] and mapping[3] == 0:
                 if _MADVISE(mapping[0], mapping[1] - mapping[0], MADV_DONTNEED) == 0:

@@ -21,9 +21,9 @@ def resident_kb(name: str) -> int:
     total, mine = 0, False
     with open("/proc/self/smaps") as f:
         for line in f:
-            head = line.split()
+            head = line.split(maxsplit=5)
             if not head[0].endswith(":") and "-" in head[0]:
-                mine = len(head) >= 6 and os.path.basename(head[5]).startswith(name)
+                mine = len(head) >= 6 and os.path.basename(head[5].rstrip()).startswith(name)
             elif mine and head[0] == "Rss:":
                 total += int(head[1])
     return total
@@ -36,7 +36,8 @@ def mapped(path, size: int) -> mmap.mmap:
 
 def test_an_unwritten_mapping_is_unmapped_and_reads_the_same(tmp_path):
     data = os.urandom(4 << 20)
-    path = tmp_path / "liblogshuttle-clean.so.1"
+    (tmp_path / "a dir").mkdir()
+    path = tmp_path / "a dir" / "liblogshuttle-clean.so.1"  # smaps' path column holds a space
     path.write_bytes(data)
     m = mapped(path, len(data))
     try:
