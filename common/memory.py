@@ -62,16 +62,17 @@ _MADVISE = _madvise()
 
 def release_code(names: Sequence[str], *, smaps: str = "/proc/self/smaps") -> int:
     """Unmap the resident pages of the mapped files whose name starts with one of ``names``
-    (``libLLVM``: /usr/lib/.../libLLVM-14.so.1), in the mappings that hold nothing of their
-    own; the bytes that were resident in them.
+    (``libLLVM``: /usr/lib/.../libLLVM-14.so.1), in the read-only mappings that hold nothing of
+    their own; the bytes that were resident in them.
 
-    Only a private file mapping none of whose pages was ever written (``Anonymous: 0``: its
-    code, its read-only data) is touched: ``MADV_DONTNEED`` then drops the process's page table
-    entries, and the pages stay in the page cache as any file's, for the kernel to reclaim
-    when memory is short. Should the process run that code again, it faults the same bytes
-    back in: nothing changes but its resident memory. A mapping with written pages (relocated
-    data, a library's variables) is left alone, since ``MADV_DONTNEED`` would throw its writes
-    away. 0 where there is no ``madvise`` or no smaps (not Linux)."""
+    Such a mapping (code, read-only data) holds only the file's pages: ``MADV_DONTNEED`` drops
+    the process's page table entries to them, and they stay in the page cache as any file's,
+    for the kernel to reclaim when memory is short. Should the process read them again, it
+    faults the same bytes back in: nothing changes but its resident memory. Left alone: a
+    mapping with a page the process wrote (``Anonymous``: relocated data, made read-only after
+    the loader wrote it), since ``MADV_DONTNEED`` would throw the write away; and a writable
+    mapping, where a write between the look and the drop would be lost. 0 where there is no
+    ``madvise`` or no smaps (not Linux)."""
     if _MADVISE is None or not names:
         return 0
     prefixes = tuple(names)
@@ -80,22 +81,25 @@ def release_code(names: Sequence[str], *, smaps: str = "/proc/self/smaps") -> in
             text = f.read()
     except OSError:
         return 0
-    released = 0
-    mapping: list | None = None  # [start, end, rss kB, anonymous kB], for a library of names
-    for line in text.splitlines() + [""]:
+    mappings: list[list[int]] = []  # [start, end, rss kB, anonymous kB], read-only, of names
+    mapping: list[int] | None = None
+    for line in text.splitlines():
         head = line.split(maxsplit=5)  # a path may hold spaces
-        if not head or (not head[0].endswith(":") and "-" in head[0]):  # a mapping's first line
-            if mapping is not None and mapping[2] and mapping[3] == 0:
-                if _MADVISE(mapping[0], mapping[1] - mapping[0], MADV_DONTNEED) == 0:
-                    released += mapping[2] * 1024
+        if head and not head[0].endswith(":") and "-" in head[0]:  # a mapping's first line
             mapping = None
-            if len(head) >= 6 and head[5].rsplit("/", 1)[-1].startswith(prefixes):
+            if len(head) >= 6 and "w" not in head[1] \
+                    and head[5].rsplit("/", 1)[-1].startswith(prefixes):
                 start, _, end = head[0].partition("-")
-                mapping = [int(start, 16), int(end, 16), 0, -1]
-        elif mapping is not None and head[0] == "Rss:":
+                mapping = [int(start, 16), int(end, 16), 0, -1]  # -1: no Anonymous line read
+                mappings.append(mapping)
+        elif mapping is not None and head and head[0] == "Rss:":
             mapping[2] = int(head[1])
-        elif mapping is not None and head[0] == "Anonymous:":
+        elif mapping is not None and head and head[0] == "Anonymous:":
             mapping[3] = int(head[1])
+    released = 0
+    for start, end, rss, anonymous in mappings:
+        if rss and anonymous == 0 and _MADVISE(start, end - start, MADV_DONTNEED) == 0:
+            released += rss * 1024
     return released
 
 
