@@ -157,3 +157,17 @@ def sync(agent: Agent, path: Path) -> int:
 
 def lines_of(recs: list[dict], path: Path) -> list[str]:
     return [r["line"] for r in recs if r["path"] == str(path) and not r["line"].startswith("sync ")]
+
+
+def resident_kib(prefixes: str | tuple[str, ...]) -> int:
+    """Resident KiB of this process's mappings of files whose name starts with ``prefixes``
+    (/proc/self/smaps; a path may hold spaces)."""
+    total, mine = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=5)
+            if not head[0].endswith(":") and "-" in head[0]:
+                mine = len(head) >= 6 and os.path.basename(head[5].rstrip()).startswith(prefixes)
+            elif mine and head[0] == "Rss:":
+                total += int(head[1])
+    return total

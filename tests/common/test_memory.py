@@ -11,24 +11,12 @@ import sys
 import pytest
 
 from common.memory import release_code
+from tests.harness import resident_kib
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="madvise and /proc/self/smaps are Linux's")
 PAGE = mmap.PAGESIZE
 LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def resident_kb(name: str) -> int:
-    """Rss of this process's mappings of files whose name starts with ``name``."""
-    total, mine = 0, False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split(maxsplit=5)
-            if not head[0].endswith(":") and "-" in head[0]:
-                mine = len(head) >= 6 and os.path.basename(head[5].rstrip()).startswith(name)
-            elif mine and head[0] == "Rss:":
-                total += int(head[1])
-    return total
 
 
 def mapped(path, size: int, *, write_page: int | None = None) -> mmap.mmap:
@@ -54,10 +42,10 @@ def test_a_read_only_mapping_is_unmapped_and_reads_the_same(tmp_path):
     path.write_bytes(data)
     m = mapped(path, len(data))
     try:
-        assert resident_kb("liblogshuttle-clean") >= 4000
+        assert resident_kib("liblogshuttle-clean") >= 4000
         released = release_code(["liblogshuttle-clean"])
         assert released >= 4000 * 1024
-        assert resident_kb("liblogshuttle-clean") < 100
+        assert resident_kib("liblogshuttle-clean") < 100
         assert m[:] == data  # faulted back in from the file: the same bytes
         assert release_code(["liblogshuttle-other"]) == 0  # no such library: nothing
     finally:
@@ -74,7 +62,7 @@ def test_a_mapping_with_a_page_written_before_it_became_read_only_is_left_alone(
     try:
         assert release_code(["liblogshuttle-relro"]) == 0
         assert m[PAGE * 3] == 0xAB
-        assert resident_kb("liblogshuttle-relro") == 16 * PAGE // 1024
+        assert resident_kib("liblogshuttle-relro") == 16 * PAGE // 1024
     finally:
         m.close()
 
@@ -89,6 +77,6 @@ def test_a_writable_mapping_is_left_alone(tmp_path):
     try:
         assert m[:] == data
         assert release_code(["liblogshuttle-data"]) == 0
-        assert resident_kb("liblogshuttle-data") == 16 * PAGE // 1024
+        assert resident_kib("liblogshuttle-data") == 16 * PAGE // 1024
     finally:
         m.close()

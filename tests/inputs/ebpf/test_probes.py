@@ -302,22 +302,11 @@ def test_the_compilers_code_is_unmapped_once_tracing_starts(live_input):
     not resident in the input once it traces: unmapped, left to the page cache
     (common.memory.release_code), and the input goes on tracing."""
     from inputs.ebpf.runner import COMPILER_LIBRARIES
-
-    def resident_kb() -> int:  # this process's (the input runs in the test's), in kB
-        total, mine = 0, False
-        with open("/proc/self/smaps") as f:
-            for line in f:
-                head = line.split()
-                if not head[0].endswith(":") and "-" in head[0]:
-                    mine = len(head) >= 6 and head[5].rsplit("/", 1)[-1].startswith(
-                        COMPILER_LIBRARIES)
-                elif mine and head[0] == "Rss:":
-                    total += int(head[1])
-        return total
+    from tests.harness import resident_kib
 
     li = live_input(probes=["process"])
     subprocess.run(["/bin/true"], check=True)
     li.wait_for(lambda events: any(isinstance(e, ProcessEvent) for e in events), timeout=30,
                 what="process events")
     # What stays: the mappings LLVM wrote to as it was loaded (relocations), a few MiB.
-    assert resident_kb() < 16 * 1024
+    assert resident_kib(COMPILER_LIBRARIES) < 16 * 1024  # the input runs in this process
