@@ -368,8 +368,9 @@ class SpanBuilder:
             out.append(self._make(x))
             if x.children:
                 for c in x.children:
-                    c.trace_id = x.trace_id
-                    stack.append(c)
+                    if not c.sent:  # one given up (_trim) went out as a root, with its own trace
+                        c.trace_id = x.trace_id
+                        stack.append(c)
                 x.children = None
 
     def _trim(self, out: list[SpanEvent]) -> None:

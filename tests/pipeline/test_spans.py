@@ -412,3 +412,60 @@ def test_spans_older_than_the_log_join_can_use_are_forgotten(loop):
     assert b.span_of(20, 3, events[-1500].boot_ns) is not None
     assert b.span_of(20, 3, events[-1502].boot_ns) is None and b.span_of(20, 3, events[0].boot_ns) is None
     assert b.stats["spans"] == 3000
+
+
+def _emitted(out):
+    return [msgspec.msgpack.decode(bytes(x), type=SpanEvent) if type(x) is msgspec.Raw else x
+            for x in out]
+
+
+@pytest.mark.parametrize("loop", ["c", "python"])
+def test_a_child_given_up_while_its_parent_waits_keeps_the_trace_it_went_out_with(loop):
+    """A server span adopted by a client span that waits itself (for its thread's request), then
+    given up when too many wait (max_pending): it goes out as a root with a trace of its own.
+    When its parent's trace comes, the child, already sent, keeps its own: the log join reads
+    the kept span, and a line must get the trace its span was sent with."""
+    b = SpanBuilder(SpansConfig(hold=0.5), packed=True)
+    if loop == "python" or b._fast is None:
+        b._fast = None
+    a, call_from, callee = ("127.0.0.1", 8080), ("127.0.0.1", 40002), ("127.0.0.1", 9000)
+    out = b.observe([conn("accept", 10, 4, a, ("127.0.0.1", 5555)),  # 10 serves...
+                     conn("connect", 10, 5, call_from, callee),       # ...and calls 11
+                     conn("accept", 11, 4, callee, call_from)], 0.0)
+    b.max_pending = 1  # the config's bound (65,536 by default), reached
+    child = http("server", 11, 11, 4, 3, 4, path="/child")  # waits for 10's call
+    out += b.observe([child], 0.0)
+    out += b.observe([http("client", 10, 10, 5, 2, 6, path="/call")], 0.0)  # adopts it, waits
+    out += b.observe([http("server", 10, 10, 4, 0, 10, path="/front", tp=TP)], 0.0)
+    out += b.expire(10.0)
+    spans = {s.attrs["url.path"]: s for s in _emitted(out)}
+    assert set(spans) == {"/child", "/call", "/front"}
+    assert spans["/call"].trace_id == spans["/front"].trace_id == TP[3:35]
+    assert spans["/child"].parent_span_id == "" and spans["/child"].trace_id != TP[3:35]
+    kept = b.span_of(11, 4, child.boot_ns)
+    assert (kept.span_id, kept.trace_id) == (spans["/child"].span_id, spans["/child"].trace_id)
+
+
+@settings(max_examples=200, deadline=None)
+@given(script=scripts, compiled_loop=st.booleans())
+def test_every_kept_span_that_went_out_has_the_ids_it_went_out_with(script, compiled_loop):
+    """What the log join reads of a sent span (SpanBuilder.span_of) is what was sent, whatever
+    waits, adoptions and give-ups came between (max_pending small: give-ups, often)."""
+    b = SpanBuilder(SpansConfig(hold=0.5), packed=True)
+    b.max_pending = 3
+    if not compiled_loop or b._fast is None:
+        b._fast = None
+    sent, chunk, now = set(), [], 0.0
+    for op in script + ["cut"]:
+        if op == "cut" or type(op) is tuple:
+            if chunk:
+                sent.update((s.span_id, s.trace_id) for s in _emitted(b.observe(chunk, now)))
+                chunk = []
+            if type(op) is tuple:
+                now += op[1]
+                sent.update((s.span_id, s.trace_id) for s in _emitted(b.expire(now)))
+        else:
+            chunk.append(op)
+        for s in b.exchanges.values():
+            if s.sent:
+                assert (s.span_id, s.trace_id) in sent
