@@ -104,8 +104,9 @@ class LogJoiner:
         self.head_bytes = LOG_HEAD
         self.followed: OrderedDict[tuple[int, int], int] = OrderedDict()
         """(dev, ino) -> boot time of its last write seen."""
-        self.poison: dict[tuple, int] = {}
-        """(file, content) whose next line is ambiguous (its twin's write was taken first)."""
+        self.poison: set[int] = set()
+        """id()s of pending writes whose line is ambiguous: each the twin of the write of the
+        same bytes taken before it (an id leaves the set as its write leaves its queue)."""
         self.held: dict[tuple[int, int], deque[_Held]] = {}
         self.stats = JoinStats()
         self.last_boot = 0
@@ -267,18 +268,20 @@ class LogJoiner:
             return None
         w = q.popleft()
         self.pending_writes -= 1
-        if not q:
-            del by_content[content]
-        poisoned = self.poison.get((key, content))
-        if poisoned:
-            self.poison[(key, content)] = poisoned - 1
-            return "ambiguous"
+        poison = self.poison
+        ambiguous = False
+        if poison and id(w) in poison:
+            poison.discard(id(w))
+            ambiguous = True
         if q and q[0].tid != w.tid and q[0].boot_ns - w.boot_ns <= self.reorder_ns:
             # Its twin: the same bytes by another thread at the same instant. Which of the two
-            # lines came first in the file is not known: both are ambiguous.
-            self.poison[(key, content)] = 1
-            return "ambiguous"
-        return w
+            # lines came first in the file is not known: both are ambiguous (and the twin's
+            # own twin, a third, too: the check runs again as the twin is taken).
+            poison.add(id(q[0]))
+            ambiguous = True
+        if not q:
+            del by_content[content]
+        return "ambiguous" if ambiguous else w
 
     def _exchange_of(self, w: LogWriteEvent):
         """"ambiguous", None (no request), or "exchange" (pid, req_fd, req_boot_ns)."""
@@ -304,7 +307,7 @@ class LogJoiner:
         for key, by_content in list(self.writes.items()):
             for content, q in list(by_content.items()):
                 while q and q[0].boot_ns < horizon:
-                    q.popleft()
+                    self.poison.discard(id(q.popleft()))
                 if not q:
                     del by_content[content]
                 n += len(q)

@@ -76,6 +76,46 @@ def test_an_event_loop_thread_is_ambiguous_and_a_long_finished_request_is_none()
     assert j.stats.no_request == 1
 
 
+def test_three_twin_writes_make_all_three_lines_ambiguous():
+    spans, j = joiner()
+    evs = [exchange(4, 1, 5, "/a"), exchange(5, 1, 5, "/b", tid=12),
+           exchange(6, 1, 5, "/c", tid=13), write(b"same", 3, (4, 1)),
+           write(b"same", 3, (5, 1), tid=12), write(b"same", 3, (6, 1), tid=13), write(b"x", 60)]
+    run(j, spans, evs)
+    (ev,) = run(j, spans, [lines(b"same", b"same", b"same")])
+    assert [x.ambiguous for x in ev.joins] == [True, True, True]
+    assert not j.poison
+
+
+def test_twins_leave_nothing_behind_and_a_dropped_twin_spoils_no_later_line():
+    spans, j = joiner()
+    for i in range(200):  # lines that differ (a request id): every twin a content of its own
+        t = 10 * i
+        data = b"req %d" % i
+        evs = [exchange(4, t + 1, 5, "/a"), exchange(5, t + 1, 5, "/b", tid=12),
+               write(data, t + 3, (4, t + 1)), write(data, t + 3, (5, t + 1), tid=12),
+               write(b"x", t + 8)]
+        run(j, spans, evs, now=t / 1000)
+        (ev,) = run(j, spans, [lines(data, data, read_ms=t + 9)], now=t / 1000)
+        assert [x.ambiguous for x in ev.joins] == [True, True]
+    assert not j.poison
+    # A twin whose own line never came (its write dropped from the pending ones, unread): a
+    # later line of the same bytes, alone, is its own write's, not ambiguous.
+    run(j, spans, [exchange(4, 3000, 5, "/a"), exchange(5, 3000, 5, "/b", tid=12),
+                   write(b"twin", 3001, (4, 3000)), write(b"twin", 3001, (5, 3000), tid=12),
+                   write(b"x", 3002)], now=3.0)
+    (ev,) = run(j, spans, [lines(b"twin", read_ms=3003)], now=3.0)
+    assert [x.ambiguous for x in ev.joins] == [True]
+    assert len(j.poison) == 1
+    run(j, spans, [write(b"x", 20000)], now=20.0)  # 17 s on...
+    j.release(20.0)  # ...the twin's write is dropped (WRITE_KEEP_NS)
+    assert not j.poison
+    run(j, spans, [exchange(7, 20001, 5, "/later"), write(b"twin", 20002, (7, 20001)),
+                   write(b"x", 20010)], now=20.0)
+    (ev,) = run(j, spans, [lines(b"twin", read_ms=20011)], now=20.0)
+    assert [(x.ambiguous, x.path) for x in ev.joins] == [(False, "/later")]
+
+
 def test_a_lost_write_clears_what_is_pending_so_no_line_takes_a_twin():
     spans, j = joiner()
     evs = [exchange(4, 1, 5, "/a"), exchange(5, 10, 5, "/b"),
