@@ -263,7 +263,12 @@ class ProcessTable:
             self._add(proc)
         proc.comm = ev.comm or proc.comm
         proc.exe = ev.filename or proc.exe
-        proc.cmdline = tuple(ev.argv) or proc.cmdline
+        if ev.argv or ev.kind == "exec":
+            # An exec's arguments are the new program's. The probe cannot read them when they
+            # lie in pages the process has not touched (a string literal in a child fresh from
+            # fork: bpf_probe_read_user does not fault pages in): then they are unknown, not the
+            # old program's (a fork's entry holds its parent's).
+            proc.cmdline = tuple(ev.argv)
         if ev.uid >= 0:
             proc.uid, proc.user = ev.uid, self.user(ev.uid)
         proc.changed()

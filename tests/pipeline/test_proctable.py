@@ -190,6 +190,29 @@ def test_an_exec_taken_after_the_process_exited_keeps_the_program_the_event_name
         child.wait()
 
 
+def test_an_exec_whose_arguments_the_probe_could_not_read_never_keeps_the_parent_s():
+    """A short-lived child's exec taken after it was reaped (no /proc to read), whose argv the
+    probe could not copy (bpf_probe_read_user fails on pages not yet faulted in: a string
+    literal in a child fresh from fork): its fork's entry held the parent's command line, which
+    must not stay as the new program's."""
+    table = ProcessTable()
+    child = subprocess.Popen(["/bin/true"])
+    child.wait()
+    assert table.read(child.pid) is None
+    table.apply(ProcessEvent(kind="fork", time_ns=0, pid=child.pid, ppid=os.getpid(),
+                             comm="python", start_ns=1, source="ebpf"), now=0)
+    forked = table.lookup(child.pid, now=0, read=False)
+    assert forked.cmdline == table.lookup(os.getpid(), now=0).cmdline != ()
+    proc = table.apply(ProcessEvent(kind="exec", time_ns=0, pid=child.pid, comm="true",
+                                    filename="/bin/true", argv=[], start_ns=1, source="ebpf"),
+                       now=0)
+    assert proc.exe == "/bin/true" and proc.cmdline == ()
+    proc = table.apply(ProcessEvent(kind="exec", time_ns=0, pid=child.pid, comm="true",
+                                    filename="/bin/true", argv=["true", "-x"], start_ns=1,
+                                    source="ebpf"), now=0)
+    assert proc.cmdline == ("true", "-x")
+
+
 def test_a_poll_offers_the_cpu_as_it_goes_through_proc(monkeypatch):
     """A poll reads a file or two per process of the host (~1 ms here with 120 of them, tens of
     ms on a big host): it gives the CPU to a waiting traced process between them, as the
