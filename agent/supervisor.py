@@ -83,6 +83,8 @@ class Child:
     due: float | None = 0.0
     """Monotonic time at which to (re)start it; None while it runs or once it is done."""
     restarts: int = 0
+    stop_sent: bool = False
+    """A service told to stop (once the data's children are gone)."""
 
 
 class Kill(enum.Enum):
@@ -241,6 +243,7 @@ class Supervisor:
                 self.rundir.forget(pid)
             self._exited(child, pid, code)
             self._publish_children()
+        self._stop_services()
 
     def _exited(self, child: Child, pid: int, code: int) -> None:
         role = child.spec.role
@@ -305,7 +308,19 @@ class Supervisor:
             if child.pid is None:
                 child.due = None
                 self._close_downstream(child)  # a child waiting to restart will not drain
-            elif child.spec.kind in ("input", "service"):
+            elif child.spec.kind == "input":
+                self._signal(child, "terminate")
+        self._publish_children()  # /ready: "the agent is stopping"
+        self._stop_services()
+
+    def _stop_services(self) -> None:
+        """While stopping: the services (the HTTP listener) go once nothing else runs, so
+        that /ready, /status and /metrics show the drain to its end."""
+        if not self.stopping or any(c.spec.kind != "service" for c in self.pids.values()):
+            return
+        for child in self.pids.values():
+            if not child.stop_sent:
+                child.stop_sent = True
                 self._signal(child, "terminate")
 
     def _signal(self, child: Child, how: Literal["terminate", "kill"]) -> None:

@@ -240,3 +240,43 @@ def test_a_remote_listen_address_is_refused_unless_allowed(tmp_path):
                                        (["agent", "http", "listen"], "0.0.0.0:9595"),
                                        (["agent", "http", "allow_remote"], True)])
     assert cfg.agent.http.listen == "0.0.0.0:9595"
+
+
+def test_ready_says_stopping_through_a_drain_and_the_listener_goes_last(tmp_path):
+    """SIGTERM while the output is stuck (its receiver accepted the connection and reads
+    nothing): the drain lasts until its deadline, and all along /ready answers 503 "the agent
+    is stopping" (the listener used to be stopped with the inputs, first: no answer at all
+    during a drain)."""
+    import socket
+
+    log = tmp_path / "app.log"
+    with open(log, "wb") as f:
+        for i in range(300_000):  # ~30 MB: more than the socket buffers hold
+            f.write(b"%099d\n" % i)
+    rx = socket.create_server(("127.0.0.1", 0))
+    held = []
+    rx.settimeout(30)
+    agent, address = _agent(tmp_path, "-f", str(log), "--from-beginning", "--output-tcp",
+                            f"127.0.0.1:{rx.getsockname()[1]}", "--drain-timeout", "4")
+    try:
+        held.append(rx.accept()[0])  # and never read from
+        wait_for(lambda: value(metrics(address), C + "sent_events_total",
+                               component="output tcp") is not None, what="the output sending")
+        agent.proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+
+        def stopping():
+            code, body = get_json(f"http://{address}/ready")
+            return body if code == 503 and "the agent is stopping" in body.get("why_not", []) \
+                else None
+
+        assert wait_for(stopping, timeout=3, what="/ready to say the agent is stopping")
+        time.sleep(1.5)
+        assert agent.proc.poll() is None and time.monotonic() - t0 < 3.5  # still draining...
+        assert get(f"http://{address}/health")[0] == 200  # ...and the listener still answers
+        agent.proc.wait(timeout=30)
+        assert "the drain deadline passed" in agent.stderr()
+    finally:
+        for c in held:
+            c.close()
+        rx.close()
