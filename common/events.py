@@ -221,6 +221,8 @@ class HttpEvent(msgspec.Struct, tag="http", array_like=True, frozen=True, gc=Fal
     weight: int = 1
     """How many exchanges this one stands for: N when the http probe sampled 1 in N (its
     budget, ``[inputs.ebpf] max_exchanges_per_second``, was exceeded), else 1."""
+    tls: bool = False
+    """Seen in the TLS library's plaintext (OpenSSL's uprobes): HTTPS."""
 
 
 class LossEvent(msgspec.Struct, tag="loss", array_like=True, frozen=True, gc=False):

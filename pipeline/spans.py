@@ -55,7 +55,8 @@ PACKED = pack_span is not None
 """Whether the pipeline's spans can go straight to their msgpack bytes (``SpanBuilder(packed=
 True)``: common/speedups/spans.c ``pack_span``, the same bytes as msgspec makes of ``_event``'s
 SpanEvent)."""
-_ATTR_KEYS = ("http.request.method", "url.path", "url.query", "http.response.status_code",
+_ATTR_KEYS = ("http.request.method", "url.path", "url.query", "url.scheme",
+              "http.response.status_code",
               "error.type", "network.protocol.version", "network.peer.address",
               "network.peer.port", "server.address", "server.port", "client.address",
               "client.port", "url.full", "thread.id", "log_shuttle.headers_cut",
@@ -64,7 +65,7 @@ _ATTR_KEYS = ("http.request.method", "url.path", "url.query", "http.response.sta
 _PACKED_KEYS = tuple(msgspec.msgpack.encode(k) for k in _ATTR_KEYS)
 _PACKED_FIELDS = bytes(HttpEvent.__struct_fields__.index(n) for n in (
     "time_ns", "tid", "direction", "method", "path", "status", "duration_ns", "peer_addr",
-    "peer_port", "version", "traceparent", "headers_cut", "weight"))
+    "peer_port", "version", "traceparent", "headers_cut", "weight", "tls"))
 """Where pack_span finds what it reads (its F_* order) in ``astuple(HttpEvent)``."""
 _FAST_FIELDS = bytes(HttpEvent.__struct_fields__.index(n) for n in (
     "pid", "fd", "comm", "process", "boot_ns"))
@@ -425,6 +426,8 @@ class SpanBuilder:
                                            "url.query": query}
         else:
             attrs = {"http.request.method": ev.method, "url.path": path}
+        scheme = "https" if ev.tls else "http"
+        attrs["url.scheme"] = scheme
         if status:
             attrs["http.response.status_code"] = status
         if error:
@@ -449,7 +452,7 @@ class SpanBuilder:
         elif peer:
             attrs.update({"network.peer.address": peer, "network.peer.port": port,
                           "server.address": peer, "server.port": port,
-                          "url.full": f"http://{peer}:{port}{ev.path}"})
+                          "url.full": f"{scheme}://{peer}:{port}{ev.path}"})
         attrs["thread.id"] = ev.tid
         if ev.headers_cut and not ev.traceparent:
             attrs["log_shuttle.headers_cut"] = 1

@@ -13,8 +13,8 @@
  * there. With kit[X_RAW] (msgspec.Raw, not None) the event comes as its msgpack bytes, those
  * msgspec makes of the HttpEvent (what the input sends on, with no object per event), or None
  * for values of types it does not expect. */
-enum { X_EVENT, X_NEED, X_READ_OP, X_SHIFT, X_METHODS, X_VERSIONS, X_SERVER, X_CLIENT, X_RAW,
-       X_COUNT };
+enum { X_EVENT, X_NEED, X_READ_OP, X_SHIFT, X_METHODS, X_VERSIONS, X_SERVER, X_CLIENT, X_TLS,
+       X_RAW, X_COUNT };
 /* Where the record's fields are: struct ev_header then struct http_exchange_ev, packed, little
  * endian (inputs/ebpf/translate.py EXCHANGE: "<IIIIQ16s" "iIQIIII16s"; tests/inputs/ebpf/
  * test_layouts.py holds those to bpf/events.h). A kit whose X_NEED is not EX_DATA (the layout
@@ -92,7 +92,7 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (wrong_nargs("http_exchange", nargs, 5))
         return NULL;
     PyObject *item = args[0], *peers = args[2], *comms = args[3], *kitobj = args[4];
-    int64_t offset, need, read_op, shift;
+    int64_t offset, need, read_op, shift, tls_flag;
     if (!PyTuple_CheckExact(kitobj) || PyTuple_GET_SIZE(kitobj) != X_COUNT
             || !PyDict_CheckExact(comms) || !PyDict_Check(peers) || !as_int(args[1], &offset)) {
         PyErr_SetString(PyExc_TypeError, "http_exchange: arguments of the wrong types");
@@ -102,6 +102,7 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                                                           * its pairs are (bytes, str) */
     if (!as_int(kit[X_NEED], &need) || !as_int(kit[X_READ_OP], &read_op)
             || !as_int(kit[X_SHIFT], &shift) || shift < 0 || shift > 31
+            || !as_int(kit[X_TLS], &tls_flag)
             || !pairs_ok(kit[X_METHODS]) || !pairs_ok(kit[X_VERSIONS])) {
         PyErr_SetString(PyExc_TypeError, "http_exchange: a kit of the wrong types");
         return NULL;
@@ -199,6 +200,7 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if ((path = PyUnicode_DecodeUTF8(sp1 + 1, sp2 - sp1 - 1, "replace")) == NULL)
         goto done;
     int64_t weight = flags >> shift;
+    int tls = (flags & tls_flag) != 0;
     if (kit[X_RAW] != Py_None) {  /* the event's msgpack bytes, as msgspec encodes it */
         Str sn, sp, sm, sv, sd, sa;
         int64_t port;
@@ -213,13 +215,13 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
             goto done;
         }
-        /* the array's header and tag, nine ints, six strs and their heads, five constants */
+        /* the array's header and tag, nine ints, six strs and their heads, six constants */
         size_t room = 3 + 5 + 9 * 9 + 6 * 5 + (size_t)(sn.n + sp.n + sm.n + sv.n + sd.n + sa.n)
-                      + 5;
+                      + 6;
         if ((packed = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)room)) == NULL)
             goto done;
         char *o = PyBytes_AS_STRING(packed);
-        static const char head[] = "\xdc\x00\x15\xa4http";  /* 21 items: the tag, 20 fields */
+        static const char head[] = "\xdc\x00\x16\xa4http";  /* 22 items: the tag, 21 fields */
         memcpy(o, head, 8);
         o += 8;
         o = mp_int(o, ts + offset);
@@ -242,6 +244,7 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         *o++ = (char)(blank == NULL ? 0xC3 : 0xC2);  /* headers_cut */
         *o++ = 0;  /* seq */
         o = mp_int(o, weight ? weight : 1);
+        *o++ = (char)(tls ? 0xC3 : 0xC2);  /* tls */
         if (_PyBytes_Resize(&packed, o - PyBytes_AS_STRING(packed)) < 0)
             goto done;  /* packed is NULL then */
         out = PyObject_CallOneArg(kit[X_RAW], packed);
@@ -256,12 +259,13 @@ http_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (time == NULL || codeobj == NULL || dur == NULL || w == NULL || tid_o == NULL
             || ts_o == NULL)
         goto done;
-    PyObject *fields[20] = {
+    PyObject *fields[21] = {
         time, pid_o, tid_o, name, fd_o,
         op == read_op ? kit[X_SERVER] : kit[X_CLIENT], method, path, codeobj, dur,
         PyTuple_GET_ITEM(peer, 0), PyTuple_GET_ITEM(peer, 1), version, Py_None, ts_o,
-        S_empty, S_empty, blank == NULL ? Py_True : Py_False, S_zero, w};
-    out = PyObject_Vectorcall(kit[X_EVENT], fields, 20, NULL);
+        S_empty, S_empty, blank == NULL ? Py_True : Py_False, S_zero, w,
+        tls ? Py_True : Py_False};
+    out = PyObject_Vectorcall(kit[X_EVENT], fields, 21, NULL);
 done:
     Py_XDECREF(packed);
     Py_DECREF(peer);

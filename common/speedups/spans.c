@@ -6,13 +6,13 @@
 
 /* The attributes' keys, in the order pipeline/spans.py passes them (_ATTR_KEYS) and a span's
  * attributes come in. */
-enum { A_METHOD, A_PATH, A_QUERY, A_STATUS, A_ERROR, A_VERSION, A_PEER_ADDR, A_PEER_PORT,
+enum { A_METHOD, A_PATH, A_QUERY, A_SCHEME, A_STATUS, A_ERROR, A_VERSION, A_PEER_ADDR, A_PEER_PORT,
        A_SERVER_ADDR, A_SERVER_PORT, A_CLIENT_ADDR, A_CLIENT_PORT, A_URL_FULL, A_THREAD,
        A_HEADERS_CUT, A_WEIGHT, A_KEYS };
 /* The HttpEvent fields it reads, in the order pipeline/spans.py gives their places in
  * msgspec.structs.astuple(event) (_PACKED_FIELDS). */
 enum { F_TIME, F_TID, F_DIRECTION, F_METHOD, F_PATH, F_STATUS, F_DURATION, F_PEER_ADDR,
-       F_PEER_PORT, F_VERSION, F_TRACEPARENT, F_HEADERS_CUT, F_WEIGHT, F_COUNT };
+       F_PEER_PORT, F_VERSION, F_TRACEPARENT, F_HEADERS_CUT, F_WEIGHT, F_TLS, F_COUNT };
 
 /* pack_span(values, places, trace_id, span_id, parent, tracestate, how, local, resource, head,
  *           keys) -> bytes | None
@@ -63,7 +63,8 @@ pack_span_of(PyObject *const *args)
             || !as_int(f[F_TID], &tid) || !as_int(f[F_STATUS], &status)
             || !as_int(f[F_DURATION], &duration) || !as_int(f[F_PEER_PORT], &peer_port)
             || !as_int(f[F_WEIGHT], &weight) || !as_str(f[F_TRACEPARENT], &traceparent)
-            || !PyBool_Check(f[F_HEADERS_CUT]) || !as_str(args[2], &trace_id)
+            || !PyBool_Check(f[F_HEADERS_CUT]) || !PyBool_Check(f[F_TLS])
+            || !as_str(args[2], &trace_id)
             || !as_str(args[3], &span_id) || !as_str(args[4], &parent)
             || !as_str(args[5], &tracestate) || !as_str(args[6], &how))
         Py_RETURN_NONE;
@@ -94,7 +95,8 @@ pack_span_of(PyObject *const *args)
     }
     int cut = f[F_HEADERS_CUT] == Py_True && traceparent.n == 0;
 
-    int n = 4 + (q != NULL) + (status != 0) + error + cut + (weight > 1);
+    int tls = f[F_TLS] == Py_True;
+    int n = 5 + (q != NULL) + (status != 0) + error + cut + (weight > 1);
     if (server) {
         if (peer.n)
             n += has_local ? 6 : 4;
@@ -103,14 +105,12 @@ pack_span_of(PyObject *const *args)
     } else if (peer.n) {
         n += 5;
     }
-    if (n > 15)
-        Py_RETURN_NONE;  /* not a fixmap: cannot happen with these rules; Python's, if it did */
     size_t strings = (size_t)(direction.n + method.n * 2 + path.n * 3 + peer.n * 5 + version.n
                               + trace_id.n + span_id.n + parent.n + tracestate.n + how.n
                               + laddr.n * 2);
     /* ints at most 9 bytes, str headers 5, the error's and url.full's port digits and the
      * rest of url.full under 128 */
-    size_t bound = 16 * 9 + 20 * 5 + 128 + strings + key_bytes
+    size_t bound = 17 * 9 + 21 * 5 + 128 + strings + key_bytes
                    + (size_t)PyBytes_GET_SIZE(resource) + (size_t)PyBytes_GET_SIZE(head);
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)bound);
     if (out == NULL)
@@ -126,8 +126,15 @@ pack_span_of(PyObject *const *args)
     o = mp_str(o, direction.s, (size_t)direction.n);
     o = mp_str(o, method.s, (size_t)method.n);
     *o++ = (char)(error ? 0xC3 : 0xC2);
-    /* the attributes, counted before they are written */
-    *o++ = (char)(0x80 | n);  /* at most 15 (checked above): a fixmap */
+    /* the attributes, counted before they are written: a fixmap up to 15, else a map 16 (as
+     * msgspec writes a dict) */
+    if (n <= 15) {
+        *o++ = (char)(0x80 | n);
+    } else {
+        *o++ = (char)0xDE;
+        *o++ = 0;
+        *o++ = (char)n;
+    }
     KEY(A_METHOD);
     o = mp_str(o, method.s, (size_t)method.n);
     KEY(A_PATH);
@@ -136,6 +143,8 @@ pack_span_of(PyObject *const *args)
         KEY(A_QUERY);
         o = mp_str(o, query.s, (size_t)query.n);
     }
+    KEY(A_SCHEME);
+    o = tls ? mp_str(o, "https", 5) : mp_str(o, "http", 4);
     if (status) {
         KEY(A_STATUS);
         o = mp_int(o, status);
@@ -164,9 +173,10 @@ pack_span_of(PyObject *const *args)
         KEY(A_URL_FULL);
         char port[24];
         int k = snprintf(port, sizeof port, "%lld", (long long)peer_port);
-        o = mp_str_head(o, 7 + (size_t)peer.n + 1 + (size_t)k + (size_t)path.n);
-        memcpy(o, "http://", 7);
-        o += 7;
+        size_t sch = tls ? 8 : 7;
+        o = mp_str_head(o, sch + (size_t)peer.n + 1 + (size_t)k + (size_t)path.n);
+        memcpy(o, tls ? "https://" : "http://", sch);
+        o += sch;
         memcpy(o, peer.s, (size_t)peer.n);
         o += peer.n;
         *o++ = ':';

@@ -36,6 +36,8 @@ HTTP_OP_WRITE = 1
 AF_INET = 2
 AF_INET6 = 10
 HTTP_STATUS_LEN = 16
+HTTP_FLAG_TLS = 1
+"""An exchange's flags & HTTP_FLAG_TLS: seen in the TLS library's plaintext (HTTPS)."""
 HTTP_WEIGHT_SHIFT = 16
 """An exchange's flags >> HTTP_WEIGHT_SHIFT: how many exchanges it stands for when the http
 probe samples (1 in N: N; 0 means 1)."""
@@ -146,6 +148,8 @@ class HttpExchange(NamedTuple):
     """The request's first bytes (at most the payload size the programs were built with)."""
     weight: int = 1
     """How many exchanges it stands for (the probe sampled 1 in ``weight``)."""
+    tls: bool = False
+    """Seen in the TLS library's plaintext (HTTP_FLAG_TLS)."""
 
 
 Raw = ExecArgs | Exec | Fork | Exit | Conn | HttpData | FdClose | HttpExchange
@@ -237,7 +241,7 @@ def decode_http_exchange(h: Header, data: bytes) -> HttpExchange:
     start = SIZES["http_exchange_ev"]
     return HttpExchange(h, fd, op, resp_ts, length, resp_len,
                         status[:min(resp_len, HTTP_STATUS_LEN)], bytes(data[start:start + copied]),
-                        flags >> HTTP_WEIGHT_SHIFT or 1)
+                        flags >> HTTP_WEIGHT_SHIFT or 1, bool(flags & HTTP_FLAG_TLS))
 
 
 _DECODERS = {

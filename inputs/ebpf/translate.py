@@ -24,7 +24,7 @@ from inputs.ebpf.http import METHODS, HttpTracker, RequestLine, StatusLine, pars
 from inputs.ebpf.logwrite import EV_LOG_WRITE, LogWrite, LogWriteTranslator, decode_log_write
 from inputs.ebpf.layouts import (
     EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_HTTP_EXCHANGE, HEADER, HTTP_EXCHANGE, HTTP_OP_READ,
-    HTTP_STATUS_LEN, HTTP_WEIGHT_SHIFT, SIZES, Conn, DecodeError, Exec, ExecArgs, Exit, FdClose,
+    HTTP_FLAG_TLS, HTTP_STATUS_LEN, HTTP_WEIGHT_SHIFT, SIZES, Conn, DecodeError, Exec, ExecArgs, Exit, FdClose,
     Fork, HttpData, HttpExchange, Raw, decode,
 )
 
@@ -45,7 +45,7 @@ _U64_AT = struct.Struct("<Q").unpack_from
 _TS_AT = HEADER.size - 16 - 8
 """Where a record's boot time is (struct ev_header's ts_ns, before its comm)."""
 _FAST_KIT = (HttpEvent, EXCHANGE_DATA, HTTP_OP_READ, HTTP_WEIGHT_SHIFT, tuple(_METHOD_TEXT.items()),
-             tuple(_VERSION_TEXT.items()), "server", "client", None)
+             tuple(_VERSION_TEXT.items()), "server", "client", HTTP_FLAG_TLS, None)
 """What common/speedups/ebpf.c http_exchange uses (its X_* order): HttpEvents."""
 _PACKED_KIT = _FAST_KIT[:-1] + (msgspec.Raw,)
 """The same, for the HttpEvents' msgpack bytes (``Translator(packed=True)``)."""
@@ -229,7 +229,7 @@ class Translator:
                 ts + offset, pid, tid, name, fd, "server" if op == HTTP_OP_READ else "client",
                 method, path, code, resp_ts - ts if resp_ts > ts else 0,
                 peer[0] if peer else "", peer[1] if peer else 0, version, None, ts, tp, tstate,
-                cut, 0, flags >> HTTP_WEIGHT_SHIFT or 1))
+                cut, 0, flags >> HTTP_WEIGHT_SHIFT or 1, bool(flags & HTTP_FLAG_TLS)))
         stats = self.http.stats
         stats.requests += exchanges
         stats.exchanges += exchanges
@@ -358,7 +358,8 @@ class Translator:
             path=line.path, status=status.status if type(status) is StatusLine else 0,
             duration_ns=max(0, raw.response_ts_ns - h.ts_ns),
             peer_addr=peer[0] if peer else "", peer_port=peer[1] if peer else 0,
-            version=line.version, weight=raw.weight)
+            version=line.version, boot_ns=h.ts_ns, traceparent=tp, tracestate=tstate,
+            headers_cut=cut, weight=raw.weight, tls=raw.tls)
 
     def _http(self, raw: HttpData) -> HttpEvent | None:
         ex = self.http.data(raw)

@@ -48,12 +48,25 @@ def test_a_server_span_has_the_semantic_conventions_and_a_new_trace():
     assert s.attrs["http.response.status_code"] == 503 and s.attrs["error.type"] == "503"
     assert (s.attrs["server.address"], s.attrs["server.port"]) == ("127.0.0.1", 8080)
     assert (s.attrs["client.address"], s.attrs["client.port"]) == ("127.0.0.1", 5555)
-    assert s.attrs["network.protocol.version"] == "1.1"
+    assert s.attrs["network.protocol.version"] == "1.1" and s.attrs["url.scheme"] == "http"
     assert s.resource == {"service.name": "nginx", "process.pid": 10,
                           "process.executable.name": "nginx",
                           "process.executable.path": "/usr/sbin/nginx",
                           "process.command_line": "nginx: worker process",
                           "container.id": "ab" * 32}
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_an_exchange_seen_in_tls_plaintext_is_https(packed):
+    b = SpanBuilder(packed=packed)
+    out = b.observe([msgspec.structs.replace(
+        http("client", 20, 20, 3, 0, 1, path="/p?q=1", peer=("10.0.0.5", 8443), comm="curl"),
+        tls=True), http("client", 21, 21, 3, 0, 1, path="/p", peer=("10.0.0.5", 80))], 0.0)
+    tls, plain = [msgspec.msgpack.decode(bytes(s), type=SpanEvent) if type(s) is msgspec.Raw
+                  else s for s in out]
+    assert tls.attrs["url.scheme"] == "https"
+    assert tls.attrs["url.full"] == "https://10.0.0.5:8443/p?q=1"
+    assert plain.attrs["url.scheme"] == "http" and plain.attrs["url.full"] == "http://10.0.0.5:80/p"
 
 
 def test_status_error_rules_differ_by_side():
@@ -184,11 +197,12 @@ texts = st.text(max_size=12) | st.sampled_from(["x" * 31, "y" * 32, "é" * 200, 
 ints = st.sampled_from([0, 1, 127, 128, 255, 256, 65535, 65536, 2**32, 2**63 - 1, -1, -32, -33,
                         -129, -2**31 - 1, -2**63]) | st.integers(-2**63, 2**63 - 1)
 exchanges = st.builds(
-    lambda direction, path, status, peer, version, tp, cut, weight, tid, dur, local, tstate, how:
+    lambda direction, path, status, peer, version, tp, cut, weight, tid, dur, local, tstate, how,
+    tls:
     (HttpEvent(time_ns=1_700_000_000_000 * MS + dur, pid=10, tid=tid, comm="srv", fd=4,
                direction=direction, method="GET", path=path, status=status, duration_ns=dur,
                peer_addr=peer[0], peer_port=peer[1], version=version, boot_ns=10**9,
-               traceparent=tp, headers_cut=cut, weight=weight,
+               traceparent=tp, headers_cut=cut, weight=weight, tls=tls,
                process=ProcessInfo(pid=10, comm="srv", exe="/bin/srv", cmdline=["srv", "é"])),
      local, tstate, how),
     st.sampled_from(["server", "client"]),
@@ -204,7 +218,7 @@ exchanges = st.builds(
     st.integers(0, 10**12),
     st.sampled_from([None, ("127.0.0.1", 8080, "127.0.0.1", 40001), ("::1", 0, "", 0)])
     | st.tuples(texts, ints, texts, ints),
-    texts, st.sampled_from(["", "connection", "thread", "traceparent"]))
+    texts, st.sampled_from(["", "connection", "thread", "traceparent"]), st.booleans())
 
 
 @compiled
@@ -219,6 +233,19 @@ def test_a_span_s_bytes_are_msgspec_s_bytes_of_its_span_event(cases):
         packed = b._packed(s)
         assert type(packed) is msgspec.Raw  # made in C, not the fallback
         assert bytes(packed) == msgspec.msgpack.encode(b._event(s))
+
+
+@compiled
+def test_a_span_of_sixteen_attributes_is_a_map_16_as_msgspec_writes_it():
+    ev = HttpEvent(time_ns=1, pid=10, tid=11, comm="srv", fd=4, direction="server", method="GET",
+                   path="/a?b=1", status=503, duration_ns=5, peer_addr="127.0.0.1",
+                   peer_port=40001, boot_ns=1, headers_cut=True, weight=3, tls=True)
+    s = _Span(ev, "b" * 16, 1, 6, 0.0, trace_id="a" * 32,
+              local=("127.0.0.1", 8443, "127.0.0.1", 40001))
+    b = SpanBuilder(packed=True)
+    expected = msgspec.msgpack.encode(b._event(s))
+    assert len(b._event(s).attrs) == 16
+    assert bytes(b._packed(s)) == expected
 
 
 @compiled

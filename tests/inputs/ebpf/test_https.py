@@ -67,14 +67,14 @@ def test_nginx_over_https_with_curl_every_request_once_on_both_sides(live_input,
     by_path = {e.path: e for e in served}
     for p, (pid, row) in expected.items():
         s = by_path[p]
-        assert (s.direction, s.comm, s.peer_addr, s.peer_port) == \
-            ("server", "nginx", "127.0.0.1", row["local_port"])
+        assert (s.direction, s.comm, s.peer_addr, s.peer_port, s.tls) == \
+            ("server", "nginx", "127.0.0.1", row["local_port"], True)
         assert s.duration_ns > 0
     clients = [e for e in https(events) if e.direction == "client"]
     assert Counter(e.path for e in clients) == Counter(list(expected))  # each once
     for c in clients:
         pid, row = expected[c.path]
-        assert (c.pid, c.comm, c.method, c.status) == (pid, "curl", "GET", row["status"])
+        assert (c.pid, c.comm, c.method, c.status, c.tls) == (pid, "curl", "GET", row["status"], True)
         assert (c.peer_addr, c.peer_port) == ("127.0.0.1", nginx.port)
         assert by_path[c.path].duration_ns <= c.duration_ns  # the server's part is inside
 

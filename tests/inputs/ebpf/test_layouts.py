@@ -122,6 +122,7 @@ int main(void) {
     P(exec_args_ev, argc); P(exec_args_ev, argv); P(exec_ev, filename); P(exit_ev, signal);
     P(conn_ev, fd); P(conn_ev, family); P(conn_ev, saddr); P(conn_ev, daddr); P(conn_ev, duration_ns);
     P(http_ev, copied); P(http_ev, data); P(fd_close_ev, fd);
+    printf("HTTP_FLAG_TLS %d\nHTTP_WEIGHT_SHIFT %d\n", HTTP_FLAG_TLS, HTTP_WEIGHT_SHIFT);
     return 0;
 }
 """
@@ -153,3 +154,4 @@ def test_decoder_offsets_match_the_c_header(tmp_path):
     assert (got["http_exchange_ev.copied"], got["http_exchange_ev.response_len"]) == (h + 20, h + 24)
     assert (got["http_exchange_ev.status"], got["http_exchange_ev.data"]) == \
         (h + 32, L.SIZES["http_exchange_ev"])
+    assert (got["HTTP_FLAG_TLS"], got["HTTP_WEIGHT_SHIFT"]) == (L.HTTP_FLAG_TLS, L.HTTP_WEIGHT_SHIFT)

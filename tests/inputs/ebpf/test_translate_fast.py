@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 
 from common.fastpath import http_exchange
 from inputs.ebpf import translate
-from inputs.ebpf.layouts import EV_HTTP_EXCHANGE, HTTP_OP_READ, HTTP_OP_WRITE
+from common.events import HttpEvent
+from inputs.ebpf.layouts import EV_HTTP_EXCHANGE, HTTP_FLAG_TLS, HTTP_OP_READ, HTTP_OP_WRITE
 from inputs.ebpf.translate import Translator
 
 compiled = pytest.mark.skipif(http_exchange is None, reason="common._speedups not built: "
@@ -95,12 +96,13 @@ statuses = st.one_of(st.sampled_from([b"HTTP/1.1 200 OK\r\n", b"HTTP/1.0 404 Not
                      st.binary(max_size=16))
 comms = st.sampled_from([b"nginx", b"curl\0junk", b"\xff\xfeodd", b"x" * 16, b""])
 exchanges = st.builds(
-    lambda req, status, fd, ts, dur, op, comm, weight, copied, resp_len:
+    lambda req, status, fd, ts, dur, op, comm, weight, copied, resp_len, low:
     record(req, status.ljust(16, b"\0")[:16], fd=fd, ts=ts, resp_ts=max(0, ts + dur), op=op, comm=comm,
-           flags=weight << 16 | 3, copied=copied, resp_len=resp_len),
+           flags=weight << 16 | low, copied=copied, resp_len=resp_len),
     requests, statuses, st.sampled_from([5, 6, 7]), st.integers(400, 1000), st.integers(-50, 500),
     st.sampled_from([HTTP_OP_READ, HTTP_OP_WRITE]), comms, st.sampled_from([0, 1, 7, 65535]),
-    st.sampled_from([None, 0, 3, 10**6]), st.sampled_from([None, 0, 11, 12, 16, 10**6]))
+    st.sampled_from([None, 0, 3, 10**6]), st.sampled_from([None, 0, 11, 12, 16, 10**6]),
+    st.sampled_from([0, 1, 2, 3]))  # the low flags: HTTP_FLAG_TLS (1), and one not known
 conns = st.one_of(st.builds(accept, st.just(10), st.sampled_from([5, 6]), st.integers(0, 600),
                             st.integers(1, 65535)),
                   st.builds(close, st.just(10), st.sampled_from([5, 6]), st.integers(0, 1000)))
@@ -129,10 +131,14 @@ def test_the_common_exchange_is_made_in_c_and_the_others_are_left_to_python():
     peers = {(10, 5): ("127.0.0.9", 41000, 8080, 50)}
     ev = http_exchange(plain, 7, peers, {}, translate._FAST_KIT)
     assert (ev.time_ns, ev.pid, ev.tid, ev.fd, ev.comm, ev.boot_ns, ev.method, ev.path, ev.status,
-            ev.duration_ns, ev.peer_port, ev.weight, ev.headers_cut) == \
-        (107, 10, 11, 5, "nginx", 100, "GET", "/a?b=1", 200, 300, 41000, 5, False)
+            ev.duration_ns, ev.peer_port, ev.weight, ev.headers_cut, ev.tls) == \
+        (107, 10, 11, 5, "nginx", 100, "GET", "/a?b=1", 200, 300, 41000, 5, False, False)
     raw = http_exchange(plain, 7, peers, {}, translate._PACKED_KIT)
     assert type(raw) is msgspec.Raw and bytes(raw) == msgspec.msgpack.encode(ev)
+    tls = record(b"GET /a HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\n\0", flags=HTTP_FLAG_TLS)
+    assert http_exchange(tls, 7, peers, {}, translate._FAST_KIT).tls is True
+    assert msgspec.msgpack.decode(bytes(http_exchange(tls, 7, peers, {}, translate._PACKED_KIT)),
+                                  type=HttpEvent).tls is True
     # a clock that started at 1970 (no RTC, before NTP): the offset is negative, still C's
     assert http_exchange(plain, -7, peers, {}, translate._FAST_KIT).time_ns == 93
     assert http_exchange(plain[:87], 7, peers, {}, translate._FAST_KIT) is None  # cut short
