@@ -97,6 +97,13 @@ def tracefs_mounted() -> bool:
 def check_tracefs(*, mount: bool = True) -> Check:
     """Whether tracefs is mounted at /sys/kernel/tracing; mounts it when allowed to (root)."""
     if tracefs_mounted():
+        if not os.access(TRACEFS / "events", os.R_OK | os.X_OK, effective_ids=True):
+            # Capabilities without root (CAP_BPF, CAP_PERFMON) load programs, but BCC reads
+            # each tracepoint's format there: tracefs is root's alone by default (mode 0700).
+            return Check("tracefs", False, f"mounted at {TRACEFS}, but uid {os.geteuid()} cannot "
+                         "read it (BCC reads the tracepoints' formats there)",
+                         "run as root (sudo log-shuttle ...), or remount it readable: "
+                         f"mount -o remount,mode=0755 {TRACEFS}")
         return Check("tracefs", True, f"mounted at {TRACEFS}")
     if mount and os.geteuid() == 0:
         result = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)],

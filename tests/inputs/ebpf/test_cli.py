@@ -179,8 +179,28 @@ def test_doctor_as_an_unprivileged_user_says_what_to_fix():
     assert "fix: run as root" in out
     assert all(any(ln.split()[:3] == ["skip", "probe", p] for ln in out.splitlines())
                for p in ("process", "tcp", "http")), out
-    assert "result: the eBPF input cannot run here (1 problem(s))" in out
+    # and tracefs, root's alone (mode 0700) unless made readable
+    unreadable = not os.stat("/sys/kernel/tracing").st_mode & 0o005
+    assert f"result: the eBPF input cannot run here ({1 + unreadable} problem(s))" in out
     assert "Traceback" not in result.stderr
+
+
+@needs_root
+@pytest.mark.skipif(not Path("/sys/kernel/tracing/events").is_dir(),
+                    reason="tracefs is not mounted at /sys/kernel/tracing")
+def test_doctor_with_the_capabilities_but_not_root_says_tracefs_is_unreadable():
+    """CAP_BPF and CAP_PERFMON without root: the privileges check passes, and BCC would then
+    fail on every probe with a compiler error (it cannot read the tracepoints' formats in
+    tracefs, root's alone): the tracefs check says so, and how to fix it."""
+    if os.stat("/sys/kernel/tracing").st_mode & 0o005:
+        pytest.skip("tracefs is readable by others on this machine")
+    caps = ["--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"]
+    result = run("doctor", user=NOBODY[:-1] + caps)
+    out = result.stdout
+    assert any(ln.split()[:2] == ["ok", "privileges"] for ln in out.splitlines()), out
+    assert any(ln.split()[:2] == ["FAIL", "tracefs"] for ln in out.splitlines()), out
+    assert "uid 65534 cannot read it" in out and "mount -o remount,mode=0755" in out
+    assert result.returncode == 1 and "Traceback" not in result.stderr
 
 
 @needs_ebpf
