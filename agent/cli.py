@@ -285,11 +285,13 @@ def _http_address(address: str | None, config: Path | None) -> str:
 
 
 _ADDRESS = typer.Option(None, "--address", "-a", metavar="HOST:PORT",
-                        envvar="LOG_SHUTTLE_HTTP_LISTEN",
-                        help="The agent's HTTP listener (default: the configuration's "
-                             "[agent.http] listen, else 127.0.0.1:9595).")
-_CONFIG = typer.Option(None, "--config", "-c", dir_okay=False,
-                       help="Read the listener's address from this configuration.")
+                        envvar=["LOG_SHUTTLE_AGENT__HTTP__LISTEN", "LOG_SHUTTLE_HTTP_LISTEN"],
+                        help="The agent's HTTP listener (default: LOG_SHUTTLE_AGENT__HTTP__LISTEN "
+                             "as the agent reads it, else the configuration's agent.http "
+                             "listen, else 127.0.0.1:9595).")
+_CONFIG = typer.Option(None, "--config", "-c", envvar="LOG_SHUTTLE_CONFIG", dir_okay=False,
+                       help="Read the listener's address from this configuration (default: "
+                            "LOG_SHUTTLE_CONFIG, as the agent).")
 
 
 @app.command("status")
@@ -311,7 +313,8 @@ def status_command(address: Optional[str] = _ADDRESS, config: Optional[Path] = _
 
 @app.command("top")
 def top_command(address: Optional[str] = _ADDRESS, config: Optional[Path] = _CONFIG,
-                interval: float = typer.Option(1.0, "--interval", metavar="SECONDS")) -> None:
+                interval: float = typer.Option(1.0, "--interval", metavar="SECONDS",
+                                               help="Between two refreshes.")) -> None:
     """`status`, live (Ctrl-C to leave), with the progress of a backlog being caught up."""
     from agent.observe.status import AgentUnreachable, top
 

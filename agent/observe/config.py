@@ -29,7 +29,9 @@ class HttpConfig(Section):
     def problems(self, **_: object) -> list[str]:
         if not self.listen:
             return []
-        found = address_problems(self.listen, key="listen", listen=True)
+        # Not port 0 (any free port), as other listen addresses may be: `log-shuttle status`
+        # and `top` find the agent at this address.
+        found = address_problems(self.listen, key="listen")
         if found or self.allow_remote:
             return found
         host, _ = parse_address(self.listen, who="agent.http", listen=True)

@@ -229,6 +229,19 @@ def test_status_without_an_agent_says_how_to_start_one():
     assert "no agent answers" in out.stderr and "--http-listen" in out.stderr
 
 
+def test_status_finds_the_listener_where_the_agent_s_own_settings_put_it(tmp_path):
+    """`status` asks the address the agent itself would listen on: its environment variable,
+    else the configuration that LOG_SHUTTLE_CONFIG names (not only --address/--config)."""
+    by_env, by_file = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[agent.http]\nlisten = "{by_file}"\n[[inputs.file]]\npaths = ["/x"]\n')
+    for env, asked in [({"LOG_SHUTTLE_AGENT__HTTP__LISTEN": by_env}, by_env),
+                       ({"LOG_SHUTTLE_CONFIG": str(config)}, by_file)]:
+        out = subprocess.run([*agent_command("status")], env={**agent_env(), **env}, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and asked in out.stderr, (env, out.stderr)
+
+
 def test_a_remote_listen_address_is_refused_unless_allowed(tmp_path):
     from agent.config import load_config
     from common.errors import ConfigError
@@ -240,6 +253,9 @@ def test_a_remote_listen_address_is_refused_unless_allowed(tmp_path):
                                        (["agent", "http", "listen"], "0.0.0.0:9595"),
                                        (["agent", "http", "allow_remote"], True)])
     assert cfg.agent.http.listen == "0.0.0.0:9595"
+    with pytest.raises(ConfigError, match="the port must be a number in 1-65535"):
+        load_config(None, overrides=[(["inputs", "file"], [{"paths": ["/x"]}]),
+                                     (["agent", "http", "listen"], "127.0.0.1:0")])
 
 
 def test_ready_says_stopping_through_a_drain_and_the_listener_goes_last(tmp_path):
