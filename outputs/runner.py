@@ -76,6 +76,8 @@ class OutputRunner:
         self.backoff = backoff or Backoff()
         self.stats = OutputStats()
         self.failing_since: float | None = None
+        self.sending_since: float | None = None
+        """When the send in progress began (the listener's /ready: a stalled output)."""
         """While a batch is being retried: since when (monotonic); read by the telemetry."""
         state_dir = getattr(ctx.config, "state_dir", "")
         if dead_letters is None and state_dir:
@@ -126,6 +128,7 @@ class OutputRunner:
         failing_since = None
         raised = 0
         while True:
+            self.sending_since = time.monotonic()
             try:
                 verdict = self.sink.send(batch)
             except (SinkClosed, BootError):
@@ -144,6 +147,8 @@ class OutputRunner:
                                      self.sink.name, type(exc).__name__, exc, raised,
                                      self.poison_after)
                 verdict = Verdict.RETRY
+            finally:
+                self.sending_since = None
             if verdict is Verdict.OK:
                 self.stats.batches_sent += 1
                 self.stats.events_sent += len(batch.events)

@@ -23,6 +23,10 @@ class HttpConfig(Section):
     """Listen on an address other than loopback (the endpoints have no authentication)."""
     interval: PositiveFloat = 1.0
     """Seconds between two updates of a component's metrics (and at its exit)."""
+    stalled_after: PositiveFloat = 30.0
+    """``/ready`` says an output is stalled once it has been in one send this many seconds (a
+    destination that takes nothing and says nothing: a pipe nobody reads, a receiver that
+    stopped reading)."""
     max_path_series: Annotated[int, Meta(ge=0)] = 50
     """Per-file series (``file_lag_bytes{path}``) per input; the rest add up to ``path="_other"``."""
 

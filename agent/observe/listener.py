@@ -36,6 +36,7 @@ class ListenerSetup(msgspec.Struct, frozen=True, kw_only=True):
     listen: str
     rundir: str
     version: str = "unknown"
+    stalled_after: float = 30.0
 
 
 def build(ctx: Context[ListenerSetup]) -> Listener:
@@ -54,7 +55,8 @@ class Listener:
     def __init__(self, ctx: Context[ListenerSetup], server: ThreadingHTTPServer) -> None:
         self.ctx = ctx
         self.server = server
-        self.view = View(rundir=ctx.config.rundir, version=ctx.config.version)
+        self.view = View(rundir=ctx.config.rundir, version=ctx.config.version,
+                         stalled_after=ctx.config.stalled_after)
         server.view = self.view  # type: ignore[attr-defined]
         server.log = ctx.log  # type: ignore[attr-defined]
 
@@ -77,9 +79,10 @@ class Listener:
 class View:
     """What the endpoints say, computed per request from the run directory."""
 
-    def __init__(self, *, rundir: str, version: str) -> None:
+    def __init__(self, *, rundir: str, version: str, stalled_after: float = 30.0) -> None:
         self.rundir = rundir
         self.version = version
+        self.stalled_after = stalled_after
         self.started = time.time()
         self.clock_tick = os.sysconf("SC_CLK_TCK")
         self.page = os.sysconf("SC_PAGE_SIZE")
@@ -154,6 +157,9 @@ class View:
                            f"{c.get('failing_seconds', 0):.0f}s"
                            f"{f' (errors {errors})' if errors else ''}; retried "
                            f"{c.get('output_retries', 0):.0f} times")
+            elif c.get("sending_seconds", 0) >= self.stalled_after:
+                why.append(f"{c['component']}: stalled: one send has taken "
+                           f"{c['sending_seconds']:.0f}s (its destination takes nothing)")
         return not why, why
 
     def process(self, pid: int | None) -> dict[str, float]:

@@ -32,6 +32,7 @@ def with_listener(cfg: Config, specs: list[ChildSpec], path: str, *, version: st
     for s in specs:
         s.metrics = (http.interval, http.max_path_series)
     listener = ChildSpec(role="http", kind="service", build="agent.observe.listener:build",
-                         config=ListenerSetup(listen=http.listen, rundir=path, version=version),
+                         config=ListenerSetup(listen=http.listen, rundir=path, version=version,
+                                              stalled_after=http.stalled_after),
                          privileges=privileges)
     return [listener, *specs]

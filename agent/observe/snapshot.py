@@ -38,6 +38,7 @@ METRICS: dict[str, tuple[Literal["counter", "gauge"], tuple[str, ...], str]] = {
     "files_watched": ("gauge", (), "Files a file input follows."),
     "delivering": ("gauge", (), "1 while an output delivers, 0 while it retries a batch."),
     "failing_seconds": ("gauge", (), "Seconds an output has been failing to deliver (0: not)."),
+    "sending_seconds": ("gauge", (), "Seconds an output has been in its current send (0: none)."),
 }
 
 OTHER_PATHS = "_other"
@@ -155,6 +156,7 @@ def _output(r: Any) -> list[Sample]:
     since = getattr(r, "failing_since", None)
     out.append(("delivering", (), 0 if since is not None else 1))
     out.append(("failing_seconds", (), _ago(since)))
+    out.append(("sending_seconds", (), _ago(getattr(r, "sending_since", None))))
     return out
 
 

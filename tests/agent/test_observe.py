@@ -20,9 +20,10 @@ from tests.server.helpers import free_port
 C = "log_shuttle_component_"
 
 
-def _agent(tmp_path, *args: str) -> tuple[Agent, str]:
+def _agent(tmp_path, *args: str, env: dict[str, str] | None = None) -> tuple[Agent, str]:
     address = f"127.0.0.1:{free_port()}"
-    agent = Agent(tmp_path, *args, "--http-listen", address)
+    agent = Agent(tmp_path, *args, "--http-listen", address,
+                  env={**agent_env(), **env} if env else None)
     wait_for(lambda: get(f"http://{address}/health")[0] == 200, what="the listener")
     return agent, address
 
@@ -258,11 +259,12 @@ def test_a_remote_listen_address_is_refused_unless_allowed(tmp_path):
                                      (["agent", "http", "listen"], "127.0.0.1:0")])
 
 
-def test_ready_says_stopping_through_a_drain_and_the_listener_goes_last(tmp_path):
-    """SIGTERM while the output is stuck (its receiver accepted the connection and reads
-    nothing): the drain lasts until its deadline, and all along /ready answers 503 "the agent
-    is stopping" (the listener used to be stopped with the inputs, first: no answer at all
-    during a drain)."""
+def test_a_stuck_output_is_not_ready_and_ready_says_stopping_through_a_drain(tmp_path):
+    """An output whose receiver accepted the connection and reads nothing: no error, no retry,
+    one send that never ends; /ready says it is stalled (stalled_after). Then SIGTERM: the
+    drain lasts until its deadline, and all along /ready answers 503 "the agent is stopping"
+    (the listener used to be stopped with the inputs, first: no answer at all during a
+    drain)."""
     import socket
 
     log = tmp_path / "app.log"
@@ -273,11 +275,19 @@ def test_ready_says_stopping_through_a_drain_and_the_listener_goes_last(tmp_path
     held = []
     rx.settimeout(30)
     agent, address = _agent(tmp_path, "-f", str(log), "--from-beginning", "--output-tcp",
-                            f"127.0.0.1:{rx.getsockname()[1]}", "--drain-timeout", "4")
+                            f"127.0.0.1:{rx.getsockname()[1]}", "--drain-timeout", "4",
+                            env={"LOG_SHUTTLE_AGENT__HTTP__STALLED_AFTER": "2"})
     try:
         held.append(rx.accept()[0])  # and never read from
-        wait_for(lambda: value(metrics(address), C + "sent_events_total",
-                               component="output tcp") is not None, what="the output sending")
+
+        def stalled():
+            code, body = get_json(f"http://{address}/ready")
+            return body if code == 503 and "stalled" in " ".join(body.get("why_not", [])) \
+                else None
+
+        body = wait_for(stalled, timeout=30, what="/ready to say the output is stalled")
+        assert body["why_not"][0].startswith("output tcp: stalled: one send has taken")
+        assert value(metrics(address), C + "sending_seconds", component="output tcp") >= 2
         agent.proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
 
