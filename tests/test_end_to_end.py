@@ -348,3 +348,40 @@ def test_a_stop_during_start_up_is_a_clean_stop(tmp_path):
                 b"log-shuttle: supervisor"), interval=0.001, what="the supervisor's title")
             assert agent.stop() == 0, agent.stderr()
         assert "Traceback" not in agent.stderr()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the agent as another user: needs root "
+                                              "(CI runs tests as root)")
+def test_an_unreadable_file_is_said_so_then_shipped_once_it_can_be_read():
+    """As an unprivileged user, a file it may not read: the agent says it cannot open it and
+    will retry (not that no file matches), and ships it once its mode lets it."""
+    import shutil
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="log-shuttle-e2e-"))
+    shared.chmod(0o777)
+    log = shared / "secret.log"
+    log.write_text("first\n")
+    log.chmod(0o600)  # root's
+    out, err = shared / "out", shared / "err"
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen([*nobody, *agent_command("-f", str(log), "--from-beginning",
+                                                        "--state-dir", str(shared / "state"))],
+                                stdout=o, stderr=e, env=agent_env(), stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        wait_for(lambda: "cannot open" in err.read_text() or proc.poll() is not None,
+                 timeout=60, what="the agent saying it cannot open the file")
+        text = err.read_text()
+        assert "Permission denied (will retry)" in text and "no file matches" not in text, text
+        log.chmod(0o644)
+        wait_for(lambda: b'"line":"first"' in out.read_bytes() or proc.poll() is not None,
+                 timeout=60, what="the line once the file can be read")
+        assert proc.poll() is None, err.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=30) == 0
+        finally:
+            shutil.rmtree(shared)

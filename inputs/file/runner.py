@@ -162,7 +162,7 @@ class FileInput:
             self.poller.register(fd, select.POLLIN)
         try:
             self.scan(initial=True)
-            if not self.registry.files:
+            if not self.registry.files and not self.stats.open_errors:
                 self.log.info("no file matches %s yet; waiting for one to appear",
                               ", ".join(self.globber.patterns))
             self.checkpoint(force=True)
