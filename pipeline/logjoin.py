@@ -103,7 +103,10 @@ class LogJoiner:
         self.next_trim = 0
         self.head_bytes = LOG_HEAD
         self.followed: OrderedDict[tuple[int, int], int] = OrderedDict()
-        """(dev, ino) -> boot time of its last write seen."""
+        """(dev, ino) -> boot time of its last write, or of the input's last word that it
+        notes the file's writes, seen; a file is followed FOLLOW_NS past it (the newest such
+        time seen of any file: ``newest_follow``)."""
+        self.newest_follow = 0
         self.poison: set[int] = set()
         """id()s of pending writes whose line is ambiguous: each the twin of the write of the
         same bytes taken before it (an id leaves the set as its write leaves its queue)."""
@@ -131,7 +134,9 @@ class LogJoiner:
             elif kind is LogEvent:
                 key = (ev.dev, ev.ino)
                 q = self.held.get(key)
-                if q or (key in self.followed and not ev.flags & ONE_RECORD):
+                since = self.followed.get(key)
+                if q or (since is not None and since >= self.newest_follow - FOLLOW_NS
+                         and not ev.flags & ONE_RECORD):
                     lines = ev.data.split(b"\n")
                     lines.pop()
                     if q is None:
@@ -157,9 +162,23 @@ class LogJoiner:
         return out
 
     def _write(self, w: LogWriteEvent) -> None:
+        key = (w.dev, w.ino)
         if w.lost_before:
             self._reset()
-        key = (w.dev, w.ino)
+        if not w.length:
+            # No byte (and no line) written: the input's word that the probe notes this file's
+            # writes (inputs/ebpf/runner.py say_followed). Its lines wait for their writes from
+            # now on, even before the first write comes.
+            if self.followed.get(key, -1) < w.boot_ns:
+                self.followed[key] = w.boot_ns
+                self.followed.move_to_end(key)
+                if len(self.followed) > 4096:
+                    self.followed.popitem(last=False)
+                if w.boot_ns > self.newest_follow:
+                    self.newest_follow = w.boot_ns
+            return
+        if w.boot_ns > self.newest_follow:
+            self.newest_follow = w.boot_ns
         self.followed[key] = w.boot_ns
         self.followed.move_to_end(key)
         if len(self.followed) > 4096:

@@ -35,6 +35,10 @@ class LogFiles:
     def file_of(self, pid: int, fd: int) -> tuple[int, int] | None:
         return self.fds.get((pid, fd))
 
+    def followed(self) -> set[tuple[int, int]]:
+        """(device, inode) of the files whose writes the probe notes now."""
+        return set(self.fds.values())
+
     def due(self, now: float) -> bool:
         return now >= self.next_scan
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 
 from common.component import Context
 from common.cpu import relax
-from common.events import Batch, BatchCodec, Event, LossEvent, ProcessEvent
+from common.events import Batch, BatchCodec, Event, LogWriteEvent, LossEvent, ProcessEvent
 from common.memory import release_code, trim
 from common.shmqueue import Full, MessageTooLarge
 from inputs.ebpf.loader import Programs
@@ -26,6 +26,9 @@ from inputs.ebpf.translate import Translator
 
 LOSS_CHECK_INTERVAL = 1.0
 TLS_SCAN_INTERVAL = 1.0
+FOLLOWED_REFRESH = 20.0
+"""Seconds between two reminders to the log join of every followed file (it forgets a file
+FOLLOW_NS, 60 s, after the last write or reminder it saw)."""
 """Seconds between two looks at new processes' maps for a libssl to attach to."""
 QUEUE_WAIT_SLICE = 0.1
 """Seconds between looks at the stop flag while the pipeline's queue is full."""
@@ -198,6 +201,8 @@ class EbpfInput:
                                    skip_pid=programs.options.self_pid)
             self.tls.start()  # before run(): HTTPS is seen once the input is built
         self.next_tls_scan = time.monotonic() + TLS_SCAN_INTERVAL
+        self.said_followed: set[tuple[int, int]] = set()
+        self.next_followed_refresh = 0.0
         self.pace = PollPace(self.cfg.poll_interval, self.cfg.idle_poll_interval,
                              longest=min(self.cfg.send_interval, self.cfg.idle_poll_interval))
         self.sampling = Sampling(self.cfg.max_exchanges_per_second if "http" in programs.objects
@@ -209,6 +214,8 @@ class EbpfInput:
                 n = self.logfiles.scan(time.monotonic())
                 self.log.info("following writes to log files: %d descriptors of %s", n,
                               ", ".join(self.cfg.log_paths))
+                self.say_followed(time.monotonic())
+                self.send()  # at once: the file input's first lines may be on their way
             self.log.info("tracing with probes: %s", ", ".join(self.programs.objects))
             # Compiling the programs (BCC's clang and LLVM, in this process) left ~18 MiB of
             # freed memory with the allocator, and ~70 MiB of their code resident: back to the
@@ -265,6 +272,7 @@ class EbpfInput:
         now = time.monotonic()
         if self.logfiles is not None and self.logfiles.due(now):
             self.logfiles.scan(now)
+            self.say_followed(now)
         if self.tls is not None and now >= self.next_tls_scan:
             self.next_tls_scan = now + TLS_SCAN_INTERVAL
             self.tls.scan()
@@ -308,6 +316,27 @@ class EbpfInput:
                              budget, self.stats.sampled_out)
         else:
             self.log.info("%.0f HTTP exchanges a second: the http probe sends 1 in %d", rate, n)
+
+    def say_followed(self, now: float) -> None:
+        """Tell the pipeline's log join which files' writes are noted: a file new to the probe
+        at once, all of them every FOLLOWED_REFRESH seconds (markers: LogWriteEvents of no
+        byte). From then on the join holds each line of such a file for its write, even before
+        any write came, and through a quiet spell (pipeline/logjoin.py FOLLOW_NS)."""
+        files = self.logfiles.followed()
+        if now >= self.next_followed_refresh:
+            self.next_followed_refresh = now + FOLLOWED_REFRESH
+            new = files
+        else:
+            new = files - self.said_followed
+        self.said_followed = files
+        if not new:
+            return
+        boot, wall = time.clock_gettime_ns(time.CLOCK_BOOTTIME), time.time_ns()
+        if not self.out:
+            self.first_at = now
+        self.out.extend(LogWriteEvent(time_ns=wall, pid=0, tid=0, fd=-1, dev=dev, ino=ino,
+                                      length=0, head=b"", boot_ns=boot)
+                        for dev, ino in sorted(new))
 
     def send(self, limit: int = 0) -> None:
         """Hand the batch on (at most ``limit`` events of it, 0: all). While the pipeline's

@@ -159,3 +159,44 @@ def test_lines_of_files_without_writes_pass_at_once_and_losses_reset():
     assert run(j, spans, [other]) == [other]
     loss = LossEvent(time_ns=1, source="input ebpf", what="ring buffer logwrite", count=3)
     assert run(j, spans, [loss]) == [loss] and j.stats.resets == 1
+
+
+def follows(at_ms, file=FILE):
+    """The eBPF input's word that the probe notes the file's writes (no byte written)."""
+    return LogWriteEvent(time_ns=T0 + at_ms * MS, pid=0, tid=0, fd=-1, dev=file[0], ino=file[1],
+                         length=0, head=b"", boot_ns=at_ms * MS)
+
+
+def test_a_file_the_input_follows_holds_its_lines_before_any_write_came():
+    """Without the word, the first lines of a file pass unjoined until a write of it came (the
+    file input reads a line before the eBPF input's write event reaches the pipeline)."""
+    spans, j = joiner()
+    before = run(j, spans, [lines(b"early", read_ms=5)])
+    assert [e.joins for e in before] == [[]]  # nothing says the file is followed: it passes
+    run(j, spans, [follows(6)])
+    assert run(j, spans, [lines(b"first", read_ms=10)]) == []  # held for its write
+    # The input's word again (its periodic reminder), later than the line: no write, so the
+    # line still waits (a later write would have told it its own is not coming).
+    assert run(j, spans, [follows(30)], now=0.03) == [] and j.held
+    (ev,) = run(j, spans, [exchange(4, 8, 5, "/a"), write(b"first", 9, (4, 8)),
+                           write(b"x", 40)], now=0.04)
+    assert [(x.path, x.ambiguous) for x in ev.joins] == [("/a", False)]
+    assert j.pending_writes == 1  # "x": the words are no writes
+
+
+def test_a_file_stays_followed_through_a_quiet_spell_while_the_input_says_so():
+    spans, j = joiner()
+    run(j, spans, [follows(0), write(b"w", 1), lines(b"w", read_ms=2)])
+    # 90 s without a write of it, the input's word every 20 s; another file's writes go on
+    other = (8, 100)
+    for t in range(20_000, 100_000, 20_000):
+        run(j, spans, [follows(t), LogWriteEvent(time_ns=T0 + t * MS, pid=10, tid=11, fd=4,
+                                                 dev=other[0], ino=other[1], length=2,
+                                                 head=b"o\n", boot_ns=t * MS)], now=t / 1000)
+        j.release(t / 1000)
+    assert run(j, spans, [lines(b"after", read_ms=95_000)], now=95.0) == []  # held
+    # ...and no longer once the input stops saying so, and FOLLOW_NS (60 s) passed
+    run(j, spans, [LogWriteEvent(time_ns=T0, pid=10, tid=11, fd=4, dev=other[0], ino=other[1],
+                                 length=2, head=b"o\n", boot_ns=200_000 * MS)], now=200.0)
+    (ev,) = run(j, spans, [lines(b"much later", read_ms=200_001, offset=100)], now=200.0)
+    assert ev.joins == []

@@ -219,6 +219,29 @@ def threaded_server_under_clients(tmp_path, requests: int = 25, **env: str):
 
 
 @needs_ebpf
+def test_the_first_requests_after_start_are_joined_with_no_warm_up(tmp_path):
+    """The eBPF input tells the pipeline at once which files' writes the probe notes: the first
+    lines, which the file input reads before any write event reached the pipeline, wait for
+    their writes instead of passing unjoined (they used to: every test here warmed up)."""
+    port, log = free_port(), tmp_path / "app.log"
+    svc = Service("backend", str(port), str(log))
+    try:
+        with start_agent(tmp_path, "--input-file", str(log)) as agent:
+            wait_for(lambda: "following writes to log files: 1 descriptors" in agent.stderr(),
+                     what="the service's log file followed")
+            ids = [f"f{i}" for i in range(5)]
+            for rid in ids:
+                assert get(port, f"/first/{rid}") == 200
+            lines = wait_for(lambda: (x := lines_with_ids(agent.records(), log)) and
+                             len(x) >= len(ids) and x, timeout=30, what="the five lines")
+            assert agent.stop() == 0, agent.stderr()
+    finally:
+        svc.stop()
+    assert {rid: lines[rid].get("request", {}).get("path") for rid in ids} == \
+        {rid: f"/first/{rid}" for rid in ids}
+
+
+@needs_ebpf
 def test_a_threaded_server_s_lines_are_joined_to_their_own_requests(tmp_path):
     agent, ids, lines, spans = threaded_server_under_clients(tmp_path)
     joined = [rid for rid, r in lines.items() if r.get("trace_id")]
