@@ -24,7 +24,7 @@ class Level(str, enum.Enum):
 def command(
     config: Optional[Path] = typer.Option(
         None, "--config", "-c", envvar="LOG_SHUTTLE_CONFIG", dir_okay=False,
-        help="TOML configuration file (its [server] table)."),
+        help="TOML configuration file (its \\[server] table)."),
     grpc_listen: Optional[list[str]] = typer.Option(
         None, "--grpc-listen", metavar="ADDR", help="OTLP/gRPC (and health) on HOST:PORT."),
     tcp_listen: Optional[list[str]] = typer.Option(
