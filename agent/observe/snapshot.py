@@ -39,6 +39,9 @@ METRICS: dict[str, tuple[Literal["counter", "gauge"], tuple[str, ...], str]] = {
     "delivering": ("gauge", (), "1 while an output delivers, 0 while it retries a batch."),
     "failing_seconds": ("gauge", (), "Seconds an output has been failing to deliver (0: not)."),
     "sending_seconds": ("gauge", (), "Seconds an output has been in its current send (0: none)."),
+    "log_join_lines": ("counter", ("outcome",), "Lines of files whose writes the eBPF input "
+                       "notes, by what the log join made of them: joined (to a request), "
+                       "ambiguous, no_request (written outside any), unmatched (no write found)."),
 }
 
 OTHER_PATHS = "_other"
@@ -127,12 +130,19 @@ def _ebpf_input(r: Any) -> list[Sample]:
 def _pipeline(r: Any) -> list[Sample]:
     sent = getattr(r, "records_out", 0)
     as_spans = getattr(r, "http_as_spans", 0)
-    return [
+    out: list[Sample] = [
         ("received_events", (), sent + r.batcher.count + as_spans), ("sent_events", (), sent),
         ("sent_bytes", (), sum(_put_bytes(p) for p in r.ctx.producers)),
         ("discarded_events", ("metric_queue_full",), r.metric_points_dropped),
         ("discarded_events", ("http_as_span",), as_spans),
     ]
+    joiner = getattr(r, "joiner", None)
+    if joiner is not None:
+        st = joiner.stats
+        out += [("log_join_lines", (outcome,), n) for outcome, n in (
+            ("joined", st.joined), ("ambiguous", st.ambiguous), ("no_request", st.no_request),
+            ("unmatched", st.unmatched))]
+    return out
 
 
 def _output(r: Any) -> list[Sample]:

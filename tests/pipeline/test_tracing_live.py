@@ -222,11 +222,15 @@ def threaded_server_under_clients(tmp_path, requests: int = 25, **env: str):
 def test_the_first_requests_after_start_are_joined_with_no_warm_up(tmp_path):
     """The eBPF input tells the pipeline at once which files' writes the probe notes: the first
     lines, which the file input reads before any write event reached the pipeline, wait for
-    their writes instead of passing unjoined (they used to: every test here warmed up)."""
+    their writes instead of passing unjoined (they used to: every test here warmed up). The
+    join's outcomes are counted in /metrics."""
+    from tests.agent.observe_helpers import metrics, value
+
     port, log = free_port(), tmp_path / "app.log"
+    listen = f"127.0.0.1:{free_port()}"
     svc = Service("backend", str(port), str(log))
     try:
-        with start_agent(tmp_path, "--input-file", str(log)) as agent:
+        with start_agent(tmp_path, "--input-file", str(log), "--http-listen", listen) as agent:
             wait_for(lambda: "following writes to log files: 1 descriptors" in agent.stderr(),
                      what="the service's log file followed")
             ids = [f"f{i}" for i in range(5)]
@@ -234,6 +238,10 @@ def test_the_first_requests_after_start_are_joined_with_no_warm_up(tmp_path):
                 assert get(port, f"/first/{rid}") == 200
             lines = wait_for(lambda: (x := lines_with_ids(agent.records(), log)) and
                              len(x) >= len(ids) and x, timeout=30, what="the five lines")
+            joined = wait_for(lambda: value(metrics(listen), "log_shuttle_component_log_join_"
+                                            "lines_total", component="pipeline",
+                                            outcome="joined"), what="the join's counts")
+            assert joined >= len(ids)
             assert agent.stop() == 0, agent.stderr()
     finally:
         svc.stop()
