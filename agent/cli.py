@@ -342,9 +342,13 @@ def trace_command(trace_id: str = typer.Argument(..., help="32 hex digits."),
     """Draw one trace: its spans as a waterfall, each joined log line under its span."""
     from agent import traceview
 
+    if len(trace_id) != 32 or trace_id.strip("0123456789abcdefABCDEF"):
+        typer.echo(f"log-shuttle: trace: {trace_id!r} is not a trace id (32 hex digits)",
+                   err=True)
+        raise typer.Exit(ExitCode.CONFIG)
     paths = traceview.default_sources(sources)
     try:
-        t = traceview.load_trace(trace_id, paths)
+        t = traceview.load_trace(trace_id.lower(), paths)
     except OSError as exc:
         typer.echo(f"log-shuttle: cannot read {exc.filename}: {exc.strerror}", err=True)
         raise typer.Exit(ExitCode.CONFIG) from None

@@ -66,6 +66,10 @@ def test_trace_draws_the_waterfall_with_lines_under_their_spans(tmp_path):
     assert "unrelated" not in r.stdout and "/other" not in r.stdout
     missing = cli("trace", "c" * 32, "--from", str(f))
     assert missing.returncode == 1 and "no spans found" in missing.stdout
+    assert cli("trace", T1.upper(), "--from", str(f)).stdout.splitlines()[0] == out[0]
+    for bad in ("nothex", "g" * 32, T1 + "0"):
+        r = cli("trace", bad, "--from", str(f))
+        assert r.returncode == 2 and "is not a trace id (32 hex digits)" in r.stderr, bad
 
 
 def test_traces_lists_recent_slowest_and_errors_from_a_server_directory(tmp_path):
