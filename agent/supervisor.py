@@ -321,7 +321,7 @@ class Supervisor:
         for child in self.pids.values():
             if not child.stop_sent:
                 child.stop_sent = True
-                self._signal(child, "terminate")
+                self.platform.stop_service(child.pid)
 
     def _signal(self, child: Child, how: Literal["terminate", "kill"]) -> None:
         """SIGTERM / SIGKILL on POSIX; a stop event / TerminateProcess on Windows."""

@@ -60,6 +60,12 @@ class Platform(Protocol):
     def terminate(self, pid: int) -> None:
         """Ask a child to stop and drain (SIGTERM). A child already gone is not an error."""
 
+    def stop_service(self, pid: int) -> None:
+        """Ask a service child (the HTTP listener) to stop, once the data's children are gone:
+        a signal of its own (SIGUSR1), which a SIGTERM to the whole group (systemd's default
+        KillMode, ``timeout``) is not, so it answers through a drain. A child already gone is
+        not an error."""
+
     def kill(self, pid: int) -> None:
         """End a child now (SIGKILL). A child already gone is not an error."""
 

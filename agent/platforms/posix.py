@@ -87,8 +87,13 @@ class PosixPlatform:
             os.dup2(stdout_fd if spec.keep_stdout else 2, 1)
             os.close(stdout_fd)
         stop = Stop()
-        if spec.kind in ("input", "service"):
+        if spec.kind == "input":
             stop.install(signal.SIGTERM)
+        elif spec.kind == "service":
+            # Stopped last, by the supervisor alone (stop_service): a SIGTERM to the whole group
+            # must leave /ready answering through the drain.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            stop.install(signal.SIGUSR1)
         else:
             # The pipeline and outputs stop when their queues close and drain, never on a
             # signal: a SIGTERM to the whole group (systemd, timeout) must not cut the drain.
@@ -101,6 +106,9 @@ class PosixPlatform:
 
     def terminate(self, pid: int) -> None:
         self._send(pid, signal.SIGTERM)
+
+    def stop_service(self, pid: int) -> None:
+        self._send(pid, signal.SIGUSR1)
 
     def kill(self, pid: int) -> None:
         self._send(pid, signal.SIGKILL)

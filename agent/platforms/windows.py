@@ -216,6 +216,9 @@ class WindowsPlatform:
         if stop is not None:
             stop.set()
 
+    def stop_service(self, pid: int) -> None:
+        self.terminate(pid)  # its stop event: only the supervisor sets it
+
     def kill(self, pid: int) -> None:
         proc = self._procs.get(pid)
         if proc is not None and proc.poll() is None:

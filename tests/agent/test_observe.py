@@ -259,12 +259,14 @@ def test_a_remote_listen_address_is_refused_unless_allowed(tmp_path):
                                      (["agent", "http", "listen"], "127.0.0.1:0")])
 
 
-def test_a_stuck_output_is_not_ready_and_ready_says_stopping_through_a_drain(tmp_path):
+@pytest.mark.parametrize("to", ["supervisor", "group"])
+def test_a_stuck_output_is_not_ready_and_ready_says_stopping_through_a_drain(tmp_path, to):
     """An output whose receiver accepted the connection and reads nothing: no error, no retry,
     one send that never ends; /ready says it is stalled (stalled_after). Then SIGTERM: the
     drain lasts until its deadline, and all along /ready answers 503 "the agent is stopping"
     (the listener used to be stopped with the inputs, first: no answer at all during a
-    drain)."""
+    drain). The SIGTERM goes to the supervisor, or to the whole process group, as systemd's
+    default KillMode and `timeout` send it."""
     import socket
 
     log = tmp_path / "app.log"
@@ -288,7 +290,10 @@ def test_a_stuck_output_is_not_ready_and_ready_says_stopping_through_a_drain(tmp
         body = wait_for(stalled, timeout=30, what="/ready to say the output is stalled")
         assert body["why_not"][0].startswith("output tcp: stalled: one send has taken")
         assert value(metrics(address), C + "sending_seconds", component="output tcp") >= 2
-        agent.proc.send_signal(signal.SIGTERM)
+        if to == "group":
+            os.killpg(agent.pid, signal.SIGTERM)
+        else:
+            agent.proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
 
         def stopping():
