@@ -274,12 +274,18 @@ def _http_address(address: str | None, config: Path | None) -> str:
     if address:
         return address
     if config is not None:
+        # Only its [agent.http] listen: the whole file need not be valid here (it may be the
+        # server's, through LOG_SHUTTLE_CONFIG, or name files only root may read).
+        import tomllib
+
         try:
-            listen = load_config(str(config)).agent.http.listen
-        except ConfigError as exc:
-            typer.echo(f"log-shuttle: {exc}", err=True)
+            with open(config, "rb") as f:
+                listen = tomllib.load(f).get("agent", {}).get("http", {}).get("listen", "")
+        except (OSError, tomllib.TOMLDecodeError, AttributeError) as exc:
+            typer.echo(f"log-shuttle: cannot read the listener's address in {config}: {exc}",
+                       err=True)
             raise typer.Exit(ExitCode.CONFIG) from None
-        if listen:
+        if listen and isinstance(listen, str):
             return listen
     return DEFAULT_LISTEN
 

@@ -273,6 +273,8 @@ class EbpfInput:
         if self.logfiles is not None and self.logfiles.due(now):
             self.logfiles.scan(now)
             self.say_followed(now)
+        elif self.logfiles is not None and now >= self.next_followed_refresh:
+            self.say_followed(now)  # log_scan_interval may be longer than the refresh
         if self.tls is not None and now >= self.next_tls_scan:
             self.next_tls_scan = now + TLS_SCAN_INTERVAL
             self.tls.scan()

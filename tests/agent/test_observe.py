@@ -236,8 +236,11 @@ def test_status_finds_the_listener_where_the_agent_s_own_settings_put_it(tmp_pat
     by_env, by_file = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     config = tmp_path / "agent.toml"
     config.write_text(f'[agent.http]\nlisten = "{by_file}"\n[[inputs.file]]\npaths = ["/x"]\n')
+    server_only = tmp_path / "server.toml"  # the server's file, through the same variable
+    server_only.write_text('[server]\nlisten_tcp = "127.0.0.1:6514"\n')
     for env, asked in [({"LOG_SHUTTLE_AGENT__HTTP__LISTEN": by_env}, by_env),
-                       ({"LOG_SHUTTLE_CONFIG": str(config)}, by_file)]:
+                       ({"LOG_SHUTTLE_CONFIG": str(config)}, by_file),
+                       ({"LOG_SHUTTLE_CONFIG": str(server_only)}, "127.0.0.1:9595")]:
         out = subprocess.run([*agent_command("status")], env={**agent_env(), **env}, cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 1 and asked in out.stderr, (env, out.stderr)
