@@ -165,24 +165,12 @@ class LogJoiner:
         key = (w.dev, w.ino)
         if w.lost_before:
             self._reset()
+        self._follow(key, w.boot_ns)
         if not w.length:
             # No byte (and no line) written: the input's word that the probe notes this file's
             # writes (inputs/ebpf/runner.py say_followed). Its lines wait for their writes from
-            # now on, even before the first write comes.
-            if self.followed.get(key, -1) < w.boot_ns:
-                self.followed[key] = w.boot_ns
-                self.followed.move_to_end(key)
-                if len(self.followed) > 4096:
-                    self.followed.popitem(last=False)
-                if w.boot_ns > self.newest_follow:
-                    self.newest_follow = w.boot_ns
+            # now on, even before the first write comes; it is no write.
             return
-        if w.boot_ns > self.newest_follow:
-            self.newest_follow = w.boot_ns
-        self.followed[key] = w.boot_ns
-        self.followed.move_to_end(key)
-        if len(self.followed) > 4096:
-            self.followed.popitem(last=False)
         if w.boot_ns > self.last_boot:
             self.last_boot = w.boot_ns
             self.last_write_wall = w.time_ns
@@ -198,6 +186,17 @@ class LogJoiner:
         self.pending_writes += 1
         if self.pending_writes > MAX_WRITES:
             self._trim(force=True)
+
+    def _follow(self, key: tuple[int, int], boot_ns: int) -> None:
+        """The file's lines wait for their writes until FOLLOW_NS past ``boot_ns``."""
+        followed = self.followed
+        if followed.get(key, -1) < boot_ns:
+            followed[key] = boot_ns
+        followed.move_to_end(key)
+        if len(followed) > 4096:
+            followed.popitem(last=False)
+        if boot_ns > self.newest_follow:
+            self.newest_follow = boot_ns
 
     def _reset(self) -> None:
         self.stats.resets += 1
