@@ -26,10 +26,10 @@ from inputs.ebpf.translate import Translator
 
 LOSS_CHECK_INTERVAL = 1.0
 TLS_SCAN_INTERVAL = 1.0
+"""Seconds between two looks at new processes' maps for a libssl to attach to."""
 FOLLOWED_REFRESH = 20.0
 """Seconds between two reminders to the log join of every followed file (it forgets a file
 FOLLOW_NS, 60 s, after the last write or reminder it saw)."""
-"""Seconds between two looks at new processes' maps for a libssl to attach to."""
 QUEUE_WAIT_SLICE = 0.1
 """Seconds between looks at the stop flag while the pipeline's queue is full."""
 COMPILER_LIBRARIES = ("libLLVM", "libclang")
